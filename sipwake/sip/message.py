@@ -1,0 +1,459 @@
+"""The SIP message model: Request, Response and their ordered headers.
+
+Header fields keep the name and value as written (a parsed then serialised
+message keeps its header order and values). Lookups are case-insensitive and
+treat compact forms as their long names (``v`` is ``Via``). Typed values
+(``msg.via``, ``msg.cseq``, ``msg.contacts`` …) are parsed once and cached;
+any change to a header drops its cached value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from sipwake.errors import SipParseError
+from sipwake.sip.grammar import split_commas
+from sipwake.sip.headers import (
+    CSeq,
+    NameAddr,
+    Via,
+    parse_cseq,
+    parse_name_addr,
+    parse_uint,
+    parse_via,
+)
+from sipwake.sip.status import reason_phrase
+from sipwake.sip.uri import Uri
+
+__all__ = ["COMPACT_FORMS", "Headers", "Message", "Request", "Response", "canonical_name"]
+
+T = TypeVar("T")
+
+#: RFC 3261 §7.3.3 and later RFCs: compact form → long name.
+COMPACT_FORMS = {
+    "a": "Accept-Contact",
+    "b": "Referred-By",
+    "c": "Content-Type",
+    "d": "Request-Disposition",
+    "e": "Content-Encoding",
+    "f": "From",
+    "i": "Call-ID",
+    "j": "Reject-Contact",
+    "k": "Supported",
+    "l": "Content-Length",
+    "m": "Contact",
+    "n": "Identity-Info",
+    "o": "Event",
+    "r": "Refer-To",
+    "s": "Subject",
+    "t": "To",
+    "u": "Allow-Events",
+    "v": "Via",
+    "x": "Session-Expires",
+    "y": "Identity",
+}
+_COMPACT_KEYS = {k: v.lower() for k, v in COMPACT_FORMS.items()}
+
+#: Headers whose values may be comma lists (split on top-level commas).
+#: WWW-Authenticate, Authorization, Date and friends are not: their values hold commas.
+LIST_HEADERS = frozenset(
+    {
+        "via",
+        "contact",
+        "route",
+        "record-route",
+        "path",
+        "service-route",
+        "allow",
+        "supported",
+        "require",
+        "proxy-require",
+        "unsupported",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "allow-events",
+        "content-encoding",
+        "history-info",
+        "diversion",
+        "in-reply-to",
+        "p-asserted-identity",
+        "reason",
+        "security-client",
+        "security-server",
+        "security-verify",
+        "warning",
+        "error-info",
+        "alert-info",
+        "call-info",
+        "feature-caps",
+    }
+)
+
+
+def canonical_name(name: str) -> str:
+    """Lower-case long form of a header name (``V`` → ``via``)."""
+    key = name.lower()
+    return _COMPACT_KEYS.get(key, key) if len(key) == 1 else key
+
+
+class Headers:
+    """Ordered, case-insensitive header fields ``(name, value)`` with a typed-value cache."""
+
+    __slots__ = ("_cache", "_fields")
+
+    def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
+        self._fields: list[tuple[str, str, str]] = [
+            (n, v, canonical_name(n)) for n, v in (fields or [])
+        ]
+        self._cache: dict[str, object] = {}
+
+    @classmethod
+    def _from_keyed(cls, fields: list[tuple[str, str, str]]) -> Headers:
+        obj = cls.__new__(cls)
+        obj._fields = fields
+        obj._cache = {}
+        return obj
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return ((n, v) for n, v, _ in self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = canonical_name(name)
+        return any(k == key for _, _, k in self._fields)
+
+    def __repr__(self) -> str:
+        return f"Headers({list(self)!r})"
+
+    def copy(self) -> Headers:
+        clone = Headers._from_keyed(list(self._fields))
+        clone._cache = dict(self._cache)
+        return clone
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first field's value, or ``default``."""
+        key = canonical_name(name)
+        for _, value, k in self._fields:
+            if k == key:
+                return value
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every field's value, one per header line (not split on commas)."""
+        key = canonical_name(name)
+        return [v for _, v, k in self._fields if k == key]
+
+    def values(self, name: str) -> list[str]:
+        """Every value: lines in order, each split on top-level commas for list headers."""
+        key = canonical_name(name)
+        lines = [v for _, v, k in self._fields if k == key]
+        if key not in LIST_HEADERS:
+            return lines
+        out: list[str] = []
+        for line in lines:
+            out.extend(split_commas(line))
+        return out
+
+    def _touch(self, key: str) -> None:
+        self._cache.pop(key, None)
+
+    def add(self, name: str, value: str) -> None:
+        """Append a field."""
+        key = canonical_name(name)
+        self._fields.append((name, value, key))
+        self._touch(key)
+
+    def insert(self, name: str, value: str) -> None:
+        """Put a field before every field of the same name (or first if there is none)."""
+        key = canonical_name(name)
+        index = next((i for i, f in enumerate(self._fields) if f[2] == key), 0)
+        self._fields.insert(index, (name, value, key))
+        self._touch(key)
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every field of this name with one (at the first one's place)."""
+        key = canonical_name(name)
+        index = next((i for i, f in enumerate(self._fields) if f[2] == key), None)
+        self._fields = [f for f in self._fields if f[2] != key]
+        entry = (name, value, key)
+        if index is None:
+            self._fields.append(entry)
+        else:
+            self._fields.insert(index, entry)
+        self._touch(key)
+
+    def remove(self, name: str) -> int:
+        """Remove every field of this name; returns how many were removed."""
+        key = canonical_name(name)
+        before = len(self._fields)
+        self._fields = [f for f in self._fields if f[2] != key]
+        self._touch(key)
+        return before - len(self._fields)
+
+    def pop_first_value(self, name: str) -> str | None:
+        """Remove the first comma-element of the first field of ``name`` (Via, Route)."""
+        key = canonical_name(name)
+        for i, (n, v, k) in enumerate(self._fields):
+            if k != key:
+                continue
+            parts = split_commas(v)
+            first = parts[0]
+            if len(parts) == 1:
+                del self._fields[i]
+            else:
+                self._fields[i] = (n, ", ".join(parts[1:]), k)
+            self._touch(key)
+            return first
+        return None
+
+    def typed(self, key: str, build: Callable[[], T]) -> T:
+        """The cached typed value of header ``key`` (a canonical name), built once."""
+        try:
+            return self._cache[key]  # type: ignore[return-value]
+        except KeyError:
+            value = build()
+            self._cache[key] = value
+            return value
+
+
+class Message:
+    """What requests and responses share: headers, body and typed accessors."""
+
+    __slots__ = ("body", "headers")
+
+    version = "SIP/2.0"
+
+    def __init__(self, headers: Headers | None = None, body: bytes = b"") -> None:
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+
+    # -- typed accessors (cached) -----------------------------------------
+    @property
+    def via(self) -> list[Via]:
+        """Every Via value, topmost first."""
+        h = self.headers
+        return h.typed(
+            "via",
+            lambda: [parse_via(v, f"Via #{i + 1}") for i, v in enumerate(h.values("via"))],
+        )
+
+    @property
+    def top_via(self) -> Via:
+        vias = self.via
+        if not vias:
+            raise SipParseError("missing Via header")
+        return vias[0]
+
+    @property
+    def cseq(self) -> CSeq:
+        return self.headers.typed("cseq", lambda: parse_cseq(self._single("CSeq")))
+
+    @property
+    def call_id(self) -> str:
+        return self.headers.typed("call-id", lambda: self._single("Call-ID"))
+
+    @property
+    def from_(self) -> NameAddr:
+        return self.headers.typed("from", lambda: parse_name_addr(self._single("From"), "From"))
+
+    @property
+    def to(self) -> NameAddr:
+        return self.headers.typed("to", lambda: parse_name_addr(self._single("To"), "To"))
+
+    @property
+    def contacts(self) -> list[NameAddr] | None:
+        """Contact values; ``None`` means the ``Contact: *`` wildcard."""
+        h = self.headers
+
+        def build() -> list[NameAddr] | None:
+            values = h.values("contact")
+            if values == ["*"]:
+                return None
+            if "*" in values:
+                raise SipParseError("Contact: '*' must be the only value")
+            return [parse_name_addr(v, f"Contact #{i + 1}") for i, v in enumerate(values)]
+
+        return h.typed("contact", build)
+
+    @property
+    def max_forwards(self) -> int | None:
+        h = self.headers
+
+        def build() -> int | None:
+            raw = self._optional_single("Max-Forwards")
+            return None if raw is None else parse_uint(raw, "Max-Forwards")
+
+        return h.typed("max-forwards", build)
+
+    @property
+    def expires(self) -> int | None:
+        """The Expires header (out-of-range values read as 3600, RFC 4475 §3.1.2.4)."""
+        h = self.headers
+
+        def build() -> int | None:
+            raw = self._optional_single("Expires")
+            if raw is None:
+                return None
+            text = raw.strip()
+            if not text.isdigit():
+                raise SipParseError(f"Expires: expected a number, got {text[:80]!r}")
+            return int(text) if len(text) <= 10 and int(text) <= 2**32 - 1 else 3600
+
+        return h.typed("expires", build)
+
+    @property
+    def content_length(self) -> int | None:
+        h = self.headers
+
+        def build() -> int | None:
+            raw = h.get_all("content-length")
+            if not raw:
+                return None
+            values = {parse_uint(v, "Content-Length") for v in raw}
+            if len(values) > 1:
+                raise SipParseError("Content-Length: conflicting values")
+            return values.pop()
+
+        return h.typed("content-length", build)
+
+    @property
+    def routes(self) -> list[NameAddr]:
+        h = self.headers
+        return h.typed(
+            "route",
+            lambda: [parse_name_addr(v, f"Route #{i + 1}") for i, v in enumerate(h.values("route"))],
+        )
+
+    @property
+    def record_routes(self) -> list[NameAddr]:
+        h = self.headers
+        return h.typed(
+            "record-route",
+            lambda: [
+                parse_name_addr(v, f"Record-Route #{i + 1}")
+                for i, v in enumerate(h.values("record-route"))
+            ],
+        )
+
+    def tokens(self, name: str) -> list[str]:
+        """A token-list header (Supported, Require, Allow…) as lower-case tokens."""
+        return [v.lower() for v in self.headers.values(name) if v]
+
+    def _single(self, name: str) -> str:
+        values = self.headers.get_all(name)
+        if not values:
+            raise SipParseError(f"missing {name} header")
+        if len(values) > 1:
+            raise SipParseError(f"{name}: header appears {len(values)} times")
+        return values[0]
+
+    def _optional_single(self, name: str) -> str | None:
+        values = self.headers.get_all(name)
+        if len(values) > 1:
+            raise SipParseError(f"{name}: header appears {len(values)} times")
+        return values[0] if values else None
+
+    # -- serialisation ----------------------------------------------------
+    def start_line(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        """The message on the wire, headers in order; the body is appended as is."""
+        parts = [self.start_line(), "\r\n"]
+        for name, value, _ in self.headers._fields:
+            parts += [name, ": ", value, "\r\n"]
+        parts.append("\r\n")
+        return "".join(parts).encode("utf-8", "surrogateescape") + self.body
+
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
+
+    def set_body(self, body: bytes, content_type: str | None = None) -> None:
+        """Set the body and its Content-Length (and Content-Type if given)."""
+        self.body = body
+        if content_type is not None:
+            self.headers.set("Content-Type", content_type)
+        self.headers.set("Content-Length", str(len(body)))
+
+
+class Request(Message):
+    """A SIP request (RFC 3261 §7.1)."""
+
+    __slots__ = ("method", "uri")
+
+    def __init__(
+        self, method: str, uri: Uri, headers: Headers | None = None, body: bytes = b""
+    ) -> None:
+        super().__init__(headers, body)
+        self.method = method
+        self.uri = uri
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} SIP/2.0"
+
+    def copy(self) -> Request:
+        return Request(self.method, self.uri, self.headers.copy(), self.body)
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+class Response(Message):
+    """A SIP response (RFC 3261 §7.2)."""
+
+    __slots__ = ("reason", "status")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: Headers | None = None,
+        body: bytes = b"",
+    ) -> None:
+        super().__init__(headers, body)
+        self.status = status
+        self.reason = reason_phrase(status) if reason is None else reason
+
+    def start_line(self) -> str:
+        return f"SIP/2.0 {self.status} {self.reason}"
+
+    def copy(self) -> Response:
+        return Response(self.status, self.reason, self.headers.copy(), self.body)
+
+    @property
+    def provisional(self) -> bool:
+        return self.status < 200
+
+    @property
+    def final(self) -> bool:
+        return self.status >= 200
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+def make_response(
+    request: Request, status: int, reason: str | None = None, *, to_tag: str | None = None
+) -> Response:
+    """A response to ``request`` per RFC 3261 §8.2.6.1: Via, From, To, Call-ID and CSeq
+    copied in order; ``to_tag`` added to To when given and To has none."""
+    fields: list[tuple[str, str, str]] = []
+    for name, value, key in request.headers._fields:
+        if key in _RESPONSE_COPY:
+            if key == "to" and to_tag is not None and status > 100 and ";tag=" not in value.lower():
+                to = request.to
+                if to.tag is None:
+                    value = f"{value};tag={to_tag}"
+            fields.append((name, value, key))
+    headers = Headers._from_keyed(fields)
+    headers.add("Content-Length", "0")
+    return Response(status, reason, headers)
+
+
+_RESPONSE_COPY = frozenset({"via", "from", "to", "call-id", "cseq"})

@@ -1,0 +1,268 @@
+"""URIs: ``sip:``/``sips:`` (RFC 3261 §19.1), ``tel:`` (RFC 3966) and any other scheme.
+
+Values are frozen and keep what was written (``%``-escapes included), so a
+proxy forwards a URI unchanged; comparisons follow RFC 3261 §19.1.4 and
+unescape first (``sip:%75ser@h`` equals ``sip:user@h``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import unquote as _pct_unquote
+
+from sipwake.errors import SipParseError, cut
+from sipwake.sip.grammar import IPV6_REF, PORT, Params, find_param, format_params
+
+__all__ = ["AbsoluteUri", "SipUri", "TelUri", "Uri", "parse_uri"]
+
+_ESC = r"%[0-9A-Fa-f]{2}"
+_UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
+_USER = rf"(?:[{_UNRESERVED}&=+$,;?/]++|{_ESC})++"
+#: The user part of an addr-spec (outside <>): no ';', '?' or ',' (RFC 3261 §20.10).
+_PLAIN_USER = rf"(?:[{_UNRESERVED}&=+$/]++|{_ESC})++"
+_PASSWORD = rf"(?:[{_UNRESERVED}&=+$,]++|{_ESC})*+"
+_HOSTNAME = r"[A-Za-z0-9_][A-Za-z0-9\-_.]*+"
+_PARAMCHARS = rf"(?:[{_UNRESERVED}\[\]/:&+$]++|{_ESC})++"
+_HEADERCHARS = rf"(?:[{_UNRESERVED}\[\]/?:+$]++|{_ESC})*+"
+_HOSTPORT = rf"(?P<host>{IPV6_REF}|{_HOSTNAME})(?::(?P<port>{PORT}))?"
+
+#: A whole sip:/sips: URI (regex fragment, no named groups).
+SIP_URI = (
+    rf"[sS][iI][pP][sS]?:(?:{_USER}(?::{_PASSWORD})?@)?(?:{IPV6_REF}|{_HOSTNAME})(?::{PORT})?"
+    rf"(?:;{_PARAMCHARS}(?:={_PARAMCHARS})?)*+"
+    rf"(?:\?{_HEADERCHARS}=?{_HEADERCHARS}(?:&{_HEADERCHARS}={_HEADERCHARS})*+)?"
+)
+#: A sip:/sips: URI written without <> (no params, headers, ';', '?' or ',').
+SIP_ADDR_SPEC = (
+    rf"[sS][iI][pP][sS]?:(?:{_PLAIN_USER}(?::{_PASSWORD})?@)?(?:{IPV6_REF}|{_HOSTNAME})"
+    rf"(?::{PORT})?"
+)
+#: Any other scheme, inside <> / outside <>.
+OTHER_URI = r"(?![sS][iI][pP][sS]?:)[A-Za-z][A-Za-z0-9+\-.]*+:[^\s<>\"]++"
+OTHER_ADDR_SPEC = r"(?![sS][iI][pP][sS]?:)[A-Za-z][A-Za-z0-9+\-.]*+:[^\s<>\";,?]++"
+
+_SIP_URI_RE = re.compile(
+    rf"(?P<scheme>[sS][iI][pP][sS]?):"
+    rf"(?:(?P<user>{_USER})(?::(?P<password>{_PASSWORD}))?@)?"
+    rf"{_HOSTPORT}"
+    rf"(?P<params>(?:;{_PARAMCHARS}(?:={_PARAMCHARS})?)*+)"
+    rf"(?:\?(?P<headers>{_HEADERCHARS}=?{_HEADERCHARS}(?:&{_HEADERCHARS}={_HEADERCHARS})*+))?"
+)
+_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):")
+_ABS_REST_RE = re.compile(r"[^\s<>\"]+")
+_TEL_RE = re.compile(r"(?P<number>[0-9A-Fa-f*#+\-.()pPwW]+)(?P<params>(?:;[^;\s]+)*)")
+
+
+def _split_params(text: str) -> Params:
+    if not text:
+        return ()
+    out: list[tuple[str, str | None]] = []
+    for item in text[1:].split(";"):
+        name, eq, value = item.partition("=")
+        out.append((name, value if eq else None))
+    return tuple(out)
+
+
+def _unesc(text: str) -> str:
+    return _pct_unquote(text, errors="surrogateescape") if "%" in text else text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SipUri:
+    """A ``sip:`` or ``sips:`` URI, as written (RFC 3261 §19.1.1)."""
+
+    scheme: str = "sip"
+    user: str | None = None
+    password: str | None = None
+    host: str
+    port: int | None = None
+    params: Params = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    _text: str = field(default="", compare=False, repr=False)
+
+    def __str__(self) -> str:
+        if self._text:
+            return self._text
+        out = [self.scheme, ":"]
+        if self.user is not None:
+            out.append(self.user)
+            if self.password is not None:
+                out += [":", self.password]
+            out.append("@")
+        out.append(self.host)
+        if self.port is not None:
+            out += [":", str(self.port)]
+        out.append(format_params(self.params))
+        if self.headers:
+            out += ["?", "&".join(f"{k}={v}" for k, v in self.headers)]
+        return "".join(out)
+
+    # -- parameters -------------------------------------------------------
+    def param(self, name: str) -> str | None:
+        """A URI parameter's value (None if absent or valueless)."""
+        return find_param(self.params, name)[1]
+
+    def has_param(self, name: str) -> bool:
+        return find_param(self.params, name)[0]
+
+    def with_param(self, name: str, value: str | None = None) -> SipUri:
+        """A copy with ``name`` set (replacing any existing value)."""
+        rest = tuple(p for p in self.params if p[0].lower() != name.lower())
+        return self.replace(params=(*rest, (name, value)))
+
+    def without_params(self, *names: str) -> SipUri:
+        drop = {n.lower() for n in names}
+        return self.replace(params=tuple(p for p in self.params if p[0].lower() not in drop))
+
+    def replace(self, **changes: object) -> SipUri:
+        """A copy with fields changed (the cached text is recomputed)."""
+        values: dict[str, object] = {
+            "scheme": self.scheme,
+            "user": self.user,
+            "password": self.password,
+            "host": self.host,
+            "port": self.port,
+            "params": self.params,
+            "headers": self.headers,
+        }
+        values.update(changes)
+        return SipUri(**values)  # type: ignore[arg-type]
+
+    # -- derived values ---------------------------------------------------
+    @property
+    def transport(self) -> str | None:
+        value = self.param("transport")
+        return value.lower() if value else None
+
+    @property
+    def host_lower(self) -> str:
+        return self.host.lower()
+
+    @property
+    def secure(self) -> bool:
+        return self.scheme.lower() == "sips"
+
+    def aor(self) -> str:
+        """The address-of-record key: ``sip:user@host``, user unescaped, host lowercase.
+
+        RFC 3261 §10.3 step 5: the To URI canonicalised (no port, params or headers).
+        A ``sips:`` AOR maps to the same key as ``sip:``.
+        """
+        user = _unesc(self.user) if self.user is not None else None
+        host = self.host.lower()
+        return f"sip:{user}@{host}" if user is not None else f"sip:{host}"
+
+    def equivalent(self, other: object) -> bool:
+        """RFC 3261 §19.1.4 URI comparison."""
+        if not isinstance(other, SipUri):
+            return False
+        if self.scheme.lower() != other.scheme.lower():
+            return False
+        if (self.user is None) != (other.user is None):
+            return False
+        if self.user is not None and _unesc(self.user) != _unesc(other.user or ""):
+            return False
+        if _unesc(self.password or "") != _unesc(other.password or ""):
+            return False
+        if self.host.lower() != other.host.lower() or self.port != other.port:
+            return False
+        mine = {_unesc(k).lower(): v for k, v in self.params}
+        theirs = {_unesc(k).lower(): v for k, v in other.params}
+        for special in ("user", "ttl", "method", "maddr"):
+            if (special in mine) != (special in theirs):
+                return False
+        if "transport" in mine and "transport" in theirs:
+            pass
+        elif ("transport" in mine) != ("transport" in theirs):
+            return False
+        for key in mine.keys() & theirs.keys():
+            a, b = mine[key], theirs[key]
+            if (a is None) != (b is None):
+                return False
+            if a is not None and b is not None and _unesc(a).lower() != _unesc(b).lower():
+                return False
+        mine_h = {_unesc(k).lower(): _unesc(v) for k, v in self.headers}
+        theirs_h = {_unesc(k).lower(): _unesc(v) for k, v in other.headers}
+        return mine_h == theirs_h
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TelUri:
+    """A ``tel:`` URI (RFC 3966), kept as number plus parameters."""
+
+    number: str
+    params: Params = ()
+
+    def __str__(self) -> str:
+        return f"tel:{self.number}{format_params(self.params)}"
+
+    @property
+    def scheme(self) -> str:
+        return "tel"
+
+    def aor(self) -> str:
+        return "tel:" + self.number.replace("-", "").replace(".", "").replace("(", "").replace(
+            ")", ""
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AbsoluteUri:
+    """Any other scheme (``http:``, ``isbn:``, ``urn:``…): parsed only as scheme + rest."""
+
+    scheme: str
+    rest: str
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.rest}"
+
+    def aor(self) -> str:
+        return f"{self.scheme.lower()}:{self.rest}"
+
+
+Uri = SipUri | TelUri | AbsoluteUri
+
+
+def parse_uri(text: str, where: str = "URI") -> Uri:
+    """Parse a URI of any scheme; ``SipParseError`` naming ``where`` if it is malformed."""
+    m = _SCHEME_RE.match(text)
+    if m is None:
+        raise SipParseError(f"{where}: expected '<scheme>:…', got {cut(text)!r}")
+    scheme = m.group(1).lower()
+    if scheme in ("sip", "sips"):
+        return _parse_sip_uri(text, where)
+    rest = text[m.end() :]
+    if scheme == "tel":
+        t = _TEL_RE.fullmatch(rest)
+        if t is not None:
+            return TelUri(number=t.group("number"), params=_split_params(t.group("params")))
+    if not rest or _ABS_REST_RE.fullmatch(rest) is None:
+        raise SipParseError(f"{where}: bad {scheme}: URI {cut(text)!r}")
+    return AbsoluteUri(scheme=m.group(1), rest=rest)
+
+
+def _parse_sip_uri(text: str, where: str) -> SipUri:
+    m = _SIP_URI_RE.fullmatch(text)
+    if m is None:
+        raise SipParseError(f"{where}: malformed SIP URI {cut(text)!r}")
+    port_text = m.group("port")
+    port = int(port_text) if port_text else None
+    header_text = m.group("headers")
+    headers: tuple[tuple[str, str], ...] = ()
+    if header_text:
+        pairs = []
+        for item in header_text.split("&"):
+            name, _, value = item.partition("=")
+            pairs.append((name, value))
+        headers = tuple(pairs)
+    return SipUri(
+        scheme=m.group("scheme"),
+        user=m.group("user"),
+        password=m.group("password"),
+        host=m.group("host"),
+        port=port,
+        params=_split_params(m.group("params")),
+        headers=headers,
+        _text=text,
+    )
