@@ -208,13 +208,10 @@ def _split_scheme(value: str, what: str) -> tuple[str, str]:
 def _parse_other(
     scheme: str, rest: str, what: str
 ) -> tuple[tuple[tuple[str, str], ...], str | None]:
-    """A scheme other than Digest: auth-params if they parse, else a token68 blob."""
-    try:
-        return tuple(_auth_params(rest, what)), None
-    except AuthError:
-        if _TOKEN68_RE.fullmatch(rest):
-            return (), rest
-        raise
+    """A scheme other than Digest: a token68 blob (RFC 7235 §2.1) or auth-params."""
+    if _TOKEN68_RE.fullmatch(rest):
+        return (), rest
+    return tuple(_auth_params(rest, what)), None
 
 
 def _canonical_algorithm(value: str) -> str:

@@ -1,0 +1,50 @@
+"""Where a message came from or goes to: a transport, an address and maybe a flow.
+
+``Peer`` is a plain value handed between the sans-IO cores and the transport
+adapters. ``flow`` names a connection (TCP/TLS/WS) so that responses and
+requests to a registered client go back over the connection it opened
+(RFC 3261 §18.2.2, RFC 5626).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sipwake.sip.headers import Via
+
+__all__ = ["RELIABLE_TRANSPORTS", "Peer", "response_peer"]
+
+RELIABLE_TRANSPORTS = frozenset({"tcp", "tls", "ws", "wss", "sctp"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Peer:
+    """A transport address: ``transport`` is lower case (udp, tcp, tls, ws, wss)."""
+
+    transport: str
+    host: str
+    port: int
+    flow: int | None = None
+
+    @property
+    def reliable(self) -> bool:
+        return self.transport in RELIABLE_TRANSPORTS
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        flow = f"#{self.flow}" if self.flow is not None else ""
+        return f"{self.transport}:{host}:{self.port}{flow}"
+
+
+def response_peer(via: Via, source: Peer) -> Peer:
+    """Where to send a response to a request that arrived from ``source`` (RFC 3261 §18.2.2,
+    RFC 3581 §4): reliable transports answer over the same flow; UDP answers to
+    ``received``/``rport`` (the packet's source), or ``maddr``, or the sent-by."""
+    if source.reliable:
+        return source
+    maddr = via.maddr
+    if maddr:
+        return Peer(transport="udp", host=maddr.strip("[]"), port=via.port or 5060)
+    if via.wants_rport:
+        return Peer(transport="udp", host=source.host, port=source.port)
+    return Peer(transport="udp", host=source.host, port=via.port or 5060)

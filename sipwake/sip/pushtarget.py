@@ -1,0 +1,241 @@
+"""Push parameters on a Contact URI, read into one typed ``PushTarget``.
+
+Two spellings reach a registrar:
+
+* RFC 8599 §4.1.3 / §8.7: ``pn-provider``, ``pn-param``, ``pn-prid`` and
+  (outside REGISTER) ``pn-purr``; values are %-escaped URI parameter values.
+  APNs' ``pn-param`` is ``<TeamID>.<bundle>.<service>``: the first dot ends the
+  team id, the last dot starts the service (§10).
+* Linphone/Flexisip's legacy form: ``pn-type`` (apple, firebase, google,
+  android…), ``app-id`` (for Apple ending in ``.prod``/``.dev``, maybe with
+  ``.voip`` before it), ``pn-tok``, and the options ``pn-msg-str``,
+  ``pn-call-str``, ``pn-timeout``, ``pn-silent``.
+
+Both become a ``PushTarget``; ``legacy`` records which spelling was used so a
+registrar can answer in kind. A parameter present but unusable raises
+``SipParseError`` (status 400), so a softphone hears why its registration
+was refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from sipwake.errors import SipParseError, cut
+from sipwake.sip.uri import SipUri
+
+__all__ = ["PUSH_PARAMS", "PushTarget", "mask_token", "push_target_from_uri"]
+
+#: Every URI parameter that carries push information (stripped before forwarding).
+PUSH_PARAMS = frozenset(
+    {
+        "pn-provider",
+        "pn-param",
+        "pn-prid",
+        "pn-purr",
+        "pn-type",
+        "app-id",
+        "pn-tok",
+        "pn-msg-str",
+        "pn-call-str",
+        "pn-groupchat-str",
+        "pn-call-snd",
+        "pn-msg-snd",
+        "pn-timeout",
+        "pn-silent",
+        "pn-missing-call-str",
+        "pn-call-accepted-elsewhere-str",
+        "pn-call-declined-elsewhere-str",
+        "pn-call-remote-push-interval",
+    }
+)
+
+_LEGACY_PROVIDERS = {
+    "apple": "apns",
+    "firebase": "fcm",
+    "google": "fcm",
+    "android": "fcm",
+    "fcm": "fcm",
+    "apns": "apns",
+    "webpush": "webpush",
+}
+
+
+def mask_token(token: str, keep: int = 4) -> str:
+    """A push token as it may appear in logs: its first and last few characters."""
+    if len(token) <= 2 * keep:
+        return "*" * len(token)
+    return f"{token[:keep]}…{token[-keep:]}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PushTarget:
+    """Where and how to push one device (RFC 8599 or Linphone legacy parameters)."""
+
+    provider: str
+    """``apns``, ``fcm``, ``webpush``, or what the client wrote (e.g. ``apns.dev``)."""
+    prid: str
+    """The push resource id: APNs device token, FCM registration token, Web Push URL."""
+    param: str | None = None
+    """RFC 8599 ``pn-param``: APNs ``Team.bundle.service``, FCM project id."""
+    purr: str | None = None
+    sandbox: bool = False
+    """APNs development environment (``apns.dev`` or an ``app-id`` ending ``.dev``)."""
+    legacy: bool = False
+    silent: bool = False
+    timeout_s: int = 0
+    call_str: str | None = None
+    msg_str: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"PushTarget(provider={self.provider!r}, prid={mask_token(self.prid)!r}, "
+            f"param={self.param!r}, sandbox={self.sandbox}, legacy={self.legacy})"
+        )
+
+    @property
+    def base_provider(self) -> str:
+        """The provider without Linphone's ``.dev`` suffix (``apns.dev`` → ``apns``)."""
+        return self.provider.split(".", 1)[0]
+
+    @property
+    def team_id(self) -> str | None:
+        """APNs team id: ``pn-param`` up to its first dot."""
+        if self.base_provider != "apns" or not self.param or "." not in self.param:
+            return None
+        return self.param.split(".", 1)[0]
+
+    @property
+    def topic(self) -> str | None:
+        """APNs topic: ``pn-param`` after the team id (``com.example.app.voip``)."""
+        if self.base_provider != "apns" or not self.param or "." not in self.param:
+            return None
+        return self.param.split(".", 1)[1]
+
+    @property
+    def bundle_id(self) -> str | None:
+        """APNs bundle id: the topic without its service suffix."""
+        topic = self.topic
+        if topic is None:
+            return None
+        bundle, _, service = topic.rpartition(".")
+        return bundle if service in ("voip", "remote", "voip&remote", "complication") else topic
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """APNs services named by ``pn-param`` (``voip``, ``remote``)."""
+        topic = self.topic
+        if topic is None:
+            return ()
+        service = topic.rpartition(".")[2]
+        return tuple(service.split("&")) if service in ("voip", "remote", "voip&remote") else ()
+
+    def key(self) -> tuple[str, str, str]:
+        """RFC 8599 §5.3 identity of the device: (provider, param, prid)."""
+        return (self.base_provider, self.param or "", self.prid)
+
+    def masked(self) -> str:
+        """A loggable description: provider and masked token."""
+        return f"{self.provider}:{mask_token(self.prid)}"
+
+
+def _value(uri: SipUri, name: str) -> str | None:
+    raw = uri.param(name)
+    return unquote(raw) if raw is not None and "%" in raw else raw
+
+
+def push_target_from_uri(uri: SipUri) -> PushTarget | None:
+    """The push target a Contact URI carries, or None when it carries none.
+
+    A bare ``pn-provider`` (RFC 8599 capability query, §5.6.1) returns None too;
+    ask ``is_push_query`` for that case.
+    """
+    if not any(k.lower().startswith(("pn-", "app-id")) for k, _ in uri.params):
+        return None
+    provider = _value(uri, "pn-provider")
+    if provider is not None:
+        return _rfc8599(uri, provider)
+    if uri.has_param("pn-type") or uri.has_param("pn-tok"):
+        return _legacy(uri)
+    return None
+
+
+def is_push_query(uri: SipUri) -> bool:
+    """RFC 8599 §5.6.1: ``pn-provider`` without ``pn-prid`` asks which services exist."""
+    return uri.has_param("pn-provider") and not uri.has_param("pn-prid")
+
+
+def _int(uri: SipUri, name: str) -> int:
+    raw = _value(uri, name)
+    if raw is None or raw == "":
+        return 0
+    if not raw.isdigit() or len(raw) > 6:
+        raise SipParseError(f"Contact: {name} must be a number, got {cut(raw)!r}")
+    return int(raw)
+
+
+def _rfc8599(uri: SipUri, provider: str) -> PushTarget | None:
+    prid = _value(uri, "pn-prid")
+    if prid is None:
+        return None
+    provider = provider.lower()
+    if not provider:
+        raise SipParseError("Contact: pn-provider is empty but pn-prid is set")
+    if not prid:
+        raise SipParseError("Contact: pn-prid is empty")
+    param = _value(uri, "pn-param")
+    base = provider.split(".", 1)[0]
+    if base == "apns" and (not param or param.count(".") < 2):
+        raise SipParseError(
+            f"Contact: pn-param for apns must be '<TeamID>.<bundle>.<service>', got {cut(param or '')!r}"
+        )
+    if base == "webpush" and param:
+        raise SipParseError("Contact: pn-param must not be used with webpush (RFC 8599 §12)")
+    return PushTarget(
+        provider=provider,
+        prid=prid,
+        param=param,
+        purr=_value(uri, "pn-purr"),
+        sandbox=provider.endswith(".dev"),
+        legacy=False,
+        silent=_value(uri, "pn-silent") == "1",
+        timeout_s=_int(uri, "pn-timeout"),
+        call_str=_value(uri, "pn-call-str"),
+        msg_str=_value(uri, "pn-msg-str"),
+    )
+
+
+def _legacy(uri: SipUri) -> PushTarget:
+    kind = (_value(uri, "pn-type") or "").lower()
+    token = _value(uri, "pn-tok")
+    if not token:
+        raise SipParseError("Contact: pn-tok missing or empty (Linphone push parameters)")
+    provider = _LEGACY_PROVIDERS.get(kind)
+    if provider is None:
+        raise SipParseError(f"Contact: unknown pn-type {cut(kind)!r}")
+    app_id = _value(uri, "app-id") or ""
+    sandbox = False
+    param: str | None = app_id or None
+    if provider == "apns":
+        bundle = app_id
+        for suffix, dev in ((".dev", True), (".prod", False)):
+            if bundle.endswith(suffix):
+                bundle, sandbox = bundle[: -len(suffix)], dev
+                break
+        silent = _value(uri, "pn-silent") == "1"
+        if silent and not bundle.endswith(".voip"):
+            bundle += ".voip"
+        # Legacy parameters carry no team id; keep the bundle as the topic.
+        param = f"legacy.{bundle}" if bundle else None
+    return PushTarget(
+        provider=provider,
+        prid=token,
+        param=param,
+        sandbox=sandbox,
+        legacy=True,
+        silent=_value(uri, "pn-silent") == "1",
+        timeout_s=_int(uri, "pn-timeout"),
+        call_str=_value(uri, "pn-call-str"),
+        msg_str=_value(uri, "pn-msg-str"),
+    )
