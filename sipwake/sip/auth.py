@@ -674,7 +674,7 @@ class DigestServer:
 def _pick(challenges: Sequence[Challenge]) -> tuple[Challenge, str | None] | None:
     """RFC 8760 §2.5: the topmost Digest challenge with a known algorithm and qop."""
     for ch in challenges:
-        if not ch.is_digest or ch.algorithm not in SUPPORTED_ALGORITHMS:
+        if not ch.is_digest or _canonical_algorithm(ch.algorithm) not in SUPPORTED_ALGORITHMS:
             continue
         offered = [q.lower() for q in ch.qop]
         if "auth" in offered:
@@ -713,7 +713,7 @@ def answer_challenge(
     ch, qop = picked
     if not 0 < nc < 2**32:
         raise LocalProtocolError(f"answer_challenge: nc={nc} outside 1..0xffffffff")
-    sess = ch.algorithm.endswith("-sess")
+    sess = _canonical_algorithm(ch.algorithm).endswith("-sess")
     cnonce = ids.token(16) if qop is not None or sess else None
     nc_text = f"{nc:08x}" if qop is not None else None
     unsigned = Credentials(

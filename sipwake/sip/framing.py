@@ -54,7 +54,7 @@ class StreamFramer:
                     out.append(PING)
                     del buf[:4]
                     continue
-                if buf.startswith(b"\r\n") and (len(buf) > 2 and buf[2] != 13 or len(buf) == 2):
+                if buf.startswith(b"\r\n") and ((len(buf) > 2 and buf[2] != 13) or len(buf) == 2):
                     out.append(PONG)
                     del buf[:2]
                     continue
@@ -90,5 +90,7 @@ class StreamFramer:
             raise SipParseError(f"Content-Length: expected a non-negative number, got {raw[:80]!r}")
         length = int(raw)
         if length > self.max_body:
-            raise SipParseError(f"body of {length} bytes exceeds the {self.max_body}-byte limit", 513)
+            raise SipParseError(
+                f"body of {length} bytes exceeds the {self.max_body}-byte limit", 513
+            )
         return length

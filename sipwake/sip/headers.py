@@ -25,7 +25,15 @@ from sipwake.sip.grammar import (
     quote,
     unquote,
 )
-from sipwake.sip.uri import OTHER_ADDR_SPEC, OTHER_URI, SIP_ADDR_SPEC, SIP_URI, SipUri, Uri, parse_uri
+from sipwake.sip.uri import (
+    OTHER_ADDR_SPEC,
+    OTHER_URI,
+    SIP_ADDR_SPEC,
+    SIP_URI,
+    SipUri,
+    Uri,
+    parse_uri,
+)
 
 __all__ = [
     "CSeq",
@@ -45,11 +53,13 @@ _VIA_RE = re.compile(
 #: Whole-value shapes, checked with one C-level match when a message is parsed;
 #: the typed values are built only when asked for (and must agree: a property
 #: test holds ``parse_*`` to never fail on a value these accept).
-_VIA_SHAPE_RE = re.compile(
-    rf"[ \t]*[Ss][Ii][Pp]{LWS}/{LWS}2\.0{LWS}/{LWS}{TOKEN}[ \t]+{HOST}(?:{LWS}:{LWS}{PORT})?{PARAMS}"
+VIA_SHAPE = re.compile(
+    rf"[ \t]*[Ss][Ii][Pp]{LWS}/{LWS}2\.0{LWS}/{LWS}{TOKEN}[ \t]+{HOST}"
+    rf"(?:{LWS}:{LWS}{PORT})?{PARAMS}"
 )
-_NAME_ADDR_SHAPE_RE = re.compile(
-    rf"[ \t]*(?:(?:{QUOTED_STRING}{LWS}|{TOKEN}(?:[ \t]+{TOKEN})*+{LWS})?<(?:{SIP_URI}|{OTHER_URI})>"
+NAME_ADDR_SHAPE = re.compile(
+    rf"[ \t]*(?:(?:{QUOTED_STRING}{LWS}|{TOKEN}(?:[ \t]+{TOKEN})*+{LWS})?"
+    rf"<(?:{SIP_URI}|{OTHER_URI})>"
     rf"|(?:{SIP_ADDR_SPEC}|{OTHER_ADDR_SPEC})){PARAMS}"
 )
 _CSEQ_RE = re.compile(rf"(\d{{1,20}})[ \t]+({TOKEN})")
@@ -113,14 +123,14 @@ class Via:
 
 def check_via(value: str, where: str) -> None:
     """Raise ``SipParseError`` unless ``value`` is a well-formed via-parm (fast)."""
-    if _VIA_SHAPE_RE.fullmatch(value) is None:
+    if VIA_SHAPE.fullmatch(value) is None:
         parse_via(value, where)  # raises, naming what is wrong
         raise SipParseError(f"{where}: malformed value {cut(value)!r}")
 
 
 def check_name_addr(value: str, where: str) -> None:
     """Raise ``SipParseError`` unless ``value`` is a well-formed name-addr/addr-spec (fast)."""
-    if _NAME_ADDR_SHAPE_RE.fullmatch(value) is None:
+    if NAME_ADDR_SHAPE.fullmatch(value) is None:
         parse_name_addr(value, where)  # raises, naming what is wrong
         raise SipParseError(f"{where}: malformed value {cut(value)!r}")
 

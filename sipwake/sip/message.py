@@ -327,7 +327,9 @@ class Message:
         h = self.headers
         return h.typed(
             "route",
-            lambda: [parse_name_addr(v, f"Route #{i + 1}") for i, v in enumerate(h.values("route"))],
+            lambda: [
+                parse_name_addr(v, f"Route #{i + 1}") for i, v in enumerate(h.values("route"))
+            ],
         )
 
     @property

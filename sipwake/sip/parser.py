@@ -22,7 +22,14 @@ import re
 
 from sipwake.errors import SipParseError, cut
 from sipwake.sip.grammar import split_commas
-from sipwake.sip.headers import check_name_addr, check_via
+from sipwake.sip.headers import (
+    NAME_ADDR_SHAPE,
+    VIA_SHAPE,
+    check_name_addr,
+    check_via,
+    parse_cseq,
+    parse_uint,
+)
 from sipwake.sip.message import Headers, Message, Request, Response, canonical_name
 from sipwake.sip.uri import SipUri, parse_uri
 
@@ -65,14 +72,10 @@ def parse_message(
     head = data[start:end].decode("utf-8", "surrogateescape")
     rest = data[end + sep :]
     lines = head.split("\r\n")
-    if "\n" in head and any("\n" in line for line in lines):
+    if "\n" in head and head.count("\n") != len(lines) - 1:
         lines = [line.rstrip("\r") for line in head.split("\n")]
-    message = _start_line(lines[0])
-    message.headers = _header_fields(lines)
-    try:
-        length = message.content_length
-    except SipParseError as exc:
-        raise SipParseError(exc.reason, partial=message) from exc
+    message = _start_line(lines[0], _header_fields(lines))
+    length = _check(message)
     if length is None:
         message.body = b"" if stream else rest
     elif length > len(rest):
@@ -81,21 +84,22 @@ def parse_message(
         )
     else:
         message.body = rest[:length] if length < len(rest) else rest
-    validate(message)
     return message
 
 
-def _start_line(line: str) -> Message:
+def _start_line(line: str, headers: Headers) -> Request | Response:
     if line.startswith("SIP/"):
         m = _STATUS_LINE_RE.fullmatch(line)
         if m is None:
-            raise SipParseError(f"status line: expected 'SIP/2.0 <code> <reason>', got {cut(line)!r}")
+            raise SipParseError(
+                f"status line: expected 'SIP/2.0 <code> <reason>', got {cut(line)!r}"
+            )
         if m.group(1) != "2.0":
             raise SipParseError(f"status line: version SIP/{m.group(1)} not supported", 505)
         status = int(m.group(2))
         if status < 100 or status > 699:
             raise SipParseError(f"status line: code {status} outside 100-699")
-        return Response(status, m.group(3))
+        return Response(status, m.group(3), headers)
     m = _REQUEST_LINE_RE.fullmatch(line)
     if m is None:
         loose = _REQUEST_LINE_LOOSE_RE.fullmatch(line)
@@ -111,7 +115,7 @@ def _start_line(line: str) -> Message:
     uri = parse_uri(m.group(2), "Request-URI")
     if isinstance(uri, SipUri) and uri.headers:
         raise SipParseError("Request-URI: a SIP Request-URI must not carry headers ('?')")
-    return Request(m.group(1), uri)
+    return Request(m.group(1), uri, headers)
 
 
 #: Raw header name → canonical key, for names already checked to be tokens.
@@ -146,59 +150,95 @@ def _header_fields(lines: list[str]) -> Headers:
             raise SipParseError(f"header line without ':' or name: {cut(line)!r}")
         if name[-1] in " \t":
             name = name.rstrip(" \t")
-        append((name, value.strip(" \t"), _key(name)))
+        append((name, value.strip(" \t"), _KEYS.get(name) or _key(name)))
     return Headers._from_keyed(fields)
 
 
 def validate(message: Message) -> None:
     """Check the headers SIP processing depends on; raise ``SipParseError`` if one is bad.
 
-    Every typed value checked here stays cached on the message.
+    ``parse_message`` does this already; call it on a message built by hand.
+    """
+    _check(message)
+
+
+_NAME_ADDR_KEYS = {
+    "from": "From",
+    "to": "To",
+    "contact": "Contact",
+    "route": "Route",
+    "record-route": "Record-Route",
+}
+_SINGLE_KEYS = frozenset({"from", "to", "call-id", "cseq", "max-forwards"})
+
+
+def _check(message: Message) -> int | None:
+    """Validate in one pass over the fields; cache the typed values it had to read.
+
+    Returns the Content-Length (None if absent).
     """
     try:
-        _check(message)
+        return _check_fields(message)
     except SipParseError as exc:
         if exc.partial is None:
             raise SipParseError(exc.reason, exc.status_hint, partial=message) from exc
         raise
 
 
-_NAME_ADDR_KEYS = {"from": "From", "to": "To", "contact": "Contact", "route": "Route",
-                   "record-route": "Record-Route"}
-_SINGLE_KEYS = frozenset({"from", "to", "call-id", "cseq", "max-forwards"})
-
-
-def _check(message: Message) -> None:
+def _check_fields(message: Message) -> int | None:
+    headers = message.headers
+    cache = headers._cache
     seen: dict[str, int] = {}
-    for _, value, key in message.headers._fields:
+    lengths: set[int] = set()
+    for _, value, key in headers._fields:
         count = seen.get(key, 0) + 1
         seen[key] = count
         if key in _SINGLE_KEYS and count > 1:
             raise SipParseError(f"{_NAMES.get(key, key)}: header appears more than once")
         if key == "via":
-            parts = split_commas(value)
-            for i, part in enumerate(parts):
-                check_via(part, f"Via #{count + i}")
+            if "," in value:
+                for i, part in enumerate(split_commas(value)):
+                    if VIA_SHAPE.fullmatch(part) is None:
+                        check_via(part, f"Via #{count + i}")
+            elif VIA_SHAPE.fullmatch(value) is None:
+                check_via(value, f"Via #{count}")
         elif key in _NAME_ADDR_KEYS:
             if key == "contact" and value == "*":
                 continue
             where = _NAME_ADDR_KEYS[key]
-            parts = split_commas(value) if key != "from" and key != "to" else [value]
-            for part in parts:
-                check_name_addr(part, where)
+            if key in ("from", "to") or "," not in value:
+                if NAME_ADDR_SHAPE.fullmatch(value) is None:
+                    check_name_addr(value, where)
+            else:
+                for part in split_commas(value):
+                    check_name_addr(part, where)
+        elif key == "cseq":
+            cache["cseq"] = parse_cseq(value)
+        elif key == "call-id":
+            if not value or " " in value or "\t" in value:
+                raise SipParseError(f"Call-ID: expected one word, got {cut(value)!r}")
+            cache["call-id"] = value
+        elif key == "max-forwards":
+            cache["max-forwards"] = parse_uint(value, "Max-Forwards")
+        elif key == "content-length":
+            lengths.add(parse_uint(value, "Content-Length"))
     for key in _REQUIRED:
         if key not in seen:
             raise SipParseError(f"missing {_NAMES[key]} header")
-    call_id = message.call_id
-    if not call_id or any(c in call_id for c in " \t"):
-        raise SipParseError(f"Call-ID: expected one word, got {cut(call_id)!r}")
-    cseq = message.cseq
-    if "max-forwards" in seen:
-        message.max_forwards  # noqa: B018 - parse and cache
-    if isinstance(message, Request) and cseq.method != message.method:
-        raise SipParseError(
-            f"CSeq method {cut(cseq.method)!r} differs from request method {cut(message.method)!r}"
-        )
+    if "max-forwards" not in seen:
+        cache["max-forwards"] = None
+    if len(lengths) > 1:
+        raise SipParseError("Content-Length: conflicting values")
+    length = lengths.pop() if lengths else None
+    cache["content-length"] = length
+    if isinstance(message, Request):
+        cseq_method = cache["cseq"].method  # type: ignore[attr-defined]
+        if cseq_method != message.method:
+            raise SipParseError(
+                f"CSeq method {cut(cseq_method)!r} differs from request method "
+                f"{cut(message.method)!r}"
+            )
+    return length
 
 
 _NAMES = {

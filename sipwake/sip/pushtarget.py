@@ -19,13 +19,21 @@ was refused.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 from sipwake.errors import SipParseError, cut
 from sipwake.sip.uri import SipUri
 
-__all__ = ["PUSH_PARAMS", "PushTarget", "mask_token", "push_target_from_uri"]
+__all__ = [
+    "PUSH_PARAMS",
+    "PushTarget",
+    "is_push_query",
+    "mask_token",
+    "push_target_from_uri",
+    "redact",
+]
 
 #: Every URI parameter that carries push information (stripped before forwarding).
 PUSH_PARAMS = frozenset(
@@ -188,7 +196,8 @@ def _rfc8599(uri: SipUri, provider: str) -> PushTarget | None:
     base = provider.split(".", 1)[0]
     if base == "apns" and (not param or param.count(".") < 2):
         raise SipParseError(
-            f"Contact: pn-param for apns must be '<TeamID>.<bundle>.<service>', got {cut(param or '')!r}"
+            "Contact: pn-param for apns must be '<TeamID>.<bundle>.<service>', "
+            f"got {cut(param or '')!r}"
         )
     if base == "webpush" and param:
         raise SipParseError("Contact: pn-param must not be used with webpush (RFC 8599 §12)")
@@ -239,3 +248,11 @@ def _legacy(uri: SipUri) -> PushTarget:
         call_str=_value(uri, "pn-call-str"),
         msg_str=_value(uri, "pn-msg-str"),
     )
+
+
+_SECRET_PARAM_RE = re.compile(r"(?i)(pn-prid|pn-tok|pn-purr)=([^;>,\s?&]+)")
+
+
+def redact(text: str) -> str:
+    """``text`` with push tokens masked, for logs, traces and printed messages."""
+    return _SECRET_PARAM_RE.sub(lambda m: f"{m.group(1)}={mask_token(m.group(2))}", text)

@@ -50,7 +50,8 @@ def _req(msg: Request | Response) -> Request:
 def _check_wsinv(m: Request | Response) -> None:
     r = _req(m)
     assert r.max_forwards == 68
-    assert r.cseq.seq == 9 and r.cseq.method == "INVITE"
+    assert r.cseq.seq == 9
+    assert r.cseq.method == "INVITE"
     assert [v.transport for v in r.via] == ["UDP", "TCP", "UDP"]
     assert r.via[1].branch == "z9hG4bK9ikj8"
     assert r.to.tag == "1918181833n"
@@ -58,7 +59,8 @@ def _check_wsinv(m: Request | Response) -> None:
     assert r.headers.get("UnknownHeaderWithUnusualValue") == ";;,,;;,;"
     assert r.headers.get("NewFangledHeader") == "newfangled value continued newfangled value"
     contacts = r.contacts
-    assert contacts is not None and contacts[0].param("q") == "0.33"
+    assert contacts is not None
+    assert contacts[0].param("q") == "0.33"
 
 
 def _check_intmeth(m: Request | Response) -> None:
@@ -79,16 +81,24 @@ def _check_esc01(m: Request | Response) -> None:
     assert contacts is not None
     contact = contacts[0].uri
     assert isinstance(contact, SipUri)
-    assert contact.equivalent(SipUri(user="caller", host="host5.example.net", params=(("lr", None), ("name", "value%2541"))))
-    assert not contact.equivalent(SipUri(user="caller", host="host5.example.net", params=(("lr", None), ("name", "valueA"))))
+    assert contact.equivalent(
+        SipUri(
+            user="caller", host="host5.example.net", params=(("lr", None), ("name", "value%2541"))
+        )
+    )
+    assert not contact.equivalent(
+        SipUri(user="caller", host="host5.example.net", params=(("lr", None), ("name", "valueA")))
+    )
 
 
 def _check_escnull(m: Request | Response) -> None:
     r = _req(m)
     contacts = r.contacts
-    assert contacts is not None and len(contacts) == 2
+    assert contacts is not None
+    assert len(contacts) == 2
     a, b = (c.uri for c in contacts)
-    assert isinstance(a, SipUri) and isinstance(b, SipUri)
+    assert isinstance(a, SipUri)
+    assert isinstance(b, SipUri)
     assert not a.equivalent(b)
     to_uri = r.to.uri
     assert isinstance(to_uri, SipUri)
@@ -100,7 +110,8 @@ def _check_esc02(m: Request | Response) -> None:
     assert r.method == "RE%47IST%45R"
     assert r.method != "REGISTER"
     contacts = r.contacts
-    assert contacts is not None and len(contacts) == 2
+    assert contacts is not None
+    assert len(contacts) == 2
     assert r.headers.get("C%6Fntact") == "<sip:alias2@host2.example.com>"
 
 
@@ -133,17 +144,21 @@ def _check_mpart01(m: Request | Response) -> None:
 
 
 def _check_unreason(m: Request | Response) -> None:
-    assert isinstance(m, Response) and m.status == 200
+    assert isinstance(m, Response)
+    assert m.status == 200
     assert "\u2014" in m.reason or any(ord(c) > 127 for c in m.reason)
 
 
 def _check_noreason(m: Request | Response) -> None:
-    assert isinstance(m, Response) and m.status == 100 and m.reason == ""
+    assert isinstance(m, Response)
+    assert m.status == 100
+    assert m.reason == ""
 
 
 def _check_unksm2(m: Request | Response) -> None:
     r = _req(m)
-    assert isinstance(r.to.uri, AbsoluteUri) and r.to.uri.scheme == "isbn"
+    assert isinstance(r.to.uri, AbsoluteUri)
+    assert r.to.uri.scheme == "isbn"
 
 
 def _check_unkscm(m: Request | Response) -> None:
@@ -155,7 +170,8 @@ def _check_cparam01(m: Request | Response) -> None:
     assert contacts is not None
     c = contacts[0]
     assert c.has_param("unknownparam")
-    assert isinstance(c.uri, SipUri) and not c.uri.has_param("unknownparam")
+    assert isinstance(c.uri, SipUri)
+    assert not c.uri.has_param("unknownparam")
 
 
 def _check_cparam02(m: Request | Response) -> None:
@@ -163,14 +179,16 @@ def _check_cparam02(m: Request | Response) -> None:
     assert contacts is not None
     c = contacts[0]
     assert not c.has_param("unknownparam")
-    assert isinstance(c.uri, SipUri) and c.uri.has_param("unknownparam")
+    assert isinstance(c.uri, SipUri)
+    assert c.uri.has_param("unknownparam")
 
 
 def _check_regescrt(m: Request | Response) -> None:
     contacts = _req(m).contacts
     assert contacts is not None
     uri = contacts[0].uri
-    assert isinstance(uri, SipUri) and uri.headers == (("Route", "%3Csip:sip.example.com%3E"),)
+    assert isinstance(uri, SipUri)
+    assert uri.headers == (("Route", "%3Csip:sip.example.com%3E"),)
 
 
 def _check_inv2543(m: Request | Response) -> None:
@@ -196,20 +214,23 @@ def _check_longreq(m: Request | Response) -> None:
 
 def _check_ipv6_good(m: Request | Response) -> None:
     r = _req(m)
-    assert isinstance(r.uri, SipUri) and r.uri.host == "[2001:db8::10]"
+    assert isinstance(r.uri, SipUri)
+    assert r.uri.host == "[2001:db8::10]"
     assert r.top_via.host == "[2001:db8::9:1]"
 
 
 def _check_port_ambiguous(m: Request | Response) -> None:
     r = _req(m)
     assert isinstance(r.uri, SipUri)
-    assert r.uri.host == "[2001:db8::10:5070]" and r.uri.port is None
+    assert r.uri.host == "[2001:db8::10:5070]"
+    assert r.uri.port is None
 
 
 def _check_port_unambiguous(m: Request | Response) -> None:
     r = _req(m)
     assert isinstance(r.uri, SipUri)
-    assert r.uri.host == "[2001:db8::10]" and r.uri.port == 5070
+    assert r.uri.host == "[2001:db8::10]"
+    assert r.uri.port == 5070
 
 
 def _check_received_delim(m: Request | Response) -> None:

@@ -1,0 +1,133 @@
+"""What the transaction layer hands back: commands to the transport, facts for the TU.
+
+Every entry point of ``TransactionLayer`` returns a ``list[Output]`` in a
+deterministic order. ``SendMessage`` is the only command (the caller turns the
+message into bytes with ``message.to_bytes()`` and writes them to ``peer``);
+everything else is a fact for the transaction user (TU: the proxy core, the
+registrar, a UA).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sipwake.sip.message import Request, Response
+from sipwake.sip.peer import Peer
+from sipwake.transaction.keys import ClientKey, ServerTransactionKey, TransactionKey
+
+__all__ = [
+    "AckReceived",
+    "CancelReceived",
+    "MessageDropped",
+    "Output",
+    "RequestReceived",
+    "RequestRejected",
+    "ResponseReceived",
+    "SendMessage",
+    "StrayResponse",
+    "TransactionTerminated",
+    "TransactionTimedOut",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendMessage:
+    """Write ``message`` to ``peer`` (over ``peer.flow`` when it names a connection)."""
+
+    message: Request | Response
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestReceived:
+    """A new server transaction: the TU must answer it with ``TransactionLayer.respond``."""
+
+    request: Request
+    source: Peer
+    transaction_key: ServerTransactionKey
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseReceived:
+    """A response for one of the TU's client transactions (retransmitted 2xx included)."""
+
+    response: Response
+    transaction_key: ClientKey
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AckReceived:
+    """An ACK that is not part of an INVITE transaction: the ACK for a 2xx (RFC 3261 §17.2.3).
+
+    A proxy forwards it statelessly; a UAS ends its 2xx retransmissions.
+    """
+
+    request: Request
+    source: Peer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelReceived:
+    """A CANCEL matched the INVITE server transaction ``invite_key``, which has not sent a
+    final response yet. The layer has already answered the CANCEL with 200 (RFC 3261 §9.2);
+    the TU decides whether to answer the INVITE with 487 (a proxy cancels its branches)."""
+
+    cancel: Request
+    source: Peer
+    invite_key: ServerTransactionKey
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestRejected:
+    """A new request was answered ``status`` (503 + Retry-After) by the layer itself, without a
+    transaction, because ``max_transactions`` was reached. A ``SendMessage`` precedes it."""
+
+    request: Request
+    source: Peer
+    status: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransactionTimedOut:
+    """Timer B or F (client: act as on a 408, RFC 3261 §8.1.3.1) or Timer H (server: no ACK
+    came for a 3xx-6xx final response) fired. ``TransactionTerminated`` follows."""
+
+    transaction_key: TransactionKey
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransactionTerminated:
+    """The transaction reached Terminated and was removed from the layer."""
+
+    transaction_key: TransactionKey
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrayResponse:
+    """A response matching no client transaction: a proxy forwards it statelessly (RFC 3261
+    §16.7), e.g. a 2xx retransmission after the ICT terminated; anyone else drops it."""
+
+    response: Response
+    source: Peer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageDropped:
+    """A message the layer could not use (a header it needs is missing or malformed)."""
+
+    reason: str
+    source: Peer | None = None
+
+
+Output = (
+    SendMessage
+    | RequestReceived
+    | ResponseReceived
+    | AckReceived
+    | CancelReceived
+    | RequestRejected
+    | TransactionTimedOut
+    | TransactionTerminated
+    | StrayResponse
+    | MessageDropped
+)

@@ -1,0 +1,91 @@
+"""Transaction keys: how messages are matched to transactions (RFC 3261 §17.1.3, §17.2.3).
+
+A client transaction is found by the top Via ``branch`` (which we generated)
+and the CSeq method: a CANCEL shares its INVITE's branch but not its key.
+
+A server transaction is found by the top Via ``branch``, its sent-by and the
+request method, where an ACK looks for the INVITE's transaction. When the
+branch lacks the RFC 3261 magic cookie the request comes from an RFC 2543
+element and the key is built from the Request-URI, Call-ID, From tag, CSeq
+number and top Via instead; the To tag (of the request, or for an ACK of the
+response the transaction sent) is compared by the layer after the lookup,
+since it is not known when the transaction is created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sipwake.ids import BRANCH_MAGIC
+from sipwake.sip.message import Request
+
+__all__ = [
+    "ClientKey",
+    "LegacyServerKey",
+    "ServerKey",
+    "ServerTransactionKey",
+    "TransactionKey",
+    "client_key",
+    "server_key",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientKey:
+    """A client transaction: our branch and the request method (RFC 3261 §17.1.3)."""
+
+    branch: str
+    method: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerKey:
+    """A server transaction for an RFC 3261 request: branch, sent-by, method (§17.2.3)."""
+
+    branch: str
+    sent_by: tuple[str, int | None]
+    method: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LegacyServerKey:
+    """A server transaction for an RFC 2543 request (no magic cookie, §17.2.3)."""
+
+    request_uri: str
+    call_id: str
+    from_tag: str | None
+    cseq: int
+    method: str
+    top_via: str
+
+
+ServerTransactionKey = ServerKey | LegacyServerKey
+TransactionKey = ClientKey | ServerKey | LegacyServerKey
+
+
+def client_key(request: Request) -> ClientKey:
+    """The key of the client transaction that sends ``request`` (its top Via branch)."""
+    branch = request.top_via.branch or ""
+    return ClientKey(branch=branch, method=request.cseq.method)
+
+
+def server_key(request: Request, method: str | None = None) -> ServerTransactionKey:
+    """The key of the server transaction ``request`` belongs to.
+
+    ``method`` overrides the request's own: an ACK (and a CANCEL looking for
+    what it cancels) is matched with ``"INVITE"``. An ACK defaults to INVITE.
+    """
+    via = request.top_via
+    if method is None:
+        method = "INVITE" if request.method == "ACK" else request.method
+    branch = via.branch
+    if branch is not None and branch.startswith(BRANCH_MAGIC):
+        return ServerKey(branch=branch, sent_by=via.sent_by, method=method)
+    return LegacyServerKey(
+        request_uri=str(request.uri),
+        call_id=request.call_id,
+        from_tag=request.from_.tag,
+        cseq=request.cseq.seq,
+        method=method,
+        top_via=str(via),
+    )
