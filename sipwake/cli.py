@@ -41,3 +41,135 @@ def parse_cmd(source: click.utils.LazyFile, stream: bool) -> None:
         sys.exit(1)
     for line in describe_message(message):
         click.echo(line)
+
+
+@main.command("serve")
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML configuration file (defaults work without one).",
+)
+@click.option(
+    "--listen",
+    "listen",
+    multiple=True,
+    metavar="TRANSPORT:HOST:PORT",
+    help="Listen here instead of the configured listeners (repeatable).",
+)
+@click.option(
+    "--open",
+    "open_",
+    is_flag=True,
+    help="Accept any user of the domain without authentication (labs, benchmarks).",
+)
+@click.option("--domain", default=None, help="SIP domain served (default lab.test).")
+@click.option("--db", "db", default=None, help="SQLite file for bindings (default ./sipwake.db).")
+@click.option("--memory", is_flag=True, help="Keep bindings in memory only.")
+@click.option("--trace", is_flag=True, help="Print every SIP message sent and received (masked).")
+@click.option(
+    "--log-level",
+    default="info",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    show_default=True,
+)
+@click.option(
+    "--log-format", default="text", type=click.Choice(["text", "json"]), show_default=True
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+def serve_cmd(
+    config_path: str | None,
+    listen: tuple[str, ...],
+    open_: bool,
+    domain: str | None,
+    db: str | None,
+    memory: bool,
+    trace: bool,
+    log_level: str,
+    log_format: str,
+    debug: bool,
+) -> None:
+    """Run the lab PBX (registrar + stateful proxy)."""
+    import asyncio
+
+    from sipwake.config import load_config, parse_listen
+    from sipwake.errors import ConfigError
+    from sipwake.logs import setup_logging
+    from sipwake.server import Server
+
+    setup_logging(log_level, log_format)
+    try:
+        config = load_config(config_path)
+        updates: dict[str, object] = {}
+        if listen:
+            try:
+                updates["listen"] = [parse_listen(item) for item in listen]
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--listen") from exc
+        if domain:
+            updates["domain"] = domain
+        if db or memory:
+            store = config.store.model_copy(
+                update={"backend": "memory" if memory else "sqlite", **({"path": db} if db else {})}
+            )
+            updates["store"] = store
+        if updates:
+            config = config.model_copy(update=updates)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+    server = Server(config, open=open_, trace=trace)
+
+    async def run() -> None:
+        await server.start()
+        _banner(server)
+        await server.run()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    except (ConfigError, OSError) as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+def _banner(server: object) -> None:
+    from sipwake.server import Server
+
+    assert isinstance(server, Server)
+    config = server.config
+    click.echo(f"sipwake {__version__}: lab PBX for domain {config.domain}")
+    for listener in server.bound:
+        click.echo(f"  listening  {listener.transport:<4} {listener.host_port}")
+    store = "memory" if config.store.backend == "memory" else str(config.store.path)
+    click.echo(f"  bindings   {store}")
+    if server.open or config.auth.open:
+        click.echo("  WARNING: --open: registrations and calls are accepted without authentication")
+    click.echo("  users (register as USER@DOMAIN with this password):")
+    for name, password in server.passwords.items():
+        click.echo(f"    {name:<10} {password}")
+    click.echo("  Ctrl-C stops.")
+
+
+@main.command("check-config")
+@click.argument("path", type=click.Path(dir_okay=False))
+def check_config_cmd(path: str) -> None:
+    """Check a YAML configuration file; print each error with file, line and field."""
+    from sipwake.config import load_config
+    from sipwake.errors import ConfigError
+
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(
+        f"{path}: ok (domain {config.domain}, {len(config.listen)} listeners, "
+        f"{len(config.users)} users)"
+    )

@@ -31,7 +31,7 @@ from sipwake.sip.headers import (
     parse_uint,
 )
 from sipwake.sip.message import Headers, Message, Request, Response, canonical_name
-from sipwake.sip.uri import SipUri, parse_uri
+from sipwake.sip.uri import AbsoluteUri, SipUri, parse_uri
 
 __all__ = ["DEFAULT_MAX_SIZE", "parse_message", "validate"]
 
@@ -74,7 +74,11 @@ def parse_message(
     lines = head.split("\r\n")
     if "\n" in head and head.count("\n") != len(lines) - 1:
         lines = [line.rstrip("\r") for line in head.split("\n")]
-    message = _start_line(lines[0], _header_fields(lines))
+    headers = _header_fields(lines)
+    try:
+        message = _start_line(lines[0], headers)
+    except SipParseError as exc:
+        raise SipParseError(exc.reason, exc.status_hint, partial=_loose(lines[0], headers)) from exc
     length = _check(message)
     if length is None:
         message.body = b"" if stream else rest
@@ -85,6 +89,14 @@ def parse_message(
     else:
         message.body = rest[:length] if length < len(rest) else rest
     return message
+
+
+def _loose(line: str, headers: Headers) -> Request | None:
+    """A stand-in request for answering one whose start line is refused (e.g. 505)."""
+    m = _REQUEST_LINE_LOOSE_RE.fullmatch(line)
+    if m is None or line.startswith("SIP/"):
+        return None
+    return Request(m.group(1), AbsoluteUri(scheme="invalid", rest="uri"), headers)
 
 
 def _start_line(line: str, headers: Headers) -> Request | Response:

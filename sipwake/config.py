@@ -1,0 +1,200 @@
+"""Configuration: embedded defaults, a YAML file, command-line overrides.
+
+Everything works with no file at all (``sipwake serve``): domain ``lab.test``,
+UDP and TCP on 127.0.0.1:5060, TLS on 5061, WebSocket on 5066, SQLite in
+``./sipwake.db``, demo users alice, bob and carol. A YAML file
+(``sipwake serve -c lab.yaml``) changes any of it; a mistake is reported as
+``file:line: key: what is wrong`` (``ConfigError``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sipwake.errors import ConfigError
+
+__all__ = [
+    "AuthConfig",
+    "Config",
+    "ListenerSpec",
+    "RegistrarConfig",
+    "StoreConfig",
+    "TlsConfig",
+    "UserConfig",
+    "load_config",
+    "parse_listen",
+]
+
+TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+_LISTEN_RE = re.compile(r"(udp|tcp|tls|wss?):(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):(\d{1,5})")
+
+
+class ListenerSpec(BaseModel):
+    """One listening socket: ``udp:127.0.0.1:5060``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    transport: Literal["udp", "tcp", "tls", "ws", "wss"]
+    host: str
+    port: int = Field(ge=0, le=65535)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            m = _LISTEN_RE.fullmatch(value.strip())
+            if m is None:
+                raise ValueError(
+                    "expected TRANSPORT:HOST:PORT with TRANSPORT one of udp, tcp, tls, ws, wss; "
+                    f"got {value!r}"
+                )
+            return {"transport": m.group(1), "host": m.group(2).strip("[]"), "port": m.group(3)}
+        return value
+
+
+def parse_listen(text: str) -> ListenerSpec:
+    """``udp:HOST:PORT`` (also tcp, tls, ws, wss; IPv6 hosts in brackets)."""
+    return ListenerSpec.model_validate(text)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TlsConfig(_Section):
+    cert: Path | None = None
+    key: Path | None = None
+    dir: Path = Path("sipwake-tls")
+    """Where a self-signed certificate is made on first run when none is configured."""
+
+
+class StoreConfig(_Section):
+    backend: Literal["memory", "sqlite"] = "sqlite"
+    path: Path = Path("sipwake.db")
+
+
+class AuthConfig(_Section):
+    open: bool = False
+    """Accept any user of the domain without authentication (labs, benchmarks)."""
+    realm: str | None = None
+    algorithms: list[Literal["SHA-256", "MD5", "SHA-512-256"]] = ["SHA-256", "MD5"]
+    nonce_lifetime_s: float = Field(300.0, gt=0)
+
+
+class UserConfig(_Section):
+    password: str | None = None
+    """Plain password; ``None`` for demo users gets a generated one."""
+    display_name: str | None = None
+    mobile: str | None = None
+    """Twinning target: the user's mobile number (through the gateway)."""
+
+    def __repr__(self) -> str:
+        return f"UserConfig(display_name={self.display_name!r}, mobile={self.mobile!r})"
+
+
+class RegistrarConfig(_Section):
+    min_expires_s: int = Field(60, ge=1)
+    max_expires_s: int = Field(3600, ge=60)
+    default_expires_s: int = Field(3600, ge=60)
+    max_bindings_per_aor: int = Field(10, ge=1)
+    push_providers: list[str] = ["apns", "apns.dev", "fcm", "webpush"]
+
+
+class LimitsConfig(_Section):
+    max_message_bytes: int = Field(65535, ge=1024)
+    max_transactions: int = Field(50000, ge=10)
+    max_connections_per_source: int = Field(100, ge=1)
+
+
+class Config(_Section):
+    domain: str = "lab.test"
+    aliases: list[str] = []
+    """Other host names and addresses that mean this server (its listener addresses are added)."""
+    listen: list[ListenerSpec] = [
+        ListenerSpec(transport="udp", host="127.0.0.1", port=5060),
+        ListenerSpec(transport="tcp", host="127.0.0.1", port=5060),
+        ListenerSpec(transport="tls", host="127.0.0.1", port=5061),
+        ListenerSpec(transport="ws", host="127.0.0.1", port=5066),
+    ]
+    tls: TlsConfig = TlsConfig()
+    store: StoreConfig = StoreConfig()
+    auth: AuthConfig = AuthConfig()
+    registrar: RegistrarConfig = RegistrarConfig()
+    limits: LimitsConfig = LimitsConfig()
+    users: dict[str, UserConfig] = {
+        "alice": UserConfig(display_name="Alice"),
+        "bob": UserConfig(display_name="Bob"),
+        "carol": UserConfig(display_name="Carol"),
+    }
+    secret_file: Path = Path("sipwake-secret")
+    """Random secret made on first run: nonces and the demo users' passwords derive from it."""
+
+    @property
+    def realm(self) -> str:
+        return self.auth.realm or self.domain
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the YAML node at ``loc`` (or of its nearest parent)."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.value == part:
+                    line = key_node.start_mark.line + 1
+                    node = value_node
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """The embedded defaults, overridden by the YAML file at ``path`` if given."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", path=str(path)) from exc
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"not valid YAML: {problem}", path=str(path), line=line) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping of settings at the top", path=str(path), line=1)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(
+            p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-"))
+        )
+        key = ".".join(str(p) for p in loc) or "(top)"
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = "unknown setting"
+        raise ConfigError(message, path=str(path), line=_line_of(root, loc), key=key) from exc

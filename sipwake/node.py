@@ -1,0 +1,456 @@
+"""The node: the pure layers composed into one SIP server core.
+
+``Node.receive(data, source, listener, now)`` takes one message's bytes and
+returns what to do: ``SendBytes`` to write, ``PersistChanges`` to store
+(performed before the bytes that follow it, so a 200 to a REGISTER is only
+sent once the binding is on disk). ``next_deadline``/``handle_timeout`` drive
+every timer below (transactions, Timer C, binding expiry, nonces).
+
+Routing (RFC 3261 §16.4-16.5, RFC 3581): requests get ``received``/``rport``;
+REGISTER for our domain goes to the registrar after digest authentication;
+requests that carry our Route (in-dialog) follow their route set; initial
+requests for a user of our domain fork to that user's bindings; requests for
+other domains are refused 403 unless a local user authenticated them (no open
+relay).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sipwake.errors import AuthError, SipParseError
+from sipwake.ids import Ids
+from sipwake.proxy.core import Proxy, Target
+from sipwake.proxy.routing import LocalAddress, Locality, uri_peer
+from sipwake.registrar.events import (
+    BindingAdded,
+    BindingExpired,
+    BindingRefreshed,
+    BindingRemoved,
+    RegistrarEvent,
+)
+from sipwake.registrar.registrar import Registrar
+from sipwake.sip.auth import AuthResult, DigestServer, parse_credentials
+from sipwake.sip.message import Request, Response, make_response
+from sipwake.sip.parser import parse_message
+from sipwake.sip.peer import Peer
+from sipwake.sip.uri import SipUri, TelUri
+from sipwake.transaction.events import (
+    AckReceived,
+    CancelReceived,
+    MessageDropped,
+    Output,
+    RequestReceived,
+    RequestRejected,
+    ResponseReceived,
+    SendMessage,
+    StrayResponse,
+    TransactionTerminated,
+    TransactionTimedOut,
+)
+from sipwake.transaction.keys import ClientKey, ServerTransactionKey
+from sipwake.transaction.layer import TransactionLayer
+
+__all__ = ["Dropped", "Node", "NodeOutput", "NodeSettings", "PersistChanges", "SendBytes"]
+
+ALLOW = (
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, UPDATE, INFO, REFER, NOTIFY, "
+    "SUBSCRIBE, PRACK"
+)
+SUPPORTED = "path, outbound, gruu"
+_NO_AUTH_METHODS = frozenset({"ACK", "CANCEL", "BYE", "PRACK", "UPDATE", "INFO", "NOTIFY"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendBytes:
+    """Write ``data`` to ``peer``; ``message`` is kept for traces and call records."""
+
+    data: bytes
+    peer: Peer
+    message: Request | Response | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PersistChanges:
+    """Store these binding changes before performing the outputs that follow."""
+
+    events: tuple[RegistrarEvent, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dropped:
+    """A message that was not processed, and why (for logs and counters)."""
+
+    reason: str
+    peer: Peer | None = None
+
+
+NodeOutput = SendBytes | PersistChanges | Dropped
+
+
+@dataclass(slots=True, kw_only=True)
+class NodeSettings:
+    domain: str
+    realm: str
+    users: dict[str, str | None] = field(default_factory=dict)
+    """User name → password (``None``: no password set, only usable with ``open``)."""
+    open: bool = False
+    max_message_bytes: int = 65535
+    user_agent: str = "sipwake"
+
+
+class Node:
+    """One SIP server: transactions, registrar, proxy, authentication."""
+
+    def __init__(
+        self,
+        *,
+        settings: NodeSettings,
+        ids: Ids,
+        locality: Locality,
+        registrar: Registrar,
+        layer: TransactionLayer,
+        auth: DigestServer | None,
+    ) -> None:
+        self.settings = settings
+        self.ids = ids
+        self.locality = locality
+        self.registrar = registrar
+        self.layer = layer
+        self.auth = auth
+        self.proxy = Proxy(layer=layer, locality=locality, ids=ids)
+        self._contact_flows: dict[tuple[str | None, str, int | None], Peer] = {}
+        self._listeners: dict[ServerTransactionKey, LocalAddress] = {}
+
+    # -- input ------------------------------------------------------------------
+    def receive(
+        self, data: bytes, source: Peer, listener: LocalAddress, now: float
+    ) -> list[NodeOutput]:
+        """One whole message's bytes from ``source``, arrived on ``listener``."""
+        stream = source.transport in ("tcp", "tls")
+        try:
+            message = parse_message(data, stream=stream, max_size=self.settings.max_message_bytes)
+        except SipParseError as exc:
+            return self._reject_unparsable(exc, source)
+        if isinstance(message, Request):
+            self._mark_received(message, source)
+        return self._run(self.layer.receive(message, source, now), now, listener)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [
+            d
+            for d in (
+                self.layer.next_deadline(),
+                self.proxy.next_deadline(),
+                self.registrar.next_deadline(),
+            )
+            if d is not None
+        ]
+        return min(deadlines, default=None)
+
+    def handle_timeout(self, now: float) -> list[NodeOutput]:
+        out: list[NodeOutput] = []
+        events = self.registrar.handle_timeout(now)
+        if events:
+            self._index(events)
+            out.append(PersistChanges(events=tuple(events)))
+        listener = self.locality.listeners[0]
+        out += self._run(self.layer.handle_timeout(now), now, listener)
+        out += self._run(self.proxy.handle_timeout(now), now, listener)
+        if self.auth is not None:
+            self.auth.handle_timeout(now)
+        return out
+
+    def restore(self, events: Iterable[RegistrarEvent]) -> None:
+        """Index bindings loaded from a store (their flows are gone; UDP ones still work)."""
+        self._index(list(events))
+
+    def flow_closed(self, flow: int) -> None:
+        """A connection closed: forget it as a route to contacts."""
+        for key, peer in list(self._contact_flows.items()):
+            if peer.flow == flow:
+                del self._contact_flows[key]
+
+    # -- dispatch ---------------------------------------------------------------
+    def _run(self, outputs: list[Output], now: float, listener: LocalAddress) -> list[NodeOutput]:
+        out: list[NodeOutput] = []
+        work = list(outputs)
+        while work:
+            item = work.pop(0)
+            more: list[Output] = []
+            match item:
+                case SendMessage(message=message, peer=peer):
+                    out.append(SendBytes(data=message.to_bytes(), peer=peer, message=message))
+                case RequestReceived(request=request, source=source, transaction_key=key):
+                    more, extra = self._on_request(request, source, key, listener, now)
+                    out += extra
+                case ResponseReceived(response=response, transaction_key=key):
+                    more = self.proxy.response_received(response, key, now)
+                case AckReceived(request=ack, source=source):
+                    more = self._on_ack(ack, listener)
+                case CancelReceived(invite_key=key):
+                    more = self.proxy.cancel(key, now)
+                case TransactionTimedOut(transaction_key=key):
+                    if isinstance(key, ClientKey):
+                        more = self.proxy.client_timed_out(key, now)
+                case TransactionTerminated(transaction_key=key):
+                    if isinstance(key, ClientKey):
+                        self.proxy.client_terminated(key)
+                    else:
+                        self.proxy.server_terminated(key)
+                        self._listeners.pop(key, None)
+                case StrayResponse(response=response):
+                    more = self.proxy.forward_response_stateless(response)
+                case MessageDropped(reason=reason, source=source):
+                    out.append(Dropped(reason=reason, peer=source))
+                case RequestRejected(status=status, source=source):
+                    out.append(Dropped(reason=f"answered {status}: overloaded", peer=source))
+                case _:
+                    out.append(Dropped(reason=f"unhandled output {type(item).__name__}"))
+            work[0:0] = more
+        return out
+
+    def _reject_unparsable(self, exc: SipParseError, source: Peer) -> list[NodeOutput]:
+        partial = exc.partial
+        if isinstance(partial, Request) and partial.method != "ACK" and partial.headers.get("via"):
+            reason = exc.reason.replace("\r", " ").replace("\n", " ")[:200]
+            response = make_response(partial, exc.status_hint, reason)
+            return [SendBytes(data=response.to_bytes(), peer=source, message=response)]
+        return [Dropped(reason=f"unparsable message: {exc.reason}", peer=source)]
+
+    @staticmethod
+    def _mark_received(request: Request, source: Peer) -> None:
+        """RFC 3261 §18.2.1 and RFC 3581 §4: received (always) and rport (when asked)."""
+        top = request.top_via
+        if top.wants_rport:
+            top = top.with_params(received=source.host, rport=str(source.port))
+        else:
+            top = top.with_params(received=source.host)
+        request.headers.pop_first_value("Via")
+        request.headers.insert("Via", str(top))
+
+    # -- requests ---------------------------------------------------------------
+    def _respond(
+        self, key: ServerTransactionKey, request: Request, status: int, now: float, **extra: str
+    ) -> list[Output]:
+        reason = extra.pop("reason", None)
+        response = make_response(request, status, reason, to_tag=self.ids.tag())
+        for name, value in extra.items():
+            response.headers.add(name.replace("_", "-"), value)
+        return self.layer.respond(key, response, now)
+
+    def _on_request(
+        self,
+        request: Request,
+        source: Peer,
+        key: ServerTransactionKey,
+        listener: LocalAddress,
+        now: float,
+    ) -> tuple[list[Output], list[NodeOutput]]:
+        method = request.method
+        uri = request.uri
+        if not isinstance(uri, SipUri | TelUri):
+            return self._respond(key, request, 416, now), []
+        if request.headers.get("proxy-require"):
+            unsupported = ", ".join(request.tokens("proxy-require"))
+            return self._respond(key, request, 420, now, Unsupported=unsupported), []
+        had_our_route = self._strip_own_routes(request)
+        for_us = isinstance(uri, SipUri) and self.locality.is_us(uri) and not request.routes
+        if request.max_forwards == 0 and not (for_us and method == "OPTIONS"):
+            return self._respond(key, request, 483, now), []
+        if method == "REGISTER":
+            return self._on_register(request, source, key, listener, now)
+        if request.routes:
+            # A route set beyond us: in-dialog or pre-loaded. Only follow it if it came through us.
+            next_hop = self._route_peer(request)
+            if not had_our_route:
+                return self._respond(key, request, 403, now, reason="Relaying denied"), []
+            if next_hop is None:
+                return self._respond(key, request, 404, now, reason="Next hop not reachable"), []
+            return self.proxy.forward(key, request, source, listener, next_hop, now), []
+        if request.to.tag is not None:
+            # In-dialog without further routes: the Request-URI is the remote target.
+            if for_us:
+                return self._respond(key, request, 481, now), []
+            peer = self._contact_peer(uri)
+            if peer is None:
+                return self._respond(key, request, 404, now, reason="Next hop not reachable"), []
+            return self.proxy.forward(key, request, source, listener, peer, now), []
+        if for_us:
+            if method == "OPTIONS":
+                return self._respond(key, request, 200, now, Allow=ALLOW, Supported=SUPPORTED), []
+            return self._respond(key, request, 404, now), []
+        if not isinstance(uri, SipUri) or not self.locality.is_our_domain(uri.host):
+            return self._on_foreign(request, source, key, listener, now)
+        challenge = self._authorize(request, key, now, proxy=True)
+        if challenge is not None:
+            return challenge, []
+        user = uri.user
+        if user is None or (not self.settings.open and user not in self.settings.users):
+            return self._respond(key, request, 404, now), []
+        targets = self._targets(uri.aor(), now)
+        return self.proxy.fork(key, request, source, listener, targets, now), []
+
+    def _on_foreign(
+        self,
+        request: Request,
+        source: Peer,
+        key: ServerTransactionKey,
+        listener: LocalAddress,
+        now: float,
+    ) -> tuple[list[Output], list[NodeOutput]]:
+        from_uri = request.from_.uri
+        local_caller = isinstance(from_uri, SipUri) and self.locality.is_our_domain(from_uri.host)
+        if not local_caller:
+            return self._respond(key, request, 403, now, reason="Relaying denied"), []
+        challenge = self._authorize(request, key, now, proxy=True)
+        if challenge is not None:
+            return challenge, []
+        uri = request.uri
+        peer = uri_peer(uri) if isinstance(uri, SipUri) else None
+        if peer is None:
+            return self._respond(key, request, 404, now, reason="Cannot resolve domain"), []
+        return self.proxy.forward(key, request, source, listener, peer, now), []
+
+    def _on_register(
+        self,
+        request: Request,
+        source: Peer,
+        key: ServerTransactionKey,
+        listener: LocalAddress,
+        now: float,
+    ) -> tuple[list[Output], list[NodeOutput]]:
+        uri = request.uri
+        if not isinstance(uri, SipUri) or not self.locality.is_our_domain(uri.host):
+            return self._respond(key, request, 403, now, reason="Not our domain"), []
+        to_uri = request.to.uri
+        if not isinstance(to_uri, SipUri):
+            return self._respond(key, request, 400, now, reason="AOR must be a SIP URI"), []
+        user = to_uri.user
+        if user is None or (not self.settings.open and user not in self.settings.users):
+            return self._respond(key, request, 404, now), []
+        challenge = self._authorize(request, key, now, proxy=False, user=user)
+        if challenge is not None:
+            return challenge, []
+        result = self.registrar.handle_register(request, source, now)
+        events = tuple(result.changes)
+        extra: list[NodeOutput] = []
+        if events:
+            self._index(events)
+            extra.append(PersistChanges(events=events))
+        sent = self._run(self.layer.respond(key, result.response, now), now, listener)
+        return [], extra + sent
+
+    def _on_ack(self, ack: Request, listener: LocalAddress) -> list[Output]:
+        self._strip_own_routes(ack)
+        next_hop = self._route_peer(ack) if ack.routes else None
+        if next_hop is None and isinstance(ack.uri, SipUri) and not self.locality.is_us(ack.uri):
+            next_hop = self._contact_peer(ack.uri)
+        if next_hop is None:
+            return []
+        return self.proxy.forward_stateless(ack, listener, next_hop)
+
+    # -- authentication -----------------------------------------------------------
+    def _authorize(
+        self,
+        request: Request,
+        key: ServerTransactionKey,
+        now: float,
+        *,
+        proxy: bool,
+        user: str | None = None,
+    ) -> list[Output] | None:
+        """None when ``request`` may proceed; else the 401/407 challenge (or 403) to send."""
+        if self.auth is None or self.settings.open or request.method in _NO_AUTH_METHODS:
+            return None
+        from_uri = request.from_.uri
+        if proxy and not (
+            isinstance(from_uri, SipUri) and self.locality.is_our_domain(from_uri.host)
+        ):
+            return None  # calls from outside to our users are not ours to authenticate
+        header = "Proxy-Authorization" if proxy else "Authorization"
+        stale = False
+        for value in request.headers.get_all(header):
+            try:
+                credentials = parse_credentials(value)
+            except AuthError:
+                continue
+            if not credentials.is_digest or credentials.realm != self.settings.realm:
+                continue
+            username = credentials.username or ""
+            expected = (
+                user
+                if user is not None
+                else (from_uri.user if isinstance(from_uri, SipUri) else None)
+            )
+            password = self.settings.users.get(username)
+            if password is None or username != expected:
+                return self._respond(key, request, 403, now, reason="Wrong user or password")
+            result = self.auth.verify(
+                credentials, method=request.method, password=password, now=now, body=request.body
+            )
+            if result is AuthResult.OK:
+                return None
+            if result is AuthResult.STALE:
+                stale = True
+                break
+            return self._respond(
+                key, request, 403, now, reason=f"Wrong user or password ({result.name.lower()})"
+            )
+        status = 407 if proxy else 401
+        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        response = make_response(request, status, to_tag=self.ids.tag())
+        for challenge in self.auth.challenge(now, stale=stale):
+            response.headers.add(name, str(challenge))
+        return self.layer.respond(key, response, now)
+
+    # -- routing helpers -------------------------------------------------------------
+    def _strip_own_routes(self, request: Request) -> bool:
+        stripped = False
+        while True:
+            routes = request.routes
+            if not routes:
+                return stripped
+            uri = routes[0].uri
+            if not (isinstance(uri, SipUri) and self.locality.is_us(uri)):
+                return stripped
+            request.headers.pop_first_value("Route")
+            stripped = True
+
+    def _route_peer(self, request: Request) -> Peer | None:
+        uri = request.routes[0].uri
+        if not isinstance(uri, SipUri):
+            return None
+        return self._contact_peer(uri)
+
+    def _contact_peer(self, uri: SipUri | object) -> Peer | None:
+        if not isinstance(uri, SipUri):
+            return None
+        peer = self._contact_flows.get(_contact_key(uri))
+        return peer if peer is not None else uri_peer(uri)
+
+    def _targets(self, aor: str, now: float) -> list[Target]:
+        return [
+            Target(
+                uri=binding.forward_uri(),
+                peer=binding.source,
+                route=binding.path,
+                label=binding.instance or str(binding.contact),
+            )
+            for binding in self.registrar.lookup(aor, now)
+        ]
+
+    def _index(self, events: Iterable[RegistrarEvent]) -> None:
+        for event in events:
+            match event:
+                case BindingAdded(binding=b) | BindingRefreshed(binding=b):
+                    self._contact_flows[_contact_key(b.contact)] = b.source
+                case BindingRemoved(binding=b) | BindingExpired(binding=b):
+                    self._contact_flows.pop(_contact_key(b.contact), None)
+                case _:
+                    pass
+
+
+def _contact_key(uri: SipUri) -> tuple[str | None, str, int | None]:
+    return (uri.user, uri.host.lower(), uri.port)

@@ -1,0 +1,431 @@
+"""The stateful forking proxy core (RFC 3261 §16).
+
+Theory of operation
+-------------------
+Each proxied request has a *response context*, keyed by its server
+transaction: the original request, where it came from, and one *branch* per
+target it was forked to (a client transaction each). Branches may be added
+while the context lives (late forking, §16.5: a device that registers during
+the call).
+
+Responses from a branch (§16.7): 100 is absorbed; other provisionals are
+forwarded at once (and reset Timer C); every 2xx is forwarded at once, even
+after another final, and the first one cancels the pending branches; a 6xx
+cancels the pending branches; other finals are kept until every branch has
+one, then the best is forwarded (§16.7 step 6: a 6xx, else the lowest class,
+with 401/407/415/420/484 preferred inside 4xx, 503 sent as 500). A branch
+that times out counts as 408; Timer C (default 180 s, §16.8) cancels a
+ringing INVITE branch that never answers.
+
+CANCEL (§16.10) from the caller: the transaction layer has answered 200; the
+core cancels every pending branch and answers the INVITE 487 itself.
+
+ACKs for 2xx and in-dialog requests that name a next hop are forwarded
+statelessly or over a new client transaction without forking; responses no
+transaction knows (late 2xx retransmissions) are forwarded statelessly by
+popping our Via (§16.11).
+
+The core never picks targets for an AOR itself: the node looks bindings up
+and hands in ``Target`` values, so the registrar and the call-wake engine
+decide who rings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sipwake.errors import LocalProtocolError
+from sipwake.ids import Ids
+from sipwake.proxy.routing import LocalAddress, Locality, stateless_branch
+from sipwake.sip.message import Request, Response, make_response
+from sipwake.sip.peer import Peer, response_peer
+from sipwake.sip.uri import SipUri, Uri
+from sipwake.transaction.events import Output, SendMessage
+from sipwake.transaction.keys import ClientKey, ServerTransactionKey
+from sipwake.transaction.layer import TransactionLayer
+
+__all__ = ["Proxy", "Target"]
+
+#: RFC 3261 §16.7 step 6: inside 4xx these carry information the caller can act on.
+_PREFERRED_4XX = (401, 407, 415, 420, 484)
+#: Methods that create dialogs: the proxy stays on their path (Record-Route).
+_DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """Where to fork: the Request-URI to use, the next hop, and a pre-loaded route (Path)."""
+
+    uri: Uri
+    peer: Peer
+    route: tuple[str, ...] = ()
+    label: str = ""
+    """Who this is, for call records (e.g. the binding's instance id)."""
+
+
+@dataclass(slots=True)
+class _Branch:
+    key: ClientKey
+    target: Target
+    request: Request
+    provisional: bool = False
+    final: Response | None = None
+    timer_c: float | None = None
+
+
+@dataclass(slots=True)
+class _Context:
+    server_key: ServerTransactionKey
+    request: Request
+    source: Peer
+    listener: LocalAddress
+    to_tag: str
+    branches: dict[ClientKey, _Branch] = field(default_factory=dict)
+    final_sent: bool = False
+    holding: bool = False
+    """Kept open with no live branch (a device is being woken): don't answer yet."""
+
+    @property
+    def pending(self) -> list[_Branch]:
+        return [b for b in self.branches.values() if b.final is None]
+
+
+class Proxy:
+    """RFC 3261 §16 stateful proxy over a ``TransactionLayer``."""
+
+    def __init__(
+        self,
+        *,
+        layer: TransactionLayer,
+        locality: Locality,
+        ids: Ids,
+        timer_c: float = 180.0,
+        record_route: bool = True,
+    ) -> None:
+        self._layer = layer
+        self.locality = locality
+        self._ids = ids
+        self.timer_c = timer_c
+        self.record_route = record_route
+        self._contexts: dict[ServerTransactionKey, _Context] = {}
+        self._by_client: dict[ClientKey, _Context] = {}
+        self._salt = ids.token(12)
+
+    # -- introspection ------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._contexts)
+
+    def has_context(self, key: ServerTransactionKey) -> bool:
+        return key in self._contexts
+
+    def answered(self, key: ServerTransactionKey) -> bool:
+        ctx = self._contexts.get(key)
+        return ctx is None or ctx.final_sent
+
+    # -- requests -------------------------------------------------------------
+    def fork(
+        self,
+        key: ServerTransactionKey,
+        request: Request,
+        source: Peer,
+        listener: LocalAddress,
+        targets: Iterable[Target],
+        now: float,
+        *,
+        hold: bool = False,
+    ) -> list[Output]:
+        """Start proxying ``request`` to ``targets`` (in parallel). With ``hold`` the context
+        stays open even when every branch has failed, until ``release`` is called."""
+        ctx = _Context(
+            server_key=key,
+            request=request,
+            source=source,
+            listener=listener,
+            to_tag=self._ids.tag(),
+            holding=hold,
+        )
+        self._contexts[key] = ctx
+        out: list[Output] = []
+        if request.method == "INVITE":
+            out += self._layer.respond(key, make_response(request, 100), now)
+        for target in targets:
+            out += self._add_branch(ctx, target, now)
+        if not ctx.branches and not hold:
+            out += self._answer(ctx, 480, now)
+        return out
+
+    def add_target(self, key: ServerTransactionKey, target: Target, now: float) -> list[Output]:
+        """Late forking: one more branch for a live context (a device that just registered)."""
+        ctx = self._contexts.get(key)
+        if ctx is None or ctx.final_sent:
+            return []
+        return self._add_branch(ctx, target, now)
+
+    def release(self, key: ServerTransactionKey, now: float, status: int = 480) -> list[Output]:
+        """Stop holding: if every branch has failed (or there is none), answer now."""
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            return []
+        ctx.holding = False
+        if ctx.final_sent or ctx.pending:
+            return []
+        if ctx.branches:
+            return self._send_best(ctx, now)
+        return self._answer(ctx, status, now)
+
+    def terminate(
+        self, key: ServerTransactionKey, status: int, now: float, reason: str | None = None
+    ) -> list[Output]:
+        """Cancel every branch and answer ``status`` (no-answer time, divert…)."""
+        ctx = self._contexts.get(key)
+        if ctx is None or ctx.final_sent:
+            return []
+        out = self._cancel_pending(ctx, now)
+        return out + self._answer(ctx, status, now, reason)
+
+    def forward(
+        self,
+        key: ServerTransactionKey,
+        request: Request,
+        source: Peer,
+        listener: LocalAddress,
+        next_hop: Peer,
+        now: float,
+    ) -> list[Output]:
+        """Proxy a request to one next hop without changing its Request-URI (loose routing,
+        in-dialog requests): a context with a single branch."""
+        target = Target(uri=request.uri, peer=next_hop)
+        return self.fork(key, request, source, listener, [target], now)
+
+    def forward_stateless(
+        self, request: Request, listener: LocalAddress, next_hop: Peer
+    ) -> list[Output]:
+        """§16.11: forward an ACK for a 2xx (or any request we keep no state for)."""
+        fwd = request.copy()
+        self._decrement_max_forwards(fwd)
+        out_listener = self.locality.listener_for(next_hop.transport)
+        branch = stateless_branch(request.top_via.branch, self._salt)
+        fwd.headers.insert(
+            "Via", f"SIP/2.0/{out_listener.via_transport} {out_listener.host_port};branch={branch}"
+        )
+        return [SendMessage(message=fwd, peer=next_hop)]
+
+    def cancel(self, key: ServerTransactionKey, now: float) -> list[Output]:
+        """The caller sent CANCEL (§16.10): cancel the branches, answer the INVITE 487."""
+        ctx = self._contexts.get(key)
+        if ctx is None or ctx.final_sent:
+            return []
+        out = self._cancel_pending(ctx, now)
+        return out + self._answer(ctx, 487, now)
+
+    # -- responses --------------------------------------------------------------
+    def response_received(self, response: Response, key: ClientKey, now: float) -> list[Output]:
+        ctx = self._by_client.get(key)
+        if ctx is None:
+            return self.forward_response_stateless(response)
+        branch = ctx.branches[key]
+        status = response.status
+        if status < 200:
+            if status == 100:
+                return []
+            branch.provisional = True
+            if branch.timer_c is not None:
+                branch.timer_c = now + self.timer_c
+            if ctx.final_sent:
+                return []
+            return self._respond(ctx, self._upstream(response), now)
+        if branch.final is not None and status >= 300:
+            return []  # a retransmitted final of a branch already decided
+        branch.final = branch.final or response
+        branch.timer_c = None
+        if status < 300:
+            out: list[Output] = self._respond(ctx, self._upstream(response), now)
+            if not ctx.final_sent:
+                ctx.final_sent = True
+                out += self._cancel_pending(ctx, now)
+            return out
+        if ctx.final_sent:
+            return []
+        out = []
+        if status >= 600:
+            out += self._cancel_pending(ctx, now)
+        if not ctx.pending and not ctx.holding:
+            out += self._send_best(ctx, now)
+        return out
+
+    def client_timed_out(self, key: ClientKey, now: float) -> list[Output]:
+        """Timer B/F fired on a branch: treat it as a 408 from that branch (§16.7)."""
+        ctx = self._by_client.get(key)
+        if ctx is None:
+            return []
+        branch = ctx.branches[key]
+        if branch.final is not None:
+            return []
+        return self.response_received(make_response(branch.request, 408), key, now)
+
+    def transport_failed(self, key: ClientKey, now: float) -> list[Output]:
+        """§16.9: a transport error on a branch counts as a 503 from it."""
+        ctx = self._by_client.get(key)
+        if ctx is None or ctx.branches[key].final is not None:
+            return []
+        return self.response_received(make_response(ctx.branches[key].request, 503), key, now)
+
+    def server_terminated(self, key: ServerTransactionKey) -> None:
+        ctx = self._contexts.pop(key, None)
+        if ctx is not None:
+            for client in ctx.branches:
+                self._by_client.pop(client, None)
+
+    def client_terminated(self, key: ClientKey) -> None:
+        ctx = self._by_client.get(key)
+        if ctx is not None and ctx.final_sent and key in ctx.branches:
+            branch = ctx.branches[key]
+            if branch.final is not None and branch.final.status >= 300:
+                self._by_client.pop(key, None)
+
+    def forward_response_stateless(self, response: Response) -> list[Output]:
+        """§16.11 / §18.2.2: a response with no transaction goes to the next Via."""
+        vias = response.via
+        if len(vias) < 2:
+            return []
+        fwd = self._upstream(response)
+        via = fwd.via[0]
+        transport = via.transport.lower()
+        port = via.rport or via.port or (5061 if transport == "tls" else 5060)
+        host = (via.received or via.host).strip("[]")
+        return [SendMessage(message=fwd, peer=Peer(transport=transport, host=host, port=port))]
+
+    # -- timers -----------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        deadlines = [
+            b.timer_c
+            for ctx in self._contexts.values()
+            for b in ctx.branches.values()
+            if b.timer_c is not None
+        ]
+        return min(deadlines, default=None)
+
+    def handle_timeout(self, now: float) -> list[Output]:
+        due = sorted(
+            (
+                b
+                for ctx in self._contexts.values()
+                for b in ctx.branches.values()
+                if b.timer_c is not None and b.timer_c <= now
+            ),
+            key=lambda b: b.timer_c or 0.0,
+        )
+        out: list[Output] = []
+        for branch in due:
+            branch.timer_c = None
+            if branch.final is not None:
+                continue
+            if branch.provisional:
+                out += self._cancel_branch(branch, now)
+            else:
+                out += self.response_received(make_response(branch.request, 408), branch.key, now)
+        return out
+
+    # -- internals ----------------------------------------------------------------
+    def _add_branch(self, ctx: _Context, target: Target, now: float) -> list[Output]:
+        request = ctx.request.copy()
+        request.uri = target.uri
+        self._decrement_max_forwards(request)
+        out_listener = self.locality.listener_for(target.peer.transport)
+        if self.record_route and request.method in _DIALOG_METHODS and not request.to.tag:
+            if out_listener.transport != ctx.listener.transport:
+                request.headers.insert("Record-Route", ctx.listener.record_route())
+            request.headers.insert("Record-Route", out_listener.record_route())
+        for route in reversed(target.route):
+            request.headers.insert("Route", route)
+        request.headers.insert(
+            "Via",
+            f"SIP/2.0/{out_listener.via_transport} {out_listener.host_port}"
+            f";branch={self._ids.branch()};rport",
+        )
+        if "content-length" not in request.headers:
+            request.headers.add("Content-Length", str(len(request.body)))
+        key, out = self._layer.send_request(request, target.peer, now)
+        branch = _Branch(key=key, target=target, request=request)
+        if request.method == "INVITE":
+            branch.timer_c = now + self.timer_c
+        ctx.branches[key] = branch
+        self._by_client[key] = ctx
+        return out
+
+    @staticmethod
+    def _decrement_max_forwards(request: Request) -> None:
+        mf = request.max_forwards
+        request.headers.set("Max-Forwards", str(69 if mf is None else max(mf - 1, 0)))
+
+    def _upstream(self, response: Response) -> Response:
+        fwd = response.copy()
+        fwd.headers.pop_first_value("Via")
+        return fwd
+
+    def _cancel_pending(self, ctx: _Context, now: float) -> list[Output]:
+        out: list[Output] = []
+        if ctx.request.method != "INVITE":
+            return out
+        for branch in ctx.pending:
+            branch.timer_c = None
+            out += self._cancel_branch(branch, now)
+        return out
+
+    def _cancel_branch(self, branch: _Branch, now: float) -> list[Output]:
+        try:
+            _, out = self._layer.cancel(branch.key, now)
+        except LocalProtocolError:
+            return []  # already cancelled, or its final response is in
+        return out
+
+    def _respond(self, ctx: _Context, response: Response, now: float) -> list[Output]:
+        """Answer in the server transaction; a late 2xx it no longer takes goes statelessly
+        (RFC 3261 §16.7 step 10)."""
+        try:
+            return self._layer.respond(ctx.server_key, response, now)
+        except LocalProtocolError:
+            if not 200 <= response.status < 300:
+                return []
+            peer = response_peer(response.top_via, ctx.source)
+            return [SendMessage(message=response, peer=peer)]
+
+    def _answer(
+        self, ctx: _Context, status: int, now: float, reason: str | None = None
+    ) -> list[Output]:
+        ctx.final_sent = True
+        response = make_response(ctx.request, status, reason, to_tag=ctx.to_tag)
+        return self._respond(ctx, response, now)
+
+    def _send_best(self, ctx: _Context, now: float) -> list[Output]:
+        finals = [b.final for b in ctx.branches.values() if b.final is not None]
+        best = _best_response(finals)
+        ctx.final_sent = True
+        if best is None:
+            return self._answer(ctx, 408, now)
+        if best.status == 503:
+            return self._answer(ctx, 500, now, "Next hop unavailable")
+        return self._respond(ctx, self._upstream(best), now)
+
+
+def _best_response(finals: list[Response]) -> Response | None:
+    """RFC 3261 §16.7 step 6."""
+    if not finals:
+        return None
+    six = [r for r in finals if r.status >= 600]
+    if six:
+        return six[0]
+    lowest = min(r.status // 100 for r in finals)
+    group = [r for r in finals if r.status // 100 == lowest]
+    if lowest == 4:
+        for preferred in _PREFERRED_4XX:
+            for r in group:
+                if r.status == preferred:
+                    return r
+    return group[0]
+
+
+def target_for_uri(uri: SipUri, peer: Peer) -> Target:
+    """A target that keeps ``uri`` as the Request-URI and sends to ``peer``."""
+    return Target(uri=uri, peer=peer)

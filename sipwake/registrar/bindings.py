@@ -1,0 +1,120 @@
+"""Bindings: one registered contact of an address-of-record (RFC 3261 §10.3).
+
+A ``Binding`` is a frozen value; the registrar replaces it on every refresh
+and keeps its ``binding_id`` stable, so a store can upsert by that id and the
+call-wake engine can tell "the same device came back" from "a new device".
+
+Identity of a binding, in the order the registrar tries it:
+
+1. RFC 5626 §6: ``(aor, +sip.instance, reg-id)`` when outbound is in use —
+   a new flow replaces the old one even from a new contact URI;
+2. ``+sip.instance`` alone (Linphone reconnecting after a push wake);
+3. RFC 8599 §5.3 (local policy): the push target ``(pn-provider, pn-param,
+   pn-prid)`` — the same device re-registering from a new network;
+4. RFC 3261 §10.3 step 7: the contact URI (§19.1.4 comparison).
+
+Times are monotonic seconds (``now``); a store converts them to wall-clock
+time and back. The contact keeps its push parameters (they identify the
+device); ``forward_uri()`` strips them for forwarding (RFC 8599 §5.6.2,
+as OpenSIPS and Flexisip do). ``repr`` never shows a push token.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from sipwake.sip.grammar import format_params
+from sipwake.sip.peer import Peer
+from sipwake.sip.pushtarget import PUSH_PARAMS, PushTarget
+from sipwake.sip.uri import SipUri
+
+__all__ = ["Binding", "PushKey", "format_q"]
+
+#: RFC 8599 §5.3 identity of a device: (provider without ``.dev``, pn-param, pn-prid).
+PushKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Binding:
+    """One contact registered for an AOR (RFC 3261 §10.3, RFC 5626 §6, RFC 8599 §5)."""
+
+    binding_id: str
+    """Stable id: kept across refreshes and replacements (store key)."""
+    aor: str
+    """The address-of-record key, ``SipUri.aor()`` of the To URI."""
+    contact: SipUri
+    """The Contact URI as registered, push parameters and URI headers included."""
+    expires_at: float
+    """Monotonic time the binding expires at."""
+    registered_at: float
+    """Monotonic time of the REGISTER that last created or refreshed it."""
+    call_id: str
+    cseq: int
+    q: float = 1.0
+    instance: str | None = None
+    """``+sip.instance`` without quotes and angle brackets (``urn:uuid:…``)."""
+    reg_id: int | None = None
+    """RFC 5626 ``reg-id``; set only when outbound was negotiated."""
+    path: tuple[str, ...] = ()
+    """RFC 3327 Path header values of the REGISTER, in order (pre-loaded as Route)."""
+    source: Peer
+    """Where the REGISTER came from: the flow to reach this contact over."""
+    push: PushTarget | None = None
+    """Where to push the device (RFC 8599 or Linphone legacy); None: not pushable."""
+    user_agent: str | None = None
+    pnsreg: bool = False
+    """The Contact carried the ``+sip.pnsreg`` media feature tag (RFC 8599 §4.1.3)."""
+    _forward: SipUri | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_forward", self.contact.without_params(*PUSH_PARAMS))
+
+    def __repr__(self) -> str:
+        return (
+            f"Binding(binding_id={self.binding_id!r}, aor={self.aor!r}, "
+            f"contact='{self.forward_uri()}', expires_at={self.expires_at!r}, "
+            f"instance={self.instance!r}, reg_id={self.reg_id!r}, source='{self.source}', "
+            f"push={self.push!r})"
+        )
+
+    def remaining(self, now: float) -> float:
+        """Seconds left before the binding expires (0 once expired)."""
+        return max(0.0, self.expires_at - now)
+
+    def expired(self, now: float) -> bool:
+        return now >= self.expires_at
+
+    def forward_uri(self) -> SipUri:
+        """The contact URI without push parameters: the Request-URI to forward to."""
+        assert self._forward is not None  # set in __post_init__
+        return self._forward
+
+    @property
+    def push_key(self) -> PushKey | None:
+        """RFC 8599 §5.3 device identity, when the binding is pushable."""
+        return self.push.key() if self.push is not None else None
+
+    @property
+    def outbound(self) -> bool:
+        """Registered with RFC 5626 outbound (instance and reg-id)."""
+        return self.reg_id is not None
+
+    def contact_value(self, now: float) -> str:
+        """The Contact header value listing this binding in a 2xx to REGISTER
+        (RFC 3261 §10.3 step 8): ``<uri>;expires=N`` with the remaining seconds,
+        plus ``q``, ``+sip.instance`` and ``reg-id`` as registered (RFC 5626 §6)."""
+        params: list[tuple[str, str | None]] = [("expires", str(math.ceil(self.remaining(now))))]
+        if self.q != 1.0:
+            params.append(("q", format_q(self.q)))
+        if self.instance is not None:
+            params.append(("+sip.instance", f'"<{self.instance}>"'))
+        if self.reg_id is not None:
+            params.append(("reg-id", str(self.reg_id)))
+        return f"<{self.contact}>{format_params(tuple(params))}"
+
+
+def format_q(q: float) -> str:
+    """A qvalue as RFC 3261 §20.10 writes it: ``0.5``, ``0``, ``1``."""
+    text = f"{q:.3f}".rstrip("0").rstrip(".")
+    return text or "0"

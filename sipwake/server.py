@@ -1,0 +1,227 @@
+"""``sipwake serve``: wire the node to real sockets, a store and the loop's clock.
+
+Ordinary asyncio I/O code. ``Server.start()`` binds the listeners and loads the
+bindings; ``Server.run()`` serves until SIGINT/SIGTERM (or ``stop()``), then
+closes the flows and the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sipwake.config import Config
+from sipwake.errors import ConfigError
+from sipwake.ids import SystemIds
+from sipwake.node import Node, NodeSettings
+from sipwake.proxy.routing import LocalAddress, Locality
+from sipwake.registrar.config import RegistrarConfig
+from sipwake.registrar.events import BindingAdded, RegistrarEvent
+from sipwake.registrar.registrar import Registrar
+from sipwake.sip.auth import DigestServer
+from sipwake.store.base import BindingStore, StoreError
+from sipwake.store.memory import MemoryStore
+from sipwake.store.sqlite import SqliteStore
+from sipwake.transaction.layer import TransactionLayer
+from sipwake.transport.base import ListenerConfig, TransportLimits, TransportManager
+from sipwake.transport.driver import Driver
+
+__all__ = ["Server", "demo_password", "load_secret"]
+
+logger = logging.getLogger("sipwake.server")
+
+
+def load_secret(path: Path) -> bytes:
+    """The node's secret (nonces, demo passwords): read, or made on first run (mode 0600)."""
+    try:
+        data = path.read_bytes().strip()
+        if len(data) >= 32:
+            return data
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"cannot read the secret file: {exc.strerror}", path=str(path)) from exc
+    secret = secrets.token_hex(32).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secret + b"\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the secret file: {exc.strerror}", path=str(path)) from exc
+    return secret
+
+
+def demo_password(secret: bytes, user: str) -> str:
+    """A stable password for a demo user without one: derived from the node's secret."""
+    digest = hmac.new(secret, f"demo-password:{user}".encode(), hashlib.sha256).hexdigest()
+    return digest[:12]
+
+
+class _StoreSink:
+    """Writes binding changes through to the store before the response is sent."""
+
+    def __init__(self, store: BindingStore, registrar: Registrar) -> None:
+        self.store = store
+        self.registrar = registrar
+
+    def apply(self, events: tuple[RegistrarEvent, ...], now: float) -> None:
+        try:
+            self.store.apply(events, now, time.time())
+        except StoreError as exc:
+            logger.error("store failed, binding changes reverted: %s", exc)
+            self.registrar.revert(events)
+
+
+@dataclass(slots=True)
+class Server:
+    config: Config
+    open: bool = False
+    trace: bool = False
+    passwords: dict[str, str] = field(default_factory=dict)
+    bound: list[LocalAddress] = field(default_factory=list)
+    node: Node | None = None
+    _transports: TransportManager | None = None
+    _driver: Driver | None = None
+    _store: BindingStore | None = None
+    _stop: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        config = self.config
+        secret = load_secret(config.secret_file)
+        self.passwords = {
+            name: user.password or demo_password(secret, name)
+            for name, user in config.users.items()
+        }
+        ids = SystemIds()
+        registrar = Registrar(
+            ids=ids,
+            config=RegistrarConfig(
+                domains={config.domain, *config.aliases},
+                push_providers=frozenset(config.registrar.push_providers),
+                default_expires=config.registrar.default_expires_s,
+                min_expires=config.registrar.min_expires_s,
+                max_expires=config.registrar.max_expires_s,
+                max_bindings_per_aor=config.registrar.max_bindings_per_aor,
+            ),
+        )
+        if config.store.backend == "sqlite":
+            self._store = SqliteStore(config.store.path)
+        else:
+            self._store = MemoryStore()
+        loop = asyncio.get_running_loop()
+        restored = self._store.load(loop.time(), time.time())
+        registrar.restore(restored)
+
+        layer = TransactionLayer(ids, max_transactions=config.limits.max_transactions)
+        auth = DigestServer(
+            config.realm,
+            secret,
+            algorithms=tuple(config.auth.algorithms),
+            nonce_lifetime=config.auth.nonce_lifetime_s,
+        )
+        self._stop = asyncio.Event()
+        holder: dict[str, Driver] = {}
+
+        def receive(data: bytes, peer: object, local: object) -> None:
+            holder["driver"].on_bytes(data, peer, local)  # type: ignore[arg-type]
+
+        def flow_closed(flow: int) -> None:
+            holder["driver"].on_flow_closed(flow)
+
+        self._transports = TransportManager(
+            receive,
+            on_flow_closed=flow_closed,
+            limits=TransportLimits(
+                max_message=config.limits.max_message_bytes,
+                max_flows_per_ip=config.limits.max_connections_per_source,
+            ),
+            tls_dir=config.tls.dir,
+        )
+        listeners = [
+            ListenerConfig(
+                transport=spec.transport,
+                host=spec.host,
+                port=spec.port,
+                cert=config.tls.cert,
+                key=config.tls.key,
+            )
+            for spec in config.listen
+        ]
+        await self._transports.start(listeners)
+        self.bound = [
+            LocalAddress(transport=b.transport, host=b.host, port=b.port)
+            for b in self._transports.bound()
+        ]
+        locality = Locality(
+            domain=config.domain,
+            aliases=frozenset(config.aliases) | {"localhost"},
+            listeners=tuple(self.bound),
+        )
+        settings = NodeSettings(
+            domain=config.domain,
+            realm=config.realm,
+            users=dict(self.passwords),
+            open=self.open or config.auth.open,
+            max_message_bytes=config.limits.max_message_bytes,
+        )
+        self.node = Node(
+            settings=settings,
+            ids=ids,
+            locality=locality,
+            registrar=registrar,
+            layer=layer,
+            auth=auth,
+        )
+        self.node.restore(BindingAdded(binding=b) for b in restored)
+        driver = Driver(self.node, sink=_StoreSink(self._store, registrar), trace=self.trace)
+        driver.sender = self._transports
+        holder["driver"] = driver
+        self._driver = driver
+        driver._rearm()
+        logger.info(
+            "sipwake serving %s on %s (%d bindings restored)",
+            config.domain,
+            ", ".join(f"{b.transport}:{b.host_port}" for b in self.bound),
+            len(restored),
+        )
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    async def run(self) -> None:
+        """Serve until SIGINT/SIGTERM or ``stop()``."""
+        if self.node is None:
+            await self.start()
+        assert self._stop is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        try:
+            await self._stop.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+            await self.close()
+
+    async def close(self) -> None:
+        if self._driver is not None:
+            self._driver.close()
+        if self._transports is not None:
+            await self._transports.close()
+            self._transports = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        logger.info("sipwake stopped")

@@ -1,0 +1,20 @@
+"""Where bindings survive restarts: the ``BindingStore`` contract and its backends.
+
+Ordinary (synchronous) I/O code, written through by the node after each
+registrar change and read once at start.
+"""
+
+from __future__ import annotations
+
+from sipwake.store.base import BindingStore, StoreError, net_writes
+from sipwake.store.memory import MemoryStore
+from sipwake.store.sqlite import SCHEMA_VERSION, SqliteStore
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "BindingStore",
+    "MemoryStore",
+    "SqliteStore",
+    "StoreError",
+    "net_writes",
+]

@@ -1,0 +1,410 @@
+"""The transaction layer: every client and server transaction, matched and timed (RFC 3261 §17).
+
+Theory of operation
+===================
+
+``TransactionLayer`` owns the four kinds of transaction machine
+(``client.py``, ``server.py``) and is the only thing the transaction user
+(TU) and the transport driver talk to. Inputs are method calls; each returns
+``list[Output]`` (``events.py``) in a deterministic order:
+
+- ``receive(message, source, now)``: a parsed message from the network.
+  Responses go to the client transaction with the same top Via branch and
+  CSeq method (§17.1.3), else out as ``StrayResponse``. Requests go to the
+  server transaction with the same branch, sent-by and method (§17.2.3; an
+  RFC 2543 key without the magic cookie), where they are retransmissions, or
+  start a new one announced by ``RequestReceived``. An ACK belongs to its
+  INVITE's transaction: for a 3xx-6xx it is absorbed there (→ Confirmed);
+  any other ACK (the ACK for a 2xx) is passed up as ``AckReceived``. A CANCEL
+  gets its own NIST, which the layer answers 200 itself when the CANCEL
+  matches an INVITE server transaction (§9.2), reporting ``CancelReceived``
+  if that INVITE has no final response yet; an unmatched CANCEL is a normal
+  ``RequestReceived`` (a UAS answers 481, a proxy forwards it, §16.10).
+- ``send_request(request, peer, now)``: a new client transaction. The
+  request must already carry the top Via with a fresh branch (``add_via``).
+- ``respond(key, response, now)``: the TU answers a server transaction.
+- ``cancel(key, now)``: CANCEL a client INVITE transaction (§9.1), sent when
+  the first provisional response has arrived.
+- ``send_stateless(message, peer)``: outside any transaction (the ACK for a
+  2xx, a proxy's stateless forwarding).
+- ``next_deadline()`` / ``handle_timeout(now)``: timers. Every deadline
+  ``<= now`` is handled in (deadline, transaction creation) order, one timer
+  at a time, so the outcome does not depend on how late the call comes.
+
+A transaction that reaches Terminated is removed at once and reported with
+``TransactionTerminated`` (the last output about it in that call).
+
+Overload: when ``max_transactions`` transactions exist, a new request
+(never an ACK, CANCEL or retransmission) is answered ``503 Service
+Unavailable`` with ``Retry-After: retry_after_s`` by the layer itself,
+without a transaction: ``SendMessage(503)`` then ``RequestRejected``.
+
+Deviations and choices
+======================
+- RFC 2543 matching compares the To tag only for an ACK (with the tag of
+  the response the transaction sent); for other requests the Request-URI,
+  Call-ID, From tag, CSeq and top Via in the key decide.
+- A CANCEL matching an IST that has already sent its final response is
+  answered 200 and has no other effect (§9.2).
+- The 200 to a CANCEL reuses the To tag of the INVITE's last response, or
+  a fresh one; ``received``/``rport`` (§18.2.1, RFC 3581) are the
+  transport's to add before ``receive``; responses go to
+  ``response_peer(top Via, source)``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import assert_never
+
+from sipwake.errors import LocalProtocolError, SipParseError
+from sipwake.ids import BRANCH_MAGIC, Ids
+from sipwake.sip.message import Request, Response, make_response
+from sipwake.sip.peer import Peer, response_peer
+from sipwake.transaction.client import (
+    IctInput,
+    IctState,
+    InviteClientTransaction,
+    NictState,
+    NonInviteClientTransaction,
+    ict_input,
+    nict_input,
+)
+from sipwake.transaction.events import (
+    AckReceived,
+    CancelReceived,
+    MessageDropped,
+    Output,
+    RequestReceived,
+    RequestRejected,
+    SendMessage,
+    StrayResponse,
+    TransactionTerminated,
+)
+from sipwake.transaction.keys import (
+    ClientKey,
+    LegacyServerKey,
+    ServerTransactionKey,
+    TransactionKey,
+    client_key,
+    server_key,
+)
+from sipwake.transaction.messages import build_cancel, overload_response
+from sipwake.transaction.server import (
+    InviteServerTransaction,
+    IstInput,
+    IstState,
+    NistInput,
+    NistState,
+    NonInviteServerTransaction,
+    ist_send_input,
+    nist_send_input,
+)
+from sipwake.transaction.timers import TimerConfig
+
+__all__ = ["AnyTransaction", "TransactionLayer", "TransactionState"]
+
+AnyTransaction = (
+    InviteClientTransaction
+    | NonInviteClientTransaction
+    | InviteServerTransaction
+    | NonInviteServerTransaction
+)
+TransactionState = IctState | NictState | IstState | NistState
+
+
+class TransactionLayer:
+    """All transactions of one SIP element (RFC 3261 §17); see the module docstring."""
+
+    def __init__(
+        self,
+        ids: Ids,
+        timers: TimerConfig | None = None,
+        *,
+        max_transactions: int | None = None,
+        retry_after_s: int = 5,
+    ) -> None:
+        self._ids = ids
+        self.timers = timers if timers is not None else TimerConfig()
+        self.max_transactions = max_transactions
+        self.retry_after_s = retry_after_s
+        self._transactions: dict[TransactionKey, AnyTransaction] = {}
+        self._created = 0
+        self._pushes = 0
+        #: (deadline, creation order, push number, key); stale entries are skipped.
+        self._heap: list[tuple[float, int, int, TransactionKey]] = []
+        self._scheduled: dict[TransactionKey, float] = {}
+
+    # -- introspection -----------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._transactions)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._transactions
+
+    def counts(self) -> dict[str, int]:
+        """How many transactions of each kind (``ICT``, ``NICT``, ``IST``, ``NIST``) exist."""
+        counts = {"ICT": 0, "NICT": 0, "IST": 0, "NIST": 0}
+        for txn in self._transactions.values():
+            counts[txn.kind] += 1
+        return counts
+
+    def state_of(self, key: TransactionKey) -> TransactionState | None:
+        """The transaction's state, or ``None`` once it is gone (or never existed)."""
+        txn = self._transactions.get(key)
+        return None if txn is None else txn.state
+
+    # -- timers ------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        """The earliest timer deadline of any transaction, or ``None``."""
+        heap = self._heap
+        while heap:
+            deadline, _, _, key = heap[0]
+            if self._scheduled.get(key) == deadline:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    def handle_timeout(self, now: float) -> list[Output]:
+        """Fire every timer due at ``now``, in (deadline, creation order)."""
+        outputs: list[Output] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            deadline, _, _, key = heapq.heappop(heap)
+            if self._scheduled.get(key) != deadline:
+                continue
+            del self._scheduled[key]
+            txn = self._transactions[key]
+            outputs += self._settle(txn, txn.on_timer(now))
+        return outputs
+
+    # -- client side -------------------------------------------------------
+    def send_request(
+        self, request: Request, peer: Peer, now: float
+    ) -> tuple[ClientKey, list[Output]]:
+        """Start a client transaction for ``request`` to ``peer`` (RFC 3261 §17.1).
+
+        The top Via must carry a fresh ``z9hG4bK`` branch (see ``add_via``).
+        An ACK is not a transaction: use ``send_stateless``.
+        """
+        if request.method == "ACK":
+            raise LocalProtocolError("an ACK has no client transaction: use send_stateless")
+        try:
+            key = client_key(request)
+            cseq_method = request.cseq.method
+        except SipParseError as exc:
+            raise LocalProtocolError(f"{request.method}: {exc.reason}") from exc
+        if cseq_method != request.method:
+            raise LocalProtocolError(
+                f"CSeq method {cseq_method!r} differs from request method {request.method!r}"
+            )
+        if not key.branch.startswith(BRANCH_MAGIC):
+            raise LocalProtocolError(
+                f"{request.method}: top Via branch must start with {BRANCH_MAGIC!r} "
+                f"(add one with add_via), got {key.branch!r}"
+            )
+        if key in self._transactions:
+            raise LocalProtocolError(f"{key}: a client transaction with this branch exists")
+        txn: InviteClientTransaction | NonInviteClientTransaction
+        if request.method == "INVITE":
+            txn = InviteClientTransaction(key=key, request=request, peer=peer, config=self.timers)
+        else:
+            txn = NonInviteClientTransaction(
+                key=key, request=request, peer=peer, config=self.timers
+            )
+        return key, self._start(txn, now)
+
+    def cancel(
+        self, key: ClientKey, now: float, *, reason: str | None = None
+    ) -> tuple[ClientKey, list[Output]]:
+        """CANCEL the client INVITE transaction ``key`` (RFC 3261 §9.1).
+
+        Returns the CANCEL's own client transaction key. The CANCEL is sent
+        now if a provisional response has arrived, else when the first one
+        does (and never if a final response comes first). ``reason`` becomes
+        a Reason header field (RFC 3326). Cancelling twice, or after a final
+        response, is a ``LocalProtocolError``.
+        """
+        txn = self._transactions.get(key)
+        if not isinstance(txn, InviteClientTransaction):
+            raise LocalProtocolError(f"{key}: no client INVITE transaction to cancel")
+        if txn.cancel is not None:
+            raise LocalProtocolError(f"{key}: already cancelled")
+        cancel_key = ClientKey(branch=txn.client_key.branch, method="CANCEL")
+        if cancel_key in self._transactions:
+            raise LocalProtocolError(f"{key}: a CANCEL with this branch was already sent")
+        outputs = txn.process(IctInput.CANCEL, now, build_cancel(txn.request, reason=reason))
+        outputs += self._flush_cancel(txn, now)
+        return cancel_key, self._settle(txn, outputs)
+
+    def send_stateless(self, message: Request | Response, peer: Peer) -> list[Output]:
+        """Send outside any transaction: the ACK for a 2xx, stateless forwarding (§16.11)."""
+        return [SendMessage(message=message, peer=peer)]
+
+    # -- server side -------------------------------------------------------
+    def respond(self, key: ServerTransactionKey, response: Response, now: float) -> list[Output]:
+        """Send the TU's ``response`` in server transaction ``key`` (RFC 3261 §17.2).
+
+        A response the transaction's state does not allow (a second final
+        response, a 2xx after a 3xx-6xx) is a ``LocalProtocolError``; a proxy
+        sends such a late 2xx with ``send_stateless`` (§16.7 step 10).
+        """
+        if not 100 <= response.status <= 699:
+            raise LocalProtocolError(f"status {response.status} outside 100-699")
+        txn = self._transactions.get(key)
+        match txn:
+            case InviteServerTransaction():
+                outputs = txn.process(ist_send_input(response), now, response)
+            case NonInviteServerTransaction():
+                outputs = txn.process(nist_send_input(response), now, response)
+            case InviteClientTransaction() | NonInviteClientTransaction() | None:
+                raise LocalProtocolError(f"{key}: no server transaction to respond in")
+            case _:
+                assert_never(txn)
+        return self._settle(txn, outputs)
+
+    # -- network input -----------------------------------------------------
+    def receive(self, message: Request | Response, source: Peer, now: float) -> list[Output]:
+        """A message from ``source``: match it to a transaction (RFC 3261 §17.1.3, §17.2.3)."""
+        try:
+            _check(message)
+        except SipParseError as exc:
+            return [MessageDropped(reason=exc.reason, source=source)]
+        match message:
+            case Request():
+                return self._receive_request(message, source, now)
+            case Response():
+                return self._receive_response(message, source, now)
+            case _:
+                assert_never(message)
+
+    def _receive_response(self, response: Response, source: Peer, now: float) -> list[Output]:
+        branch = response.top_via.branch
+        key = ClientKey(branch=branch or "", method=response.cseq.method)
+        txn = self._transactions.get(key) if branch else None
+        match txn:
+            case InviteClientTransaction():
+                outputs = txn.process(ict_input(response), now, response)
+                outputs += self._flush_cancel(txn, now)
+            case NonInviteClientTransaction():
+                outputs = txn.process(nict_input(response), now, response)
+            case InviteServerTransaction() | NonInviteServerTransaction() | None:
+                return [StrayResponse(response=response, source=source)]
+            case _:
+                assert_never(txn)
+        return self._settle(txn, outputs)
+
+    def _receive_request(self, request: Request, source: Peer, now: float) -> list[Output]:
+        if request.method == "ACK":
+            return self._receive_ack(request, source, now)
+        key = server_key(request)
+        txn = self._transactions.get(key)
+        match txn:
+            case InviteServerTransaction():
+                return self._settle(txn, txn.process(IstInput.RECV_INVITE, now, request, source))
+            case NonInviteServerTransaction():
+                outputs = txn.process(NistInput.RECV_REQUEST, now, request, source)
+                return self._settle(txn, outputs)
+            case InviteClientTransaction() | NonInviteClientTransaction() | None:
+                pass
+            case _:
+                assert_never(txn)
+        if request.method == "CANCEL":
+            return self._receive_cancel(request, source, key, now)
+        if self.max_transactions is not None and len(self) >= self.max_transactions:
+            response = overload_response(
+                request, to_tag=self._ids.tag(), retry_after_s=self.retry_after_s
+            )
+            return [
+                SendMessage(message=response, peer=response_peer(request.top_via, source)),
+                RequestRejected(request=request, source=source, status=503),
+            ]
+        server: InviteServerTransaction | NonInviteServerTransaction
+        if request.method == "INVITE":
+            server = InviteServerTransaction(
+                key=key, request=request, source=source, config=self.timers
+            )
+        else:
+            server = NonInviteServerTransaction(
+                key=key, request=request, source=source, config=self.timers
+            )
+        outputs = self._start(server, now)
+        outputs.append(RequestReceived(request=request, source=source, transaction_key=key))
+        return outputs
+
+    def _receive_ack(self, ack: Request, source: Peer, now: float) -> list[Output]:
+        key = server_key(ack)
+        txn = self._transactions.get(key)
+        if not isinstance(txn, InviteServerTransaction):
+            return [AckReceived(request=ack, source=source)]
+        if isinstance(key, LegacyServerKey):
+            sent_tag = txn.response.to.tag if txn.response is not None else None
+            if ack.to.tag != sent_tag:
+                return [AckReceived(request=ack, source=source)]
+        return self._settle(txn, txn.process(IstInput.RECV_ACK, now, ack, source))
+
+    def _receive_cancel(
+        self, cancel: Request, source: Peer, key: ServerTransactionKey, now: float
+    ) -> list[Output]:
+        invite_key = server_key(cancel, "INVITE")
+        invite = self._transactions.get(invite_key)
+        nist = NonInviteServerTransaction(
+            key=key, request=cancel, source=source, config=self.timers
+        )
+        outputs = self._start(nist, now)
+        if not isinstance(invite, InviteServerTransaction):
+            outputs.append(RequestReceived(request=cancel, source=source, transaction_key=key))
+            return outputs
+        tag = invite.response.to.tag if invite.response is not None else None
+        ok = make_response(cancel, 200, to_tag=tag or self._ids.tag())
+        outputs += nist.process(NistInput.SEND_200_699, now, ok)
+        if invite.state is IstState.PROCEEDING:
+            outputs.append(CancelReceived(cancel=cancel, source=source, invite_key=invite_key))
+        return self._settle(nist, outputs)
+
+    # -- bookkeeping -------------------------------------------------------
+    def _start(self, txn: AnyTransaction, now: float) -> list[Output]:
+        self._created += 1
+        txn.order = self._created
+        self._transactions[txn.key] = txn
+        return self._settle(txn, txn.start(now))
+
+    def _flush_cancel(self, txn: InviteClientTransaction, now: float) -> list[Output]:
+        """Send a requested CANCEL once the INVITE is in Proceeding (RFC 3261 §9.1)."""
+        if txn.cancel is None or txn.cancel_sent or txn.state is not IctState.PROCEEDING:
+            return []
+        txn.cancel_sent = True
+        key = ClientKey(branch=txn.client_key.branch, method="CANCEL")
+        if key in self._transactions:  # the TU sent its own CANCEL meanwhile
+            return []
+        nict = NonInviteClientTransaction(
+            key=key, request=txn.cancel, peer=txn.peer, config=self.timers
+        )
+        return self._start(nict, now)
+
+    def _settle(self, txn: AnyTransaction, outputs: list[Output]) -> list[Output]:
+        """Remove ``txn`` if it terminated, else (re)schedule its next deadline."""
+        key = txn.key
+        if txn.terminated:
+            if self._transactions.get(key) is txn:
+                del self._transactions[key]
+                self._scheduled.pop(key, None)
+                outputs.append(TransactionTerminated(transaction_key=key))
+            return outputs
+        deadline = txn.next_deadline()
+        if deadline is None:
+            self._scheduled.pop(key, None)
+        elif self._scheduled.get(key) != deadline:
+            self._scheduled[key] = deadline
+            self._pushes += 1
+            heapq.heappush(self._heap, (deadline, txn.order, self._pushes, key))
+        return outputs
+
+
+def _check(message: Request | Response) -> None:
+    """Parse (and cache) the header fields matching needs; raises ``SipParseError``."""
+    message.top_via  # noqa: B018
+    message.cseq  # noqa: B018
+    message.call_id  # noqa: B018
+    message.from_  # noqa: B018
+    message.to  # noqa: B018

@@ -1,0 +1,279 @@
+"""The transport interface the driver uses: raw SIP bytes in and out.
+
+``TransportManager`` owns the listeners (UDP, TCP, TLS, WS, WSS) and the open
+flows. Every whole SIP message that arrives goes to one ``ReceiveCallback``
+with the ``Peer`` it came from and the ``LocalAddr`` of the listener it
+arrived on; nothing here parses SIP beyond framing a stream. ``send`` never
+blocks and never raises for a peer's sake::
+
+    manager = TransportManager(driver.on_bytes, on_flow_closed=registrar_flow_closed)
+    await manager.start([ListenerConfig(transport="udp", host="127.0.0.1", port=5060)])
+    manager.send(data, peer)      # False when the flow is gone (RFC 5626 §5.3: 430)
+    await manager.close()
+
+Where a message goes (RFC 3261 §18.1.1, §18.2.2; RFC 5626 §5.3):
+
+- ``peer.flow`` set: over that connection, or nowhere if it has closed.
+- UDP: ``sendto`` from the listener socket of the peer's address family.
+- TCP/TLS without a flow: over an open connection to that address, else a
+  new outgoing connection (data queued while it connects), registered as a
+  flow so that responses come back on it.
+- WS/WSS without a flow: over an open connection to that address, else
+  nowhere (only browsers open WebSocket connections).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import ssl
+from pathlib import Path
+
+from websockets.asyncio.server import Server as WsServer
+
+from sipwake.sip.peer import Peer
+from sipwake.transport import tls
+from sipwake.transport.common import (
+    FlowClosedCallback,
+    FlowTable,
+    ListenerConfig,
+    LocalAddr,
+    ReceiveCallback,
+    TransportLimits,
+    TransportName,
+    TransportStats,
+)
+from sipwake.transport.tcp import StreamFlow, connect_stream, open_stream_server
+from sipwake.transport.udp import UdpEndpoint, open_udp
+from sipwake.transport.ws import open_ws_server
+
+__all__ = [
+    "FlowClosedCallback",
+    "ListenerConfig",
+    "LocalAddr",
+    "ReceiveCallback",
+    "TransportLimits",
+    "TransportManager",
+    "TransportName",
+    "TransportStats",
+]
+
+logger = logging.getLogger("sipwake.transport")
+
+
+class TransportManager:
+    """Listeners and flows of one sipwake node.
+
+    ``tls_dir`` receives a generated self-signed certificate when a ``tls`` or
+    ``wss`` listener has no ``cert``/``key``. ``tls_client`` is the context for
+    outgoing TLS flows (default: verify against the system store).
+    """
+
+    def __init__(
+        self,
+        receive: ReceiveCallback,
+        *,
+        on_flow_closed: FlowClosedCallback | None = None,
+        limits: TransportLimits | None = None,
+        tls_dir: Path = Path("sipwake-tls"),
+        tls_client: ssl.SSLContext | None = None,
+    ) -> None:
+        self.limits = limits or TransportLimits()
+        self._table = FlowTable(self.limits, receive, on_flow_closed)
+        self._tls_dir = tls_dir
+        self._tls_client = tls_client
+        self._server_contexts: dict[tuple[Path, Path], ssl.SSLContext] = {}
+        self._bound: list[LocalAddr] = []
+        self._udp: list[UdpEndpoint] = []
+        self._stream_servers: list[asyncio.Server] = []
+        self._ws_servers: list[WsServer] = []
+        self._connecting: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self, listeners: list[ListenerConfig]) -> None:
+        """Bind every listener; on a failure, close those already bound and re-raise."""
+        try:
+            for config in listeners:
+                self._bound.append(await self._listen(config))
+                logger.info("listening on %s", self._bound[-1])
+        except BaseException:
+            await self.close()
+            raise
+        if self.limits.idle_timeout is not None:
+            self._sweeper = asyncio.get_running_loop().create_task(
+                self._sweep(self.limits.idle_timeout)
+            )
+
+    async def _listen(self, config: ListenerConfig) -> LocalAddr:
+        match config.transport:
+            case "udp":
+                endpoint = await open_udp(config, self._table)
+                self._udp.append(endpoint)
+                return endpoint.local
+            case "tcp" | "tls":
+                context = self._server_context(config) if config.transport == "tls" else None
+                server, local = await open_stream_server(config, self._table, context)
+                self._stream_servers.append(server)
+                return local
+            case "ws" | "wss":
+                context = self._server_context(config) if config.transport == "wss" else None
+                ws_server, local = await open_ws_server(config, self._table, context)
+                self._ws_servers.append(ws_server)
+                return local
+            case other:
+                raise ValueError(f"listener transport: expected udp/tcp/tls/ws/wss, got {other!r}")
+
+    def _server_context(self, config: ListenerConfig) -> ssl.SSLContext:
+        if config.cert is not None and config.key is not None:
+            cert, key = config.cert, config.key
+        else:
+            cert, key = tls.ensure_self_signed(self._tls_dir, [config.host])
+        if (cert, key) not in self._server_contexts:
+            self._server_contexts[cert, key] = tls.server_context(cert, key)
+        return self._server_contexts[cert, key]
+
+    def bound(self) -> list[LocalAddr]:
+        """The listeners' actual addresses, in the order they were configured."""
+        return list(self._bound)
+
+    def send(self, data: bytes, peer: Peer, *, local: LocalAddr | None = None) -> bool:
+        """Queue ``data`` for ``peer``; False when there is no way to it (see module doc).
+
+        ``local`` picks the UDP listener to send from (RFC 3581 §4: a response
+        leaves from where its request arrived); by default the first of the
+        peer's address family.
+        """
+        if self._closed:
+            return False
+        if peer.flow is not None:
+            flow = self._table.get(peer.flow)
+            if flow is None or flow.closing:
+                logger.debug("flow %s is gone", peer)
+                return False
+            return self._sent(flow.send(data), data)
+        if peer.transport == "udp":
+            return self._sent(self._send_udp(data, peer, local), data)
+        flow = self._table.find(peer.transport, peer.host, peer.port)
+        if flow is not None and not flow.closing:
+            return self._sent(flow.send(data), data)
+        if peer.transport in ("tcp", "tls"):
+            if not self._table.admit(peer.host, inbound=False):
+                return False
+            context = self._client_context() if peer.transport == "tls" else None
+            local = self._local_for(peer)
+            flow = connect_stream(self._table, peer, local, context, self._connecting)
+            return self._sent(flow.send(data), data)
+        logger.debug("no flow to %s", peer)
+        return False
+
+    def _sent(self, ok: bool, data: bytes) -> bool:
+        if ok:
+            self._table.count_sent(len(data))
+        return ok
+
+    def _send_udp(self, data: bytes, peer: Peer, local: LocalAddr | None) -> bool:
+        host = peer.host.strip("[]")
+        try:
+            version = ipaddress.ip_address(host.partition("%")[0]).version
+        except ValueError:
+            logger.warning("UDP to %s: expected an IP address, resolve the host first", peer)
+            return False
+        family = socket.AF_INET6 if version == 6 else socket.AF_INET
+        endpoints = [e for e in self._udp if e.family == family]
+        endpoints.sort(key=lambda e: e.local != local)  # the requested listener first
+        if endpoints:
+            return endpoints[0].send(data, host, peer.port)
+        logger.warning("UDP to %s: no IPv%d listener", peer, version)
+        return False
+
+    def _client_context(self) -> ssl.SSLContext:
+        if self._tls_client is None:
+            self._tls_client = tls.client_context()
+        return self._tls_client
+
+    def _local_for(self, peer: Peer) -> LocalAddr:
+        """The listener to name as the local end of an outgoing flow."""
+        same = [local for local in self._bound if local.transport == peer.transport]
+        v6 = ":" in peer.host
+        for local in same:
+            if (":" in local.host) == v6:
+                return local
+        return same[0] if same else LocalAddr(transport=peer.transport, host="", port=0)
+
+    def flow_alive(self, flow_id: int) -> bool:
+        flow = self._table.get(flow_id)
+        return flow is not None and not flow.closing
+
+    def pin_flow(self, flow_id: int, pinned: bool = True) -> bool:
+        """Exempt a flow from the idle timeout (e.g. it carries an RFC 5626 registration)."""
+        flow = self._table.get(flow_id)
+        if flow is None:
+            return False
+        flow.pinned = pinned
+        return True
+
+    def close_flow(self, flow_id: int) -> bool:
+        """Close a flow gracefully; ``on_flow_closed`` follows when it has ended."""
+        flow = self._table.get(flow_id)
+        if flow is None:
+            return False
+        flow.close()
+        return True
+
+    def stats(self) -> TransportStats:
+        return self._table.stats()
+
+    async def _sweep(self, idle_timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        interval = max(0.05, min(idle_timeout / 4, 30.0))
+        while True:
+            await asyncio.sleep(interval)
+            for flow in self._table.idle(loop.time()):
+                logger.info("closing flow %s: idle for over %g s", flow.peer, idle_timeout)
+                flow.close()
+
+    async def close(self) -> None:
+        """Stop listening, close flows gracefully (abort after ``close_timeout``)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._table.closing = True  # no more admissions, no on_flow_closed calls
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for server in self._stream_servers:
+            server.close()
+        for ws_server in self._ws_servers:
+            ws_server.close()
+        stream_flows = [f for f in self._table.all() if isinstance(f, StreamFlow)]
+        for flow in stream_flows:
+            flow.close()
+        for task in list(self._connecting):
+            task.cancel()
+        waits = [
+            *(flow.closed for flow in stream_flows),
+            *(ws_server.wait_closed() for ws_server in self._ws_servers),
+            *self._connecting,
+        ]
+        if waits:
+            try:
+                async with asyncio.timeout(self.limits.close_timeout):
+                    await asyncio.gather(*waits, return_exceptions=True)
+            except TimeoutError:
+                logger.warning("%d flows did not close in time; aborting", len(self._table))
+                for stuck in self._table.all():
+                    stuck.abort()
+                await asyncio.sleep(0)
+        for endpoint in self._udp:
+            endpoint.close()
+        for server in self._stream_servers:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.limits.close_timeout):
+                    await server.wait_closed()
+        if self._sweeper is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        logger.info("transports closed")

@@ -1,0 +1,133 @@
+"""The driver: the asyncio shell around the node (aioquic's protocol.py, for SIP).
+
+It reads the loop's clock, hands each received message to the node, performs
+the outputs in order (store first, then send) and re-arms one timer for the
+node's next deadline. Nothing else in sipwake touches the loop's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from sipwake.node import Dropped, Node, NodeOutput, PersistChanges, SendBytes
+from sipwake.proxy.routing import LocalAddress
+from sipwake.registrar.events import RegistrarEvent
+from sipwake.sip.peer import Peer
+from sipwake.sip.pushtarget import redact
+from sipwake.transport.common import LocalAddr
+
+__all__ = ["ChangeSink", "Driver"]
+
+logger = logging.getLogger("sipwake.driver")
+trace_logger = logging.getLogger("sipwake.trace")
+
+
+class ChangeSink(Protocol):
+    """Where binding changes go before the response that confirms them is sent."""
+
+    def apply(self, events: tuple[RegistrarEvent, ...], now: float) -> None: ...
+
+
+class Sender(Protocol):
+    def send(self, data: bytes, peer: Peer) -> bool: ...
+
+
+class Driver:
+    """Feeds a ``Node`` from the transports and keeps its timer armed."""
+
+    def __init__(
+        self,
+        node: Node,
+        *,
+        sink: ChangeSink | None = None,
+        trace: bool = False,
+        wall_clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.node = node
+        self.sink = sink
+        self.trace = trace
+        self.sender: Sender | None = None
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None
+        self._wall_clock = wall_clock
+        self.dropped = 0
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    # -- transport callbacks ---------------------------------------------------------
+    def on_bytes(self, data: bytes, peer: Peer, local: LocalAddr) -> None:
+        listener = LocalAddress(transport=local.transport, host=local.host, port=local.port)
+        if self.trace:
+            trace_logger.info("recv %s <- %s\n%s", listener.transport, peer, _show(data))
+        try:
+            outputs = self.node.receive(data, peer, listener, self.now())
+        except Exception:  # a bug must not take the server down with it
+            logger.exception("internal error handling a message from %s", peer)
+            return
+        self._perform(outputs)
+        self._rearm()
+
+    def on_flow_closed(self, flow: int) -> None:
+        self.node.flow_closed(flow)
+
+    # -- outputs and timers ------------------------------------------------------------
+    def _perform(self, outputs: list[NodeOutput]) -> None:
+        for output in outputs:
+            match output:
+                case PersistChanges(events=events):
+                    if self.sink is not None:
+                        self.sink.apply(events, self.now())
+                case SendBytes(data=data, peer=peer):
+                    if self.trace:
+                        trace_logger.info("send -> %s\n%s", peer, _show(data))
+                    if self.sender is not None and not self.sender.send(data, peer):
+                        logger.info("could not send to %s (flow gone)", peer)
+                case Dropped(reason=reason, peer=peer):
+                    self.dropped += 1
+                    logger.debug("dropped message from %s: %s", peer, reason)
+
+    def _rearm(self) -> None:
+        deadline = self.node.next_deadline()
+        if deadline == self._deadline and self._timer is not None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadline = deadline
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._deadline = None
+        try:
+            outputs = self.node.handle_timeout(self.now())
+        except Exception:
+            logger.exception("internal error handling timers")
+            outputs = []
+        self._perform(outputs)
+        self._rearm()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def _show(data: bytes) -> str:
+    """A message for the trace: text with push tokens and credentials masked."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = []
+    for line in head.decode("utf-8", "replace").split("\r\n"):
+        name = line.split(":", 1)[0].strip().lower()
+        if name in ("authorization", "proxy-authorization"):
+            line = f"{line.split(':', 1)[0]}: ***"
+        lines.append("  " + redact(line))
+    if body:
+        lines.append(f"  ({len(body)} body bytes)")
+    return "\n".join(lines)
