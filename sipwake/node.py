@@ -59,6 +59,7 @@ ALLOW = (
     "SUBSCRIBE, PRACK"
 )
 SUPPORTED = "path, outbound, gruu"
+_CLOSED_FLOWS_KEPT = 65536
 _NO_AUTH_METHODS = frozenset({"ACK", "CANCEL", "BYE", "PRACK", "UPDATE", "INFO", "NOTIFY"})
 
 
@@ -121,6 +122,7 @@ class Node:
         self.auth = auth
         self.proxy = Proxy(layer=layer, locality=locality, ids=ids)
         self._contact_flows: dict[tuple[str | None, str, int | None], Peer] = {}
+        self._closed_flows: dict[int, None] = {}
         self._listeners: dict[ServerTransactionKey, LocalAddress] = {}
 
     # -- input ------------------------------------------------------------------
@@ -167,7 +169,10 @@ class Node:
         self._index(list(events))
 
     def flow_closed(self, flow: int) -> None:
-        """A connection closed: forget it as a route to contacts."""
+        """A connection closed: bindings that came over it are reached at their contact."""
+        self._closed_flows[flow] = None
+        if len(self._closed_flows) > _CLOSED_FLOWS_KEPT:
+            del self._closed_flows[next(iter(self._closed_flows))]
         for key, peer in list(self._contact_flows.items()):
             if peer.flow == flow:
                 del self._contact_flows[key]
@@ -289,7 +294,7 @@ class Node:
         user = uri.user
         if user is None or (not self.settings.open and user not in self.settings.users):
             return self._respond(key, request, 404, now), []
-        targets = self._targets(uri.aor(), now)
+        targets = self._targets(self.registrar.config.aor(uri), now)
         return self.proxy.fork(key, request, source, listener, targets, now), []
 
     def _on_foreign(
@@ -431,15 +436,24 @@ class Node:
         return peer if peer is not None else uri_peer(uri)
 
     def _targets(self, aor: str, now: float) -> list[Target]:
-        return [
-            Target(
-                uri=binding.forward_uri(),
-                peer=binding.source,
-                route=binding.path,
-                label=binding.instance or str(binding.contact),
+        targets = []
+        for binding in self.registrar.lookup(aor, now):
+            peer: Peer | None = binding.source
+            if peer is not None and peer.flow is not None and peer.flow in self._closed_flows:
+                # The connection it registered over is gone: open a new one to the contact
+                # (RFC 3261 §18.1.1). Outbound flows (RFC 5626) would get 430 instead.
+                peer = uri_peer(binding.contact)
+            if peer is None:
+                continue
+            targets.append(
+                Target(
+                    uri=binding.forward_uri(),
+                    peer=peer,
+                    route=binding.path,
+                    label=binding.instance or str(binding.contact),
+                )
             )
-            for binding in self.registrar.lookup(aor, now)
-        ]
+        return targets
 
     def _index(self, events: Iterable[RegistrarEvent]) -> None:
         for event in events:

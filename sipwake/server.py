@@ -28,11 +28,17 @@ from sipwake.registrar.config import RegistrarConfig
 from sipwake.registrar.events import BindingAdded, RegistrarEvent
 from sipwake.registrar.registrar import Registrar
 from sipwake.sip.auth import DigestServer
+from sipwake.sip.peer import Peer
 from sipwake.store.base import BindingStore, StoreError
 from sipwake.store.memory import MemoryStore
 from sipwake.store.sqlite import SqliteStore
 from sipwake.transaction.layer import TransactionLayer
-from sipwake.transport.base import ListenerConfig, TransportLimits, TransportManager
+from sipwake.transport.base import (
+    ListenerConfig,
+    LocalAddr,
+    TransportLimits,
+    TransportManager,
+)
 from sipwake.transport.driver import Driver
 
 __all__ = ["Server", "demo_password", "load_secret"]
@@ -102,25 +108,6 @@ class Server:
             for name, user in config.users.items()
         }
         ids = SystemIds()
-        registrar = Registrar(
-            ids=ids,
-            config=RegistrarConfig(
-                domains={config.domain, *config.aliases},
-                push_providers=frozenset(config.registrar.push_providers),
-                default_expires=config.registrar.default_expires_s,
-                min_expires=config.registrar.min_expires_s,
-                max_expires=config.registrar.max_expires_s,
-                max_bindings_per_aor=config.registrar.max_bindings_per_aor,
-            ),
-        )
-        if config.store.backend == "sqlite":
-            self._store = SqliteStore(config.store.path)
-        else:
-            self._store = MemoryStore()
-        loop = asyncio.get_running_loop()
-        restored = self._store.load(loop.time(), time.time())
-        registrar.restore(restored)
-
         layer = TransactionLayer(ids, max_transactions=config.limits.max_transactions)
         auth = DigestServer(
             config.realm,
@@ -131,11 +118,15 @@ class Server:
         self._stop = asyncio.Event()
         holder: dict[str, Driver] = {}
 
-        def receive(data: bytes, peer: object, local: object) -> None:
-            holder["driver"].on_bytes(data, peer, local)  # type: ignore[arg-type]
+        def receive(data: bytes, peer: Peer, local: LocalAddr) -> None:
+            driver = holder.get("driver")
+            if driver is not None:  # nothing is served before the node is ready
+                driver.on_bytes(data, peer, local)
 
         def flow_closed(flow: int) -> None:
-            holder["driver"].on_flow_closed(flow)
+            driver = holder.get("driver")
+            if driver is not None:
+                driver.on_flow_closed(flow)
 
         self._transports = TransportManager(
             receive,
@@ -161,6 +152,26 @@ class Server:
             LocalAddress(transport=b.transport, host=b.host, port=b.port)
             for b in self._transports.bound()
         ]
+        hosts = {b.host for b in self.bound} | {"localhost", config.domain, *config.aliases}
+        registrar = Registrar(
+            ids=ids,
+            config=RegistrarConfig(
+                domains=hosts,
+                canonical_domain=config.domain,
+                push_providers=frozenset(config.registrar.push_providers),
+                default_expires=config.registrar.default_expires_s,
+                min_expires=config.registrar.min_expires_s,
+                max_expires=config.registrar.max_expires_s,
+                max_bindings_per_aor=config.registrar.max_bindings_per_aor,
+            ),
+        )
+        if config.store.backend == "sqlite":
+            self._store = SqliteStore(config.store.path)
+        else:
+            self._store = MemoryStore()
+        loop = asyncio.get_running_loop()
+        restored = self._store.load(loop.time(), time.time())
+        registrar.restore(restored)
         locality = Locality(
             domain=config.domain,
             aliases=frozenset(config.aliases) | {"localhost"},

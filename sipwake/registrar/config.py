@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
+from sipwake.sip.uri import SipUri
+
 __all__ = ["DEFAULT_PUSH_PROVIDERS", "SUPPORTED_EXTENSIONS", "RegistrarConfig"]
 
 #: RFC 8599 §14.5 PNS values, plus Linphone's ``apns.dev`` (APNs sandbox, PROTOCOLS §2.2).
@@ -20,6 +22,9 @@ class RegistrarConfig:
 
     domains: AbstractSet[str]
     """Domains whose AORs this registrar holds (RFC 3261 §10.3 step 5; else 404)."""
+    canonical_domain: str | None = None
+    """When set, an AOR in any of ``domains`` is keyed as ``sip:user@canonical_domain``
+    (the domain, its aliases and the server's own addresses name one user)."""
     push_providers: AbstractSet[str] = DEFAULT_PUSH_PROVIDERS
     """``pn-provider`` values accepted (RFC 8599 §5.6.1; else 555)."""
     default_expires: int = 3600
@@ -44,6 +49,14 @@ class RegistrarConfig:
     """``+sip.pnsreg`` value (seconds before expiry the UA refreshes by itself),
     sent when the Contact carried the ``+sip.pnsreg`` media tag; RFC 8599 §5.6.1.1
     wants more than 120."""
+
+    def aor(self, uri: SipUri) -> str:
+        """The AOR key of ``uri`` (RFC 3261 §10.3 step 5), aliases folded into the domain."""
+        key = uri.aor()
+        if self.canonical_domain is None or uri.host.lower().strip("[]") not in self.domains:
+            return key
+        user = key[4:].rpartition("@")[0] if "@" in key else None
+        return f"sip:{user}@{self.canonical_domain}" if user is not None else key
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "domains", frozenset(d.lower().strip("[]") for d in self.domains))

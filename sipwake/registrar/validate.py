@@ -123,7 +123,7 @@ def read_register(request: Request, config: RegistrarConfig) -> RegisterPlan:
         if expires_header != 0:
             raise Rejection(400, "Contact: '*' needs Expires: 0")
         return RegisterPlan(
-            aor=to_uri.aor(),
+            aor=config.aor(to_uri),
             call_id=call_id,
             cseq=cseq,
             wildcard=True,
@@ -154,7 +154,7 @@ def read_register(request: Request, config: RegistrarConfig) -> RegisterPlan:
         for provider, pnsreg in caps.items()
     )
     return RegisterPlan(
-        aor=to_uri.aor(),
+        aor=config.aor(to_uri),
         call_id=call_id,
         cseq=cseq,
         wildcard=False,

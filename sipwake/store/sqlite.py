@@ -19,7 +19,8 @@ Schema: ``meta(key, value)`` holds ``schema_version``; ``bindings`` holds one
 row per binding (``codec.COLUMNS``), wall-clock expiry in ``expires_wall``.
 A file written by a newer schema is refused (``StoreError``) rather than
 guessed at. Rows that cannot be decoded are skipped at load with a warning
-naming the binding (never its token).
+naming the binding (never its token). A new database file is created with
+mode 0600: it holds push tokens (RFC 8599 §13).
 """
 
 from __future__ import annotations
@@ -84,8 +85,12 @@ class SqliteStore:
     ) -> None:
         self.path = os.fspath(path)
         try:
+            if self.path != ":memory:" and not os.path.exists(self.path):
+                # Push tokens are secrets (RFC 8599 §13): owner-only, and SQLite gives
+                # the -wal and -shm files the database file's mode.
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
             self._db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{self.path}: cannot open ({exc})") from exc
         try:
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]

@@ -193,6 +193,14 @@ def test_unreadable_row_is_skipped_with_a_warning(
     assert "tok-bad" not in caplog.text
 
 
+def test_new_database_is_owner_only(tmp_path: pathlib.Path) -> None:
+    db = tmp_path / "g.db"
+    with SqliteStore(db) as store:
+        store.apply([BindingAdded(binding=make_binding("a"))], 0.0, WALL)
+        for path in (db, tmp_path / "g.db-wal"):
+            assert path.stat().st_mode & 0o777 == 0o600, path
+
+
 def test_unopenable_path_is_a_store_error(tmp_path: pathlib.Path) -> None:
     with pytest.raises(StoreError):
         SqliteStore(tmp_path / "missing-dir" / "x.db")

@@ -1,0 +1,127 @@
+"""SIPp (Debian sip-tester) registers and calls through sipwake over UDP and TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from pathlib import Path
+
+import pytest
+from conftest import SCENARIOS, Peer, free_port, need, sip_port
+
+from sipwake.server import Server
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(90)]
+
+
+def _sipp(*args: str, cwd: Path, limit: float = 30) -> Peer:
+    sipp = need("sipp")
+    cp = str(free_port(socket.SOCK_STREAM))  # control port, off SIPp's default 8888
+    mp = str(free_port())
+    return Peer(
+        [sipp, "-i", "127.0.0.1", "-cp", cp, "-mp", mp, "-nostdin", *args], limit=limit, cwd=cwd
+    )
+
+
+def _successes(output: str) -> int:
+    m = re.search(r"Successful call\s+\|\s+\d+\s+\|\s+(\d+)", output)
+    return int(m.group(1)) if m else -1
+
+
+async def _finish(peer: Peer, within: float) -> tuple[int, str]:
+    return await asyncio.to_thread(peer.wait, within)
+
+
+@pytest.mark.parametrize("transport", ["u1", "t1"])
+async def test_sipp_registers_and_calls_through_proxy(
+    open_lab: Server, tmp_path: Path, transport: str
+) -> None:
+    server = f"127.0.0.1:{sip_port(open_lab)}"
+    callee_port = str(free_port())
+    reg = _sipp(
+        server,
+        "-sf",
+        str(SCENARIOS / "register.xml"),
+        "-s",
+        "bob",
+        "-p",
+        callee_port,
+        "-t",
+        transport,
+        "-m",
+        "1",
+        cwd=tmp_path,
+    )
+    code, out = await _finish(reg, 20)
+    assert code == 0, out
+    assert open_lab.node is not None
+    bindings = open_lab.node.registrar.lookup("sip:bob@lab.test", 0.0)
+    assert len(bindings) == 1
+    calls = 20
+    uas = _sipp("-sn", "uas", "-p", callee_port, "-t", transport, "-m", str(calls), cwd=tmp_path)
+    await asyncio.sleep(0.3)
+    uac = _sipp(
+        server,
+        "-sf",
+        str(SCENARIOS / "uac.xml"),
+        "-s",
+        "bob",
+        "-t",
+        transport,
+        "-p",
+        str(free_port()),
+        "-m",
+        str(calls),
+        "-r",
+        "20",
+        cwd=tmp_path,
+    )
+    code, out = await _finish(uac, 40)
+    uas_code, uas_out = await _finish(uas, 10)
+    assert code == 0, out[-3000:]
+    assert _successes(out) == calls
+    assert uas_code == 0, uas_out[-3000:]
+
+
+async def test_sipp_cancel_while_ringing(open_lab: Server, tmp_path: Path) -> None:
+    server = f"127.0.0.1:{sip_port(open_lab)}"
+    callee_port = str(free_port())
+    reg = _sipp(
+        server,
+        "-sf",
+        str(SCENARIOS / "register.xml"),
+        "-s",
+        "bob",
+        "-p",
+        callee_port,
+        "-m",
+        "1",
+        cwd=tmp_path,
+    )
+    code, out = await _finish(reg, 20)
+    assert code == 0, out
+    calls = 5
+    uas = _sipp(
+        "-sf", str(SCENARIOS / "uas_ring.xml"), "-p", callee_port, "-m", str(calls), cwd=tmp_path
+    )
+    await asyncio.sleep(0.3)
+    uac = _sipp(
+        server,
+        "-sf",
+        str(SCENARIOS / "uac_cancel.xml"),
+        "-s",
+        "bob",
+        "-p",
+        str(free_port()),
+        "-m",
+        str(calls),
+        "-r",
+        "5",
+        cwd=tmp_path,
+    )
+    code, out = await _finish(uac, 40)
+    uas_code, uas_out = await _finish(uas, 10)
+    assert code == 0, out[-3000:]
+    assert _successes(out) == calls
+    assert uas_code == 0, uas_out[-3000:]
