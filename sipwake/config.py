@@ -85,7 +85,11 @@ class AuthConfig(_Section):
     open: bool = False
     """Accept any user of the domain without authentication (labs, benchmarks)."""
     realm: str | None = None
-    algorithms: list[Literal["SHA-256", "MD5", "SHA-512-256"]] = ["SHA-256", "MD5"]
+    algorithms: list[Literal["SHA-256", "MD5", "SHA-512-256"]] = ["MD5"]
+    """Digest algorithms offered, one WWW-Authenticate each, preferred first (RFC 8760
+    §2.4). MD5 alone by default: common softphones (baresip 1.0's libre among them)
+    abort when any challenge names an algorithm they lack instead of skipping it.
+    ``[SHA-256, MD5]`` offers RFC 8760 to clients that handle several challenges."""
     nonce_lifetime_s: float = Field(300.0, gt=0)
 
 

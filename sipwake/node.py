@@ -261,7 +261,13 @@ class Node:
             unsupported = ", ".join(request.tokens("proxy-require"))
             return self._respond(key, request, 420, now, Unsupported=unsupported), []
         had_our_route = self._strip_own_routes(request)
-        for_us = isinstance(uri, SipUri) and self.locality.is_us(uri) and not request.routes
+        # Addressed to the proxy itself (no user part): OPTIONS pings, stray in-dialog requests.
+        for_us = (
+            isinstance(uri, SipUri)
+            and uri.user is None
+            and self.locality.is_us(uri)
+            and not request.routes
+        )
         if request.max_forwards == 0 and not (for_us and method == "OPTIONS"):
             return self._respond(key, request, 483, now), []
         if method == "REGISTER":
