@@ -6,10 +6,11 @@ on 127.0.0.1, and stopped by its PID.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,13 @@ async def open_lab(tmp_path: Path) -> AsyncIterator[Server]:
 
 def sip_port(server: Server) -> int:
     return server.bound[0].port
+
+
+async def wait_until(predicate: Callable[[], bool], within: float, what: str) -> None:
+    """Poll ``predicate`` (state owned by another process shows no event to wait on)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
+        await asyncio.sleep(0.05)

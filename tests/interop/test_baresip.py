@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import Peer, free_port, lab_config, need
+from conftest import Peer, free_port, lab_config, need, wait_until
 
 from sipwake.server import Server
 
@@ -122,12 +122,15 @@ async def test_two_baresip_register_call_and_hang_up(tmp_path: Path) -> None:
         await asyncio.gather(alice.connect(), bob.connect())
         assert server.node is not None
         registrar = server.node.registrar
-        async with asyncio.timeout(10):  # registration may finish before ctrl_tcp is up
-            while not (
-                registrar.lookup("sip:alice@lab.test", 0.0)
-                and registrar.lookup("sip:bob@lab.test", 0.0)
-            ):
-                await asyncio.sleep(0.05)
+        # Registration may finish before ctrl_tcp is up: watch the registrar instead.
+        await wait_until(
+            lambda: (
+                bool(registrar.lookup("sip:alice@lab.test", 0.0))
+                and bool(registrar.lookup("sip:bob@lab.test", 0.0))
+            ),
+            10,
+            "both baresip registrations",
+        )
         assert len(registrar.lookup("sip:bob@lab.test", 0.0)) == 1
         await alice.command("dial", f"sip:bob@127.0.0.1:{port}")
         await asyncio.gather(

@@ -1,0 +1,115 @@
+"""linphonec registers with RFC 8599 push parameters in its Contact; sipwake stores them."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import free_port, lab_config, need, wait_until
+
+from sipwake.server import Server
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(90)]
+
+RC = """\
+[sip]
+sip_port={sip_port}
+sip_tcp_port=0
+sip_tls_port=0
+bind_address=127.0.0.1
+guess_hostname=1
+register_only_when_network_is_up=0
+auto_net_state_mon=0
+default_proxy=0
+ipv6_enabled=0
+[net]
+firewall_policy=0
+[rtp]
+audio_rtp_port={rtp_port}
+video_rtp_port={video_port}
+[sound]
+playback_dev_id=
+capture_dev_id=
+ringer_dev_id=
+[video]
+enabled=0
+capture=0
+display=0
+[misc]
+uuid=56d23112-661e-55b8-8f48-e74a1bddaa82
+enable_basic_to_client_group_chat_room_migration=0
+[proxy_0]
+reg_proxy=<sip:127.0.0.1:{server_port};transport=udp>
+reg_identity=sip:frank@127.0.0.1:{server_port}
+reg_expires=600
+reg_sendregister=1
+publish=0
+dial_escape_plus=0
+quality_reporting_enabled=0
+contact_uri_parameters=pn-provider=apns;pn-prid={token};pn-param=ABCDE12345.org.example.phone.voip
+[auth_info_0]
+username=frank
+passwd=frank-pw
+realm=lab.test
+"""
+
+TOKEN = "d3adbeef" * 8
+
+
+async def test_linphonec_registers_with_rfc8599_push_parameters(tmp_path: Path) -> None:
+    linphonec = need("linphonec")
+    config = lab_config(tmp_path, open_=False, users={"frank": "frank-pw"})
+    server = Server(config)
+    await server.start()
+    home = tmp_path / "home"
+    (home / ".local" / "share" / "linphone").mkdir(parents=True)
+    rc = tmp_path / "frank.rc"  # linphonec rewrites its -c file: this is a fresh copy
+    rtp = free_port()
+    rc.write_text(
+        RC.format(
+            sip_port=free_port(),
+            rtp_port=rtp,
+            video_port=rtp + 2,
+            server_port=server.bound[0].port,
+            token=TOKEN,
+        )
+    )
+    proc = subprocess.Popen(
+        ["timeout", "-k", "2", "40", linphonec, "-c", str(rc), "-d", "0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+    )
+    try:
+        assert server.node is not None
+        registrar = server.node.registrar
+        await wait_until(
+            lambda: bool(registrar.lookup("sip:frank@lab.test", 0.0)), 20, "linphonec to register"
+        )
+        (binding,) = registrar.lookup("sip:frank@lab.test", 0.0)
+        assert binding.push is not None
+        assert binding.push.provider == "apns"
+        assert binding.push.prid == TOKEN
+        assert binding.push.topic == "org.example.phone.voip"
+        assert binding.push.team_id == "ABCDE12345"
+        assert binding.instance is not None
+        assert "56d23112-661e-55b8-8f48-e74a1bddaa82" in binding.instance
+        # what is forwarded to the phone carries no push parameters
+        assert "pn-prid" not in str(binding.forward_uri())
+        assert TOKEN not in repr(binding)
+    finally:
+        if proc.stdin is not None:
+            try:
+                proc.stdin.write(b"quit\n")
+                proc.stdin.flush()
+            except BrokenPipeError:
+                pass
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        await server.close()
