@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import subprocess
 from pathlib import Path
 
@@ -75,8 +77,8 @@ async def test_linphonec_registers_with_rfc8599_push_parameters(tmp_path: Path) 
             token=TOKEN,
         )
     )
-    proc = subprocess.Popen(
-        ["timeout", "-k", "2", "40", linphonec, "-c", str(rc), "-d", "0"],
+    proc = await asyncio.create_subprocess_exec(
+        *("timeout", "-k", "2", "40", linphonec, "-c", str(rc), "-d", "0"),
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -102,14 +104,12 @@ async def test_linphonec_registers_with_rfc8599_push_parameters(tmp_path: Path) 
         assert TOKEN not in repr(binding)
     finally:
         if proc.stdin is not None:
-            try:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 proc.stdin.write(b"quit\n")
-                proc.stdin.flush()
-            except BrokenPipeError:
-                pass
+                await proc.stdin.drain()
         try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
             proc.kill()
-            proc.wait()
+            await proc.wait()
         await server.close()
