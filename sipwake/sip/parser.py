@@ -181,7 +181,6 @@ _NAME_ADDR_KEYS = {
     "route": "Route",
     "record-route": "Record-Route",
 }
-_SINGLE_KEYS = frozenset({"from", "to", "call-id", "cseq", "max-forwards"})
 
 
 def _check(message: Message) -> int | None:
@@ -197,43 +196,70 @@ def _check(message: Message) -> int | None:
         raise
 
 
+_VIA, _FROM_TO, _ADDR_LIST, _CSEQ, _CALL_ID, _MAX_FORWARDS, _CONTENT_LENGTH = range(7)
+_ROLES = {
+    "via": _VIA,
+    "from": _FROM_TO,
+    "to": _FROM_TO,
+    "contact": _ADDR_LIST,
+    "route": _ADDR_LIST,
+    "record-route": _ADDR_LIST,
+    "cseq": _CSEQ,
+    "call-id": _CALL_ID,
+    "max-forwards": _MAX_FORWARDS,
+    "content-length": _CONTENT_LENGTH,
+}
+
+
 def _check_fields(message: Message) -> int | None:
     headers = message.headers
     cache = headers._cache
-    seen: dict[str, int] = {}
+    seen: set[str] = set()
     lengths: set[int] = set()
+    vias = 0
     for _, value, key in headers._fields:
-        count = seen.get(key, 0) + 1
-        seen[key] = count
-        if key in _SINGLE_KEYS and count > 1:
-            raise SipParseError(f"{_NAMES.get(key, key)}: header appears more than once")
-        if key == "via":
+        role = _ROLES.get(key)
+        if role is None:
+            continue
+        if role == _VIA:
             if "," in value:
-                for i, part in enumerate(split_commas(value)):
+                for part in split_commas(value):
+                    vias += 1
                     if VIA_SHAPE.fullmatch(part) is None:
-                        check_via(part, f"Via #{count + i}")
-            elif VIA_SHAPE.fullmatch(value) is None:
-                check_via(value, f"Via #{count}")
-        elif key in _NAME_ADDR_KEYS:
+                        check_via(part, f"Via #{vias}")
+            else:
+                vias += 1
+                if VIA_SHAPE.fullmatch(value) is None:
+                    check_via(value, f"Via #{vias}")
+        elif role == _CONTENT_LENGTH:
+            lengths.add(parse_uint(value, "Content-Length"))
+        elif role == _ADDR_LIST:
             if key == "contact" and value == "*":
                 continue
             where = _NAME_ADDR_KEYS[key]
-            if key in ("from", "to") or "," not in value:
+            if "," not in value:
                 if NAME_ADDR_SHAPE.fullmatch(value) is None:
                     check_name_addr(value, where)
             else:
                 for part in split_commas(value):
                     check_name_addr(part, where)
-        elif key == "cseq":
-            cache["cseq"] = parse_cseq(value)
-        elif key == "call-id":
-            if not value or " " in value or "\t" in value:
-                raise SipParseError(f"Call-ID: expected one word, got {cut(value)!r}")
-            cache["call-id"] = value
-        elif key == "max-forwards":
-            cache["max-forwards"] = parse_uint(value, "Max-Forwards")
-        elif key == "content-length":
-            lengths.add(parse_uint(value, "Content-Length"))
+        else:
+            if key in seen:
+                raise SipParseError(f"{_NAMES.get(key, key)}: header appears more than once")
+            if role == _FROM_TO:
+                if NAME_ADDR_SHAPE.fullmatch(value) is None:
+                    check_name_addr(value, _NAME_ADDR_KEYS[key])
+            elif role == _CSEQ:
+                cache["cseq"] = parse_cseq(value)
+            elif role == _CALL_ID:
+                if not value or " " in value or "\t" in value:
+                    raise SipParseError(f"Call-ID: expected one word, got {cut(value)!r}")
+                cache["call-id"] = value
+            else:
+                cache["max-forwards"] = parse_uint(value, "Max-Forwards")
+        seen.add(key)
+    if vias == 0:
+        raise SipParseError("missing Via header")
     for key in _REQUIRED:
         if key not in seen:
             raise SipParseError(f"missing {_NAMES[key]} header")
