@@ -7,16 +7,15 @@ The sans-IO cores never draw random numbers themselves; they are handed an
 
 from __future__ import annotations
 
+import base64
+import os
 import random
-import secrets
 from typing import Protocol
 
 __all__ = ["BRANCH_MAGIC", "Ids", "SeededIds", "SystemIds"]
 
 #: RFC 3261 §8.1.1.7: every branch we create starts with the magic cookie.
 BRANCH_MAGIC = "z9hG4bK"
-
-_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
 class Ids(Protocol):
@@ -60,14 +59,28 @@ class _IdsBase:
         return self.token(20)
 
 
+def _base32(data: bytes, length: int) -> str:
+    return base64.b32encode(data).decode("ascii").lower()[:length]
+
+
 class SystemIds(_IdsBase):
-    """Identifiers from the OS CSPRNG (production)."""
+    """Identifiers from the OS CSPRNG (production), read 4 KiB at a time."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._pos = 0
 
     def token(self, length: int = 16) -> str:
-        return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+        n = (length * 5 + 7) // 8
+        if self._pos + n > len(self._pool):
+            self._pool = os.urandom(4096)
+            self._pos = 0
+        chunk = self._pool[self._pos : self._pos + n]
+        self._pos += n
+        return _base32(chunk, length)
 
     def random_bytes(self, n: int) -> bytes:
-        return secrets.token_bytes(n)
+        return os.urandom(n)
 
 
 class SeededIds(_IdsBase):
@@ -77,7 +90,7 @@ class SeededIds(_IdsBase):
         self._rng = random.Random(seed)
 
     def token(self, length: int = 16) -> str:
-        return "".join(self._rng.choice(_ALPHABET) for _ in range(length))
+        return _base32(self._rng.randbytes((length * 5 + 7) // 8), length)
 
     def random_bytes(self, n: int) -> bytes:
         return self._rng.randbytes(n)

@@ -229,11 +229,9 @@ class Node:
         """RFC 3261 §18.2.1 and RFC 3581 §4: received (always) and rport (when asked)."""
         top = request.top_via
         if top.wants_rport:
-            top = top.with_params(received=source.host, rport=str(source.port))
+            request.replace_top_via(top.with_params(received=source.host, rport=str(source.port)))
         else:
-            top = top.with_params(received=source.host)
-        request.headers.pop_first_value("Via")
-        request.headers.insert("Via", str(top))
+            request.replace_top_via(top.with_params(received=source.host))
 
     # -- requests ---------------------------------------------------------------
     def _respond(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import hmac
 import logging
@@ -172,6 +173,11 @@ class Server:
         loop = asyncio.get_running_loop()
         restored = self._store.load(loop.time(), time.time())
         registrar.restore(restored)
+        # Few of sipwake's objects form cycles: collect rarely, and never walk what start-up
+        # built (the restored bindings) again.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 50, 100)
         locality = Locality(
             domain=config.domain,
             aliases=frozenset(config.aliases) | {"localhost"},

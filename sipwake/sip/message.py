@@ -212,6 +212,21 @@ class Headers:
             return first
         return None
 
+    def replace_first_value(self, name: str, value: str) -> None:
+        """Replace the first comma-element of the first field of ``name`` (a Via, a Route)."""
+        key = canonical_name(name)
+        for i, (n, v, k) in enumerate(self._fields):
+            if k != key:
+                continue
+            if "," in v:
+                parts = split_commas(v)
+                parts[0] = value
+                value = ", ".join(parts)
+            self._fields[i] = (n, value, k)
+            self._touch(key)
+            return
+        raise KeyError(name)
+
     def typed(self, key: str, build: Callable[[], T]) -> T:
         """The cached typed value of header ``key`` (a canonical name), built once."""
         try:
@@ -249,6 +264,12 @@ class Message:
         if not vias:
             raise SipParseError("missing Via header")
         return vias[0]
+
+    def replace_top_via(self, via: Via) -> None:
+        """Put ``via`` in place of the topmost Via (RFC 3261 §18.2.1 received/rport)."""
+        rest = self.via[1:]
+        self.headers.replace_first_value("via", str(via))
+        self.headers._cache["via"] = [via, *rest]
 
     @property
     def cseq(self) -> CSeq:

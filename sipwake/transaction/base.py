@@ -37,7 +37,7 @@ def lookup(
     state: StateT,
     input_: InputT,
     remote: frozenset[InputT],
-    name: str,
+    owner: object,
 ) -> EntryT | None:
     """The table entry for ``(state, input_)``; ``None`` when a remote input is absorbed.
 
@@ -45,7 +45,9 @@ def lookup(
     """
     entry = table.get((state, input_))
     if entry is None and input_ not in remote:
-        raise LocalProtocolError(f"{name}: input {input_.name} not allowed in state {state.name}")
+        raise LocalProtocolError(
+            f"{owner!r}: input {input_.name} not allowed in state {state.name}"
+        )
     return entry
 
 

@@ -162,7 +162,7 @@ class InviteClientTransaction(Transaction):
         self, input_: IctInput, now: float, message: Request | Response | None = None
     ) -> list[Output]:
         """Apply one input (see the module docstring); absorbed responses give ``[]``."""
-        entry = lookup(ICT_TABLE, self.state, input_, ICT_REMOTE_INPUTS, repr(self))
+        entry = lookup(ICT_TABLE, self.state, input_, ICT_REMOTE_INPUTS, self)
         if entry is None:
             return []
         handler, next_state = entry
@@ -315,7 +315,7 @@ class NonInviteClientTransaction(Transaction):
         self, input_: NictInput, now: float, message: Request | Response | None = None
     ) -> list[Output]:
         """Apply one input (see the module docstring); absorbed responses give ``[]``."""
-        entry = lookup(NICT_TABLE, self.state, input_, NICT_REMOTE_INPUTS, repr(self))
+        entry = lookup(NICT_TABLE, self.state, input_, NICT_REMOTE_INPUTS, self)
         if entry is None:
             return []
         handler, next_state = entry

@@ -174,7 +174,7 @@ class InviteServerTransaction(_ServerTransaction):
         self, input_: IstInput, now: float, message: _Message = None, source: Peer | None = None
     ) -> list[Output]:
         """Apply one input (see the module docstring); absorbed requests give ``[]``."""
-        entry = lookup(IST_TABLE, self.state, input_, IST_REMOTE_INPUTS, repr(self))
+        entry = lookup(IST_TABLE, self.state, input_, IST_REMOTE_INPUTS, self)
         if entry is None:
             return []
         handler, next_state = entry
@@ -318,7 +318,7 @@ class NonInviteServerTransaction(_ServerTransaction):
         self, input_: NistInput, now: float, message: _Message = None, source: Peer | None = None
     ) -> list[Output]:
         """Apply one input (see the module docstring); absorbed requests give ``[]``."""
-        entry = lookup(NIST_TABLE, self.state, input_, NIST_REMOTE_INPUTS, repr(self))
+        entry = lookup(NIST_TABLE, self.state, input_, NIST_REMOTE_INPUTS, self)
         if entry is None:
             return []
         handler, next_state = entry

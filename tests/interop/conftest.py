@@ -66,8 +66,14 @@ class Peer:
         return self.proc.returncode, out.decode(errors="replace")
 
     def stop(self) -> None:
+        """SIGTERM (``timeout`` passes it on to the peer), then SIGKILL if it lingers."""
         if self.proc.poll() is None:
-            self.proc.kill()
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 def lab_config(tmp_path: Path, *, open_: bool, users: dict[str, str] | None = None) -> Config:

@@ -1,0 +1,340 @@
+"""REGISTER and call throughput through sipwake, next to Kamailio, driven by SIPp.
+
+    python bench/bench_proxy.py                 # both servers, prints a table
+    python bench/bench_proxy.py --only sipwake  # skip Kamailio
+
+For each server and each load (REGISTER with RFC 8599 push parameters, and calls
+INVITE/100/180/200/ACK/BYE/200 through the proxy to a SIPp UAS), the rate is
+raised step by step; a step passes when at most 1% of its requests fail and all
+complete within the step's time limit. The highest passing rate is reported.
+Everything runs on 127.0.0.1, each SIPp run is bounded in count and time
+(coreutils ``timeout``), and every process started is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCENARIOS = HERE.parent / "tests" / "interop" / "scenarios"
+
+REGISTER_RATES = [1000, 2000, 3000, 4000, 6000, 8000, 10000, 12500, 15000, 20000]
+CALL_RATES = [100, 200, 300, 400, 600, 800, 1000, 1250, 1500, 1750]
+
+
+def free_port() -> int:
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+        try:
+            with socket.socket() as t:
+                t.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port")
+
+
+@dataclass
+class Step:
+    rate: int
+    total: int
+    ok: int
+    failed: int
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return self.ok + self.failed >= self.total and self.failed <= 0.01 * self.total
+
+
+def _stat(output: str, name: str) -> int:
+    m = re.search(rf"{name}\s+\|\s+\d+\s+\|\s+(\d+)", output)
+    return int(m.group(1)) if m else 0
+
+
+def sipp(args: list[str], limit: float, cwd: Path) -> tuple[int, int, str]:
+    """Run SIPp bounded by ``limit`` seconds; returns (successful, failed, output)."""
+    cmd = [
+        "timeout",
+        "-k",
+        "2",
+        str(limit),
+        "sipp",
+        "-i",
+        "127.0.0.1",
+        "-nostdin",
+        "-cp",
+        str(free_port()),
+        "-mp",
+        str(free_port()),
+        "-buff_size",
+        "4194304",
+        "-max_socket",
+        "2000",
+        *args,
+    ]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    out = proc.stdout + proc.stderr
+    return _stat(out, "Successful call"), _stat(out, "Failed call"), out
+
+
+@contextlib.contextmanager
+def started(cmd: list[str], port: int, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # ready when it answers an OPTIONS
+            if _answers(port):
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"{cmd[0]} exited: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.1)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _answers(port: int) -> bool:
+    msg = (
+        f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKping\r\n"
+        "From: <sip:bench@lab.test>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: ping\r\n"
+        "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.2)
+        s.bind(("127.0.0.1", 0))
+        s.sendto(msg, ("127.0.0.1", port))
+        try:
+            s.recv(4096)
+        except OSError:
+            return False
+    return True
+
+
+def server_cmd(name: str, port: int, workdir: Path) -> list[str]:
+    if name == "sipwake":
+        return [
+            sys.executable,
+            "-m",
+            "sipwake",
+            "serve",
+            "--open",
+            "--memory",
+            "--listen",
+            f"udp:127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ]
+    return [
+        "kamailio",
+        "-f",
+        str(HERE / "kamailio.cfg"),
+        "-DD",
+        "-E",
+        "-n",
+        "2",
+        "-l",
+        f"udp:127.0.0.1:{port}",
+        "-m",
+        "256",
+        "-M",
+        "32",
+        "-w",
+        str(workdir),
+        "-Y",
+        str(workdir),
+    ]
+
+
+def users_file(path: Path, count: int) -> Path:
+    lines = ["SEQUENTIAL"] + [f"u{i};{i:064x}" for i in range(count)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def bench_register(name: str, workdir: Path, seconds: float) -> list[Step]:
+    steps: list[Step] = []
+    port = free_port()
+    users = users_file(workdir / "users.csv", int(max(REGISTER_RATES) * seconds))
+    with started(server_cmd(name, port, workdir), port, workdir):
+        for rate in REGISTER_RATES:
+            total = int(rate * seconds)
+            t0 = time.monotonic()
+            ok, failed, _ = sipp(
+                [
+                    f"127.0.0.1:{port}",
+                    "-sf",
+                    str(HERE / "sipp" / "register_many.xml"),
+                    "-inf",
+                    str(users),
+                    "-r",
+                    str(rate),
+                    "-m",
+                    str(total),
+                    "-l",
+                    str(rate * 2),
+                    "-recv_timeout",
+                    "4000",
+                ],
+                limit=seconds * 3 + 10,
+                cwd=workdir,
+            )
+            step = Step(rate, total, ok, failed, time.monotonic() - t0)
+            steps.append(step)
+            print(f"  {name} REGISTER {rate}/s: {ok} ok, {failed} failed", file=sys.stderr)
+            if not step.passed:
+                break
+    return steps
+
+
+def bench_calls(name: str, workdir: Path, seconds: float) -> list[Step]:
+    steps: list[Step] = []
+    port = free_port()
+    with started(server_cmd(name, port, workdir), port, workdir):
+        for rate in CALL_RATES:
+            callee = free_port()
+            ok, _, out = sipp(
+                [
+                    f"127.0.0.1:{port}",
+                    "-sf",
+                    str(SCENARIOS / "register.xml"),
+                    "-s",
+                    "bob",
+                    "-p",
+                    str(callee),
+                    "-m",
+                    "1",
+                ],
+                limit=10,
+                cwd=workdir,
+            )
+            if ok != 1:
+                raise RuntimeError(f"{name}: callee did not register:\n{out[-2000:]}")
+            total = int(rate * seconds)
+            uas = subprocess.Popen(
+                [
+                    "timeout",
+                    "-k",
+                    "2",
+                    str(seconds * 3 + 15),
+                    "sipp",
+                    "-sn",
+                    "uas",
+                    "-i",
+                    "127.0.0.1",
+                    "-p",
+                    str(callee),
+                    "-nostdin",
+                    "-cp",
+                    str(free_port()),
+                    "-mp",
+                    str(free_port()),
+                    "-buff_size",
+                    "4194304",
+                    "-m",
+                    str(total),
+                    "-default_behaviors",
+                    "all,-abortunexp",
+                ],
+                cwd=workdir,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                time.sleep(0.3)
+                t0 = time.monotonic()
+                ok, failed, _ = sipp(
+                    [
+                        f"127.0.0.1:{port}",
+                        "-sf",
+                        str(SCENARIOS / "uac.xml"),
+                        "-s",
+                        "bob",
+                        "-r",
+                        str(rate),
+                        "-m",
+                        str(total),
+                        "-l",
+                        str(rate * 3),
+                        "-recv_timeout",
+                        "8000",
+                        "-default_behaviors",
+                        "all,-abortunexp",
+                    ],
+                    limit=seconds * 3 + 12,
+                    cwd=workdir,
+                )
+            finally:
+                uas.terminate()  # coreutils timeout passes SIGTERM on to SIPp
+                try:
+                    uas.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    uas.kill()
+                    uas.wait()
+            step = Step(rate, total, ok, failed, time.monotonic() - t0)
+            steps.append(step)
+            print(f"  {name} calls {rate}/s: {ok} ok, {failed} failed", file=sys.stderr)
+            if not step.passed:
+                break
+    return steps
+
+
+def best(steps: list[Step]) -> int:
+    return max((s.rate for s in steps if s.passed), default=0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--only", choices=["sipwake", "kamailio"], default=None)
+    ap.add_argument("--seconds", type=float, default=3.0, help="length of each rate step")
+    args = ap.parse_args()
+    if shutil.which("sipp") is None:
+        sys.exit("sipp is not installed (apt-get install sip-tester)")
+    servers = ["sipwake", "kamailio"] if args.only is None else [args.only]
+    if "kamailio" in servers and shutil.which("kamailio") is None:
+        print("kamailio is not installed (apt-get install kamailio): measuring sipwake only")
+        servers.remove("kamailio")
+    results: dict[str, tuple[int, int]] = {}
+    with tempfile.TemporaryDirectory(prefix="sipwake-bench-") as tmp:
+        for name in servers:
+            workdir = Path(tmp) / name
+            workdir.mkdir()
+            registers = best(bench_register(name, workdir, args.seconds))
+            calls = best(bench_calls(name, workdir, args.seconds))
+            results[name] = (registers, calls)
+    print(
+        f"\n{'server':<10} {'REGISTER/s':>11} {'calls/s':>9}   (<= 1% failures, {args.seconds:g} s steps)"
+    )
+    for name, (registers, calls) in results.items():
+        print(f"{name:<10} {registers:>11,} {calls:>9,}")
+    if "sipwake" in results and "kamailio" in results:
+        kr, kc = results["kamailio"]
+        sr, sc = results["sipwake"]
+        ratio_r = sr / kr if kr else float("nan")
+        ratio_c = sc / kc if kc else float("nan")
+        print(f"{'ratio':<10} {ratio_r:>11.2f} {ratio_c:>9.2f}   (target >= 0.50)")
+    print(f"machine: {os.cpu_count()} cores; SIPp and the server share them")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""``python -m sipwake``: the command line."""
+
+from sipwake.cli import main
+
+main()
