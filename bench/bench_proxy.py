@@ -116,7 +116,8 @@ def started(cmd: list[str], port: int, cwd: Path) -> Iterator[subprocess.Popen[b
 
 def _answers(port: int) -> bool:
     msg = (
-        f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKping\r\n"
+        f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKping\r\n"
         "From: <sip:bench@lab.test>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: ping\r\n"
         "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     ).encode()
@@ -322,9 +323,8 @@ def main() -> None:
             registers = best(bench_register(name, workdir, args.seconds))
             calls = best(bench_calls(name, workdir, args.seconds))
             results[name] = (registers, calls)
-    print(
-        f"\n{'server':<10} {'REGISTER/s':>11} {'calls/s':>9}   (<= 1% failures, {args.seconds:g} s steps)"
-    )
+    header = f"\n{'server':<10} {'REGISTER/s':>11} {'calls/s':>9}"
+    print(f"{header}   (<= 1% failures, {args.seconds:g} s steps)")
     for name, (registers, calls) in results.items():
         print(f"{name:<10} {registers:>11,} {calls:>9,}")
     if "sipwake" in results and "kamailio" in results:
