@@ -22,7 +22,7 @@ as OpenSIPS and Flexisip do). ``repr`` never shows a push token.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sipwake.sip.grammar import format_params
 from sipwake.sip.peer import Peer
@@ -65,10 +65,6 @@ class Binding:
     user_agent: str | None = None
     pnsreg: bool = False
     """The Contact carried the ``+sip.pnsreg`` media feature tag (RFC 8599 §4.1.3)."""
-    _forward: SipUri | None = field(default=None, init=False, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_forward", self.contact.without_params(*PUSH_PARAMS))
 
     def __repr__(self) -> str:
         return (
@@ -86,9 +82,11 @@ class Binding:
         return now >= self.expires_at
 
     def forward_uri(self) -> SipUri:
-        """The contact URI without push parameters: the Request-URI to forward to."""
-        assert self._forward is not None  # set in __post_init__
-        return self._forward
+        """The contact URI without push parameters: the Request-URI to forward to.
+
+        Made on each call (a few microseconds, once per fork) rather than kept: a binding
+        is held for hours, 100,000 of them at a time."""
+        return self.contact.without_params(*PUSH_PARAMS)
 
     @property
     def push_key(self) -> PushKey | None:

@@ -93,7 +93,8 @@ class Registrar:
         self.config = config
         self._aors: dict[str, dict[str, Binding]] = {}
         self._aor_of: dict[str, str] = {}
-        self._by_push: dict[PushKey, dict[str, None]] = {}
+        #: push key → binding ids (a tuple: nearly always one id, and far smaller than a dict)
+        self._by_push: dict[PushKey, tuple[str, ...]] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
 
@@ -227,7 +228,7 @@ class Registrar:
 
     def find_by_push(self, key: PushKey, now: float, *, aor: str | None = None) -> list[Binding]:
         """Unexpired bindings with this RFC 8599 device identity (provider, param, prid)."""
-        found = [self._binding(i) for i in self._by_push.get(key, {})]
+        found = [self._binding(i) for i in self._by_push.get(key, ())]
         return [b for b in found if not b.expired(now) and (aor is None or b.aor == aor)]
 
     def all_bindings(self) -> list[Binding]:
@@ -269,7 +270,7 @@ class Registrar:
             current[binding_id] = Binding(
                 binding_id=binding_id,
                 aor=plan.aor,
-                contact=contact.uri,
+                contact=contact.uri.compact(),
                 expires_at=now + contact.expires_s,
                 registered_at=now,
                 call_id=plan.call_id,
@@ -368,7 +369,9 @@ class Registrar:
         self._aor_of[binding.binding_id] = binding.aor
         key = binding.push_key
         if key is not None:
-            self._by_push.setdefault(key, {})[binding.binding_id] = None
+            ids = self._by_push.get(key, ())
+            if binding.binding_id not in ids:
+                self._by_push[key] = (*ids, binding.binding_id)
         if old is None or old.expires_at != binding.expires_at:
             self._seq += 1
             heapq.heappush(self._heap, (binding.expires_at, self._seq, binding.binding_id))
@@ -389,11 +392,11 @@ class Registrar:
         key = binding.push_key
         if key is None:
             return
-        ids = self._by_push.get(key)
-        if ids is not None:
-            ids.pop(binding.binding_id, None)
-            if not ids:
-                del self._by_push[key]
+        ids = tuple(i for i in self._by_push.get(key, ()) if i != binding.binding_id)
+        if ids:
+            self._by_push[key] = ids
+        else:
+            self._by_push.pop(key, None)
 
 
 def _match(current: dict[str, Binding], contact: ContactPlan) -> Binding | None:

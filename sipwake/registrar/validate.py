@@ -28,6 +28,7 @@ checked for push parameters (RFC 8599 §4.1.2: they must not carry pn-prid).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -118,6 +119,8 @@ def read_register(request: Request, config: RegistrarConfig) -> RegisterPlan:
     supported = frozenset(request.tokens("supported"))
     path = tuple(request.headers.values("path"))
     user_agent = request.headers.get("User-Agent")
+    if user_agent is not None and len(user_agent) <= 200:
+        user_agent = sys.intern(user_agent)  # one copy per app version, not per binding
     echo_path = bool(path) and "path" in supported
     if contacts is None:
         if expires_header != 0:

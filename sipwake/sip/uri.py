@@ -8,6 +8,7 @@ unescape first (``sip:%75ser@h`` equals ``sip:user@h``).
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from urllib.parse import unquote as _pct_unquote
 
@@ -54,13 +55,22 @@ _ABS_REST_RE = re.compile(r"[^\s<>\"]+")
 _TEL_RE = re.compile(r"(?P<number>[0-9A-Fa-f*#+\-.()pPwW]+)(?P<params>(?:;[^;\s]+)*)")
 
 
+#: Parameter values this long or shorter are interned: ``transport=udp``, ``lr``, an app's
+#: ``pn-param`` repeat across every binding, while tokens and tags do not.
+_INTERN_MAX = 40
+
+
 def _split_params(text: str) -> Params:
     if not text:
         return ()
     out: list[tuple[str, str | None]] = []
     for item in text[1:].split(";"):
         name, eq, value = item.partition("=")
-        out.append((name, value if eq else None))
+        if eq:
+            short = len(value) <= _INTERN_MAX
+            out.append((sys.intern(name), sys.intern(value) if short else value))
+        else:
+            out.append((sys.intern(name), None))
     return tuple(out)
 
 
@@ -114,6 +124,11 @@ class SipUri:
     def without_params(self, *names: str) -> SipUri:
         drop = {n.lower() for n in names}
         return self.replace(params=tuple(p for p in self.params if p[0].lower() not in drop))
+
+    def compact(self) -> SipUri:
+        """The same URI without the text it was parsed from (serialised again on demand):
+        for values kept for hours, such as a binding's contact."""
+        return self.replace() if self._text else self
 
     def replace(self, **changes: object) -> SipUri:
         """A copy with fields changed (the cached text is recomputed)."""

@@ -81,18 +81,24 @@ _Message = Request | Response | None
 class _ServerTransaction(Transaction):
     """What IST and NIST share: the request, where responses go, the last response."""
 
+    keeps_request = True
+
     def __init__(
         self, *, key: ServerTransactionKey, request: Request, source: Peer, config: TimerConfig
     ) -> None:
         super().__init__(key=key, config=config, reliable=source.reliable)
         self.server_key = key
-        self.request = request
+        self.request: Request | None = request
+        """A NIST drops it once its final response is sent: only that response is needed
+        then, and the finished transaction lingers for Timer J (32 s on UDP)."""
         self.source = source
         self.peer = response_peer(request.top_via, source)
         self.response: Response | None = None
 
     def _send(self, response: Response) -> list[Output]:
         self.response = response
+        if response.status >= 200 and not self.keeps_request:
+            self.request = None
         return [SendMessage(message=response, peer=self.peer)]
 
     def _resend(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
@@ -197,7 +203,9 @@ class InviteServerTransaction(_ServerTransaction):
 
     # -- handlers ----------------------------------------------------------
     def _send_trying(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
-        return [] if self.response is not None else self._send(trying_response(self.request))
+        if self.response is not None or self.request is None:
+            return []
+        return self._send(trying_response(self.request))
 
     def _send_provisional(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         response = need_response(message, IstInput.SEND_1XX)
@@ -297,6 +305,8 @@ def nist_send_input(response: Response) -> NistInput:
 
 class NonInviteServerTransaction(_ServerTransaction):
     """A non-INVITE server transaction (RFC 3261 §17.2.2)."""
+
+    keeps_request = False
 
     kind = "NIST"
 

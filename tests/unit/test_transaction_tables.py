@@ -147,7 +147,8 @@ def nist_message(txn: NonInviteServerTransaction, input_: enum.Enum) -> Request 
     statuses = {NistInput.SEND_1XX: 180, NistInput.SEND_200_699: 200}
     if input_ is NistInput.RECV_REQUEST:
         return request("REGISTER")
-    return response(txn.request, statuses[input_]) if input_ in statuses else None
+    # txn.request is released once a final response is sent; this is the same request.
+    return response(request("REGISTER"), statuses[input_]) if input_ in statuses else None
 
 
 MACHINES = [
