@@ -32,6 +32,7 @@ decide who rings.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -111,6 +112,9 @@ class Proxy:
         self._contexts: dict[ServerTransactionKey, _Context] = {}
         self._by_client: dict[ClientKey, _Context] = {}
         self._salt = ids.token(12)
+        #: Timer C deadlines: (deadline, push order, branch key); stale entries are skipped.
+        self._timer_heap: list[tuple[float, int, ClientKey]] = []
+        self._timer_seq = 0
 
     # -- introspection ------------------------------------------------------
     def __len__(self) -> int:
@@ -231,7 +235,7 @@ class Proxy:
                 return []
             branch.provisional = True
             if branch.timer_c is not None:
-                branch.timer_c = now + self.timer_c
+                self._set_timer_c(branch, now + self.timer_c)
             if ctx.final_sent:
                 return []
             return self._respond(ctx, self._upstream(response), now)
@@ -298,26 +302,24 @@ class Proxy:
 
     # -- timers -----------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        deadlines = [
-            b.timer_c
-            for ctx in self._contexts.values()
-            for b in ctx.branches.values()
-            if b.timer_c is not None
-        ]
-        return min(deadlines, default=None)
+        heap = self._timer_heap
+        while heap:
+            deadline, _, key = heap[0]
+            branch = self._branch(key)
+            if branch is not None and branch.timer_c == deadline:
+                return deadline
+            heapq.heappop(heap)  # stale: the branch ended or its Timer C moved
+        return None
 
     def handle_timeout(self, now: float) -> list[Output]:
-        due = sorted(
-            (
-                b
-                for ctx in self._contexts.values()
-                for b in ctx.branches.values()
-                if b.timer_c is not None and b.timer_c <= now
-            ),
-            key=lambda b: b.timer_c or 0.0,
-        )
+        """Fire Timer C on every branch whose deadline is ``now`` or earlier (§16.8)."""
         out: list[Output] = []
-        for branch in due:
+        heap = self._timer_heap
+        while heap and heap[0][0] <= now:
+            deadline, _, key = heapq.heappop(heap)
+            branch = self._branch(key)
+            if branch is None or branch.timer_c != deadline:
+                continue
             branch.timer_c = None
             if branch.final is not None:
                 continue
@@ -326,6 +328,15 @@ class Proxy:
             else:
                 out += self.response_received(make_response(branch.request, 408), branch.key, now)
         return out
+
+    def _branch(self, key: ClientKey) -> _Branch | None:
+        ctx = self._by_client.get(key)
+        return None if ctx is None else ctx.branches.get(key)
+
+    def _set_timer_c(self, branch: _Branch, deadline: float) -> None:
+        branch.timer_c = deadline
+        self._timer_seq += 1
+        heapq.heappush(self._timer_heap, (deadline, self._timer_seq, branch.key))
 
     # -- internals ----------------------------------------------------------------
     def _add_branch(self, ctx: _Context, target: Target, now: float) -> list[Output]:
@@ -348,10 +359,10 @@ class Proxy:
             request.headers.add("Content-Length", str(len(request.body)))
         key, out = self._layer.send_request(request, target.peer, now)
         branch = _Branch(key=key, target=target, request=request)
-        if request.method == "INVITE":
-            branch.timer_c = now + self.timer_c
         ctx.branches[key] = branch
         self._by_client[key] = ctx
+        if request.method == "INVITE":
+            self._set_timer_c(branch, now + self.timer_c)
         return out
 
     @staticmethod

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sipua import Ua
+from sipua import Ua, udp_address
 
 from sipwake.config import Config, ListenerSpec, StoreConfig, TlsConfig, UserConfig
 from sipwake.server import Server
@@ -36,13 +36,6 @@ async def lab(tmp_path: Path) -> AsyncIterator[Server]:
         yield server
     finally:
         await server.close()
-
-
-def udp_address(server: Server) -> tuple[str, int]:
-    for listener in server.bound:
-        if listener.transport == "udp":
-            return (listener.host, listener.port)
-    raise AssertionError("no UDP listener")
 
 
 @pytest.fixture

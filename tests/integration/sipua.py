@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
 from sipwake.ids import SeededIds
 from sipwake.sip.auth import answer_challenge, parse_challenge
@@ -167,3 +168,10 @@ class Ua:
             elif name in ("via", "from", "to", "call-id", "max-forwards", "route"):
                 out.append(line)
         return ("\r\n".join(out) + "\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def udp_address(server: Any) -> tuple[str, int]:
+    for listener in server.bound:
+        if listener.transport == "udp":
+            return (listener.host, listener.port)
+    raise AssertionError("no UDP listener")

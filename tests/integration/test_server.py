@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import udp_address
-from sipua import Ua
+from sipua import Ua, udp_address
 
 from sipwake.server import Server
 from sipwake.sip.message import Request, Response, make_response

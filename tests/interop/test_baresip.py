@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import Peer, free_port, lab_config, need, wait_until
+from peers import Peer, free_port, lab_config, need, wait_until
 
 from sipwake.server import Server
 

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import free_port, lab_config, need, wait_until
+from peers import free_port, lab_config, need, wait_until
 
 from sipwake.server import Server
 

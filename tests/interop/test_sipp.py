@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import SCENARIOS, Peer, free_port, need, sip_port
+from peers import SCENARIOS, Peer, free_port, need, sip_port
 
 from sipwake.server import Server
 
