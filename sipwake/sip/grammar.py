@@ -81,6 +81,8 @@ def split_commas(value: str) -> list[str]:
     """
     if "," not in value:
         return [value.strip()]
+    if '"' not in value and "<" not in value:
+        return [part.strip() for part in value.split(",")]
     parts: list[str] = []
     start = 0
     in_quotes = False

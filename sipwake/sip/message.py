@@ -162,6 +162,8 @@ class Headers:
 
     def _touch(self, key: str) -> None:
         self._cache.pop(key, None)
+        if key == "via":
+            self._cache.pop("via#0", None)
 
     def add(self, name: str, value: str) -> None:
         """Append a field."""
@@ -260,16 +262,28 @@ class Message:
 
     @property
     def top_via(self) -> Via:
-        vias = self.via
-        if not vias:
-            raise SipParseError("missing Via header")
-        return vias[0]
+        """The topmost Via, parsed alone (the others only when ``via`` is asked for)."""
+        cache = self.headers._cache
+        vias = cache.get("via")
+        if vias is not None:
+            return vias[0]  # type: ignore[index,no-any-return]
+        top = cache.get("via#0")
+        if top is None:
+            raw = self.headers.get("via")
+            if raw is None:
+                raise SipParseError("missing Via header")
+            top = parse_via(split_commas(raw)[0] if "," in raw else raw, "Via #1")
+            cache["via#0"] = top
+        return top  # type: ignore[return-value]
 
     def replace_top_via(self, via: Via) -> None:
         """Put ``via`` in place of the topmost Via (RFC 3261 §18.2.1 received/rport)."""
-        rest = self.via[1:]
+        cached = self.headers._cache.get("via")
         self.headers.replace_first_value("via", str(via))
-        self.headers._cache["via"] = [via, *rest]
+        if cached is not None:
+            self.headers._cache["via"] = [via, *cached[1:]]  # type: ignore[index]
+        else:
+            self.headers._cache["via#0"] = via
 
     @property
     def cseq(self) -> CSeq:

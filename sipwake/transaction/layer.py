@@ -402,9 +402,14 @@ class TransactionLayer:
 
 
 def _check(message: Request | Response) -> None:
-    """Parse (and cache) the header fields matching needs; raises ``SipParseError``."""
+    """Parse (and cache) the header fields matching needs; raises ``SipParseError``.
+
+    From and To need only be present here: matching reads the From tag of RFC 2543
+    requests alone, and the parser has already checked the fields' shape."""
     message.top_via  # noqa: B018
     message.cseq  # noqa: B018
     message.call_id  # noqa: B018
-    message.from_  # noqa: B018
-    message.to  # noqa: B018
+    headers = message.headers
+    for name in ("From", "To"):
+        if name not in headers:
+            raise SipParseError(f"missing {name} header")

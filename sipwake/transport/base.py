@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import re
 import socket
 import ssl
 from pathlib import Path
@@ -177,12 +178,15 @@ class TransportManager:
 
     def _send_udp(self, data: bytes, peer: Peer, local: LocalAddr | None) -> bool:
         host = peer.host.strip("[]")
-        try:
-            version = ipaddress.ip_address(host.partition("%")[0]).version
-        except ValueError:
+        version = _ip_version(host)
+        if version is None:
             logger.warning("UDP to %s: expected an IP address, resolve the host first", peer)
             return False
         family = socket.AF_INET6 if version == 6 else socket.AF_INET
+        if local is None:
+            for endpoint in self._udp:  # the common case: the first listener of that family
+                if endpoint.family == family:
+                    return endpoint.send(data, host, peer.port)
         endpoints = [e for e in self._udp if e.family == family]
         endpoints.sort(key=lambda e: e.local != local)  # the requested listener first
         if endpoints:
@@ -277,3 +281,16 @@ class TransportManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         logger.info("transports closed")
+
+
+_IPV4_RE = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
+
+
+def _ip_version(host: str) -> int | None:
+    """4 or 6 for an IP literal (a cheap check first: this runs for every datagram sent)."""
+    if _IPV4_RE.fullmatch(host) and all(int(part) < 256 for part in host.split(".")):
+        return 4
+    try:
+        return ipaddress.ip_address(host.partition("%")[0]).version
+    except ValueError:
+        return None
