@@ -7,7 +7,6 @@ The sans-IO cores never draw random numbers themselves; they are handed an
 
 from __future__ import annotations
 
-import base64
 import os
 import random
 from typing import Protocol
@@ -22,7 +21,7 @@ class Ids(Protocol):
     """A source of fresh, unguessable identifiers."""
 
     def token(self, length: int = 16) -> str:
-        """A random string of ``length`` characters from ``[a-z0-9]``."""
+        """A random string of ``length`` lower-case hex digits."""
         ...
 
     def random_bytes(self, n: int) -> bytes:
@@ -59,8 +58,8 @@ class _IdsBase:
         return self.token(20)
 
 
-def _base32(data: bytes, length: int) -> str:
-    return base64.b32encode(data).decode("ascii").lower()[:length]
+def _hex(data: bytes, length: int) -> str:
+    return data.hex()[:length]
 
 
 class SystemIds(_IdsBase):
@@ -71,13 +70,13 @@ class SystemIds(_IdsBase):
         self._pos = 0
 
     def token(self, length: int = 16) -> str:
-        n = (length * 5 + 7) // 8
+        n = (length + 1) // 2
         if self._pos + n > len(self._pool):
             self._pool = os.urandom(4096)
             self._pos = 0
         chunk = self._pool[self._pos : self._pos + n]
         self._pos += n
-        return _base32(chunk, length)
+        return _hex(chunk, length)
 
     def random_bytes(self, n: int) -> bytes:
         return os.urandom(n)
@@ -90,7 +89,7 @@ class SeededIds(_IdsBase):
         self._rng = random.Random(seed)
 
     def token(self, length: int = 16) -> str:
-        return _base32(self._rng.randbytes((length * 5 + 7) // 8), length)
+        return _hex(self._rng.randbytes((length + 1) // 2), length)
 
     def random_bytes(self, n: int) -> bytes:
         return self._rng.randbytes(n)
