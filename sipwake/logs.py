@@ -19,7 +19,7 @@ class _JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        return json.dumps(entry, ensure_ascii=False)
 
 
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
