@@ -74,9 +74,11 @@ class SendBytes:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PersistChanges:
-    """Store these binding changes before performing the outputs that follow."""
+    """Store these binding changes, then tell the node with ``changes_stored(token, ok)``
+    (``token`` None: nothing waits for them, e.g. expiries)."""
 
     events: tuple[RegistrarEvent, ...]
+    token: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,6 +90,17 @@ class Dropped:
 
 
 NodeOutput = SendBytes | PersistChanges | Dropped
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Unconfirmed:
+    """A REGISTER whose binding changes are being stored; its response waits for that."""
+
+    key: ServerTransactionKey
+    request: Request
+    response: Response
+    events: tuple[RegistrarEvent, ...]
+    listener: LocalAddress
 
 
 @dataclass(slots=True, kw_only=True)
@@ -123,6 +136,8 @@ class Node:
         self.proxy = Proxy(layer=layer, locality=locality, ids=ids)
         self._contact_flows: dict[tuple[str | None, str, int | None], Peer] = {}
         self._closed_flows: dict[int, None] = {}
+        self._persist_seq = 0
+        self._unconfirmed: dict[int, _Unconfirmed] = {}
         self._listeners: dict[ServerTransactionKey, LocalAddress] = {}
 
     # -- input ------------------------------------------------------------------
@@ -344,12 +359,32 @@ class Node:
             return challenge, []
         result = self.registrar.handle_register(request, source, now)
         events = tuple(result.changes)
-        extra: list[NodeOutput] = []
-        if events:
-            self._index(events)
-            extra.append(PersistChanges(events=events))
-        sent = self._run(self.layer.respond(key, result.response, now), now, listener)
-        return [], extra + sent
+        if not events:
+            return self.layer.respond(key, result.response, now), []
+        # RFC 3261 §10.3: the 200 waits until the changes are stored (``changes_stored``).
+        self._persist_seq += 1
+        token = self._persist_seq
+        self._unconfirmed[token] = _Unconfirmed(
+            key=key, request=request, response=result.response, events=events, listener=listener
+        )
+        return [], [PersistChanges(events=events, token=token)]
+
+    def changes_stored(self, token: int, ok: bool, now: float) -> list[NodeOutput]:
+        """The store has written (``ok``) or failed to write the changes of ``PersistChanges``
+        ``token``: send the REGISTER's response, or undo the changes and answer 500."""
+        entry = self._unconfirmed.pop(token, None)
+        if entry is None:
+            return []
+        response = entry.response
+        if ok:
+            self._index(entry.events)
+        else:
+            self.registrar.revert(entry.events)
+            response = make_response(
+                entry.request, 500, "Binding store unavailable", to_tag=self.ids.tag()
+            )
+            response.headers.add("Retry-After", "5")
+        return self._run(self.layer.respond(entry.key, response, now), now, entry.listener)
 
     def _on_ack(self, ack: Request, listener: LocalAddress) -> list[Output]:
         self._strip_own_routes(ack)

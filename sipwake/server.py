@@ -30,7 +30,7 @@ from sipwake.registrar.events import BindingAdded, RegistrarEvent
 from sipwake.registrar.registrar import Registrar
 from sipwake.sip.auth import DigestServer
 from sipwake.sip.peer import Peer
-from sipwake.store.base import BindingStore, StoreError
+from sipwake.store.base import BindingStore
 from sipwake.store.memory import MemoryStore
 from sipwake.store.sqlite import SqliteStore
 from sipwake.transaction.layer import TransactionLayer
@@ -76,16 +76,12 @@ def demo_password(secret: bytes, user: str) -> str:
 class _StoreSink:
     """Writes binding changes through to the store before the response is sent."""
 
-    def __init__(self, store: BindingStore, registrar: Registrar) -> None:
+    def __init__(self, store: BindingStore) -> None:
         self.store = store
-        self.registrar = registrar
 
     def apply(self, events: tuple[RegistrarEvent, ...], now: float) -> None:
-        try:
-            self.store.apply(events, now, time.time())
-        except StoreError as exc:
-            logger.error("store failed, binding changes reverted: %s", exc)
-            self.registrar.revert(events)
+        """Raises ``StoreError`` having stored none of them (the node then answers 500)."""
+        self.store.apply(events, now, time.time())
 
 
 @dataclass(slots=True)
@@ -199,7 +195,7 @@ class Server:
             auth=auth,
         )
         self.node.restore(BindingAdded(binding=b) for b in restored)
-        driver = Driver(self.node, sink=_StoreSink(self._store, registrar), trace=self.trace)
+        driver = Driver(self.node, sink=_StoreSink(self._store), trace=self.trace)
         driver.sender = self._transports
         holder["driver"] = driver
         self._driver = driver

@@ -79,9 +79,16 @@ class Driver:
     def _perform(self, outputs: list[NodeOutput]) -> None:
         for output in outputs:
             match output:
-                case PersistChanges(events=events):
+                case PersistChanges(events=events, token=token):
+                    ok = True
                     if self.sink is not None:
-                        self.sink.apply(events, self.now())
+                        try:
+                            self.sink.apply(events, self.now())
+                        except Exception:
+                            logger.exception("binding store failed; the REGISTER gets 500")
+                            ok = False
+                    if token is not None:
+                        self._perform(self.node.changes_stored(token, ok, self.now()))
                 case SendBytes(data=data, peer=peer):
                     if self.trace:
                         trace_logger.info("send -> %s\n%s", peer, _show(data))

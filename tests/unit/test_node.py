@@ -1,0 +1,83 @@
+"""The node core on hand-moved time: REGISTER waits for its changes to be stored."""
+
+from __future__ import annotations
+
+import pytest
+
+from sipwake.ids import SeededIds
+from sipwake.node import Node, NodeSettings, PersistChanges, SendBytes
+from sipwake.proxy.routing import LocalAddress, Locality
+from sipwake.registrar.config import RegistrarConfig
+from sipwake.registrar.registrar import Registrar
+from sipwake.sip.message import Response
+from sipwake.sip.parser import parse_message
+from sipwake.sip.peer import Peer
+from sipwake.transaction.layer import TransactionLayer
+
+LISTENER = LocalAddress(transport="udp", host="127.0.0.1", port=5060)
+PHONE = Peer(transport="udp", host="127.0.0.1", port=5070)
+REGISTER = (
+    b"REGISTER sip:lab.test SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKn1;rport\r\n"
+    b"From: <sip:alice@lab.test>;tag=a\r\nTo: <sip:alice@lab.test>\r\n"
+    b"Call-ID: node-1\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@127.0.0.1:5070>\r\n"
+    b"Expires: 600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+@pytest.fixture
+def node() -> Node:
+    ids = SeededIds(0)
+    registrar = Registrar(
+        ids=ids, config=RegistrarConfig(domains={"lab.test"}, canonical_domain="lab.test")
+    )
+    return Node(
+        settings=NodeSettings(domain="lab.test", realm="lab.test", open=True),
+        ids=ids,
+        locality=Locality(domain="lab.test", listeners=(LISTENER,)),
+        registrar=registrar,
+        layer=TransactionLayer(ids),
+        auth=None,
+    )
+
+
+def _responses(outputs: list[object]) -> list[Response]:
+    out = []
+    for o in outputs:
+        if isinstance(o, SendBytes):
+            msg = parse_message(o.data)
+            assert isinstance(msg, Response)
+            out.append(msg)
+    return out
+
+
+def test_register_response_waits_for_the_store(node: Node) -> None:
+    outputs = node.receive(REGISTER, PHONE, LISTENER, 1.0)
+    assert len(outputs) == 1
+    persist = outputs[0]
+    assert isinstance(persist, PersistChanges)
+    assert persist.token is not None
+    assert _responses(outputs) == []  # nothing is answered before the store says so
+    sent = node.changes_stored(persist.token, True, 1.01)
+    (ok,) = _responses(sent)
+    assert ok.status == 200
+    assert len(node.registrar.lookup("sip:alice@lab.test", 1.02)) == 1
+
+
+def test_store_failure_reverts_and_answers_500(node: Node) -> None:
+    (persist,) = node.receive(REGISTER, PHONE, LISTENER, 1.0)
+    assert isinstance(persist, PersistChanges)
+    assert persist.token is not None
+    sent = node.changes_stored(persist.token, False, 1.01)
+    (failed,) = _responses(sent)
+    assert failed.status == 500
+    assert failed.headers.get("Retry-After") == "5"
+    assert node.registrar.lookup("sip:alice@lab.test", 1.02) == []
+    # a retransmission of the REGISTER gets the same 500 from the transaction, no new write
+    again = node.receive(REGISTER, PHONE, LISTENER, 1.5)
+    assert [r.status for r in _responses(again)] == [500]
+    assert not any(isinstance(o, PersistChanges) for o in again)
+
+
+def test_unknown_token_is_ignored(node: Node) -> None:
+    assert node.changes_stored(12345, True, 1.0) == []
