@@ -32,7 +32,7 @@ TOKEN = rf"[{TOKEN_CHARS}]++"
 #: Linear white space after unfolding.
 LWS = r"[ \t]*"
 #: quoted-string: qdtext or quoted-pair, any UTF-8 (already decoded) inside.
-QUOTED_STRING = r'"(?:[^"\\\r\n]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"'
+QUOTED_STRING = r'"(?:[^"\\\r\n]++|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*+"'
 IPV4 = r"\d{1,3}(?:\.\d{1,3}){3}"
 #: IPv6 reference; tolerant of RFC 5118 §4.10's three-colon form.
 IPV6_REF = r"\[[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]"

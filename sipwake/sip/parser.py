@@ -74,7 +74,9 @@ def parse_message(
     lines = head.split("\r\n")
     if "\n" in head and head.count("\n") != len(lines) - 1:
         lines = [line.rstrip("\r") for line in head.split("\n")]
-    headers = _header_fields(lines)
+    headers = _fast_fields(lines) if "\n " not in head and "\n\t" not in head else None
+    if headers is None:
+        headers = _header_fields(lines)
     try:
         message = _start_line(lines[0], headers)
     except SipParseError as exc:
@@ -143,7 +145,26 @@ def _key(name: str) -> str:
         key = canonical_name(name)
         if len(_KEYS) < _KEYS_LIMIT:
             _KEYS[name] = key
+            _COLON_KEYS[name + ":"] = key
     return key
+
+
+#: The same, keyed by ``name:`` so that one lookup also proves the colon was there.
+_COLON_KEYS: dict[str, str] = {}
+
+
+def _fast_fields(lines: list[str]) -> Headers | None:
+    """Header fields when no line is folded and every name was seen before (the usual
+    case); None sends the message through ``_header_fields``, which explains errors."""
+    keys = _COLON_KEYS
+    try:
+        fields = [
+            (name, value.strip(" \t"), keys[name + colon])
+            for name, colon, value in (line.partition(":") for line in lines[1:])
+        ]
+    except KeyError:
+        return None
+    return Headers._from_keyed(fields)
 
 
 def _header_fields(lines: list[str]) -> Headers:
