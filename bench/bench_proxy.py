@@ -95,14 +95,17 @@ def sipp(args: list[str], limit: float, cwd: Path) -> tuple[int, int, str]:
 
 @contextlib.contextmanager
 def started(cmd: list[str], port: int, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = (cwd / f"{Path(cmd[0]).name}-{port}.log").open("wb")
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # ready when it answers an OPTIONS
             if _answers(port):
                 break
             if proc.poll() is not None:
-                raise RuntimeError(f"{cmd[0]} exited: {proc.stderr.read().decode()[-2000:]}")
+                log.flush()
+                tail = log.name and Path(log.name).read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{cmd[0]} exited: {tail}")
             time.sleep(0.1)
         yield proc
     finally:
@@ -112,6 +115,10 @@ def started(cmd: list[str], port: int, cwd: Path) -> Iterator[subprocess.Popen[b
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
+        shed = Path(log.name).read_text(errors="replace").count("overloaded (")
+        if shed:
+            print(f"  ({shed} overload episodes: new requests answered 503)", file=sys.stderr)
 
 
 def _answers(port: int) -> bool:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from sipwake.errors import AuthError, SipParseError
 from sipwake.ids import Ids
+from sipwake.overload import LoadMeter
 from sipwake.proxy.core import Proxy, Target
 from sipwake.proxy.routing import LocalAddress, Locality, uri_peer
 from sipwake.registrar.events import (
@@ -49,7 +50,7 @@ from sipwake.transaction.events import (
     TransactionTerminated,
     TransactionTimedOut,
 )
-from sipwake.transaction.keys import ClientKey, ServerTransactionKey
+from sipwake.transaction.keys import ClientKey, ServerTransactionKey, server_key
 from sipwake.transaction.layer import TransactionLayer
 
 __all__ = ["Dropped", "Node", "NodeOutput", "NodeSettings", "PersistChanges", "SendBytes"]
@@ -112,6 +113,8 @@ class NodeSettings:
     open: bool = False
     max_message_bytes: int = 65535
     user_agent: str = "sipwake"
+    retry_after_s: int = 2
+    """Retry-After of the 503 sent while shedding load."""
 
 
 class Node:
@@ -137,6 +140,9 @@ class Node:
         self._contact_flows: dict[tuple[str | None, str, int | None], Peer] = {}
         self._closed_flows: dict[int, None] = {}
         self._persist_seq = 0
+        self.load: LoadMeter | None = None
+        """Fed by the driver with the time it spends working (``sipwake.overload``)."""
+        self.shed = 0
         self._unconfirmed: dict[int, _Unconfirmed] = {}
         self._listeners: dict[ServerTransactionKey, LocalAddress] = {}
 
@@ -151,6 +157,14 @@ class Node:
         except SipParseError as exc:
             return self._reject_unparsable(exc, source)
         if isinstance(message, Request):
+            meter = self.load
+            if (
+                meter is not None
+                and meter.overloaded
+                and self._sheddable(message)
+                and not meter.admit()
+            ):
+                return self._shed(message, source)
             self._mark_received(message, source)
         return self._run(self.layer.receive(message, source, now), now, listener)
 
@@ -230,6 +244,18 @@ class Node:
                     out.append(Dropped(reason=f"unhandled output {type(item).__name__}"))
             work[0:0] = more
         return out
+
+    def _sheddable(self, request: Request) -> bool:
+        """A new initial request (not a retransmission, not in a dialog, not ACK/CANCEL)."""
+        if request.method in ("ACK", "CANCEL", "BYE") or request.to.tag is not None:
+            return False
+        return server_key(request) not in self.layer
+
+    def _shed(self, request: Request, source: Peer) -> list[NodeOutput]:
+        response = make_response(request, 503, "Overloaded", to_tag=self.ids.tag())
+        response.headers.add("Retry-After", str(self.settings.retry_after_s))
+        self.shed += 1
+        return [SendBytes(data=response.to_bytes(), peer=source, message=response)]
 
     def _reject_unparsable(self, exc: SipParseError, source: Peer) -> list[NodeOutput]:
         partial = exc.partial

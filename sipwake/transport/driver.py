@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 from sipwake.node import Dropped, Node, NodeOutput, PersistChanges, SendBytes
+from sipwake.overload import LoadMeter
 from sipwake.proxy.routing import LocalAddress
 from sipwake.registrar.events import RegistrarEvent
 from sipwake.sip.peer import Peer
@@ -55,12 +57,15 @@ class Driver:
         self._deadline: float | None = None
         self._wall_clock = wall_clock
         self.dropped = 0
+        if node.load is None:
+            node.load = LoadMeter()
 
     def now(self) -> float:
         return self._loop.time()
 
     # -- transport callbacks ---------------------------------------------------------
     def on_bytes(self, data: bytes, peer: Peer, local: LocalAddr) -> None:
+        started = time.perf_counter()
         listener = LocalAddress(transport=local.transport, host=local.host, port=local.port)
         if self.trace:
             trace_logger.info("recv %s <- %s\n%s", listener.transport, peer, _show(data))
@@ -71,6 +76,22 @@ class Driver:
             return
         self._perform(outputs)
         self._rearm()
+        self._measure(started)
+
+    def _measure(self, started: float) -> None:
+        meter = self.node.load
+        if meter is None:
+            return
+        now = time.perf_counter()
+        was = meter.overloaded
+        meter.record(now, now - started)
+        if meter.overloaded != was:
+            if meter.overloaded:
+                logger.warning(
+                    "overloaded (%.0f%% busy): shedding new requests with 503", meter.load * 100
+                )
+            else:
+                logger.warning("load back to %.0f%%: accepting every request", meter.load * 100)
 
     def on_flow_closed(self, flow: int) -> None:
         self.node.flow_closed(flow)

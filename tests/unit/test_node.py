@@ -6,6 +6,7 @@ import pytest
 
 from sipwake.ids import SeededIds
 from sipwake.node import Node, NodeSettings, PersistChanges, SendBytes
+from sipwake.overload import LoadMeter
 from sipwake.proxy.routing import LocalAddress, Locality
 from sipwake.registrar.config import RegistrarConfig
 from sipwake.registrar.registrar import Registrar
@@ -46,8 +47,8 @@ def _responses(outputs: list[object]) -> list[Response]:
     for o in outputs:
         if isinstance(o, SendBytes):
             msg = parse_message(o.data)
-            assert isinstance(msg, Response)
-            out.append(msg)
+            if isinstance(msg, Response):
+                out.append(msg)
     return out
 
 
@@ -81,3 +82,54 @@ def test_store_failure_reverts_and_answers_500(node: Node) -> None:
 
 def test_unknown_token_is_ignored(node: Node) -> None:
     assert node.changes_stored(12345, True, 1.0) == []
+
+
+def _work(meter: LoadMeter, start: float, seconds: float, busy: float) -> float:
+    """Feed ``seconds`` of ticks every 50 ms, each ``busy`` (a fraction) of it working."""
+    now = start
+    for _ in range(round(seconds / 0.05)):
+        now += 0.05
+        meter.record(now, 0.05 * busy)
+    return now
+
+
+def test_load_meter_sheds_after_sustained_overload_and_recovers() -> None:
+    meter = LoadMeter(window=0.5, high=0.85, low=0.7, sustain=2, step_up=0.2, step_down=0.1)
+    now = _work(meter, 0.0, 0.55, 0.95)  # the first window opens with the first tick
+    assert not meter.overloaded  # one busy window is a burst, not overload
+    now = _work(meter, now, 0.5, 0.95)
+    assert meter.overloaded
+    assert meter.shed_fraction == pytest.approx(0.2)
+    admitted = sum(meter.admit() for _ in range(100))
+    assert admitted == 80  # exactly the shed fraction is refused, spread evenly
+    now = _work(meter, now, 1.0, 0.95)
+    assert meter.shed_fraction == pytest.approx(0.6)
+    now = _work(meter, now, 3.0, 0.3)
+    assert not meter.overloaded
+
+
+def test_single_busy_window_does_not_shed() -> None:
+    meter = LoadMeter(sustain=2)
+    now = _work(meter, 0.0, 0.5, 1.0)
+    _work(meter, now, 0.5, 0.1)
+    assert not meter.overloaded
+
+
+def test_overloaded_node_answers_new_requests_503_but_not_dialogs(node: Node) -> None:
+    meter = LoadMeter(sustain=1, step_up=1.0)
+    _work(meter, 0.0, 0.5, 1.0)
+    assert meter.shed_fraction == 1.0
+    node.load = meter
+    outputs = node.receive(REGISTER, PHONE, LISTENER, 1.0)
+    (busy,) = _responses(outputs)
+    assert busy.status == 503
+    assert busy.headers.get("Retry-After") == "2"
+    bye = (
+        b"BYE sip:alice@127.0.0.1:5070 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKbye1;rport\r\n"
+        b"From: <sip:bob@lab.test>;tag=b\r\nTo: <sip:alice@lab.test>;tag=a\r\n"
+        b"Call-ID: dialog-1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    statuses = [r.status for r in _responses(node.receive(bye, PHONE, LISTENER, 1.1))]
+    assert 503 not in statuses
+    assert node.shed == 1
