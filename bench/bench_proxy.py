@@ -314,7 +314,7 @@ def best(steps: list[Step]) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--only", choices=["sipwake", "kamailio"], default=None)
-    ap.add_argument("--seconds", type=float, default=3.0, help="length of each rate step")
+    ap.add_argument("--seconds", type=float, default=6.0, help="length of each rate step")
     args = ap.parse_args()
     if shutil.which("sipp") is None:
         sys.exit("sipp is not installed (apt-get install sip-tester)")

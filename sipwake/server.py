@@ -195,7 +195,12 @@ class Server:
             auth=auth,
         )
         self.node.restore(BindingAdded(binding=b) for b in restored)
-        driver = Driver(self.node, sink=_StoreSink(self._store), trace=self.trace)
+        driver = Driver(
+            self.node,
+            sink=_StoreSink(self._store),
+            trace=self.trace,
+            shed_load=config.limits.shed_load,
+        )
         driver.sender = self._transports
         holder["driver"] = driver
         self._driver = driver

@@ -47,6 +47,7 @@ class Driver:
         sink: ChangeSink | None = None,
         trace: bool = False,
         wall_clock: Callable[[], float] | None = None,
+        shed_load: bool = True,
     ) -> None:
         self.node = node
         self.sink = sink
@@ -57,7 +58,7 @@ class Driver:
         self._deadline: float | None = None
         self._wall_clock = wall_clock
         self.dropped = 0
-        if node.load is None:
+        if node.load is None and shed_load:
             node.load = LoadMeter()
 
     def now(self) -> float:
