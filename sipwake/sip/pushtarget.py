@@ -161,9 +161,8 @@ def push_target_from_uri(uri: SipUri) -> PushTarget | None:
     """
     if not any(k.lower().startswith(("pn-", "app-id")) for k, _ in uri.params):
         return None
-    provider = _value(uri, "pn-provider")
-    if provider is not None:
-        return _rfc8599(uri, provider)
+    if uri.has_param("pn-provider"):
+        return _rfc8599(uri, _value(uri, "pn-provider") or "")
     if uri.has_param("pn-type") or uri.has_param("pn-tok"):
         return _legacy(uri)
     return None
