@@ -31,8 +31,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SCENARIOS = HERE.parent / "tests" / "interop" / "scenarios"
 
-REGISTER_RATES = [1000, 2000, 3000, 4000, 6000, 8000, 10000, 12500, 15000, 20000]
-CALL_RATES = [100, 200, 300, 400, 600, 800, 1000, 1250, 1500, 1750]
+REGISTER_RATES = [1000, 2000, 3000, 4000, 6000, 8000, 10000, 12500, 15000, 20000, 25000, 30000]
+CALL_RATES = [100, 200, 300, 400, 600, 800, 1000, 1250, 1500, 1750, 2000, 2500]
 
 
 def free_port() -> int:
