@@ -31,7 +31,6 @@ from sipwake.registrar.registrar import Registrar
 from sipwake.sip.auth import DigestServer
 from sipwake.sip.peer import Peer
 from sipwake.store.base import BindingStore
-from sipwake.store.memory import MemoryStore
 from sipwake.store.sqlite import SqliteStore
 from sipwake.transaction.layer import TransactionLayer
 from sipwake.transport.base import (
@@ -162,12 +161,11 @@ class Server:
                 max_bindings_per_aor=config.registrar.max_bindings_per_aor,
             ),
         )
-        if config.store.backend == "sqlite":
-            self._store = SqliteStore(config.store.path)
-        else:
-            self._store = MemoryStore()
+        # The registrar holds the bindings; a store is where they outlive the process.
+        # With the memory backend there is nothing to outlive it for: no store at all.
+        self._store = SqliteStore(config.store.path) if config.store.backend == "sqlite" else None
         loop = asyncio.get_running_loop()
-        restored = self._store.load(loop.time(), time.time())
+        restored = self._store.load(loop.time(), time.time()) if self._store is not None else []
         registrar.restore(restored)
         # Few of sipwake's objects form cycles: collect rarely, and never walk what start-up
         # built (the restored bindings) again.
@@ -197,7 +195,7 @@ class Server:
         self.node.restore(BindingAdded(binding=b) for b in restored)
         driver = Driver(
             self.node,
-            sink=_StoreSink(self._store),
+            sink=_StoreSink(self._store) if self._store is not None else None,
             trace=self.trace,
             shed_load=config.limits.shed_load,
         )

@@ -58,6 +58,7 @@ class Driver:
         self._deadline: float | None = None
         self._wall_clock = wall_clock
         self.dropped = 0
+        self._listeners: dict[LocalAddr, LocalAddress] = {}
         if node.load is None and shed_load:
             node.load = LoadMeter()
 
@@ -67,7 +68,10 @@ class Driver:
     # -- transport callbacks ---------------------------------------------------------
     def on_bytes(self, data: bytes, peer: Peer, local: LocalAddr) -> None:
         started = time.perf_counter()
-        listener = LocalAddress(transport=local.transport, host=local.host, port=local.port)
+        listener = self._listeners.get(local)
+        if listener is None:
+            listener = LocalAddress(transport=local.transport, host=local.host, port=local.port)
+            self._listeners[local] = listener
         if self.trace:
             trace_logger.info("recv %s <- %s\n%s", listener.transport, peer, _show(data))
         try:
