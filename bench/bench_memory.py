@@ -16,7 +16,7 @@ import gc
 import time
 
 from sipwake.ids import SystemIds
-from sipwake.node import Node, NodeSettings
+from sipwake.node import Node, NodeSettings, PersistChanges
 from sipwake.proxy.routing import LocalAddress, Locality
 from sipwake.registrar.config import RegistrarConfig
 from sipwake.registrar.registrar import Registrar
@@ -83,7 +83,9 @@ def main() -> None:
         source = Peer(
             transport="udp", host=f"10.0.{i >> 8 & 255}.{i & 255}", port=10000 + i % 50000
         )
-        node.receive(register(i), source, listener, now)
+        for output in node.receive(register(i), source, listener, now):
+            if isinstance(output, PersistChanges) and output.token is not None:
+                node.changes_stored(output.token, True, now)  # as the driver does
     # let the server transactions finish (Timer J) so only bindings remain
     node.handle_timeout(now + 64)
     elapsed = time.perf_counter() - start
