@@ -18,6 +18,7 @@ its end (RFC 2543 style, §3.4.1) and a stream message has no body.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from sipwake.errors import SipParseError, cut
@@ -31,7 +32,7 @@ from sipwake.sip.headers import (
     parse_uint,
 )
 from sipwake.sip.message import Headers, Message, Request, Response, canonical_name
-from sipwake.sip.uri import AbsoluteUri, SipUri, parse_uri
+from sipwake.sip.uri import AbsoluteUri, SipUri, Uri, parse_uri
 
 __all__ = ["DEFAULT_MAX_SIZE", "parse_message", "validate"]
 
@@ -93,6 +94,13 @@ def parse_message(
     return message
 
 
+@functools.lru_cache(maxsize=4096)
+def _request_uri(text: str) -> Uri:
+    """Request-URIs repeat (every REGISTER names the domain, every call to a user the same
+    AOR) and URIs are frozen values: parse each spelling once. Errors are not cached."""
+    return parse_uri(text, "Request-URI")
+
+
 def _loose(line: str, headers: Headers) -> Request | None:
     """A stand-in request for answering one whose start line is refused (e.g. 505)."""
     m = _REQUEST_LINE_LOOSE_RE.fullmatch(line)
@@ -126,7 +134,7 @@ def _start_line(line: str, headers: Headers) -> Request | Response:
         )
     if m.group(3) != "2.0":
         raise SipParseError(f"request line: version SIP/{m.group(3)} not supported", 505)
-    uri = parse_uri(m.group(2), "Request-URI")
+    uri = _request_uri(m.group(2))
     if isinstance(uri, SipUri) and uri.headers:
         raise SipParseError("Request-URI: a SIP Request-URI must not carry headers ('?')")
     return Request(m.group(1), uri, headers)
