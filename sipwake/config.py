@@ -116,7 +116,7 @@ class LimitsConfig(_Section):
     max_message_bytes: int = Field(65535, ge=1024)
     max_transactions: int = Field(50000, ge=10)
     max_connections_per_source: int = Field(100, ge=1)
-    shed_load: bool = True
+    shed_load: bool = False
     """Answer a share of new requests 503 when the server is saturated (``sipwake.overload``)."""
 
 

@@ -208,6 +208,11 @@ class TransportManager:
                 return local
         return same[0] if same else LocalAddr(transport=peer.transport, host="", port=0)
 
+    def udp_backlog(self) -> float | None:
+        """The fullest UDP receive queue (0..1), or None where it cannot be read."""
+        readings = [b for b in (e.backlog() for e in self._udp) if b is not None]
+        return max(readings, default=None)
+
     def flow_alive(self, flow_id: int) -> bool:
         flow = self._table.get(flow_id)
         return flow is not None and not flow.closing

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from sipwake.node import Dropped, Node, NodeOutput, PersistChanges, SendBytes
 from sipwake.overload import LoadMeter
@@ -37,6 +37,15 @@ class Sender(Protocol):
     def send(self, data: bytes, peer: Peer) -> bool: ...
 
 
+@runtime_checkable
+class _Backlogged(Protocol):
+    def udp_backlog(self) -> float | None: ...
+
+
+#: Seconds between two load samples.
+SAMPLE_INTERVAL = 0.25
+
+
 class Driver:
     """Feeds a ``Node`` from the transports and keeps its timer armed."""
 
@@ -60,14 +69,17 @@ class Driver:
         self.dropped = 0
         self._listeners: dict[LocalAddr, LocalAddress] = {}
         if node.load is None and shed_load:
-            node.load = LoadMeter()
+            node.load = LoadMeter(high=0.9, low=0.5)
+        self._sampler: asyncio.TimerHandle | None = None
+        self._cpu_mark = (0.0, 0.0)
+        if node.load is not None:
+            self._start_sampling()
 
     def now(self) -> float:
         return self._loop.time()
 
     # -- transport callbacks ---------------------------------------------------------
     def on_bytes(self, data: bytes, peer: Peer, local: LocalAddr) -> None:
-        started = time.perf_counter()
         listener = self._listeners.get(local)
         if listener is None:
             listener = LocalAddress(transport=local.transport, host=local.host, port=local.port)
@@ -81,22 +93,38 @@ class Driver:
             return
         self._perform(outputs)
         self._rearm()
-        self._measure(started)
 
-    def _measure(self, started: float) -> None:
+    # -- load sampling ------------------------------------------------------------------
+    def _start_sampling(self) -> None:
+        self._cpu_mark = (time.monotonic(), time.process_time())
+        self._sampler = self._loop.call_later(SAMPLE_INTERVAL, self._sample)
+
+    def _sample(self) -> None:
+        """Every quarter second: how full the UDP queue is, else how busy this process is."""
         meter = self.node.load
         if meter is None:
             return
-        now = time.perf_counter()
+        backlog = self.sender.udp_backlog() if isinstance(self.sender, _Backlogged) else None
+        wall, cpu = time.monotonic(), time.process_time()
+        last_wall, last_cpu = self._cpu_mark
+        self._cpu_mark = (wall, cpu)
+        busy = (cpu - last_cpu) / max(wall - last_wall, 1e-6)
+        # The queue tells how far behind the server is; the CPU share alone would also fire
+        # when a peer on the same cores is the bottleneck. Both are on a 0..1 scale; the
+        # queue counts four times so that a quarter-full buffer reads as full load.
+        load = min(1.0, 4 * backlog) if backlog is not None else min(busy, 1.0)
         was = meter.overloaded
-        meter.record(now, now - started)
+        meter.observe(load)
         if meter.overloaded != was:
             if meter.overloaded:
                 logger.warning(
-                    "overloaded (%.0f%% busy): shedding new requests with 503", meter.load * 100
+                    "overloaded (queue %s, cpu %.0f%%): shedding new requests with 503",
+                    "n/a" if backlog is None else f"{backlog:.0%}",
+                    busy * 100,
                 )
             else:
-                logger.warning("load back to %.0f%%: accepting every request", meter.load * 100)
+                logger.warning("load back to normal: accepting every request")
+        self._sampler = self._loop.call_later(SAMPLE_INTERVAL, self._sample)
 
     def on_flow_closed(self, flow: int) -> None:
         self.node.flow_closed(flow)
@@ -150,6 +178,9 @@ class Driver:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
 
 
 def _show(data: bytes) -> str:

@@ -9,7 +9,9 @@ NAT binding (RFC 3581 §4) sees the address it sent to.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import socket
 from typing import Any, cast
 
@@ -20,6 +22,9 @@ __all__ = ["UdpEndpoint", "open_udp"]
 
 logger = logging.getLogger("sipwake.transport")
 
+#: Bytes asked for each UDP socket's receive and send buffers.
+SOCKET_BUFFER = 4 * 1024 * 1024
+
 
 class UdpEndpoint(asyncio.DatagramProtocol):
     """One bound UDP socket."""
@@ -29,11 +34,23 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self.local = LocalAddr(transport="udp", host="", port=0)
         self.family = socket.AF_INET
+        self._inode = 0
+        self._rcvbuf = 1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
         sock = transport.get_extra_info("socket")
         self.family = sock.family
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            # Bursts (a registration storm, a benchmark) must queue, not drop: ask for 4 MiB;
+            # the kernel caps it at net.core.rmem_max / wmem_max.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        try:
+            self._inode = os.fstat(sock.fileno()).st_ino
+            self._rcvbuf = max(int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)), 1)
+        except OSError:
+            self._inode = 0
         host, port = sock.getsockname()[:2]
         self.local = LocalAddr(transport="udp", host=host, port=port)
 
@@ -56,6 +73,25 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             return False
         self._transport.sendto(data, (host, port))
         return True
+
+    def backlog(self) -> float | None:
+        """How full the socket's receive queue is (0..1), from Linux's /proc/net/udp; None
+        where that cannot be read. A queue filling up means the server is falling behind."""
+        if not self._inode:
+            return None
+        table = "/proc/net/udp6" if self.family == socket.AF_INET6 else "/proc/net/udp"
+        inode = str(self._inode)
+        try:
+            with open(table, encoding="ascii") as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 9 and fields[9] == inode:
+                        rx_queue = int(fields[4].partition(":")[2], 16)
+                        return min(rx_queue / self._rcvbuf, 1.0)
+        except (OSError, ValueError, StopIteration):
+            return None
+        return None
 
     def close(self) -> None:
         if self._transport is not None:

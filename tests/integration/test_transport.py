@@ -428,3 +428,30 @@ async def test_ipv6_hosts_have_no_brackets(make_node: NodeFactory) -> None:
         sock.settimeout(2)
         assert sock.recv(65535) == OK
     await close_writer(writer)
+
+
+HAS_PROC_UDP = Path("/proc/net/udp").exists()
+
+
+@pytest.mark.skipif(not HAS_PROC_UDP, reason="no /proc/net/udp on this system (Linux only)")
+async def test_udp_backlog_reads_the_receive_queue() -> None:
+    """A listener that is not read from fills its queue; the manager sees it (Linux)."""
+    blocked = asyncio.Event()
+
+    def slow(data: bytes, peer: Peer, local: LocalAddr) -> None:
+        blocked.set()
+
+    manager = TransportManager(slow)
+    await manager.start([ListenerConfig(transport="udp", host="127.0.0.1", port=0)])
+    try:
+        port = manager.bound()[0].port
+        assert manager.udp_backlog() == 0.0
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(200):  # sent while the loop is not running the reader
+                s.sendto(b"OPTIONS sip:x SIP/2.0\r\n\r\n" + b"x" * 1000, ("127.0.0.1", port))
+            backlog = manager.udp_backlog()
+        assert backlog is not None
+        assert backlog > 0.0
+        await asyncio.wait_for(blocked.wait(), 2)
+    finally:
+        await manager.close()

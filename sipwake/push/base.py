@@ -1,0 +1,69 @@
+"""The push provider interface: one request in, one outcome out.
+
+A provider never raises for a refusal the provider reported (bad token, throttling,
+server error): it returns a ``PushOutcome`` whose ``status`` tells the caller what to do
+next: ``delivered`` (done), ``retry`` (try again, after ``retry_after`` seconds if set),
+``invalid_target`` (stop using this device token, RFC 8599 §5.3 binding hygiene) or
+``error`` (give up on this push). Transport failures become ``retry`` or ``error`` too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from sipwake.sip.pushtarget import PushTarget
+
+__all__ = ["PushKind", "PushOutcome", "PushProvider", "PushRequest", "PushStatus"]
+
+PushKind = Literal["call", "cancel", "message"]
+PushStatus = Literal["delivered", "retry", "invalid_target", "error"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PushRequest:
+    """One push to send: why (``kind``), to whom (``target``) and for which call."""
+
+    kind: PushKind
+    target: PushTarget
+    call_id: str
+    """The SIP Call-ID the push is about (the app matches it after it registers)."""
+    caller: str | None = None
+    """Caller display name or number, shown by CallKit before the app reaches the server."""
+    call_uuid: str | None = None
+    """A UUID for CallKit's ``reportNewIncomingCall``; providers may omit it."""
+    body: str | None = None
+    """Message text (``kind == "message"``) or a missed-call line (``kind == "cancel"``)."""
+    apns_id: str | None = None
+    """Lower-case canonical UUID sent as ``apns-id`` (APNs makes one when absent)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PushOutcome:
+    """What became of one push."""
+
+    status: PushStatus
+    provider: str
+    reason: str | None = None
+    """The provider's reason string (``Unregistered``, ``TooManyRequests``…), or ours."""
+    http_status: int | None = None
+    retry_after: float | None = None
+    """Seconds to wait before retrying, when the provider said so (``Retry-After``)."""
+    apns_id: str | None = None
+    latency: float = 0.0
+    """Seconds from sending the request to reading the response."""
+    unregistered_at: float | None = None
+    """APNs 410 ``timestamp`` (UNIX seconds): the token is invalid since then; a binding
+    registered later should be kept (PROTOCOLS.md §3.5, token hygiene)."""
+
+
+class PushProvider(Protocol):
+    """A push service client: ``send`` one push at a time, concurrently; ``close`` once."""
+
+    async def send(self, request: PushRequest) -> PushOutcome:
+        """Send ``request``; report the provider's answer instead of raising for it."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; ``send`` must not be called afterwards."""
+        ...

@@ -1,0 +1,240 @@
+"""APNs request builder and response classifier: pure functions, no I/O.
+
+The builder turns a ``PushRequest`` into the method, path, headers and JSON body of one
+APNs provider-API request (PROTOCOLS.md §3.2); the classifier turns APNs' answer
+(status, JSON ``reason``, headers) into a ``PushOutcome`` (§3.5). The ``authorization``
+header is left to the caller, which owns the provider token.
+
+PushKit rules (§4) shape the builder: only ``call`` pushes use the VoIP channel
+(``apns-push-type: voip``, topic ``<bundle>.voip``, priority 10, expiration 0, so a late
+push is not stored); ``cancel`` (missed call) and ``message`` are regular ``alert`` pushes
+on the plain bundle topic, because every VoIP push must be reported to CallKit as a call.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+
+from sipwake.errors import PushError
+from sipwake.push.base import PushOutcome, PushRequest, PushStatus
+from sipwake.sip.pushtarget import mask_token
+
+__all__ = [
+    "ALERT_PAYLOAD_LIMIT",
+    "APNS_HOSTS",
+    "VOIP_PAYLOAD_LIMIT",
+    "ApnsHttpRequest",
+    "ApnsSettings",
+    "build_apns_request",
+    "classify_apns_response",
+    "parse_retry_after",
+]
+
+#: PROTOCOLS.md §3.2: maximum JSON body of a regular push, in bytes.
+ALERT_PAYLOAD_LIMIT = 4096
+#: PROTOCOLS.md §3.2: maximum JSON body of a VoIP push, in bytes.
+VOIP_PAYLOAD_LIMIT = 5120
+
+APNS_HOSTS: Mapping[str, str] = {
+    "production": "https://api.push.apple.com",
+    "sandbox": "https://api.sandbox.push.apple.com",
+}
+
+_PROVIDER = "apns"
+_TOKEN_RE = re.compile(r"[0-9A-Fa-f]{8,200}")
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_CALLER_LIMIT = 256
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApnsSettings:
+    """Who we are to APNs: token-auth identity, default app and environment."""
+
+    team_id: str
+    key_id: str
+    bundle_id: str
+    """Default bundle id, used when the push target's ``pn-param`` names none."""
+    environment: Literal["production", "sandbox"] = "production"
+    alert_ttl_s: int = 3600
+    """How long APNs may store an alert push (missed call, message); VoIP is never stored."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApnsHttpRequest:
+    """One APNs HTTP/2 request, without its ``authorization`` header."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+
+    def __repr__(self) -> str:
+        token = self.path.rsplit("/", 1)[-1]
+        return (
+            f"ApnsHttpRequest(method={self.method!r}, "
+            f"path={self.path.replace(token, mask_token(token))!r}, "
+            f"push_type={self.headers.get('apns-push-type')!r}, "
+            f"topic={self.headers.get('apns-topic')!r}, body_bytes={len(self.body)})"
+        )
+
+
+def _payload(request: PushRequest) -> dict[str, Any]:
+    caller = (request.caller or "")[:_CALLER_LIMIT] or None
+    data: dict[str, Any] = {"type": request.kind, "call-id": request.call_id}
+    if caller is not None:
+        data["caller"] = caller
+    if request.call_uuid is not None:
+        data["uuid"] = request.call_uuid
+    match request.kind:
+        case "call":
+            # PushKit ignores aps; the app reads call-id/caller/uuid to report to CallKit.
+            data["aps"] = {}
+        case "cancel":
+            text = request.body or (f"Missed call from {caller}" if caller else "Missed call")
+            data["aps"] = {"alert": {"title": "Missed call", "body": text}, "sound": "default"}
+        case "message":
+            alert: dict[str, str] = {"body": request.body or ""}
+            if caller is not None:
+                alert["title"] = caller
+            data["aps"] = {"alert": alert, "sound": "default"}
+    return data
+
+
+def _encode(data: Mapping[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _fit(data: dict[str, Any], limit: int) -> bytes:
+    """Encode ``data``, shortening the alert text when the body would exceed ``limit``."""
+    body = _encode(data)
+    alert = data["aps"].get("alert")
+    if len(body) > limit and isinstance(alert, dict) and alert.get("body"):
+        text: str = alert["body"]
+        excess = len(body) - limit
+        # Cut by bytes, then drop any partial character, and mark the cut.
+        raw = text.encode()[: max(0, len(text.encode()) - excess - 3)]
+        alert["body"] = raw.decode(errors="ignore") + "…"
+        body = _encode(data)
+        while len(body) > limit and alert["body"]:
+            alert["body"] = alert["body"][:-2] + "…" if len(alert["body"]) > 1 else ""
+            body = _encode(data)
+    if len(body) > limit:
+        raise PushError(_PROVIDER, f"PayloadTooLarge: {len(body)} bytes > {limit}", retryable=False)
+    return body
+
+
+def build_apns_request(
+    request: PushRequest, settings: ApnsSettings, *, wall_now: float
+) -> ApnsHttpRequest:
+    """The APNs request for ``request`` (PROTOCOLS.md §3.2, §4).
+
+    ``wall_now`` (UNIX seconds) dates the expiration of stored alert pushes. Raises
+    ``PushError(retryable=False)`` when the device token is not hex (it would otherwise
+    travel into the request path) or the payload cannot fit the APNs limit.
+    """
+    token = request.target.prid
+    if not _TOKEN_RE.fullmatch(token):
+        raise PushError(
+            _PROVIDER, f"BadDeviceToken: not hex: {mask_token(token)!r}", retryable=False
+        )
+    bundle = request.target.bundle_id or settings.bundle_id
+    if bundle.startswith("legacy."):
+        bundle = bundle.removeprefix("legacy.")
+    voip = request.kind == "call"
+    headers: dict[str, str] = {
+        "apns-push-type": "voip" if voip else "alert",
+        "apns-topic": f"{bundle}.voip" if voip else bundle,
+        "apns-priority": "10",
+        "apns-expiration": "0" if voip else str(int(wall_now) + settings.alert_ttl_s),
+        "content-type": "application/json",
+    }
+    if request.apns_id is not None:
+        if not _UUID_RE.fullmatch(request.apns_id):
+            raise PushError(_PROVIDER, f"BadMessageId: {request.apns_id[:40]!r}", retryable=False)
+        headers["apns-id"] = request.apns_id
+    if not voip:
+        headers["apns-collapse-id"] = request.call_id.encode()[:64].decode(errors="ignore")
+    body = _fit(_payload(request), VOIP_PAYLOAD_LIMIT if voip else ALERT_PAYLOAD_LIMIT)
+    return ApnsHttpRequest(method="POST", path=f"/3/device/{token}", headers=headers, body=body)
+
+
+def parse_retry_after(value: str | None, *, wall_now: float | None = None) -> float | None:
+    """RFC 9110 §10.2.3 ``Retry-After``: delay-seconds, or an HTTP-date given ``wall_now``."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    if wall_now is None:
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - wall_now)
+
+
+_INVALID_TARGET_400 = frozenset({"BadDeviceToken", "DeviceTokenNotForTopic"})
+
+
+def _reason(body: bytes) -> tuple[str | None, float | None]:
+    if not body:
+        return None, None
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    reason = data.get("reason")
+    stamp = data.get("timestamp")
+    return (
+        reason[:80] if isinstance(reason, str) else None,
+        stamp / 1000.0 if isinstance(stamp, int | float) and not isinstance(stamp, bool) else None,
+    )
+
+
+def classify_apns_response(
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    latency: float = 0.0,
+    wall_now: float | None = None,
+) -> PushOutcome:
+    """A ``PushOutcome`` for APNs' answer (PROTOCOLS.md §3.5).
+
+    200 → delivered; 400 BadDeviceToken/DeviceTokenNotForTopic and 410 → invalid_target;
+    403 ExpiredProviderToken → retry (after minting a new token); 429, 500, 503 → retry,
+    honouring ``Retry-After``; anything else → error. ``headers`` keys are lower case.
+    """
+    reason, stamp = _reason(body)
+    result: PushStatus
+    if status == 200:
+        result = "delivered"
+    elif status == 410 or (status == 400 and reason in _INVALID_TARGET_400):
+        result = "invalid_target"
+    elif (status == 403 and reason == "ExpiredProviderToken") or status in (429, 500, 503):
+        result = "retry"
+    else:
+        result = "error"
+    retry_after = (
+        parse_retry_after(headers.get("retry-after"), wall_now=wall_now)
+        if result == "retry"
+        else None
+    )
+    return PushOutcome(
+        status=result,
+        provider=_PROVIDER,
+        reason=reason,
+        http_status=status,
+        retry_after=retry_after,
+        apns_id=headers.get("apns-id"),
+        latency=latency,
+        unregistered_at=stamp if status == 410 else None,
+    )
