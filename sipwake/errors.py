@@ -33,11 +33,6 @@ __all__ = [
 ]
 
 
-def _cut(text: str, limit: int = 80) -> str:
-    """Shorten a raw value quoted in an error message."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 class SipwakeError(Exception):
     """Base of every error sipwake raises on purpose."""
 
@@ -111,5 +106,5 @@ class PushError(SipwakeError):
 
 
 def cut(text: str, limit: int = 80) -> str:
-    """Public helper: a raw value shortened for an error message (80 characters)."""
-    return _cut(text, limit)
+    """A raw value shortened for an error message (80 characters)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -112,7 +112,6 @@ class NodeSettings:
     """User name → password (``None``: no password set, only usable with ``open``)."""
     open: bool = False
     max_message_bytes: int = 65535
-    user_agent: str = "sipwake"
     retry_after_s: int = 2
     """Retry-After of the 503 sent while shedding load."""
 
@@ -144,7 +143,6 @@ class Node:
         """Fed by the driver with the time it spends working (``sipwake.overload``)."""
         self.shed = 0
         self._unconfirmed: dict[int, _Unconfirmed] = {}
-        self._listeners: dict[ServerTransactionKey, LocalAddress] = {}
 
     # -- input ------------------------------------------------------------------
     def receive(
@@ -233,7 +231,6 @@ class Node:
                         self.proxy.client_terminated(key)
                     else:
                         self.proxy.server_terminated(key)
-                        self._listeners.pop(key, None)
                 case StrayResponse(response=response):
                     more = self.proxy.forward_response_stateless(response)
                 case MessageDropped(reason=reason, source=source):
@@ -316,17 +313,13 @@ class Node:
             next_hop = self._route_peer(request)
             if not had_our_route:
                 return self._respond(key, request, 403, now, reason="Relaying denied"), []
-            if next_hop is None:
-                return self._respond(key, request, 404, now, reason="Next hop not reachable"), []
-            return self.proxy.forward(key, request, source, listener, next_hop, now), []
+            return self._forward(key, request, source, listener, next_hop, now), []
         if request.to.tag is not None:
             # In-dialog without further routes: the Request-URI is the remote target.
             if for_us:
                 return self._respond(key, request, 481, now), []
             peer = self._contact_peer(uri)
-            if peer is None:
-                return self._respond(key, request, 404, now, reason="Next hop not reachable"), []
-            return self.proxy.forward(key, request, source, listener, peer, now), []
+            return self._forward(key, request, source, listener, peer, now), []
         if for_us:
             if method == "OPTIONS":
                 return self._respond(key, request, 200, now, Allow=ALLOW, Supported=SUPPORTED), []
@@ -359,9 +352,21 @@ class Node:
             return challenge, []
         uri = request.uri
         peer = uri_peer(uri) if isinstance(uri, SipUri) else None
-        if peer is None:
-            return self._respond(key, request, 404, now, reason="Cannot resolve domain"), []
-        return self.proxy.forward(key, request, source, listener, peer, now), []
+        return self._forward(key, request, source, listener, peer, now), []
+
+    def _forward(
+        self,
+        key: ServerTransactionKey,
+        request: Request,
+        source: Peer,
+        listener: LocalAddress,
+        next_hop: Peer | None,
+        now: float,
+    ) -> list[Output]:
+        """Proxy to one next hop, or answer 404 when there is none we can reach (no DNS)."""
+        if next_hop is None:
+            return self._respond(key, request, 404, now, reason="Next hop not reachable")
+        return self.proxy.forward(key, request, source, listener, next_hop, now)
 
     def _on_register(
         self,

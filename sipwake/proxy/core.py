@@ -41,7 +41,7 @@ from sipwake.ids import Ids
 from sipwake.proxy.routing import LocalAddress, Locality, stateless_branch
 from sipwake.sip.message import Request, Response, make_response
 from sipwake.sip.peer import Peer, response_peer
-from sipwake.sip.uri import SipUri, Uri
+from sipwake.sip.uri import Uri
 from sipwake.transaction.events import Output, SendMessage
 from sipwake.transaction.keys import ClientKey, ServerTransactionKey
 from sipwake.transaction.layer import TransactionLayer
@@ -435,8 +435,3 @@ def _best_response(finals: list[Response]) -> Response | None:
                 if r.status == preferred:
                     return r
     return group[0]
-
-
-def target_for_uri(uri: SipUri, peer: Peer) -> Target:
-    """A target that keeps ``uri`` as the Request-URI and sends to ``peer``."""
-    return Target(uri=uri, peer=peer)

@@ -483,10 +483,8 @@ def make_response(
     fields: list[tuple[str, str, str]] = []
     for name, value, key in request.headers._fields:
         if key in _RESPONSE_COPY:
-            if key == "to" and to_tag is not None and status > 100 and ";tag=" not in value.lower():
-                to = request.to
-                if to.tag is None:
-                    value = f"{value};tag={to_tag}"
+            if key == "to" and to_tag is not None and status > 100 and request.to.tag is None:
+                value = f"{value};tag={to_tag}"
             fields.append((name, value, key))
     headers = Headers._from_keyed(fields)
     headers.add("Content-Length", "0")

@@ -22,7 +22,7 @@ import functools
 import re
 
 from sipwake.errors import SipParseError, cut
-from sipwake.sip.grammar import split_commas
+from sipwake.sip.grammar import TOKEN, split_commas
 from sipwake.sip.headers import (
     NAME_ADDR_SHAPE,
     VIA_SHAPE,
@@ -39,11 +39,10 @@ __all__ = ["DEFAULT_MAX_SIZE", "parse_message", "validate"]
 #: Largest message accepted by default (UDP datagram limit; RFC 3261 §18.1.1).
 DEFAULT_MAX_SIZE = 65535
 
-_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
-_REQUEST_LINE_RE = re.compile(rf"({_TOKEN}) ([^ \t]+) SIP/(\d+\.\d+)")
-_REQUEST_LINE_LOOSE_RE = re.compile(rf"({_TOKEN})[ \t]+(.*?)[ \t]+([A-Za-z0-9]+/[^ \t]*)[ \t]*")
+_REQUEST_LINE_RE = re.compile(rf"({TOKEN}) ([^ \t]+) SIP/(\d+\.\d+)")
+_REQUEST_LINE_LOOSE_RE = re.compile(rf"({TOKEN})[ \t]+(.*?)[ \t]+([A-Za-z0-9]+/[^ \t]*)[ \t]*")
 _STATUS_LINE_RE = re.compile(r"SIP/(\d+\.\d+) (\d{3}) ([^\r\n]*)")
-_HEADER_NAME_RE = re.compile(_TOKEN)
+_HEADER_NAME_RE = re.compile(TOKEN)
 
 #: Headers every request must carry once (RFC 3261 §8.1.1); Max-Forwards is
 #: optional for RFC 2543 peers (RFC 4475 §3.4.1).

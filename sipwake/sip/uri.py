@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote as _pct_unquote
 
 from sipwake.errors import SipParseError, cut
-from sipwake.sip.grammar import IPV6_REF, PORT, Params, find_param, format_params
+from sipwake.sip.grammar import HOSTNAME, IPV6_REF, PORT, Params, find_param, format_params
 
 __all__ = ["AbsoluteUri", "SipUri", "TelUri", "Uri", "parse_uri"]
 
@@ -23,20 +23,19 @@ _USER = rf"(?:[{_UNRESERVED}&=+$,;?/]++|{_ESC})++"
 #: The user part of an addr-spec (outside <>): no ';', '?' or ',' (RFC 3261 §20.10).
 _PLAIN_USER = rf"(?:[{_UNRESERVED}&=+$/]++|{_ESC})++"
 _PASSWORD = rf"(?:[{_UNRESERVED}&=+$,]++|{_ESC})*+"
-_HOSTNAME = r"[A-Za-z0-9_][A-Za-z0-9\-_.]*+"
 _PARAMCHARS = rf"(?:[{_UNRESERVED}\[\]/:&+$]++|{_ESC})++"
 _HEADERCHARS = rf"(?:[{_UNRESERVED}\[\]/?:+$]++|{_ESC})*+"
-_HOSTPORT = rf"(?P<host>{IPV6_REF}|{_HOSTNAME})(?::(?P<port>{PORT}))?"
+_HOSTPORT = rf"(?P<host>{IPV6_REF}|{HOSTNAME})(?::(?P<port>{PORT}))?"
 
 #: A whole sip:/sips: URI (regex fragment, no named groups).
 SIP_URI = (
-    rf"[sS][iI][pP][sS]?:(?:{_USER}(?::{_PASSWORD})?@)?(?:{IPV6_REF}|{_HOSTNAME})(?::{PORT})?"
+    rf"[sS][iI][pP][sS]?:(?:{_USER}(?::{_PASSWORD})?@)?(?:{IPV6_REF}|{HOSTNAME})(?::{PORT})?"
     rf"(?:;{_PARAMCHARS}(?:={_PARAMCHARS})?)*+"
     rf"(?:\?{_HEADERCHARS}=?{_HEADERCHARS}(?:&{_HEADERCHARS}={_HEADERCHARS})*+)?"
 )
 #: A sip:/sips: URI written without <> (no params, headers, ';', '?' or ',').
 SIP_ADDR_SPEC = (
-    rf"[sS][iI][pP][sS]?:(?:{_PLAIN_USER}(?::{_PASSWORD})?@)?(?:{IPV6_REF}|{_HOSTNAME})"
+    rf"[sS][iI][pP][sS]?:(?:{_PLAIN_USER}(?::{_PASSWORD})?@)?(?:{IPV6_REF}|{HOSTNAME})"
     rf"(?::{PORT})?"
 )
 #: Any other scheme, inside <> / outside <>.

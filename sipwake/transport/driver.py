@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from sipwake.node import Dropped, Node, NodeOutput, PersistChanges, SendBytes
@@ -55,7 +54,6 @@ class Driver:
         *,
         sink: ChangeSink | None = None,
         trace: bool = False,
-        wall_clock: Callable[[], float] | None = None,
         shed_load: bool = True,
     ) -> None:
         self.node = node
@@ -65,7 +63,6 @@ class Driver:
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None
-        self._wall_clock = wall_clock
         self.dropped = 0
         self._listeners: dict[LocalAddr, LocalAddress] = {}
         if node.load is None and shed_load:
