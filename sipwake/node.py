@@ -16,14 +16,18 @@ relay).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sipwake.errors import AuthError, SipParseError
 from sipwake.ids import Ids
 from sipwake.overload import LoadMeter
-from sipwake.proxy.core import Proxy, Target
+from sipwake.proxy.core import BranchesDone, CallAnswered, Proxy, Target
+from sipwake.proxy.plan import CallPlan
 from sipwake.proxy.routing import LocalAddress, Locality, uri_peer
+from sipwake.proxy.wake import CallEvent, Device, DropPushTarget, SendPush, WakeEngine, WakeOutput
+from sipwake.push.base import PushOutcome
+from sipwake.registrar.bindings import Binding
 from sipwake.registrar.events import (
     BindingAdded,
     BindingExpired,
@@ -32,16 +36,16 @@ from sipwake.registrar.events import (
     RegistrarEvent,
 )
 from sipwake.registrar.registrar import Registrar
+from sipwake.registrar.state import client_state
 from sipwake.sip.auth import AuthResult, DigestServer, parse_credentials
 from sipwake.sip.message import Request, Response, make_response
 from sipwake.sip.parser import parse_message
 from sipwake.sip.peer import Peer
-from sipwake.sip.uri import SipUri, TelUri
+from sipwake.sip.uri import SipUri, TelUri, parse_uri
 from sipwake.transaction.events import (
     AckReceived,
     CancelReceived,
     MessageDropped,
-    Output,
     RequestReceived,
     RequestRejected,
     ResponseReceived,
@@ -53,7 +57,16 @@ from sipwake.transaction.events import (
 from sipwake.transaction.keys import ClientKey, ServerTransactionKey, server_key
 from sipwake.transaction.layer import TransactionLayer
 
-__all__ = ["Dropped", "Node", "NodeOutput", "NodeSettings", "PersistChanges", "SendBytes"]
+__all__ = [
+    "CallEvent",
+    "Dropped",
+    "Node",
+    "NodeOutput",
+    "NodeSettings",
+    "PersistChanges",
+    "SendBytes",
+    "SendPush",
+]
 
 ALLOW = (
     "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, REGISTER, UPDATE, INFO, REFER, NOTIFY, "
@@ -90,7 +103,7 @@ class Dropped:
     peer: Peer | None = None
 
 
-NodeOutput = SendBytes | PersistChanges | Dropped
+NodeOutput = SendBytes | PersistChanges | Dropped | SendPush | CallEvent
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,6 +127,13 @@ class NodeSettings:
     max_message_bytes: int = 65535
     retry_after_s: int = 2
     """Retry-After of the 503 sent while shedding load."""
+    plan: CallPlan = field(default_factory=CallPlan)
+    """The call plan of users without one of their own."""
+    plans: dict[str, CallPlan] = field(default_factory=dict)
+    """User name → call plan (no-answer time, voicemail, twin…)."""
+
+    def plan_of(self, user: str) -> CallPlan:
+        return self.plans.get(user, self.plan)
 
 
 class Node:
@@ -136,6 +156,7 @@ class Node:
         self.layer = layer
         self.auth = auth
         self.proxy = Proxy(layer=layer, locality=locality, ids=ids)
+        self.wake = WakeEngine(proxy=self.proxy, ids=ids, resolve=self._resolve)
         self._contact_flows: dict[tuple[str | None, str, int | None], Peer] = {}
         self._closed_flows: dict[int, None] = {}
         self._persist_seq = 0
@@ -173,6 +194,7 @@ class Node:
                 self.layer.next_deadline(),
                 self.proxy.next_deadline(),
                 self.registrar.next_deadline(),
+                self.wake.next_deadline(),
             )
             if d is not None
         ]
@@ -187,6 +209,7 @@ class Node:
         listener = self.locality.listeners[0]
         out += self._run(self.layer.handle_timeout(now), now, listener)
         out += self._run(self.proxy.handle_timeout(now), now, listener)
+        out += self._run(self.wake.handle_timeout(now), now, listener)
         if self.auth is not None:
             self.auth.handle_timeout(now)
         return out
@@ -205,13 +228,25 @@ class Node:
                 del self._contact_flows[key]
 
     # -- dispatch ---------------------------------------------------------------
-    def _run(self, outputs: list[Output], now: float, listener: LocalAddress) -> list[NodeOutput]:
+    def _run(
+        self, outputs: Sequence[WakeOutput], now: float, listener: LocalAddress
+    ) -> list[NodeOutput]:
         out: list[NodeOutput] = []
-        work = list(outputs)
+        work: list[WakeOutput] = list(outputs)
         while work:
             item = work.pop(0)
-            more: list[Output] = []
+            more: Sequence[WakeOutput] = []
             match item:
+                case SendPush() | CallEvent():
+                    out.append(item)
+                case BranchesDone(server_key=key):
+                    more = self.wake.branches_done(key, now)
+                case CallAnswered(server_key=key, target=target):
+                    more = self.wake.answered(key, target, now)
+                case DropPushTarget(binding_id=binding_id, prid=prid):
+                    events = self.registrar.remove_push_target(binding_id, prid=prid)
+                    if events:
+                        out.append(PersistChanges(events=tuple(events)))
                 case SendMessage(message=message, peer=peer):
                     out.append(SendBytes(data=message.to_bytes(), peer=peer, message=message))
                 case RequestReceived(request=request, source=source, transaction_key=key):
@@ -222,7 +257,7 @@ class Node:
                 case AckReceived(request=ack, source=source):
                     more = self._on_ack(ack, listener)
                 case CancelReceived(invite_key=key):
-                    more = self.proxy.cancel(key, now)
+                    more = [*self.wake.cancelled(key, now), *self.proxy.cancel(key, now)]
                 case TransactionTimedOut(transaction_key=key):
                     if isinstance(key, ClientKey):
                         more = self.proxy.client_timed_out(key, now)
@@ -231,6 +266,7 @@ class Node:
                         self.proxy.client_terminated(key)
                     else:
                         self.proxy.server_terminated(key)
+                        self.wake.ended(key)
                 case StrayResponse(response=response):
                     more = self.proxy.forward_response_stateless(response)
                 case MessageDropped(reason=reason, source=source):
@@ -274,7 +310,7 @@ class Node:
     # -- requests ---------------------------------------------------------------
     def _respond(
         self, key: ServerTransactionKey, request: Request, status: int, now: float, **extra: str
-    ) -> list[Output]:
+    ) -> Sequence[WakeOutput]:
         reason = extra.pop("reason", None)
         response = make_response(request, status, reason, to_tag=self.ids.tag())
         for name, value in extra.items():
@@ -288,7 +324,7 @@ class Node:
         key: ServerTransactionKey,
         listener: LocalAddress,
         now: float,
-    ) -> tuple[list[Output], list[NodeOutput]]:
+    ) -> tuple[Sequence[WakeOutput], list[NodeOutput]]:
         method = request.method
         uri = request.uri
         if not isinstance(uri, SipUri | TelUri):
@@ -332,7 +368,12 @@ class Node:
         user = uri.user
         if user is None or (not self.settings.open and user not in self.settings.users):
             return self._respond(key, request, 404, now), []
-        targets = self._targets(self.registrar.config.aor(uri), now)
+        aor = self.registrar.config.aor(uri)
+        if method == "INVITE":
+            plan = self.settings.plan_of(user)
+            devices = self._devices(aor, now, plan)
+            return self.wake.invite(key, request, source, listener, aor, plan, devices, now), []
+        targets = self._targets(aor, now)
         return self.proxy.fork(key, request, source, listener, targets, now), []
 
     def _on_foreign(
@@ -342,7 +383,7 @@ class Node:
         key: ServerTransactionKey,
         listener: LocalAddress,
         now: float,
-    ) -> tuple[list[Output], list[NodeOutput]]:
+    ) -> tuple[Sequence[WakeOutput], list[NodeOutput]]:
         from_uri = request.from_.uri
         local_caller = isinstance(from_uri, SipUri) and self.locality.is_our_domain(from_uri.host)
         if not local_caller:
@@ -362,7 +403,7 @@ class Node:
         listener: LocalAddress,
         next_hop: Peer | None,
         now: float,
-    ) -> list[Output]:
+    ) -> Sequence[WakeOutput]:
         """Proxy to one next hop, or answer 404 when there is none we can reach (no DNS)."""
         if next_hop is None:
             return self._respond(key, request, 404, now, reason="Next hop not reachable")
@@ -375,7 +416,7 @@ class Node:
         key: ServerTransactionKey,
         listener: LocalAddress,
         now: float,
-    ) -> tuple[list[Output], list[NodeOutput]]:
+    ) -> tuple[Sequence[WakeOutput], list[NodeOutput]]:
         uri = request.uri
         if not isinstance(uri, SipUri) or not self.locality.is_our_domain(uri.host):
             return self._respond(key, request, 403, now, reason="Not our domain"), []
@@ -409,6 +450,15 @@ class Node:
         response = entry.response
         if ok:
             self._index(entry.events)
+            out = self._run(self.layer.respond(entry.key, response, now), now, entry.listener)
+            # The device is reachable again: calls waiting for it fork to it now, after
+            # its 200 OK (RFC 8599 §5.6.3).
+            for event in entry.events:
+                if isinstance(event, BindingAdded | BindingRefreshed):
+                    binding = event.binding
+                    wake = self.wake.registered(binding, self._binding_target(binding), now)
+                    out += self._run(wake, now, entry.listener)
+            return out
         else:
             self.registrar.revert(entry.events)
             response = make_response(
@@ -417,7 +467,7 @@ class Node:
             response.headers.add("Retry-After", "5")
         return self._run(self.layer.respond(entry.key, response, now), now, entry.listener)
 
-    def _on_ack(self, ack: Request, listener: LocalAddress) -> list[Output]:
+    def _on_ack(self, ack: Request, listener: LocalAddress) -> Sequence[WakeOutput]:
         self._strip_own_routes(ack)
         next_hop = self._route_peer(ack) if ack.routes else None
         if next_hop is None and isinstance(ack.uri, SipUri) and not self.locality.is_us(ack.uri):
@@ -435,7 +485,7 @@ class Node:
         *,
         proxy: bool,
         user: str | None = None,
-    ) -> list[Output] | None:
+    ) -> Sequence[WakeOutput] | None:
         """None when ``request`` may proceed; else the 401/407 challenge (or 403) to send."""
         if self.auth is None or self.settings.open or request.method in _NO_AUTH_METHODS:
             return None
@@ -505,24 +555,68 @@ class Node:
         peer = self._contact_flows.get(_contact_key(uri))
         return peer if peer is not None else uri_peer(uri)
 
+    def push_completed(self, push_id: int, outcome: PushOutcome, now: float) -> list[NodeOutput]:
+        """The driver's report on a ``SendPush``."""
+        listener = self.locality.listeners[0]
+        return self._run(self.wake.push_completed(push_id, outcome, now), now, listener)
+
+    def _flow_open(self, binding: Binding) -> bool:
+        flow = binding.source.flow
+        return flow is None or flow not in self._closed_flows
+
+    def _devices(self, aor: str, now: float, plan: CallPlan) -> list[Device]:
+        """The AOR's bindings, each with its client state and how to reach it now."""
+        devices = []
+        for binding in self.registrar.lookup(aor, now):
+            state = client_state(
+                binding,
+                flow_open=self._flow_open(binding),
+                now=now,
+                udp_foreground_s=plan.udp_foreground_s,
+            )
+            target = None if state == "suspended" else self._binding_target(binding)
+            devices.append(Device(binding=binding, state=state, target=target))
+        return devices
+
+    def _binding_target(self, binding: Binding) -> Target | None:
+        peer: Peer | None = binding.source
+        if peer is not None and not self._flow_open(binding):
+            # The connection it registered over is gone: open a new one to the contact
+            # (RFC 3261 §18.1.1). Outbound flows (RFC 5626) would get 430 instead.
+            peer = uri_peer(binding.contact)
+        if peer is None:
+            return None
+        return Target(
+            uri=binding.forward_uri(),
+            peer=peer,
+            route=binding.path,
+            label=binding.instance or str(binding.forward_uri()),
+            binding_id=binding.binding_id,
+        )
+
+    def _resolve(self, text: str, now: float) -> list[Target]:
+        """Targets for a divert or twin URI: a local user's reachable devices, or the
+        URI's own host (no DNS: an address or a name we know)."""
+        try:
+            uri = parse_uri(text, "divert target")
+        except SipParseError:
+            return []
+        if not isinstance(uri, SipUri):
+            return []
+        local = self.locality.is_our_domain(uri.host) and (
+            uri.port is None or any(lst.port == uri.port for lst in self.locality.listeners)
+        )
+        if uri.user is not None and local:
+            return self._targets(self.registrar.config.aor(uri), now)
+        peer = uri_peer(uri)
+        return [] if peer is None else [Target(uri=uri, peer=peer, label=str(uri))]
+
     def _targets(self, aor: str, now: float) -> list[Target]:
         targets = []
         for binding in self.registrar.lookup(aor, now):
-            peer: Peer | None = binding.source
-            if peer is not None and peer.flow is not None and peer.flow in self._closed_flows:
-                # The connection it registered over is gone: open a new one to the contact
-                # (RFC 3261 §18.1.1). Outbound flows (RFC 5626) would get 430 instead.
-                peer = uri_peer(binding.contact)
-            if peer is None:
-                continue
-            targets.append(
-                Target(
-                    uri=binding.forward_uri(),
-                    peer=peer,
-                    route=binding.path,
-                    label=binding.instance or str(binding.contact),
-                )
-            )
+            target = self._binding_target(binding)
+            if target is not None:
+                targets.append(target)
         return targets
 
     def _index(self, events: Iterable[RegistrarEvent]) -> None:

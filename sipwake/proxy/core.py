@@ -46,7 +46,7 @@ from sipwake.transaction.events import Output, SendMessage
 from sipwake.transaction.keys import ClientKey, ServerTransactionKey
 from sipwake.transaction.layer import TransactionLayer
 
-__all__ = ["Proxy", "Target"]
+__all__ = ["BranchesDone", "CallAnswered", "Proxy", "ProxyOutput", "Target"]
 
 #: RFC 3261 §16.7 step 6: inside 4xx these carry information the caller can act on.
 _PREFERRED_4XX = (401, 407, 415, 420, 484)
@@ -63,6 +63,30 @@ class Target:
     route: tuple[str, ...] = ()
     label: str = ""
     """Who this is, for call records (e.g. the binding's instance id)."""
+    binding_id: str | None = None
+    """The binding this branch reaches, when it is one (the call-wake engine's key)."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """Header fields added to this branch's request only (Diversion, History-Info)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BranchesDone:
+    """A held context (``hold=True``) has no pending branch left and sent no final
+    response: the owner decides what comes next (``release``, ``add_target``…)."""
+
+    server_key: ServerTransactionKey
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallAnswered:
+    """The first 2xx of a context was forwarded: this target answered."""
+
+    server_key: ServerTransactionKey
+    target: Target
+    status: int
+
+
+ProxyOutput = Output | BranchesDone | CallAnswered
 
 
 @dataclass(slots=True)
@@ -138,7 +162,7 @@ class Proxy:
         now: float,
         *,
         hold: bool = False,
-    ) -> list[Output]:
+    ) -> list[ProxyOutput]:
         """Start proxying ``request`` to ``targets`` (in parallel). With ``hold`` the context
         stays open even when every branch has failed, until ``release`` is called."""
         ctx = _Context(
@@ -150,7 +174,7 @@ class Proxy:
             holding=hold,
         )
         self._contexts[key] = ctx
-        out: list[Output] = []
+        out: list[ProxyOutput] = []
         if request.method == "INVITE":
             out += self._layer.respond(key, make_response(request, 100), now)
         for target in targets:
@@ -159,14 +183,48 @@ class Proxy:
             out += self._answer(ctx, 480, now)
         return out
 
-    def add_target(self, key: ServerTransactionKey, target: Target, now: float) -> list[Output]:
+    def add_target(
+        self, key: ServerTransactionKey, target: Target, now: float
+    ) -> list[ProxyOutput]:
         """Late forking: one more branch for a live context (a device that just registered)."""
         ctx = self._contexts.get(key)
         if ctx is None or ctx.final_sent:
             return []
         return self._add_branch(ctx, target, now)
 
-    def release(self, key: ServerTransactionKey, now: float, status: int = 480) -> list[Output]:
+    def provisional(
+        self, key: ServerTransactionKey, status: int, now: float, reason: str | None = None
+    ) -> list[ProxyOutput]:
+        """Send a provisional response of the proxy's own (180 ringback while a device wakes,
+        Flexisip's 110 Push sent) to the caller."""
+        ctx = self._contexts.get(key)
+        if ctx is None or ctx.final_sent:
+            return []
+        response = make_response(ctx.request, status, reason, to_tag=ctx.to_tag)
+        return self._respond(ctx, response, now)
+
+    def cancel_branches(self, key: ServerTransactionKey, now: float) -> list[ProxyOutput]:
+        """Cancel every pending branch but keep the context (to divert it elsewhere)."""
+        ctx = self._contexts.get(key)
+        if ctx is None or ctx.final_sent:
+            return []
+        return self._cancel_pending(ctx, now)
+
+    def pending_targets(self, key: ServerTransactionKey) -> list[Target]:
+        """Targets of the branches still without a final response."""
+        ctx = self._contexts.get(key)
+        return [] if ctx is None else [b.target for b in ctx.pending]
+
+    def final_statuses(self, key: ServerTransactionKey) -> list[int]:
+        """Final statuses received from the branches so far."""
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            return []
+        return [b.final.status for b in ctx.branches.values() if b.final is not None]
+
+    def release(
+        self, key: ServerTransactionKey, now: float, status: int = 480
+    ) -> list[ProxyOutput]:
         """Stop holding: if every branch has failed (or there is none), answer now."""
         ctx = self._contexts.get(key)
         if ctx is None:
@@ -180,7 +238,7 @@ class Proxy:
 
     def terminate(
         self, key: ServerTransactionKey, status: int, now: float, reason: str | None = None
-    ) -> list[Output]:
+    ) -> list[ProxyOutput]:
         """Cancel every branch and answer ``status`` (no-answer time, divert…)."""
         ctx = self._contexts.get(key)
         if ctx is None or ctx.final_sent:
@@ -196,7 +254,7 @@ class Proxy:
         listener: LocalAddress,
         next_hop: Peer,
         now: float,
-    ) -> list[Output]:
+    ) -> list[ProxyOutput]:
         """Proxy a request to one next hop without changing its Request-URI (loose routing,
         in-dialog requests): a context with a single branch."""
         target = Target(uri=request.uri, peer=next_hop)
@@ -204,7 +262,7 @@ class Proxy:
 
     def forward_stateless(
         self, request: Request, listener: LocalAddress, next_hop: Peer
-    ) -> list[Output]:
+    ) -> list[ProxyOutput]:
         """§16.11: forward an ACK for a 2xx (or any request we keep no state for)."""
         fwd = request.copy()
         self._decrement_max_forwards(fwd)
@@ -215,7 +273,7 @@ class Proxy:
         )
         return [SendMessage(message=fwd, peer=next_hop)]
 
-    def cancel(self, key: ServerTransactionKey, now: float) -> list[Output]:
+    def cancel(self, key: ServerTransactionKey, now: float) -> list[ProxyOutput]:
         """The caller sent CANCEL (§16.10): cancel the branches, answer the INVITE 487."""
         ctx = self._contexts.get(key)
         if ctx is None or ctx.final_sent:
@@ -224,7 +282,9 @@ class Proxy:
         return out + self._answer(ctx, 487, now)
 
     # -- responses --------------------------------------------------------------
-    def response_received(self, response: Response, key: ClientKey, now: float) -> list[Output]:
+    def response_received(
+        self, response: Response, key: ClientKey, now: float
+    ) -> list[ProxyOutput]:
         ctx = self._by_client.get(key)
         if ctx is None:
             return self.forward_response_stateless(response)
@@ -244,9 +304,12 @@ class Proxy:
         branch.final = branch.final or response
         branch.timer_c = None
         if status < 300:
-            out: list[Output] = self._respond(ctx, self._upstream(response), now)
+            out: list[ProxyOutput] = self._respond(ctx, self._upstream(response), now)
             if not ctx.final_sent:
                 ctx.final_sent = True
+                out.append(
+                    CallAnswered(server_key=ctx.server_key, target=branch.target, status=status)
+                )
                 out += self._cancel_pending(ctx, now)
             return out
         if ctx.final_sent:
@@ -254,11 +317,14 @@ class Proxy:
         out = []
         if status >= 600:
             out += self._cancel_pending(ctx, now)
-        if not ctx.pending and not ctx.holding:
-            out += self._send_best(ctx, now)
+        if not ctx.pending:
+            if ctx.holding:
+                out.append(BranchesDone(server_key=ctx.server_key))
+            else:
+                out += self._send_best(ctx, now)
         return out
 
-    def client_timed_out(self, key: ClientKey, now: float) -> list[Output]:
+    def client_timed_out(self, key: ClientKey, now: float) -> list[ProxyOutput]:
         """Timer B/F fired on a branch: treat it as a 408 from that branch (§16.7)."""
         ctx = self._by_client.get(key)
         if ctx is None:
@@ -268,7 +334,7 @@ class Proxy:
             return []
         return self.response_received(make_response(branch.request, 408), key, now)
 
-    def transport_failed(self, key: ClientKey, now: float) -> list[Output]:
+    def transport_failed(self, key: ClientKey, now: float) -> list[ProxyOutput]:
         """§16.9: a transport error on a branch counts as a 503 from it."""
         ctx = self._by_client.get(key)
         if ctx is None or ctx.branches[key].final is not None:
@@ -288,7 +354,7 @@ class Proxy:
             if branch.final is not None and branch.final.status >= 300:
                 self._by_client.pop(key, None)
 
-    def forward_response_stateless(self, response: Response) -> list[Output]:
+    def forward_response_stateless(self, response: Response) -> list[ProxyOutput]:
         """§16.11 / §18.2.2: a response with no transaction goes to the next Via."""
         vias = response.via
         if len(vias) < 2:
@@ -311,9 +377,9 @@ class Proxy:
             heapq.heappop(heap)  # stale: the branch ended or its Timer C moved
         return None
 
-    def handle_timeout(self, now: float) -> list[Output]:
+    def handle_timeout(self, now: float) -> list[ProxyOutput]:
         """Fire Timer C on every branch whose deadline is ``now`` or earlier (§16.8)."""
-        out: list[Output] = []
+        out: list[ProxyOutput] = []
         heap = self._timer_heap
         while heap and heap[0][0] <= now:
             deadline, _, key = heapq.heappop(heap)
@@ -339,7 +405,7 @@ class Proxy:
         heapq.heappush(self._timer_heap, (deadline, self._timer_seq, branch.key))
 
     # -- internals ----------------------------------------------------------------
-    def _add_branch(self, ctx: _Context, target: Target, now: float) -> list[Output]:
+    def _add_branch(self, ctx: _Context, target: Target, now: float) -> list[ProxyOutput]:
         request = ctx.request.copy()
         request.uri = target.uri
         self._decrement_max_forwards(request)
@@ -350,6 +416,8 @@ class Proxy:
             request.headers.insert("Record-Route", out_listener.record_route())
         for route in reversed(target.route):
             request.headers.insert("Route", route)
+        for name, value in target.headers:
+            request.headers.add(name, value)
         request.headers.insert(
             "Via",
             f"SIP/2.0/{out_listener.via_transport} {out_listener.host_port}"
@@ -363,7 +431,7 @@ class Proxy:
         self._by_client[key] = ctx
         if request.method == "INVITE":
             self._set_timer_c(branch, now + self.timer_c)
-        return out
+        return [*out]
 
     @staticmethod
     def _decrement_max_forwards(request: Request) -> None:
@@ -375,8 +443,8 @@ class Proxy:
         fwd.headers.pop_first_value("Via")
         return fwd
 
-    def _cancel_pending(self, ctx: _Context, now: float) -> list[Output]:
-        out: list[Output] = []
+    def _cancel_pending(self, ctx: _Context, now: float) -> list[ProxyOutput]:
+        out: list[ProxyOutput] = []
         if ctx.request.method != "INVITE":
             return out
         for branch in ctx.pending:
@@ -384,18 +452,18 @@ class Proxy:
             out += self._cancel_branch(branch, now)
         return out
 
-    def _cancel_branch(self, branch: _Branch, now: float) -> list[Output]:
+    def _cancel_branch(self, branch: _Branch, now: float) -> list[ProxyOutput]:
         try:
             _, out = self._layer.cancel(branch.key, now)
         except LocalProtocolError:
             return []  # already cancelled, or its final response is in
-        return out
+        return [*out]
 
-    def _respond(self, ctx: _Context, response: Response, now: float) -> list[Output]:
+    def _respond(self, ctx: _Context, response: Response, now: float) -> list[ProxyOutput]:
         """Answer in the server transaction; a late 2xx it no longer takes goes statelessly
         (RFC 3261 §16.7 step 10)."""
         try:
-            return self._layer.respond(ctx.server_key, response, now)
+            return [*self._layer.respond(ctx.server_key, response, now)]
         except LocalProtocolError:
             if not 200 <= response.status < 300:
                 return []
@@ -404,12 +472,12 @@ class Proxy:
 
     def _answer(
         self, ctx: _Context, status: int, now: float, reason: str | None = None
-    ) -> list[Output]:
+    ) -> list[ProxyOutput]:
         ctx.final_sent = True
         response = make_response(ctx.request, status, reason, to_tag=ctx.to_tag)
         return self._respond(ctx, response, now)
 
-    def _send_best(self, ctx: _Context, now: float) -> list[Output]:
+    def _send_best(self, ctx: _Context, now: float) -> list[ProxyOutput]:
         finals = [b.final for b in ctx.branches.values() if b.final is not None]
         best = _best_response(finals)
         ctx.final_sent = True

@@ -1,0 +1,610 @@
+"""The call-wake engine: INVITE to a user whose phones may be asleep (DESIGN.md).
+
+Theory of operation
+-------------------
+The node classifies the called user's bindings (``Device``: foreground,
+suspended, offline) and hands them in with the user's ``CallPlan``. The
+engine then, for one call:
+
+1. forks to every foreground device at once (the proxy sends 100 Trying);
+2. pushes every suspended device (``SendPush``; the driver performs it and
+   reports back with ``push_completed``), tells the caller (180 Ringing,
+   110 Push sent, or nothing) and holds the proxy context open (RFC 8599
+   push bucket) — the proxy then reports ``BranchesDone`` instead of
+   answering when its branches run out;
+3. adds a branch for every device of the user that registers while the call
+   is unanswered (``registered``): the woken phone (same binding id: the
+   registrar matched it by instance or push token) or a new one (late
+   forking);
+4. at the mobile dial delay adds the twin branch; at the no-answer time
+   cancels every branch and diverts (RFC 4458 voicemail URI, Diversion,
+   History-Info) or answers the plan's no-answer status;
+5. on busy everywhere diverts to the busy target; with DND diverts at once
+   and pushes nobody; when the caller cancels, or another device answers,
+   sends devices still waking a "cancel" push so CallKit stops ringing;
+6. retries a push that failed transiently (backoff, or the provider's
+   Retry-After) inside the no-answer window; a push refused for good drops
+   that binding's push target (``DropPushTarget``) and, when nothing is left
+   to wait for, ends the wait at once instead of at the no-answer time.
+
+Every step is written down as a ``CallEvent`` (call records, ladders). The
+engine keeps no clock: ``now`` comes in with every call, and
+``next_deadline``/``handle_timeout`` drive its timers.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import quote
+
+from sipwake.ids import Ids
+from sipwake.proxy.core import Proxy, ProxyOutput, Target
+from sipwake.proxy.plan import CallPlan
+from sipwake.proxy.routing import LocalAddress
+from sipwake.push.base import PushKind, PushOutcome, PushRequest
+from sipwake.registrar.bindings import Binding
+from sipwake.registrar.state import ClientState
+from sipwake.sip.message import Request
+from sipwake.sip.peer import Peer
+from sipwake.sip.pushtarget import PushTarget
+from sipwake.sip.uri import SipUri
+from sipwake.transaction.keys import ServerTransactionKey
+
+__all__ = [
+    "CallEvent",
+    "CallStep",
+    "Device",
+    "DropPushTarget",
+    "SendPush",
+    "WakeEngine",
+    "WakeOutput",
+]
+
+CallStep = Literal[
+    "received",
+    "forked",
+    "push-sent",
+    "push-result",
+    "registered",
+    "ringback",
+    "twin",
+    "answered",
+    "declined",
+    "busy",
+    "no-answer",
+    "diverted",
+    "cancelled",
+    "failed",
+    "ended",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Device:
+    """One binding of the called user, classified by the node."""
+
+    binding: Binding
+    state: ClientState
+    target: Target | None
+    """How to reach it now (None: not reachable without a wake)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendPush:
+    """Send ``request`` and report the outcome with ``push_completed(push_id, …)``."""
+
+    push_id: int
+    request: PushRequest
+    binding_id: str
+    aor: str
+    call_ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DropPushTarget:
+    """The provider refused the token for good: stop pushing this binding (if it still
+    has token ``prid``; a device that re-registered with a new one keeps it)."""
+
+    binding_id: str
+    prid: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallEvent:
+    """One step of a call's timeline (call records, ``sipwake calls show``)."""
+
+    call_ref: str
+    aor: str
+    at: float
+    step: CallStep
+    detail: str = ""
+
+
+WakeOutput = ProxyOutput | SendPush | DropPushTarget | CallEvent
+
+_WakeState = Literal["pushing", "waiting", "registered", "failed"]
+
+
+@dataclass(slots=True)
+class _Wake:
+    """One device being woken for one call."""
+
+    binding_id: str
+    push: PushTarget
+    state: _WakeState = "pushing"
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class _Call:
+    ref: str
+    key: ServerTransactionKey
+    aor: str
+    plan: CallPlan
+    request: Request
+    no_answer_at: float
+    started: float = 0.0
+    twin_at: float | None = None
+    wakes: dict[str, _Wake] = field(default_factory=dict)
+    forked: set[str] = field(default_factory=set)
+    diverted: bool = False
+    done: bool = False
+    reached: bool = False
+    """Some device got a branch (no-answer cause 408 rather than 480)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _PushJob:
+    call_ref: str | None
+    binding_id: str
+    kind: PushKind
+
+
+_Timer = tuple[float, int, str, str]
+"""(deadline, order, call ref, what: ``no-answer``, ``twin`` or ``retry:<binding id>``)."""
+
+
+class WakeEngine:
+    """Calls to local users: push, hold, late forking, twinning, no-answer diversion."""
+
+    def __init__(
+        self,
+        *,
+        proxy: Proxy,
+        ids: Ids,
+        resolve: Callable[[str, float], list[Target]],
+    ) -> None:
+        self._proxy = proxy
+        self._ids = ids
+        self._resolve = resolve
+        """Targets for a divert/twin URI (a local user's devices, or the URI's host)."""
+        self._calls: dict[str, _Call] = {}
+        self._by_key: dict[ServerTransactionKey, _Call] = {}
+        self._by_aor: dict[str, dict[str, _Call]] = {}
+        self._jobs: dict[int, _PushJob] = {}
+        self._push_seq = 0
+        self._timers: list[_Timer] = []
+        self._timer_seq = 0
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def call_for(self, key: ServerTransactionKey) -> str | None:
+        call = self._by_key.get(key)
+        return None if call is None else call.ref
+
+    # -- a new call ---------------------------------------------------------------
+    def invite(
+        self,
+        key: ServerTransactionKey,
+        request: Request,
+        source: Peer,
+        listener: LocalAddress,
+        aor: str,
+        plan: CallPlan,
+        devices: list[Device],
+        now: float,
+    ) -> list[WakeOutput]:
+        ref = self._ids.token(10)
+        call = _Call(
+            ref=ref,
+            key=key,
+            aor=aor,
+            plan=plan,
+            request=request,
+            no_answer_at=now + plan.no_answer_s,
+        )
+        caller = request.from_.uri
+        out: list[WakeOutput] = [self._event(call, now, "received", f"from {caller}")]
+        if plan.dnd:
+            out += self._proxy.fork(key, request, source, listener, [], now, hold=True)
+            self._track(call)
+            out.append(self._event(call, now, "no-answer", "do not disturb"))
+            return out + self._divert(call, 480, now, reason="dnd")
+        ring = [d for d in devices if d.state != "suspended" and d.target is not None]
+        wake = [d for d in devices if self._should_push(d, plan)]
+        if plan.single_ios_device:
+            wake = _last_ios_device(wake)
+        # A device both rung and pushed (Cisco iOS 13) is forked now and pushed anyway.
+        out += self._proxy.fork(
+            key, request, source, listener, [d.target for d in ring if d.target], now, hold=True
+        )
+        self._track(call)
+        for device in ring:
+            call.forked.add(device.binding.binding_id)
+            call.reached = True
+            out.append(self._event(call, now, "forked", _label(device.binding)))
+        for device in wake:
+            assert device.binding.push is not None
+            wake_entry = _Wake(binding_id=device.binding.binding_id, push=device.binding.push)
+            call.wakes[wake_entry.binding_id] = wake_entry
+            out += self._send_call_push(call, wake_entry, now)
+        pushed = bool(wake)
+        call.no_answer_at = now + plan.no_answer_after(pushed)
+        self._arm(call, call.no_answer_at, "no-answer")
+        if plan.twin and plan.mobile_dial_delay_s < plan.no_answer_after(pushed):
+            call.twin_at = now + plan.mobile_dial_delay_s
+            self._arm(call, call.twin_at, "twin")
+        if pushed and plan.ringback != "100" and not call.done:
+            status, reason = (180, "Ringing") if plan.ringback == "180" else (110, "Push sent")
+            out += self._proxy.provisional(key, status, now, reason)
+            out.append(self._event(call, now, "ringback", f"{status} {reason}"))
+        if not ring and not pushed:
+            out += self._settle(call, now)
+        return out
+
+    # -- what happens during the call ------------------------------------------------------
+    def registered(self, binding: Binding, target: Target | None, now: float) -> list[WakeOutput]:
+        """``binding`` was just added or refreshed (and stored): fork to it in every call to
+        its user that is still ringing (the woken device, or a device registering late)."""
+        calls = self._by_aor.get(binding.aor)
+        if not calls or target is None:
+            return []
+        out: list[WakeOutput] = []
+        bid = binding.binding_id
+        for call in list(calls.values()):
+            if call.done or call.diverted or bid in call.forked:
+                continue
+            if any(s >= 600 for s in self._proxy.final_statuses(call.key)):
+                continue
+            wake = call.wakes.get(bid)
+            if wake is not None:
+                wake.state = "registered"
+                out.append(self._event(call, now, "registered", _label(binding)))
+            call.forked.add(bid)
+            call.reached = True
+            out += self._proxy.add_target(call.key, target, now)
+            out.append(self._event(call, now, "forked", _label(binding)))
+        return out
+
+    def push_completed(self, push_id: int, outcome: PushOutcome, now: float) -> list[WakeOutput]:
+        """The driver's report on ``SendPush(push_id)``."""
+        job = self._jobs.pop(push_id, None)
+        if job is None:
+            return []
+        call = self._calls.get(job.call_ref) if job.call_ref else None
+        out: list[WakeOutput] = []
+        detail = f"{job.kind} {outcome.provider} {outcome.status}"
+        if outcome.reason:
+            detail += f" {outcome.reason}"
+        if call is not None:
+            out.append(self._event(call, now, "push-result", detail))
+        wake = call.wakes.get(job.binding_id) if call is not None else None
+        if outcome.status == "invalid_target":
+            prid = wake.push.prid if wake is not None else None
+            if prid is not None:
+                out.append(DropPushTarget(binding_id=job.binding_id, prid=prid))
+        if call is None or wake is None or job.kind != "call" or wake.state != "pushing":
+            return out
+        match outcome.status:
+            case "delivered":
+                wake.state = "waiting"
+            case "retry" if wake.attempts < call.plan.push_attempts and not call.done:
+                delay = outcome.retry_after
+                if delay is None:
+                    delay = call.plan.push_backoff_s * 2 ** (wake.attempts - 1)
+                if now + delay < call.no_answer_at:
+                    self._arm(call, now + delay, f"retry:{wake.binding_id}")
+                    return out
+                wake.state = "failed"
+                out += self._settle(call, now)
+            case _:
+                wake.state = "failed"
+                out += self._settle(call, now)
+        return out
+
+    def branches_done(self, key: ServerTransactionKey, now: float) -> list[WakeOutput]:
+        """Every branch of a held context has a final response."""
+        call = self._by_key.get(key)
+        if call is None:
+            return list(self._proxy.release(key, now))
+        return self._settle(call, now)
+
+    def answered(self, key: ServerTransactionKey, target: Target, now: float) -> list[WakeOutput]:
+        call = self._by_key.get(key)
+        if call is None or call.done:
+            return []
+        out: list[WakeOutput] = [self._event(call, now, "answered", target.label)]
+        return out + self._finish(call, now, "answered elsewhere")
+
+    def cancelled(self, key: ServerTransactionKey, now: float) -> list[WakeOutput]:
+        """The caller sent CANCEL (the proxy answers 487 and cancels the branches)."""
+        call = self._by_key.get(key)
+        if call is None or call.done:
+            return []
+        out: list[WakeOutput] = [self._event(call, now, "cancelled", "by the caller")]
+        return out + self._finish(call, now, "missed call")
+
+    def ended(self, key: ServerTransactionKey) -> None:
+        """The server transaction is gone: forget the call."""
+        call = self._by_key.pop(key, None)
+        if call is None:
+            return
+        call.done = True
+        self._calls.pop(call.ref, None)
+        calls = self._by_aor.get(call.aor)
+        if calls is not None:
+            calls.pop(call.ref, None)
+            if not calls:
+                del self._by_aor[call.aor]
+
+    # -- timers -------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        timers = self._timers
+        while timers:
+            deadline, _, ref, what = timers[0]
+            if self._timer_live(ref, what):
+                return deadline
+            heapq.heappop(timers)
+        return None
+
+    def handle_timeout(self, now: float) -> list[WakeOutput]:
+        out: list[WakeOutput] = []
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, ref, what = heapq.heappop(timers)
+            if not self._timer_live(ref, what):
+                continue
+            call = self._calls[ref]
+            if what == "no-answer":
+                out.append(
+                    self._event(call, now, "no-answer", f"after {call.plan.no_answer_s:g} s")
+                )
+                cause = 408 if call.reached else 480
+                out += self._divert(
+                    call, cause, now, reason="no-answer", status=call.plan.no_answer_status
+                )
+            elif what == "twin":
+                call.twin_at = None
+                out += self._add_twin(call, now)
+            else:
+                wake = call.wakes.get(what.removeprefix("retry:"))
+                if wake is not None and wake.state == "pushing":
+                    out += self._send_call_push(call, wake, now)
+        return out
+
+    def _timer_live(self, ref: str, what: str) -> bool:
+        call = self._calls.get(ref)
+        if call is None or call.done:
+            return False
+        if what == "no-answer":
+            return not call.diverted
+        if what == "twin":
+            return call.twin_at is not None and not call.diverted
+        return not call.diverted
+
+    def _arm(self, call: _Call, deadline: float, what: str) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (deadline, self._timer_seq, call.ref, what))
+
+    # -- internals ------------------------------------------------------------------------
+    def _track(self, call: _Call) -> None:
+        self._calls[call.ref] = call
+        self._by_key[call.key] = call
+        self._by_aor.setdefault(call.aor, {})[call.ref] = call
+
+    @staticmethod
+    def _should_push(device: Device, plan: CallPlan) -> bool:
+        push = device.binding.push
+        if push is None:
+            return False
+        if plan.push_requires_tls and device.binding.source.transport != "tls":
+            return False
+        if device.state == "suspended":
+            return True
+        return (
+            device.state == "foreground" and plan.push_foreground and push.base_provider == "apns"
+        )
+
+    def _send_call_push(self, call: _Call, wake: _Wake, now: float) -> list[WakeOutput]:
+        wake.attempts += 1
+        wake.state = "pushing"
+        request = self._push_request(call, wake.push, "call")
+        detail = f"call to {wake.push.base_provider} (try {wake.attempts})"
+        return [
+            self._event(call, now, "push-sent", detail),
+            self._new_push(call, wake.binding_id, request),
+        ]
+
+    def _push_request(
+        self, call: _Call, target: PushTarget, kind: PushKind, body: str | None = None
+    ) -> PushRequest:
+        caller = call.request.from_
+        name = caller.display_name or (caller.uri.user if isinstance(caller.uri, SipUri) else None)
+        return PushRequest(
+            kind=kind,
+            target=target,
+            call_id=call.request.call_id,
+            caller=name or str(caller.uri),
+            call_uuid=_uuid_from(call.ref),
+            body=body,
+        )
+
+    def _new_push(self, call: _Call | None, binding_id: str, request: PushRequest) -> SendPush:
+        self._push_seq += 1
+        ref = call.ref if call is not None else None
+        self._jobs[self._push_seq] = _PushJob(
+            call_ref=ref, binding_id=binding_id, kind=request.kind
+        )
+        aor = call.aor if call is not None else ""
+        return SendPush(
+            push_id=self._push_seq, request=request, binding_id=binding_id, aor=aor, call_ref=ref
+        )
+
+    def _settle(self, call: _Call, now: float) -> list[WakeOutput]:
+        """Nothing may be left to wait for: decide the call's end now if so."""
+        if call.done:
+            return []
+        if self._proxy.answered(call.key):
+            call.done = True
+            return []
+        if self._proxy.pending_targets(call.key):
+            return []
+        statuses = self._proxy.final_statuses(call.key)
+        if call.diverted:
+            return self._end(call, now, "failed", "diversion target did not answer", release=True)
+        if any(s >= 600 for s in statuses):
+            out: list[WakeOutput] = [self._event(call, now, "declined", str(max(statuses)))]
+            return out + self._end(call, now, "declined", "", release=True, notice="declined")
+        if any(w.state in ("pushing", "waiting") for w in call.wakes.values()):
+            return []
+        if call.twin_at is not None:
+            return []
+        if statuses and all(s in (486, 600) for s in statuses):
+            out = [self._event(call, now, "busy", "every device is busy")]
+            if call.plan.busy_target is None:
+                return out + self._end(call, now, "failed", "486", release=True)
+            return out + self._divert(call, 486, now, reason="user-busy")
+        return self._divert(call, 480, now, reason="unavailable")
+
+    def _divert(
+        self, call: _Call, cause: int, now: float, *, reason: str, status: int = 480
+    ) -> list[WakeOutput]:
+        """Cancel the branches and send the call to the no-answer (or busy) target; with
+        none, answer ``status``."""
+        plan = call.plan
+        uri = plan.busy_target if cause == 486 else plan.no_answer_target
+        if uri is None:
+            return self._end(call, now, "failed", f"{status} ({reason})", status=status)
+        out: list[WakeOutput] = list(self._proxy.cancel_branches(call.key, now))
+        call.diverted = True
+        out += self._notify_waking(call, now, "missed call")
+        targets = self._resolve(uri, now)
+        if not targets:
+            return out + self._end(call, now, "failed", f"no route to {uri}", status=480)
+        headers = _diversion_headers(call.request, uri, cause, reason)
+        for target in targets:
+            divert_uri = target.uri
+            if uri == plan.voicemail and isinstance(divert_uri, SipUri):
+                aor_text = quote(str(call.request.uri), safe=":")
+                divert_uri = divert_uri.with_param("target", aor_text).with_param(
+                    "cause", str(cause)
+                )
+            routed = Target(
+                uri=divert_uri,
+                peer=target.peer,
+                route=target.route,
+                label=f"divert {target.label or uri}",
+                headers=headers,
+            )
+            out += self._proxy.add_target(call.key, routed, now)
+        out.append(self._event(call, now, "diverted", f"to {uri} ({reason}, cause {cause})"))
+        return out
+
+    def _add_twin(self, call: _Call, now: float) -> list[WakeOutput]:
+        twin = call.plan.twin
+        if twin is None or self._proxy.answered(call.key):
+            return []
+        targets = self._resolve(twin, now)
+        out: list[WakeOutput] = [self._event(call, now, "twin", twin)]
+        for target in targets:
+            labelled = Target(
+                uri=target.uri, peer=target.peer, route=target.route, label=f"twin {twin}"
+            )
+            call.reached = True
+            out += self._proxy.add_target(call.key, labelled, now)
+        if not targets:
+            out += self._settle(call, now)
+        return out
+
+    def _end(
+        self,
+        call: _Call,
+        now: float,
+        step: CallStep,
+        detail: str,
+        *,
+        status: int | None = None,
+        release: bool = False,
+        notice: str = "missed call",
+    ) -> list[WakeOutput]:
+        out: list[WakeOutput] = []
+        if release:
+            out += self._proxy.release(call.key, now)
+        else:
+            out += self._proxy.terminate(call.key, status or 480, now)
+        out.append(self._event(call, now, step, detail))
+        return out + self._finish(call, now, notice)
+
+    def _finish(self, call: _Call, now: float, notice: str) -> list[WakeOutput]:
+        if call.done:
+            return []
+        out = self._notify_waking(call, now, notice)
+        call.done = True
+        return out
+
+    def _notify_waking(self, call: _Call, now: float, notice: str) -> list[WakeOutput]:
+        """Devices pushed for this call that have not registered yet: they may be showing
+        an incoming call (iOS CallKit) — tell them it is over."""
+        out: list[WakeOutput] = []
+        for wake in call.wakes.values():
+            if wake.state not in ("pushing", "waiting"):
+                continue
+            wake.state = "failed"
+            if call.plan.cancel_notice == "none":
+                continue
+            # "invite-cancel" (Flexisip) is not built yet: the alert push stands in for it.
+            request = self._push_request(call, wake.push, "cancel", body=notice)
+            out.append(self._event(call, now, "push-sent", f"cancel ({notice})"))
+            out.append(self._new_push(call, wake.binding_id, request))
+        return out
+
+    def _event(self, call: _Call, now: float, step: CallStep, detail: str) -> CallEvent:
+        return CallEvent(call_ref=call.ref, aor=call.aor, at=now, step=step, detail=detail)
+
+
+def _label(binding: Binding) -> str:
+    return binding.instance or f"{binding.contact.user or ''}@{binding.source}"
+
+
+def _last_ios_device(devices: list[Device]) -> list[Device]:
+    """Avaya IP Office: of a user's APNs devices, only the last one to register is pushed."""
+    ios = [d for d in devices if d.binding.push and d.binding.push.base_provider == "apns"]
+    if len(ios) <= 1:
+        return devices
+    newest = max(ios, key=lambda d: d.binding.registered_at)
+    return [d for d in devices if d not in ios or d is newest]
+
+
+def _uuid_from(token: str) -> str:
+    """A UUID-shaped id for CallKit, derived from the call reference (deterministic)."""
+    digits = "".join(f"{ord(c):02x}" for c in token)[:32].ljust(32, "0")
+    return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-8{digits[17:20]}-{digits[20:32]}"
+
+
+def _diversion_headers(
+    request: Request, uri: str, cause: int, reason: str
+) -> tuple[tuple[str, str], ...]:
+    """RFC 5806 Diversion and RFC 7044 History-Info for a call sent elsewhere."""
+    original = str(request.uri)
+    diversion_reason = {"no-answer": "no-answer", "user-busy": "user-busy", "dnd": "do-not-disturb"}
+    div = diversion_reason.get(reason, "unavailable")
+    reason_param = quote(f"SIP;cause={cause}", safe="")
+    return (
+        ("Diversion", f"<{original}>;reason={div};counter=1"),
+        ("History-Info", f"<{original}>;index=1"),
+        ("History-Info", f"<{uri}?Reason={reason_param}>;index=1.1;mp=1"),
+    )

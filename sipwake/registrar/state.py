@@ -1,0 +1,38 @@
+"""Client state per binding: foreground, suspended or offline (DESIGN.md).
+
+* foreground: a live flow (TCP/TLS/WS connection still open, or a UDP binding
+  refreshed within its keepalive window) — requests go to it directly;
+* suspended: a valid binding with push parameters but no live flow — requests
+  need a push first;
+* offline: a binding without push parameters whose flow is gone.
+
+The state is derived, never stored: it depends on the flow table (which the
+node keeps) and on the time since the last REGISTER.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from sipwake.registrar.bindings import Binding
+
+__all__ = ["ClientState", "client_state"]
+
+ClientState = Literal["foreground", "suspended", "offline"]
+
+
+def client_state(
+    binding: Binding, *, flow_open: bool, now: float, udp_foreground_s: float
+) -> ClientState:
+    """The state of ``binding``; ``flow_open`` tells whether the connection it registered
+    over is still up (ignored for UDP, which has no connection)."""
+    pushable = binding.push is not None
+    if binding.source.flow is None:
+        # UDP: reachable as long as the NAT binding and the app are alive, which we only
+        # know from recent traffic.
+        if not pushable or now - binding.registered_at <= udp_foreground_s:
+            return "foreground"
+        return "suspended"
+    if flow_open:
+        return "foreground"
+    return "suspended" if pushable else "offline"

@@ -1,0 +1,353 @@
+"""The call-wake engine on hand-moved time: push, hold, late forking, twinning, diversion."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sipwake.node import PersistChanges
+from sipwake.proxy.plan import PRESETS, CallPlan, plan_for
+from sipwake.registrar.events import PushTargetRemoved
+from sipwake.sip.message import Request
+from tests.unit.wakelab import Phone, WakeLab
+
+TOKEN = "a1b2c3d4" * 8
+TOKEN2 = "0f0e0d0c" * 8
+VM = "sip:vm@127.0.0.1:5090"
+TWIN = "sip:+491701234567@127.0.0.1:5095"
+
+
+def _iphone(port: int = 7001, token: str = TOKEN, instance: str = "urn:uuid:phone-1") -> Phone:
+    return Phone(user="bob", port=port, instance=instance, token=token)
+
+
+def _suspended(lab: WakeLab, phone: Phone) -> None:
+    assert lab.register(phone).status == 200
+    lab.suspend(phone)
+
+
+def test_foreground_device_rings_at_once_and_gets_no_push() -> None:
+    lab = WakeLab()
+    phone = _iphone()
+    assert lab.register(phone).status == 200
+    lab.call("bob")
+    assert len(lab.invites_to(phone.port)) == 1
+    assert lab.pushes() == []
+    assert lab.to_caller() == [100]  # the device's own 180 is the ringback
+
+
+def test_suspended_device_is_pushed_held_and_forked_when_it_registers() -> None:
+    lab = WakeLab()
+    phone = _iphone()
+    _suspended(lab, phone)
+    lab.call("bob")
+    (push,) = lab.pushes("call")
+    assert push.request.target.prid == TOKEN
+    assert push.request.caller == "Carol C"
+    assert push.request.call_id == "call-1"
+    assert lab.invites_to(phone.port) == []  # nothing sent over the dead flow
+    assert lab.to_caller() == [100, 180]  # PBX ringback while the phone wakes
+    lab.push_result(push, "delivered")
+    lab.advance(2.5)  # iOS wakes and re-registers over a new connection
+    assert lab.register(phone).status == 200
+    (invite,) = lab.invites_to(phone.port)
+    assert invite.peer.flow == phone.flow  # over the new flow
+    assert isinstance(invite.message, Request)
+    assert "pn-prid" not in str(invite.message.uri)  # push parameters never forwarded
+    lab.answer(invite, 200)
+    assert lab.to_caller()[-1] == 200
+    assert lab.steps()[:4] == ["received", "push-sent", "ringback", "push-result"]
+    assert lab.steps()[-3:] == ["registered", "forked", "answered"]
+
+
+def test_register_answer_is_sent_before_the_held_invite() -> None:
+    lab = WakeLab()
+    phone = _iphone()
+    _suspended(lab, phone)
+    lab.call("bob")
+    lab.outputs.clear()
+    lab.register(phone)
+    kinds = [
+        getattr(s.message, "method", None) or s.message.status  # type: ignore[union-attr]
+        for s in lab.sent_to(phone)
+    ]
+    assert kinds == [200, "INVITE"]
+
+
+def test_udp_push_binding_is_foreground_only_within_its_window() -> None:
+    lab = WakeLab(plan=CallPlan(udp_foreground_s=60))
+    phone = Phone(user="bob", port=7001, transport="udp", token=TOKEN)
+    lab.register(phone)
+    lab.call("bob")
+    assert len(lab.invites_to(7001)) == 1
+    assert lab.pushes() == []
+    lab.advance(61)
+    lab.call("bob")
+    assert len(lab.pushes("call")) == 1
+    assert len(lab.invites_to(7001)) == 1  # the second call was not sent to the stale contact
+
+
+def test_no_answer_diverts_to_voicemail_with_history() -> None:
+    lab = WakeLab(plan=CallPlan(no_answer_s=20, voicemail=VM))
+    ringing = Phone(user="bob", port=7002, instance="urn:uuid:desk")
+    lab.register(ringing)
+    lab.call("bob")
+    (invite,) = lab.invites_to(7002)
+    lab.answer(invite, 180)
+    lab.advance(19.9)
+    assert lab.invites_to(5090) == []
+    lab.advance(0.2)
+    assert len(lab.invites_to(7002, "CANCEL")) == 1
+    (vm,) = lab.invites_to(5090)
+    assert isinstance(vm.message, Request)
+    uri = str(vm.message.uri)
+    assert "target=sip:bob%40lab.test" in uri
+    assert "cause=408" in uri
+    assert vm.message.headers.get("Diversion") == "<sip:bob@lab.test>;reason=no-answer;counter=1"
+    history = vm.message.headers.get_all("History-Info")
+    assert history[0] == "<sip:bob@lab.test>;index=1"
+    assert history[1].startswith(f"<{VM}?Reason=SIP%3Bcause%3D408>;index=1.1")
+    lab.answer(vm, 200, tag="vm")
+    assert lab.to_caller()[-1] == 200
+    assert "diverted" in lab.steps()
+
+
+def test_no_answer_without_target_answers_480_and_sends_missed_call_push() -> None:
+    lab = WakeLab(plan=CallPlan(no_answer_s=20))
+    phone = _iphone()
+    _suspended(lab, phone)
+    lab.call("bob")
+    (push,) = lab.pushes("call")
+    lab.push_result(push, "delivered")
+    lab.advance(20.1)  # the phone never woke
+    assert lab.to_caller()[-1] == 480
+    (cancel,) = lab.pushes("cancel")
+    assert cancel.request.body == "missed call"
+    assert cancel.request.call_id == push.request.call_id
+
+
+def test_flexisip_preset_times_out_with_408_after_90s() -> None:
+    lab = WakeLab(plan=plan_for("flexisip"))
+    phone = _iphone()
+    _suspended(lab, phone)
+    lab.call("bob")
+    assert lab.to_caller() == [100, 110]  # "110 Push sent"
+    lab.advance(89)
+    assert lab.to_caller()[-1] == 110
+    lab.advance(1.5)
+    assert lab.to_caller()[-1] == 408
+
+
+def test_twin_branch_after_mobile_dial_delay() -> None:
+    lab = WakeLab(plan=CallPlan(no_answer_s=30, mobile_dial_delay_s=10, twin=TWIN))
+    phone = _iphone()
+    _suspended(lab, phone)
+    lab.call("bob")
+    lab.advance(9.9)
+    assert lab.invites_to(5095) == []
+    lab.advance(0.2)
+    (twin,) = lab.invites_to(5095)
+    assert isinstance(twin.message, Request)
+    assert str(twin.message.uri) == TWIN
+    lab.answer(twin, 200, tag="gsm")
+    assert lab.to_caller()[-1] == 200
+    # The phone still waking is told the call was taken elsewhere (CallKit stops ringing).
+    (cancel,) = lab.pushes("cancel")
+    assert cancel.request.body == "answered elsewhere"
+
+
+def test_permanent_push_failure_drops_the_token_and_fails_fast() -> None:
+    lab = WakeLab(plan=CallPlan(no_answer_s=30))
+    phone = _iphone()
+    _suspended(lab, phone)
+    lab.call("bob")
+    (push,) = lab.pushes("call")
+    lab.advance(0.05)
+    lab.push_result(push, "invalid_target", reason="Unregistered", http_status=410)
+    removed = [e for o in lab.outputs if isinstance(o, PersistChanges) for e in o.events]
+    assert any(isinstance(e, PushTargetRemoved) for e in removed)
+    binding = lab.node.registrar.lookup("sip:bob@lab.test", lab.now)[0]
+    assert binding.push is None
+    assert lab.to_caller()[-1] == 480  # at once, not after 30 s
+    assert lab.now < 101
+
+
+def test_transient_push_failure_is_retried_with_backoff_and_retry_after() -> None:
+    lab = WakeLab(plan=CallPlan(no_answer_s=30, push_attempts=3, push_backoff_s=1.0))
+    phone = _iphone()
+    _suspended(lab, phone)
+    lab.call("bob")
+    (first,) = lab.pushes("call")
+    lab.push_result(first, "retry", reason="ServiceUnavailable")
+    lab.advance(0.9)
+    assert len(lab.pushes("call")) == 1
+    lab.advance(0.2)
+    second = lab.pushes("call")[1]
+    lab.push_result(second, "retry", reason="TooManyRequests", retry_after=5.0)
+    lab.advance(4.8)
+    assert len(lab.pushes("call")) == 2
+    lab.advance(0.3)
+    third = lab.pushes("call")[2]
+    lab.push_result(third, "retry")
+    lab.advance(10)
+    assert len(lab.pushes("call")) == 3  # three attempts, then it gives up
+    assert lab.to_caller()[-1] == 480  # and nothing is left to wait for
+
+
+def test_caller_cancel_during_wake_answers_487_and_pushes_cancel() -> None:
+    lab = WakeLab()
+    phone = _iphone()
+    _suspended(lab, phone)
+    call_id = lab.call("bob")
+    (push,) = lab.pushes("call")
+    lab.push_result(push, "delivered")
+    lab.advance(1)
+    lab.cancel(call_id)
+    assert 487 in lab.to_caller()
+    (cancel,) = lab.pushes("cancel")
+    assert cancel.request.body == "missed call"
+    lab.register(phone)  # it wakes anyway: no INVITE for a call that is over
+    assert lab.invites_to(phone.port) == []
+
+
+def test_busy_everywhere_diverts_on_busy() -> None:
+    lab = WakeLab(plan=CallPlan(voicemail=VM))
+    desk = Phone(user="bob", port=7002, instance="urn:uuid:desk")
+    lab.register(desk)
+    lab.call("bob")
+    (invite,) = lab.invites_to(7002)
+    lab.answer(invite, 486)
+    (vm,) = lab.invites_to(5090)
+    assert isinstance(vm.message, Request)
+    assert "cause=486" in str(vm.message.uri)
+    assert vm.message.headers.get("Diversion", "").endswith("reason=user-busy;counter=1")
+
+
+def test_busy_without_target_forwards_486() -> None:
+    lab = WakeLab()
+    desk = Phone(user="bob", port=7002)
+    lab.register(desk)
+    lab.call("bob")
+    (invite,) = lab.invites_to(7002)
+    lab.answer(invite, 486)
+    assert lab.to_caller()[-1] == 486
+
+
+def test_busy_waits_for_a_device_still_waking() -> None:
+    lab = WakeLab(plan=CallPlan(no_answer_s=30))
+    desk = Phone(user="bob", port=7002, instance="urn:uuid:desk")
+    lab.register(desk)
+    phone = _iphone()
+    _suspended(lab, phone)
+    lab.call("bob")
+    (invite,) = lab.invites_to(7002)
+    lab.answer(invite, 486)
+    assert lab.to_caller()[-1] == 180  # the iPhone may still answer
+    lab.register(phone)
+    (woken,) = lab.invites_to(phone.port)
+    lab.answer(woken, 200, tag="ios")
+    assert lab.to_caller()[-1] == 200
+
+
+def test_dnd_pushes_nobody_and_goes_to_voicemail() -> None:
+    lab = WakeLab(plan=CallPlan(dnd=True, voicemail=VM))
+    phone = _iphone()
+    _suspended(lab, phone)
+    lab.call("bob")
+    assert lab.pushes() == []
+    assert len(lab.invites_to(5090)) == 1
+
+
+def test_device_registering_late_is_forked_too() -> None:
+    lab = WakeLab()
+    phone = _iphone()
+    _suspended(lab, phone)
+    lab.call("bob")
+    lab.advance(3)
+    tablet = Phone(user="bob", port=7003, instance="urn:uuid:tablet")
+    lab.register(tablet)
+    assert len(lab.invites_to(7003)) == 1
+    assert lab.invites_to(phone.port) == []
+
+
+def test_one_ios_device_per_user_pushes_only_the_last_registered() -> None:
+    lab = WakeLab(plan=dataclasses.replace(plan_for("avaya-ip-office"), push_requires_tls=False))
+    old = _iphone(port=7001, token=TOKEN, instance="urn:uuid:old")
+    _suspended(lab, old)
+    lab.advance(5)
+    new = _iphone(port=7004, token=TOKEN2, instance="urn:uuid:new")
+    _suspended(lab, new)
+    lab.call("bob")
+    (push,) = lab.pushes("call")
+    assert push.request.target.prid == TOKEN2
+
+
+def test_avaya_pushes_only_tls_clients_and_waits_20s() -> None:
+    lab = WakeLab(plan=plan_for("avaya-ip-office"))
+    tcp = _iphone(port=7001)
+    _suspended(lab, tcp)
+    tls = Phone(user="bob", port=7005, transport="tls", instance="urn:uuid:t", token=TOKEN2)
+    _suspended(lab, tls)
+    lab.call("bob")
+    assert [p.request.target.prid for p in lab.pushes("call")] == [TOKEN2]
+    lab.advance(19.5)  # No Answer Time 15 s raised to 20 s with a push client
+    assert lab.to_caller()[-1] == 180
+    lab.advance(1)
+    assert lab.to_caller()[-1] == 480
+
+
+def test_cisco_pushes_foreground_ios_devices_too() -> None:
+    lab = WakeLab(plan=plan_for("cisco-cucm"))
+    phone = _iphone()
+    lab.register(phone)  # foreground
+    lab.call("bob")
+    assert len(lab.invites_to(phone.port)) == 1
+    assert len(lab.pushes("call")) == 1
+
+
+def test_decline_ends_the_call_and_tells_waking_devices() -> None:
+    lab = WakeLab(plan=CallPlan(voicemail=VM))
+    desk = Phone(user="bob", port=7002, instance="urn:uuid:desk")
+    lab.register(desk)
+    phone = _iphone()
+    _suspended(lab, phone)
+    lab.call("bob")
+    (invite,) = lab.invites_to(7002)
+    lab.answer(invite, 603)
+    assert lab.to_caller()[-1] == 603
+    assert lab.invites_to(5090) == []
+    assert [p.request.body for p in lab.pushes("cancel")] == ["declined"]
+
+
+def test_unregistered_user_goes_straight_to_voicemail() -> None:
+    lab = WakeLab(plan=CallPlan(voicemail=VM))
+    lab.call("bob")
+    (vm,) = lab.invites_to(5090)
+    assert isinstance(vm.message, Request)
+    assert "cause=480" in str(vm.message.uri)
+
+
+def test_failed_voicemail_ends_the_call() -> None:
+    lab = WakeLab(plan=CallPlan(voicemail=VM))
+    lab.call("bob")
+    (vm,) = lab.invites_to(5090)
+    lab.answer(vm, 503)
+    assert lab.to_caller()[-1] >= 400
+
+
+def test_engine_forgets_calls_when_they_end() -> None:
+    lab = WakeLab()
+    phone = _iphone()
+    _suspended(lab, phone)
+    call_id = lab.call("bob")
+    lab.cancel(call_id)
+    lab.advance(64)
+    assert len(lab.node.wake) == 0
+
+
+def test_every_preset_builds_and_warns_about_inconsistent_timers() -> None:
+    for name in PRESETS:
+        assert plan_for(name).preset == name
+    bad = CallPlan(no_answer_s=5, mobile_dial_delay_s=10, twin=TWIN)
+    warnings = bad.warnings()
+    assert any("twin never rings" in w for w in warnings)
+    assert any("too little time" in w for w in warnings)
