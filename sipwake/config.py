@@ -14,12 +14,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sipwake.errors import ConfigError
+from sipwake.proxy.plan import CallPlan, plan_for
 
 __all__ = [
     "AuthConfig",
+    "CallsConfig",
     "Config",
     "ListenerSpec",
     "RegistrarConfig",
@@ -93,12 +102,50 @@ class AuthConfig(_Section):
     nonce_lifetime_s: float = Field(300.0, gt=0)
 
 
-class UserConfig(_Section):
+PresetName = Literal[
+    "sipwake", "rfc8599", "flexisip", "avaya-ip-office", "cisco-cucm", "innovaphone"
+]
+
+
+def _check_sip_uri(value: str | None) -> str | None:
+    if value is None:
+        return value
+    from sipwake.errors import SipParseError
+    from sipwake.sip.uri import SipUri, parse_uri
+
+    try:
+        uri = parse_uri(value.strip())
+    except SipParseError as exc:
+        raise ValueError(f"not a SIP URI: {exc.reason}") from None
+    if not isinstance(uri, SipUri):
+        raise ValueError(f"expected a sip: or sips: URI, got {value!r}")
+    return value.strip()
+
+
+class _PlanFields(_Section):
+    """Call-plan settings a user may override (``sipwake.proxy.plan.CallPlan``)."""
+
+    no_answer_s: float | None = Field(None, gt=0, le=3600)
+    mobile_dial_delay_s: float | None = Field(None, ge=0, le=3600)
+    voicemail: str | None = None
+    """Voicemail URI for no answer and busy."""
+    forward_no_answer: str | None = None
+    forward_busy: str | None = None
+    dnd: bool | None = None
+
+    @field_validator("voicemail", "forward_no_answer", "forward_busy")
+    @classmethod
+    def _uris(cls, value: str | None) -> str | None:
+        return _check_sip_uri(value)
+
+
+class UserConfig(_PlanFields):
     password: str | None = None
     """Plain password; ``None`` for demo users gets a generated one."""
     display_name: str | None = None
     mobile: str | None = None
-    """Twinning target: the user's mobile number (through the gateway)."""
+    """Twinning target: the user's mobile number (through ``calls.twin_gateway``)."""
+    preset: PresetName | None = None
 
     def __repr__(self) -> str:
         return f"UserConfig(display_name={self.display_name!r}, mobile={self.mobile!r})"
@@ -110,6 +157,31 @@ class RegistrarConfig(_Section):
     default_expires_s: int = Field(3600, ge=60)
     max_bindings_per_aor: int = Field(10, ge=1)
     push_providers: list[str] = ["apns", "apns.dev", "fcm", "webpush"]
+
+
+class CallsConfig(_PlanFields):
+    """System-wide call plan: a preset and the settings that override it."""
+
+    preset: PresetName = "sipwake"
+    ringback: Literal["180", "110", "100"] | None = None
+    udp_foreground_s: float | None = Field(None, ge=0)
+    push_foreground: bool | None = None
+    single_ios_device: bool | None = None
+    push_requires_tls: bool | None = None
+    cancel_notice: Literal["push", "invite-cancel", "none"] | None = None
+    push_attempts: int | None = Field(None, ge=1, le=10)
+    twin_gateway: str | None = None
+    """Where twin calls go: a SIP URI with ``{number}`` for the user's mobile number,
+    e.g. ``sip:{number}@gw.lab.test:5070``."""
+
+    @field_validator("twin_gateway")
+    @classmethod
+    def _gateway(cls, value: str | None) -> str | None:
+        if value is not None:
+            if "{number}" not in value:
+                raise ValueError("twin_gateway must contain {number}")
+            _check_sip_uri(value.replace("{number}", "0"))
+        return value
 
 
 class LimitsConfig(_Section):
@@ -135,6 +207,7 @@ class Config(_Section):
     auth: AuthConfig = AuthConfig()
     registrar: RegistrarConfig = RegistrarConfig()
     limits: LimitsConfig = LimitsConfig()
+    calls: CallsConfig = CallsConfig()
     users: dict[str, UserConfig] = {
         "alice": UserConfig(display_name="Alice"),
         "bob": UserConfig(display_name="Bob"),
@@ -146,6 +219,23 @@ class Config(_Section):
     @property
     def realm(self) -> str:
         return self.auth.realm or self.domain
+
+    def call_plan(self, user: str | None = None) -> CallPlan:
+        """The call plan of ``user`` (system settings, then the user's own), or the
+        system's plan for users without settings."""
+        calls = self.calls
+        system = calls.model_dump(exclude={"preset", "twin_gateway"})
+        entry = self.users.get(user) if user is not None else None
+        preset = calls.preset
+        own: dict[str, Any] = {}
+        twin = None
+        if entry is not None:
+            preset = entry.preset or preset
+            own = entry.model_dump(include=set(_PlanFields.model_fields))
+            if entry.mobile and calls.twin_gateway:
+                twin = calls.twin_gateway.replace("{number}", entry.mobile)
+        merged = {**system, **{k: v for k, v in own.items() if v is not None}}
+        return plan_for(preset, twin=twin, **merged)
 
 
 def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:

@@ -41,6 +41,7 @@ from sipwake.sip.auth import AuthResult, DigestServer, parse_credentials
 from sipwake.sip.message import Request, Response, make_response
 from sipwake.sip.parser import parse_message
 from sipwake.sip.peer import Peer
+from sipwake.sip.pushtarget import mask_token
 from sipwake.sip.uri import SipUri, TelUri, parse_uri
 from sipwake.transaction.events import (
     AckReceived,
@@ -559,6 +560,53 @@ class Node:
         """The driver's report on a ``SendPush``."""
         listener = self.locality.listeners[0]
         return self._run(self.wake.push_completed(push_id, outcome, now), now, listener)
+
+    def snapshot(self, now: float) -> list[dict[str, object]]:
+        """Every user with bindings, their devices and client state (``sipwake status``).
+
+        Push tokens are masked; a user whose devices are all suspended reads as ``away``
+        (they can be reached, after a push), with any foreground device as ``available``.
+        """
+        users = []
+        for aor in sorted(self.registrar.aors()):
+            user = aor.removeprefix("sip:").split("@", 1)[0]
+            plan = self.settings.plan_of(user)
+            devices = []
+            for device in self._devices(aor, now, plan):
+                b = device.binding
+                push = b.push
+                devices.append(
+                    {
+                        "binding_id": b.binding_id,
+                        "state": device.state,
+                        "contact": str(b.forward_uri()),
+                        "transport": b.source.transport,
+                        "source": f"{b.source.host}:{b.source.port}",
+                        "instance": b.instance,
+                        "registered_s_ago": round(now - b.registered_at, 1),
+                        "expires_in_s": round(b.remaining(now), 1),
+                        "user_agent": b.user_agent,
+                        "push": None
+                        if push is None
+                        else {
+                            "provider": push.provider,
+                            "token": mask_token(push.prid),
+                            "param": push.param,
+                        },
+                    }
+                )
+            if not devices:
+                continue
+            states = {d["state"] for d in devices}
+            presence = (
+                "available"
+                if "foreground" in states
+                else "away"
+                if "suspended" in states
+                else "offline"
+            )
+            users.append({"aor": aor, "presence": presence, "dnd": plan.dnd, "devices": devices})
+        return users
 
     def _flow_open(self, binding: Binding) -> bool:
         flow = binding.source.flow

@@ -183,7 +183,12 @@ class Server:
             users=dict(self.passwords),
             open=self.open or config.auth.open,
             max_message_bytes=config.limits.max_message_bytes,
+            plan=config.call_plan(),
+            plans={name: config.call_plan(name) for name in config.users},
         )
+        for name, plan in settings.plans.items():
+            for warning in plan.warnings():
+                logger.warning("user %s: %s", name, warning)
         self.node = Node(
             settings=settings,
             ids=ids,

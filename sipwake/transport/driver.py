@@ -12,15 +12,16 @@ import logging
 import time
 from typing import Protocol, runtime_checkable
 
-from sipwake.node import Dropped, Node, NodeOutput, PersistChanges, SendBytes
+from sipwake.node import CallEvent, Dropped, Node, NodeOutput, PersistChanges, SendBytes, SendPush
 from sipwake.overload import LoadMeter
 from sipwake.proxy.routing import LocalAddress
+from sipwake.push.base import PushOutcome, PushRequest
 from sipwake.registrar.events import RegistrarEvent
 from sipwake.sip.peer import Peer
-from sipwake.sip.pushtarget import redact
+from sipwake.sip.pushtarget import mask_token, redact
 from sipwake.transport.common import LocalAddr
 
-__all__ = ["ChangeSink", "Driver"]
+__all__ = ["CallSink", "ChangeSink", "Driver", "Pusher"]
 
 logger = logging.getLogger("sipwake.driver")
 trace_logger = logging.getLogger("sipwake.trace")
@@ -30,6 +31,20 @@ class ChangeSink(Protocol):
     """Where binding changes go before the response that confirms them is sent."""
 
     def apply(self, events: tuple[RegistrarEvent, ...], now: float) -> None: ...
+
+
+class Pusher(Protocol):
+    """Sends pushes (``sipwake.push``): never raises for what a provider answered."""
+
+    async def send(self, request: PushRequest) -> PushOutcome: ...
+
+
+class CallSink(Protocol):
+    """Where call timelines and push attempts go (call records, ``sipwake calls``)."""
+
+    def call_event(self, event: CallEvent) -> None: ...
+
+    def push_done(self, push: SendPush, outcome: PushOutcome) -> None: ...
 
 
 class Sender(Protocol):
@@ -55,9 +70,14 @@ class Driver:
         sink: ChangeSink | None = None,
         trace: bool = False,
         shed_load: bool = True,
+        pusher: Pusher | None = None,
+        calls: CallSink | None = None,
     ) -> None:
         self.node = node
         self.sink = sink
+        self.pusher = pusher
+        self.calls = calls
+        self._pushes: set[asyncio.Task[None]] = set()
         self.trace = trace
         self.sender: Sender | None = None
         self._loop = asyncio.get_running_loop()
@@ -148,6 +168,47 @@ class Driver:
                 case Dropped(reason=reason, peer=peer):
                     self.dropped += 1
                     logger.debug("dropped message from %s: %s", peer, reason)
+                case SendPush():
+                    task = self._loop.create_task(self._push(output))
+                    self._pushes.add(task)
+                    task.add_done_callback(self._pushes.discard)
+                case CallEvent(call_ref=ref, aor=aor, step=step, detail=detail):
+                    logger.info("call %s to %s: %s %s", ref, aor, step, detail)
+                    if self.calls is not None:
+                        self.calls.call_event(output)
+
+    async def _push(self, push: SendPush) -> None:
+        """Send one push and hand the outcome back to the node."""
+        target = push.request.target
+        if self.pusher is None:
+            outcome = PushOutcome(
+                status="error", provider=target.provider, reason="no push provider configured"
+            )
+        else:
+            try:
+                outcome = await self.pusher.send(push.request)
+            except Exception as exc:  # a provider bug must not lose the call
+                logger.exception("push provider failed for %s", mask_token(target.prid))
+                outcome = PushOutcome(status="error", provider=target.provider, reason=str(exc))
+        logger.info(
+            "push %s to %s (%s %s): %s%s in %.1f ms",
+            push.request.kind,
+            push.aor or "?",
+            target.provider,
+            mask_token(target.prid),
+            outcome.status,
+            f" {outcome.reason}" if outcome.reason else "",
+            outcome.latency * 1000,
+        )
+        if self.calls is not None:
+            self.calls.push_done(push, outcome)
+        try:
+            outputs = self.node.push_completed(push.push_id, outcome, self.now())
+        except Exception:
+            logger.exception("internal error handling a push outcome")
+            return
+        self._perform(outputs)
+        self._rearm()
 
     def _rearm(self) -> None:
         deadline = self.node.next_deadline()
@@ -172,6 +233,8 @@ class Driver:
         self._rearm()
 
     def close(self) -> None:
+        for task in list(self._pushes):
+            task.cancel()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
