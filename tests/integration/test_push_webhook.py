@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 from sipwake.push.base import PushRequest
 from sipwake.push.webhook import SIGNATURE_HEADER, WebhookProvider, verify_signature
 from sipwake.sip.pushtarget import PushTarget, mask_token
+from sipwake.transport.tls import client_context, ensure_self_signed, server_context
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -40,19 +43,20 @@ class Answer:
 class HookServer:
     """A minimal HTTP/1.1 server: records each request, answers with ``answer``."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.received: list[Received] = []
         self.answer = Answer()
+        self._tls = tls
         self._server: asyncio.Server | None = None
 
     @property
     def url(self) -> str:
         assert self._server is not None
         host, port = self._server.sockets[0].getsockname()[:2]
-        return f"http://{host}:{port}/wake"
+        return f"{'https' if self._tls else 'http'}://{host}:{port}/wake"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._tls)
 
     async def close(self) -> None:
         assert self._server is not None
@@ -142,6 +146,28 @@ async def test_post_is_signed_and_carries_the_push(
     assert SECRET not in logged
     assert TOKEN not in logged
     assert mask_token(TOKEN) in logged
+
+
+async def test_https_with_a_trusted_certificate(tmp_path: Path) -> None:
+    cert, key = ensure_self_signed(tmp_path / "tls", ["127.0.0.1"])
+    server = HookServer(tls=server_context(cert, key))
+    await server.start()
+    try:
+        trusting = client_context(cafile=cert)
+        async with WebhookProvider(server.url, SECRET, clock=clock, ssl_context=trusting) as ok:
+            outcome = await ok.send(call())
+        assert outcome.status == "delivered"
+        [got] = server.received
+        assert verify_signature(SECRET, got.headers[SIGNATURE_HEADER.lower()], got.body, START)
+        # The system trust store does not know the lab's certificate: no delivery.
+        async with WebhookProvider(server.url, SECRET, clock=clock) as untrusting:
+            refused = await untrusting.send(call())
+        assert refused.status == "retry"
+        assert refused.reason is not None
+        assert refused.reason.startswith("transport:")
+        assert len(server.received) == 1
+    finally:
+        await server.close()
 
 
 @pytest.mark.parametrize(
