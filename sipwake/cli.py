@@ -173,3 +173,69 @@ def check_config_cmd(path: str) -> None:
         f"{path}: ok (domain {config.domain}, {len(config.listen)} listeners, "
         f"{len(config.users)} users)"
     )
+
+
+@main.command("pushes")
+@click.option(
+    "--db",
+    "db",
+    default="sipwake.db",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="SQLite file the server writes.",
+)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--user", "aor", default=None, help="Only this AOR (sip:alice@lab.test).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+def pushes_cmd(db: str, limit: int, aor: str | None, as_json: bool) -> None:
+    """List recent push attempts, newest first (device tokens masked)."""
+    import dataclasses
+    import json
+    import os
+    from datetime import datetime
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from sipwake.store.base import StoreError
+    from sipwake.store.sqlite import SqliteStore
+
+    if not os.path.exists(db):
+        click.echo(f"error: {db}: no such database (sipwake serve --db PATH writes one)", err=True)
+        sys.exit(2)
+    if aor is not None and not aor.startswith(("sip:", "sips:")):
+        aor = f"sip:{aor}"
+    try:
+        with SqliteStore(db) as store:
+            records = store.pushes(limit, aor=aor)
+    except StoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(r) for r in records], ensure_ascii=False))
+        return
+    if not records:
+        click.echo(f"no push attempts recorded in {db}" + (f" for {aor}" if aor else ""))
+        return
+    table = Table(title=f"push attempts in {db}, newest first", box=box.SIMPLE_HEAD)
+    table.add_column("time", no_wrap=True)
+    table.add_column("user", overflow="fold", min_width=10)
+    table.add_column("token", no_wrap=True, min_width=max(len(r.token) for r in records))
+    for column in ("kind", "provider", "status"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason", overflow="fold", min_width=8)
+    table.add_column("latency", justify="right", no_wrap=True)
+    for r in records:
+        table.add_row(
+            datetime.fromtimestamp(r.wall).strftime("%m-%d %H:%M:%S"),
+            r.aor or "-",
+            r.token,
+            r.kind,
+            r.provider,
+            r.status,
+            " ".join(str(x) for x in (r.http_status, r.reason) if x is not None) or "-",
+            f"{r.latency * 1000:.0f} ms",
+        )
+    # Piped into a file or grep: every column in full, whatever COLUMNS says.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from sipwake.sip.pushtarget import PushTarget
+from sipwake.sip.pushtarget import PushTarget, mask_token
 
-__all__ = ["PushKind", "PushOutcome", "PushProvider", "PushRequest", "PushStatus"]
+__all__ = ["PushKind", "PushOutcome", "PushProvider", "PushRecord", "PushRequest", "PushStatus"]
 
 PushKind = Literal["call", "cancel", "message"]
 PushStatus = Literal["delivered", "retry", "invalid_target", "error"]
@@ -67,3 +67,62 @@ class PushProvider(Protocol):
     async def close(self) -> None:
         """Release connections; ``send`` must not be called afterwards."""
         ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PushRecord:
+    """One push attempt as a store keeps it (``sipwake pushes`` lists them).
+
+    The device token is kept only masked (``mask_token``): a record built with a
+    token that is not already masked is refused with ``ValueError``.
+    """
+
+    wall: float
+    """When the push was sent (UNIX seconds)."""
+    aor: str | None
+    binding_id: str | None
+    kind: str
+    provider: str
+    """Who handled it: ``apns``, ``fcm``, ``webpush``, ``webhook``, ``sandbox``…"""
+    pn_provider: str
+    """The target's ``pn-provider`` as the device wrote it (``apns.dev``…)."""
+    token: str
+    """The push token (``pn-prid``), masked."""
+    status: str
+    reason: str | None = None
+    http_status: int | None = None
+    latency: float = 0.0
+    """Seconds from handing the push to the provider to its outcome."""
+    apns_id: str | None = None
+    call_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.token != mask_token(self.token):
+            raise ValueError("PushRecord.token must be masked with mask_token()")
+
+    @classmethod
+    def of(
+        cls,
+        request: PushRequest,
+        outcome: PushOutcome,
+        *,
+        wall: float,
+        binding_id: str | None = None,
+        aor: str | None = None,
+    ) -> PushRecord:
+        """The record of ``request`` sent at ``wall`` with ``outcome`` (token masked)."""
+        return cls(
+            wall=wall,
+            aor=aor,
+            binding_id=binding_id,
+            kind=request.kind,
+            provider=outcome.provider,
+            pn_provider=request.target.provider,
+            token=mask_token(request.target.prid),
+            status=outcome.status,
+            reason=outcome.reason,
+            http_status=outcome.http_status,
+            latency=outcome.latency,
+            apns_id=outcome.apns_id or request.apns_id,
+            call_id=request.call_id,
+        )

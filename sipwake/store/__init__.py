@@ -6,7 +6,7 @@ registrar change and read once at start.
 
 from __future__ import annotations
 
-from sipwake.store.base import BindingStore, StoreError, net_writes
+from sipwake.store.base import BindingStore, PushLog, StoreError, net_writes
 from sipwake.store.memory import MemoryStore
 from sipwake.store.sqlite import SCHEMA_VERSION, SqliteStore
 
@@ -14,6 +14,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "BindingStore",
     "MemoryStore",
+    "PushLog",
     "SqliteStore",
     "StoreError",
     "net_writes",

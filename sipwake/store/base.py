@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from typing import Protocol, assert_never
 
 from sipwake.errors import SipwakeError
+from sipwake.push.base import PushRecord
 from sipwake.registrar.bindings import Binding
 from sipwake.registrar.events import (
     BindingAdded,
@@ -34,7 +35,7 @@ from sipwake.registrar.events import (
     RegistrarEvent,
 )
 
-__all__ = ["BindingStore", "StoreError", "net_writes"]
+__all__ = ["BindingStore", "PushLog", "StoreError", "net_writes"]
 
 
 class StoreError(SipwakeError):
@@ -64,6 +65,20 @@ class BindingStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class PushLog(Protocol):
+    """Where push attempts are kept for ``sipwake pushes`` (a store may offer it beside
+    ``BindingStore``). Records carry tokens only masked. Synchronous, cheap, bounded:
+    the oldest records make way for new ones."""
+
+    def record_push(self, record: PushRecord) -> None:
+        """Keep one push attempt; raise ``StoreError`` if it cannot."""
+        ...
+
+    def pushes(self, limit: int = 50, aor: str | None = None) -> list[PushRecord]:
+        """The ``limit`` latest attempts, newest first; only ``aor``'s when given."""
+        ...
 
 
 def net_writes(changes: Iterable[RegistrarEvent]) -> dict[str, Binding | None]:

@@ -7,8 +7,10 @@ as with ``SqliteStore``.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 
+from sipwake.push.base import PushRecord
 from sipwake.registrar.bindings import Binding
 from sipwake.registrar.events import RegistrarEvent
 from sipwake.store.base import StoreError, net_writes
@@ -18,10 +20,14 @@ __all__ = ["MemoryStore"]
 
 
 class MemoryStore:
-    """``BindingStore`` in a dict keyed by ``binding_id``."""
+    """``BindingStore`` in a dict keyed by ``binding_id``; ``PushLog`` in a deque
+    keeping the last ``max_pushes`` attempts."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_pushes: int = 10_000) -> None:
+        if max_pushes <= 0:
+            raise ValueError(f"max_pushes must be > 0, got {max_pushes}")
         self._rows: dict[str, BindingRow] = {}
+        self._pushes: deque[PushRecord] = deque(maxlen=max_pushes)
         self._closed = False
 
     def __len__(self) -> int:
@@ -52,6 +58,23 @@ class MemoryStore:
 
     def close(self) -> None:
         self._closed = True
+
+    # -- PushLog ------------------------------------------------------------
+    def record_push(self, record: PushRecord) -> None:
+        self._check()
+        self._pushes.append(record)
+
+    def pushes(self, limit: int = 50, aor: str | None = None) -> list[PushRecord]:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        self._check()
+        out: list[PushRecord] = []
+        for record in reversed(self._pushes):
+            if len(out) >= limit:
+                break
+            if aor is None or record.aor == aor:
+                out.append(record)
+        return out
 
     def _check(self) -> None:
         if self._closed:

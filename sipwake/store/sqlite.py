@@ -21,6 +21,13 @@ A file written by a newer schema is refused (``StoreError``) rather than
 guessed at. Rows that cannot be decoded are skipped at load with a warning
 naming the binding (never its token). A new database file is created with
 mode 0600: it holds push tokens (RFC 8599 §13).
+
+Push attempts (``PushLog``) go to a ``pushes`` table, one row per attempt with the
+token masked, created at open when missing (``CREATE TABLE IF NOT EXISTS``): it is an
+addition beside the binding tables, so files written before it existed open as they
+are, and the schema version stays 1. Each ``record_push`` is its own ``BEGIN
+IMMEDIATE`` transaction, as binding writes are; the table is bounded to the latest
+``max_pushes`` rows (pruned every ``_PRUNE_EVERY`` inserts).
 """
 
 from __future__ import annotations
@@ -33,8 +40,10 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Literal
 
+from sipwake.push.base import PushRecord
 from sipwake.registrar.bindings import Binding
 from sipwake.registrar.events import RegistrarEvent
+from sipwake.sip.pushtarget import mask_token
 from sipwake.store.base import StoreError, net_writes
 from sipwake.store.codec import COLUMNS, BindingRow, decode, encode
 
@@ -66,6 +75,48 @@ CREATE INDEX bindings_aor ON bindings (aor);
 CREATE INDEX bindings_expires ON bindings (expires_wall);
 """
 
+#: The push log beside the binding tables (see the module text).
+_PUSHES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pushes (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    wall        REAL NOT NULL,
+    aor         TEXT,
+    binding_id  TEXT,
+    kind        TEXT NOT NULL,
+    provider    TEXT NOT NULL,
+    pn_provider TEXT NOT NULL,
+    token       TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    reason      TEXT,
+    http_status INTEGER,
+    latency     REAL NOT NULL,
+    apns_id     TEXT,
+    call_id     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pushes_aor ON pushes (aor, id);
+"""
+_PUSH_COLUMNS = (
+    "wall",
+    "aor",
+    "binding_id",
+    "kind",
+    "provider",
+    "pn_provider",
+    "token",
+    "status",
+    "reason",
+    "http_status",
+    "latency",
+    "apns_id",
+    "call_id",
+)
+_INSERT_PUSH = (
+    f"INSERT INTO pushes ({', '.join(_PUSH_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _PUSH_COLUMNS)})"
+)
+_SELECT_PUSHES = f"SELECT {', '.join(_PUSH_COLUMNS)} FROM pushes"
+_PRUNE_EVERY = 1000
+
 _UPSERT = (
     f"INSERT OR REPLACE INTO bindings ({', '.join(COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in COLUMNS)})"
@@ -82,8 +133,12 @@ class SqliteStore:
         *,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         busy_timeout: float = 5.0,
+        max_pushes: int = 100_000,
     ) -> None:
+        if max_pushes <= 0:
+            raise ValueError(f"max_pushes must be > 0, got {max_pushes}")
         self.path = os.fspath(path)
+        self.max_pushes = max_pushes
         try:
             if self.path != ":memory:" and not os.path.exists(self.path):
                 # Push tokens are secrets (RFC 8599 §13): owner-only, and SQLite gives
@@ -142,6 +197,36 @@ class SqliteStore:
     def close(self) -> None:
         self._db.close()
 
+    # -- PushLog ------------------------------------------------------------
+    def record_push(self, record: PushRecord) -> None:
+        values = tuple(getattr(record, name) for name in _PUSH_COLUMNS)
+        with self._transaction():
+            cursor = self._db.execute(_INSERT_PUSH, values)
+            row_id = cursor.lastrowid or 0
+            if row_id % _PRUNE_EVERY == 0:
+                self._db.execute("DELETE FROM pushes WHERE id <= ?", (row_id - self.max_pushes,))
+
+    def pushes(self, limit: int = 50, aor: str | None = None) -> list[PushRecord]:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        try:
+            if aor is None:
+                rows = self._db.execute(
+                    f"{_SELECT_PUSHES} ORDER BY id DESC LIMIT ?", (limit,)
+                ).fetchall()
+            else:
+                rows = self._db.execute(
+                    f"{_SELECT_PUSHES} WHERE aor = ? ORDER BY id DESC LIMIT ?", (aor, limit)
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+        out: list[PushRecord] = []
+        for values in rows:
+            fields = dict(zip(_PUSH_COLUMNS, values, strict=True))
+            fields["token"] = mask_token(str(fields["token"]))  # never trust the file
+            out.append(PushRecord(**fields))
+        return out
+
     # -- extras -----------------------------------------------------------
     def count(self) -> int:
         """Rows stored, expired or not."""
@@ -189,6 +274,9 @@ class SqliteStore:
                 raise StoreError(
                     f"{self.path}: schema version {found[0]!r}, this sipwake reads {SCHEMA_VERSION}"
                 )
+            for statement in _PUSHES_SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
 
 
 class _Transaction:
