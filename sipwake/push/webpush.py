@@ -22,9 +22,10 @@ The answer becomes a ``PushOutcome`` (``classify_webpush_response``): 201/202 de
 (accepted by the push service), 404/410 invalid_target, 429 and 5xx retry (honouring
 ``Retry-After``), 413 and other 4xx error. Transport failures are retry.
 
-Pure parts (no I/O): ``encrypt_aes128gcm``, ``vapid_header``, ``VapidTokens``,
-``build_webpush_request`` and ``classify_webpush_response``; ``WebPushProvider`` is the
-asyncio shell around one ``httpx.AsyncClient``.
+Pure parts (no I/O; the ECDH key and salt are fresh unless injected):
+``encrypt_aes128gcm``, ``vapid_header``, ``VapidTokens``, ``build_webpush_request`` and
+``classify_webpush_response``; ``WebPushProvider`` is the asyncio shell around one
+``httpx.AsyncClient``.
 
 Secrets: a subscription URL is a bearer capability (anyone holding it can push), so it
 is logged only as its origin plus a masked path (``mask_endpoint``); JWTs and the
@@ -83,6 +84,7 @@ __all__ = [
     "mask_endpoint",
     "topic_for",
     "vapid_header",
+    "webpush_plaintext",
 ]
 
 logger = logging.getLogger(__name__)
@@ -111,8 +113,6 @@ DEFAULT_PUSH_HOSTS: tuple[str, ...] = (
 
 _RECORD_SIZE = 4096
 _CALLER_LIMIT = 256
-_TOPIC_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
-_URGENCIES = ("very-low", "low", "normal", "high")
 
 # -- encodings -------------------------------------------------------------------------
 
