@@ -6,6 +6,12 @@ Two spellings reach a registrar:
   (outside REGISTER) ``pn-purr``; values are %-escaped URI parameter values.
   APNs' ``pn-param`` is ``<TeamID>.<bundle>.<service>``: the first dot ends the
   team id, the last dot starts the service (§10).
+* sipwake's extension for Web Push payload encryption: RFC 8599 §12 spells
+  only the subscription URI (``pn-prid``), not the RFC 8291 subscription keys a
+  browser hands out with it, so a softphone that wants an encrypted payload
+  adds ``pn-p256dh`` (the 65-byte uncompressed P-256 public key) and
+  ``pn-auth`` (the 16-byte authentication secret), both base64url. Without
+  them a Web Push wake-up carries no payload, as RFC 8599 §12 intends.
 * Linphone/Flexisip's legacy form: ``pn-type`` (apple, firebase, google,
   android…), ``app-id`` (for Apple ending in ``.prod``/``.dev``, maybe with
   ``.voip`` before it), ``pn-tok``, and the options ``pn-msg-str``,
@@ -19,6 +25,8 @@ was refused.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -42,6 +50,8 @@ PUSH_PARAMS = frozenset(
         "pn-param",
         "pn-prid",
         "pn-purr",
+        "pn-p256dh",
+        "pn-auth",
         "pn-type",
         "app-id",
         "pn-tok",
@@ -95,12 +105,25 @@ class PushTarget:
     timeout_s: int = 0
     call_str: str | None = None
     msg_str: str | None = None
+    p256dh: str | None = None
+    """Web Push: the subscription's P-256 public key (base64url, 65 bytes decoded), the
+    sipwake ``pn-p256dh`` extension; with ``auth`` it allows an RFC 8291 payload."""
+    auth: str | None = None
+    """Web Push: the subscription's authentication secret (base64url, 16 bytes decoded),
+    the sipwake ``pn-auth`` extension. A secret: never in ``repr`` or logs."""
 
     def __repr__(self) -> str:
         return (
             f"PushTarget(provider={self.provider!r}, prid={mask_token(self.prid)!r}, "
-            f"param={self.param!r}, sandbox={self.sandbox}, legacy={self.legacy})"
+            f"param={self.param!r}, sandbox={self.sandbox}, legacy={self.legacy}"
+            + (", keys=***" if self.has_keys else "")
+            + ")"
         )
+
+    @property
+    def has_keys(self) -> bool:
+        """Whether Web Push subscription keys came with the target (encrypted payload)."""
+        return self.p256dh is not None and self.auth is not None
 
     @property
     def base_provider(self) -> str:
@@ -200,6 +223,7 @@ def _rfc8599(uri: SipUri, provider: str) -> PushTarget | None:
         )
     if base == "webpush" and param:
         raise SipParseError("Contact: pn-param must not be used with webpush (RFC 8599 §12)")
+    p256dh, auth = _webpush_keys(uri, base)
     return PushTarget(
         provider=provider,
         prid=prid,
@@ -211,7 +235,45 @@ def _rfc8599(uri: SipUri, provider: str) -> PushTarget | None:
         timeout_s=_int(uri, "pn-timeout"),
         call_str=_value(uri, "pn-call-str"),
         msg_str=_value(uri, "pn-msg-str"),
+        p256dh=p256dh,
+        auth=auth,
     )
+
+
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+
+
+def _b64url_bytes(name: str, value: str, *, secret: bool = False) -> bytes:
+    shown = f"{len(value)} characters" if secret else repr(cut(value))
+    if not _B64URL_RE.fullmatch(value):
+        raise SipParseError(f"Contact: {name} must be base64url, got {shown}")
+    text = value.rstrip("=")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise SipParseError(f"Contact: {name} must be base64url, got {shown}") from exc
+
+
+def _webpush_keys(uri: SipUri, base: str) -> tuple[str | None, str | None]:
+    """The sipwake ``pn-p256dh``/``pn-auth`` pair, checked (RFC 8291 §2, §3.2 sizes)."""
+    p256dh, auth = _value(uri, "pn-p256dh"), _value(uri, "pn-auth")
+    if p256dh is None and auth is None:
+        return None, None
+    if base != "webpush":
+        raise SipParseError(f"Contact: pn-p256dh and pn-auth are for webpush, not {cut(base)!r}")
+    if p256dh is None or auth is None:
+        missing = "pn-auth" if auth is None else "pn-p256dh"
+        raise SipParseError(f"Contact: {missing} missing: pn-p256dh and pn-auth go together")
+    key = _b64url_bytes("pn-p256dh", p256dh)
+    if len(key) != 65 or key[0] != 0x04:
+        raise SipParseError(
+            "Contact: pn-p256dh must be an uncompressed P-256 public key "
+            f"(65 bytes starting 0x04), got {len(key)} bytes"
+        )
+    # The secret itself is never echoed, only its size.
+    if len(_b64url_bytes("pn-auth", auth, secret=True)) != 16:
+        raise SipParseError("Contact: pn-auth must decode to 16 bytes (RFC 8291 §3.2)")
+    return p256dh, auth
 
 
 def _legacy(uri: SipUri) -> PushTarget:
@@ -249,7 +311,7 @@ def _legacy(uri: SipUri) -> PushTarget:
     )
 
 
-_SECRET_PARAM_RE = re.compile(r"(?i)(pn-prid|pn-tok|pn-purr)=([^;>,\s?&]+)")
+_SECRET_PARAM_RE = re.compile(r"(?i)(pn-prid|pn-tok|pn-purr|pn-p256dh|pn-auth)=([^;>,\s?&]+)")
 
 
 def redact(text: str) -> str:

@@ -6,6 +6,7 @@ import pytest
 
 from sipwake.errors import SipParseError
 from sipwake.sip.pushtarget import (
+    PUSH_PARAMS,
     is_push_query,
     mask_token,
     push_target_from_uri,
@@ -106,3 +107,81 @@ def test_masking_for_logs() -> None:
     assert TOKEN not in shown
     assert "pn-prid=00fc…e8f0" in shown
     assert "pn-param=T.b.voip" in shown
+
+
+# RFC 8291 Appendix A subscription keys (the receiver's public key and auth secret).
+P256DH = "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4"
+AUTH = "BTBZMqHH6r4Tts7J_aSIgg"
+ENDPOINT = "https%3A%2F%2Fpush.example.net%2Fpush%2FJzLQ3raZJfFBR0aqvOMsLrt54w4rJUsV"
+
+
+def test_webpush_subscription_keys_are_read() -> None:
+    target = push_target_from_uri(
+        _uri(f"sip:a@h;pn-provider=webpush;pn-prid={ENDPOINT};pn-p256dh={P256DH};pn-auth={AUTH}")
+    )
+    assert target is not None
+    assert target.prid == "https://push.example.net/push/JzLQ3raZJfFBR0aqvOMsLrt54w4rJUsV"
+    assert (target.p256dh, target.auth, target.has_keys) == (P256DH, AUTH, True)
+    assert target.param is None
+    assert AUTH not in repr(target)
+    assert P256DH not in repr(target)
+    assert "keys=***" in repr(target)
+
+
+def test_webpush_keys_may_be_padded_and_escaped() -> None:
+    padded = push_target_from_uri(
+        _uri(
+            f"sip:a@h;pn-provider=webpush;pn-prid={ENDPOINT};pn-p256dh={P256DH}%3D;pn-auth={AUTH}%3D%3D"
+        )
+    )
+    assert padded is not None
+    assert (padded.p256dh, padded.auth) == (P256DH + "=", AUTH + "==")
+
+
+def test_webpush_without_keys_has_no_payload_keys() -> None:
+    target = push_target_from_uri(_uri(f"sip:a@h;pn-provider=webpush;pn-prid={ENDPOINT}"))
+    assert target is not None
+    assert (target.p256dh, target.auth, target.has_keys) == (None, None, False)
+    assert "keys" not in repr(target)
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        (f"pn-p256dh={P256DH}", "pn-auth missing"),
+        (f"pn-auth={AUTH}", "pn-p256dh missing"),
+        (f"pn-p256dh={P256DH[:-4]};pn-auth={AUTH}", r"65 bytes starting 0x04\), got 62 bytes"),
+        (f"pn-p256dh=A{P256DH[1:]};pn-auth={AUTH}", r"65 bytes starting 0x04\), got 65 bytes"),
+        (f"pn-p256dh={P256DH};pn-auth={AUTH}AAAA", "pn-auth must decode to 16 bytes"),
+        (f"pn-p256dh={P256DH};pn-auth=A", "pn-auth must be base64url, got 1 characters"),
+        (f"pn-p256dh={P256DH};pn-auth=ab%2Bcd", "pn-auth must be base64url"),
+        (f"pn-p256dh=not.base64;pn-auth={AUTH}", "pn-p256dh must be base64url, got 'not.base64'"),
+        (f"pn-p256dh={P256DH};pn-auth=%3D%3D", "pn-auth must be base64url, got 2 characters"),
+    ],
+)
+def test_unusable_webpush_keys_are_refused(params: str, reason: str) -> None:
+    with pytest.raises(SipParseError, match=reason):
+        push_target_from_uri(_uri(f"sip:a@h;pn-provider=webpush;pn-prid={ENDPOINT};{params}"))
+
+
+def test_webpush_keys_refused_for_other_providers() -> None:
+    with pytest.raises(SipParseError, match="for webpush, not 'fcm'"):
+        push_target_from_uri(
+            _uri(f"sip:a@h;pn-provider=fcm;pn-param=p;pn-prid=t;pn-p256dh={P256DH};pn-auth={AUTH}")
+        )
+
+
+def test_webpush_keys_are_push_params_and_redacted() -> None:
+    contact = _uri(
+        f"sip:a@h;transport=ws;pn-provider=webpush;pn-prid={ENDPOINT};"
+        f"pn-p256dh={P256DH};pn-auth={AUTH}"
+    )
+    assert {"pn-p256dh", "pn-auth"} <= PUSH_PARAMS
+    stripped = str(contact.without_params(*PUSH_PARAMS))
+    assert "pn-" not in stripped
+    assert "transport=ws" in stripped
+    shown = redact(f"Contact: <{contact}>")
+    assert AUTH not in shown
+    assert P256DH not in shown
+    assert ENDPOINT not in shown
+    assert f"pn-auth={mask_token(AUTH)}" in shown
