@@ -31,6 +31,7 @@ __all__ = [
     "CallsConfig",
     "Config",
     "ListenerSpec",
+    "PushConfig",
     "RegistrarConfig",
     "StoreConfig",
     "TlsConfig",
@@ -184,6 +185,51 @@ class CallsConfig(_PlanFields):
         return value
 
 
+class WebhookConfig(_Section):
+    url: str
+    """Where each push is POSTed (JSON, ``X-Sipwake-Signature``)."""
+    secret: str | None = None
+    """HMAC key for the signature; derived from ``secret_file`` when unset."""
+    routes: Literal["all"] | list[Literal["apns", "apns.dev", "fcm", "webpush"]] = "all"
+    """Which pushes go to the webhook: every push not routed elsewhere, or these services."""
+    timeout_s: float = Field(5.0, gt=0, le=60)
+
+    def __repr__(self) -> str:
+        return f"WebhookConfig(url={self.url!r}, routes={self.routes!r})"
+
+
+class ApnsConfig(_Section):
+    team_id: str
+    key_id: str
+    key_file: Path
+    """The ``.p8`` token signing key (PEM)."""
+    bundle_id: str
+    environment: Literal["production", "sandbox"] = "production"
+    base_url: str | None = None
+    """Another APNs endpoint (``sipwake mock-push``); Apple's host for the environment
+    when unset."""
+    ca_file: Path | None = None
+    """Trust this CA for ``base_url`` (the mock's self-signed certificate)."""
+
+
+class WebPushConfig(_Section):
+    vapid_key_file: Path
+    """P-256 private key (PEM) that signs VAPID tokens (RFC 8292)."""
+    subject: str = "mailto:admin@lab.test"
+    allowed_hosts: list[str] | None = None
+    """Push services the endpoints may name; the well-known ones when unset."""
+    ca_file: Path | None = None
+
+
+class PushConfig(_Section):
+    """Push providers. With none configured, pushes go to the in-process sandbox, which
+    records them (``sipwake pushes``) and reports them delivered."""
+
+    webhook: WebhookConfig | None = None
+    apns: ApnsConfig | None = None
+    webpush: WebPushConfig | None = None
+
+
 class LimitsConfig(_Section):
     max_message_bytes: int = Field(65535, ge=1024)
     max_transactions: int = Field(50000, ge=10)
@@ -208,6 +254,7 @@ class Config(_Section):
     registrar: RegistrarConfig = RegistrarConfig()
     limits: LimitsConfig = LimitsConfig()
     calls: CallsConfig = CallsConfig()
+    push: PushConfig = PushConfig()
     users: dict[str, UserConfig] = {
         "alice": UserConfig(display_name="Alice"),
         "bob": UserConfig(display_name="Bob"),

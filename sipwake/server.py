@@ -25,6 +25,9 @@ from sipwake.errors import ConfigError
 from sipwake.ids import SystemIds
 from sipwake.node import Node, NodeSettings
 from sipwake.proxy.routing import LocalAddress, Locality
+from sipwake.push.configure import providers_from_config
+from sipwake.push.registry import PushProviders
+from sipwake.push.sandbox import SandboxProvider
 from sipwake.registrar.config import RegistrarConfig
 from sipwake.registrar.events import BindingAdded, RegistrarEvent
 from sipwake.registrar.registrar import Registrar
@@ -93,6 +96,8 @@ class Server:
     node: Node | None = None
     _transports: TransportManager | None = None
     _driver: Driver | None = None
+    pusher: PushProviders | None = None
+    sandbox: SandboxProvider | None = None
     _store: BindingStore | None = None
     _stop: asyncio.Event | None = None
 
@@ -198,11 +203,16 @@ class Server:
             auth=auth,
         )
         self.node.restore(BindingAdded(binding=b) for b in restored)
+        self.sandbox = SandboxProvider()
+        self.pusher = providers_from_config(
+            config.push, secret=secret, log=self._store, sandbox=self.sandbox
+        )
         driver = Driver(
             self.node,
             sink=_StoreSink(self._store) if self._store is not None else None,
             trace=self.trace,
             shed_load=config.limits.shed_load,
+            pusher=self.pusher,
         )
         driver.sender = self._transports
         holder["driver"] = driver
@@ -239,6 +249,9 @@ class Server:
     async def close(self) -> None:
         if self._driver is not None:
             self._driver.close()
+        if self.pusher is not None:
+            await self.pusher.close()
+            self.pusher = None
         if self._transports is not None:
             await self._transports.close()
             self._transports = None

@@ -36,15 +36,15 @@ class ChangeSink(Protocol):
 class Pusher(Protocol):
     """Sends pushes (``sipwake.push``): never raises for what a provider answered."""
 
-    async def send(self, request: PushRequest) -> PushOutcome: ...
+    async def send(
+        self, request: PushRequest, *, binding_id: str | None = None, aor: str | None = None
+    ) -> PushOutcome: ...
 
 
 class CallSink(Protocol):
     """Where call timelines and push attempts go (call records, ``sipwake calls``)."""
 
     def call_event(self, event: CallEvent) -> None: ...
-
-    def push_done(self, push: SendPush, outcome: PushOutcome) -> None: ...
 
 
 class Sender(Protocol):
@@ -186,7 +186,9 @@ class Driver:
             )
         else:
             try:
-                outcome = await self.pusher.send(push.request)
+                outcome = await self.pusher.send(
+                    push.request, binding_id=push.binding_id, aor=push.aor
+                )
             except Exception as exc:  # a provider bug must not lose the call
                 logger.exception("push provider failed for %s", mask_token(target.prid))
                 outcome = PushOutcome(status="error", provider=target.provider, reason=str(exc))
@@ -200,8 +202,6 @@ class Driver:
             f" {outcome.reason}" if outcome.reason else "",
             outcome.latency * 1000,
         )
-        if self.calls is not None:
-            self.calls.push_done(push, outcome)
         try:
             outputs = self.node.push_completed(push.push_id, outcome, self.now())
         except Exception:

@@ -1,0 +1,102 @@
+"""Push providers from the ``push:`` section of the configuration.
+
+Nothing configured: every push goes to the in-process sandbox (records it, reports it
+delivered), so ``sipwake serve`` wakes nobody but shows what would have been sent.
+A webhook for ``all`` takes every push without a service of its own; APNs and Web Push
+get their routes when their keys are given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ssl
+import time
+from pathlib import Path
+
+from sipwake.config import PushConfig
+from sipwake.errors import ConfigError
+from sipwake.push.base import PushProvider
+from sipwake.push.registry import PushProviders, build_push_providers
+from sipwake.push.sandbox import SandboxProvider
+from sipwake.store.base import PushLog
+
+__all__ = ["providers_from_config", "webhook_secret"]
+
+
+def webhook_secret(secret: bytes) -> str:
+    """The webhook HMAC key derived from the server secret (when none is configured)."""
+    return hmac.new(secret, b"sipwake webhook", hashlib.sha256).hexdigest()
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what}: {exc.strerror}", path=str(path)) from exc
+
+
+def _trust(ca_file: Path | None) -> ssl.SSLContext | None:
+    if ca_file is None:
+        return None
+    context = ssl.create_default_context()
+    try:
+        context.load_verify_locations(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load CA file: {exc}", path=str(ca_file)) from exc
+    return context
+
+
+def providers_from_config(
+    config: PushConfig,
+    *,
+    secret: bytes,
+    log: PushLog | None,
+    sandbox: SandboxProvider | None = None,
+) -> PushProviders:
+    """Build every configured provider (their connections open lazily, on first push)."""
+    apns: PushProvider | None = None
+    webpush: PushProvider | None = None
+    webhook: PushProvider | None = None
+    if config.apns is not None:
+        from sipwake.push.apns import ApnsProvider
+        from sipwake.push.payload import ApnsSettings
+
+        a = config.apns
+        apns = ApnsProvider(
+            ApnsSettings(
+                team_id=a.team_id,
+                key_id=a.key_id,
+                bundle_id=a.bundle_id,
+                environment=a.environment,
+            ),
+            private_key=_read(a.key_file, "APNs key"),
+            base_url=a.base_url,
+            ssl_context=_trust(a.ca_file),
+        )
+    if config.webpush is not None:
+        from sipwake.push.webpush import DEFAULT_PUSH_HOSTS, WebPushProvider
+
+        w = config.webpush
+        webpush = WebPushProvider(
+            _read(w.vapid_key_file, "VAPID key"),
+            w.subject,
+            ssl_context=_trust(w.ca_file),
+            allowed_hosts=tuple(w.allowed_hosts) if w.allowed_hosts else DEFAULT_PUSH_HOSTS,
+        )
+    if config.webhook is not None:
+        from sipwake.push.webhook import WebhookProvider
+
+        h = config.webhook
+        webhook = WebhookProvider(
+            h.url, h.secret or webhook_secret(secret), clock=time.time, timeout_s=h.timeout_s
+        )
+    routes = config.webhook.routes if config.webhook is not None else "all"
+    return build_push_providers(
+        apns=apns,
+        webpush=webpush,
+        webhook=webhook,
+        webhook_for=routes,
+        sandbox=sandbox,
+        log=log,
+    )

@@ -1,0 +1,183 @@
+"""Push-wake through ``sipwake serve`` on loopback: a TCP phone with push parameters is
+suspended (its connection closes), a call for it makes a push (sandbox provider), the
+phone wakes, re-registers over a new connection and gets the held INVITE; without a wake,
+the call diverts to voicemail after the no-answer time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sipua import Ua, udp_address
+
+from sipwake.config import Config, ListenerSpec, StoreConfig, TlsConfig, UserConfig
+from sipwake.server import Server
+from sipwake.sip.framing import StreamFramer
+from sipwake.sip.message import Request, Response, make_response
+from sipwake.sip.parser import parse_message
+
+pytestmark = pytest.mark.timeout(30)
+
+TOKEN = "9c8b7a6f" * 8
+PUSH = f";pn-provider=apns;pn-param=TEAM123456.org.lab.phone.voip;pn-prid={TOKEN}"
+
+
+class TcpPhone:
+    """A phone app over TCP: registers with push parameters; closing the connection is
+    what iOS does when it suspends the app."""
+
+    def __init__(self, port: int) -> None:
+        self.server_port = port
+        self.cseq = 0
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.framer = StreamFramer()
+        self.pending: list[bytes] = []
+        self.local = 0
+
+    async def connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.server_port)
+        self.local = self.writer.get_extra_info("sockname")[1]
+        self.framer = StreamFramer()
+        self.pending = []
+
+    async def register(self) -> Response:
+        await self.connect()
+        self.cseq += 1
+        self.send(
+            f"REGISTER sip:lab.test SIP/2.0\r\n"
+            f"Via: SIP/2.0/TCP 127.0.0.1:{self.local};branch=z9hG4bKph{self.cseq};rport\r\n"
+            f"From: <sip:bob@lab.test>;tag=ph\r\nTo: <sip:bob@lab.test>\r\n"
+            f"Call-ID: phone-reg\r\nCSeq: {self.cseq} REGISTER\r\n"
+            f"Contact: <sip:bob@127.0.0.1:{self.local};transport=tcp{PUSH}>"
+            f';+sip.instance="<urn:uuid:00000000-0000-4000-8000-0000000000b0>"\r\n'
+            f"Expires: 3600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n".encode()
+        )
+        response = await self.next()
+        assert isinstance(response, Response)
+        return response
+
+    def send(self, data: bytes) -> None:
+        assert self.writer is not None
+        self.writer.write(data)
+
+    async def next(self, within: float = 5.0) -> Request | Response:
+        assert self.reader is not None
+        while not self.pending:
+            data = await asyncio.wait_for(self.reader.read(65536), within)
+            assert data, "connection closed"
+            self.pending += [f for f in self.framer.feed(data) if isinstance(f, bytes) and f]
+        return parse_message(self.pending.pop(0), stream=True)
+
+    async def suspend(self) -> None:
+        assert self.writer is not None
+        self.writer.close()
+        await self.writer.wait_closed()
+        await asyncio.sleep(0.1)  # the server notices the closed flow
+
+
+@pytest.fixture
+async def wake_lab(tmp_path: Path) -> AsyncIterator[Server]:
+    config = Config(
+        domain="lab.test",
+        listen=[
+            ListenerSpec(transport="udp", host="127.0.0.1", port=0),
+            ListenerSpec(transport="tcp", host="127.0.0.1", port=0),
+        ],
+        store=StoreConfig(backend="memory"),
+        tls=TlsConfig(dir=tmp_path / "tls"),
+        users={"alice": UserConfig(password="a"), "bob": UserConfig(password="b")},
+        secret_file=tmp_path / "secret",
+        auth={"open": True},  # type: ignore[arg-type]
+        calls={"no_answer_s": 8.0},  # type: ignore[arg-type]
+    )
+    server = Server(config)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+def _tcp_port(server: Server) -> int:
+    return next(b.port for b in server.bound if b.transport == "tcp")
+
+
+async def test_suspended_phone_is_pushed_wakes_and_answers(wake_lab: Server) -> None:
+    assert wake_lab.sandbox is not None
+    pushes = wake_lab.sandbox.subscribe()
+    phone = TcpPhone(_tcp_port(wake_lab))
+    assert (await phone.register()).status == 200
+    await phone.suspend()
+    alice = await Ua("alice", "a", udp_address(wake_lab), "lab.test").start()
+    try:
+        invite = alice.request("INVITE", "sip:bob@lab.test", to="<sip:bob@lab.test>")
+        answer = asyncio.ensure_future(alice.transact(invite, 200))
+        push = await asyncio.wait_for(pushes.get(), 3)
+        assert push.kind == "call"
+        assert push.target.prid == TOKEN
+        assert push.call_id == invite.call_id
+        ringing = await alice.expect(180)  # PBX ringback while the phone wakes
+        assert isinstance(ringing, Response)
+        # The app wakes from the push and registers again over a new connection.
+        assert (await phone.register()).status == 200
+        incoming = await phone.next()
+        assert isinstance(incoming, Request)
+        assert incoming.method == "INVITE"
+        assert incoming.call_id == invite.call_id
+        assert "pn-prid" not in str(incoming.uri)
+        ok = make_response(incoming, 200, to_tag="bob1")
+        ok.headers.add("Contact", f"<sip:bob@127.0.0.1:{phone.local};transport=tcp>")
+        phone.send(ok.to_bytes())
+        final = await asyncio.wait_for(answer, 5)
+        assert final.status == 200
+    finally:
+        alice.close()
+        await phone.suspend()
+
+
+async def test_phone_that_never_wakes_diverts_to_voicemail(tmp_path: Path) -> None:
+    voicemail = await Ua("vm", "", ("127.0.0.1", 9), "lab.test").start()
+    config = Config(
+        domain="lab.test",
+        listen=[
+            ListenerSpec(transport="udp", host="127.0.0.1", port=0),
+            ListenerSpec(transport="tcp", host="127.0.0.1", port=0),
+        ],
+        store=StoreConfig(backend="memory"),
+        tls=TlsConfig(dir=tmp_path / "tls"),
+        users={"alice": UserConfig(password="a"), "bob": UserConfig(password="b")},
+        secret_file=tmp_path / "secret",
+        auth={"open": True},  # type: ignore[arg-type]
+        calls={  # type: ignore[arg-type]
+            "no_answer_s": 1.5,
+            "voicemail": f"sip:vm@127.0.0.1:{voicemail.port}",
+        },
+    )
+    server = Server(config)
+    await server.start()
+    alice = await Ua("alice", "a", udp_address(server), "lab.test").start()
+    phone = TcpPhone(_tcp_port(server))
+    try:
+        assert (await phone.register()).status == 200
+        await phone.suspend()
+        invite = alice.request("INVITE", "sip:bob@lab.test", to="<sip:bob@lab.test>")
+        alice.send(invite)
+        started = asyncio.get_running_loop().time()
+        diverted = await voicemail.expect("INVITE", within=4)
+        waited = asyncio.get_running_loop().time() - started
+        assert 1.3 < waited < 3.0
+        assert isinstance(diverted, Request)
+        assert "cause=480" in str(diverted.uri)  # no device was reached: unavailable
+        assert diverted.headers.get("Diversion", "").startswith("<sip:bob@lab.test>")
+        assert diverted.call_id == invite.call_id
+        via_port = voicemail.sent_from[diverted.call_id + "INVITE"]
+        voicemail.send(make_response(diverted, 200, to_tag="vm1"), via_port)
+        final = await alice.expect(200, within=3)
+        assert isinstance(final, Response)
+    finally:
+        alice.close()
+        voicemail.close()
+        await server.close()
