@@ -212,6 +212,16 @@ class ApnsConfig(_Section):
     """Trust this CA for ``base_url`` (the mock's self-signed certificate)."""
 
 
+class FcmConfig(_Section):
+    service_account: Path
+    """The Google service-account JSON key (project id, RSA key, token endpoint)."""
+    base_url: str | None = None
+    """Another FCM endpoint (``sipwake mock-push``); fcm.googleapis.com when unset."""
+    token_uri: str | None = None
+    """Another OAuth token endpoint; the service account's when unset."""
+    ca_file: Path | None = None
+
+
 class WebPushConfig(_Section):
     vapid_key_file: Path
     """P-256 private key (PEM) that signs VAPID tokens (RFC 8292)."""
@@ -227,6 +237,7 @@ class PushConfig(_Section):
 
     webhook: WebhookConfig | None = None
     apns: ApnsConfig | None = None
+    fcm: FcmConfig | None = None
     webpush: WebPushConfig | None = None
 
 

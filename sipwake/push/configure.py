@@ -2,8 +2,8 @@
 
 Nothing configured: every push goes to the in-process sandbox (records it, reports it
 delivered), so ``sipwake serve`` wakes nobody but shows what would have been sent.
-A webhook for ``all`` takes every push without a service of its own; APNs and Web Push
-get their routes when their keys are given.
+A webhook for ``all`` takes every push without a service of its own; APNs, FCM and Web
+Push get their routes when their keys are given.
 """
 
 from __future__ import annotations
@@ -74,6 +74,19 @@ def providers_from_config(
             base_url=a.base_url,
             ssl_context=_trust(a.ca_file),
         )
+    fcm: PushProvider | None = None
+    if config.fcm is not None:
+        from sipwake.push.fcm import FcmProvider
+
+        f = config.fcm
+        if not f.service_account.is_file():
+            raise ConfigError("FCM service account file not found", path=str(f.service_account))
+        fcm = FcmProvider(
+            f.service_account,
+            base_url=f.base_url,
+            token_uri=f.token_uri,
+            ssl_context=_trust(f.ca_file),
+        )
     if config.webpush is not None:
         from sipwake.push.webpush import DEFAULT_PUSH_HOSTS, WebPushProvider
 
@@ -94,6 +107,7 @@ def providers_from_config(
     routes = config.webhook.routes if config.webhook is not None else "all"
     return build_push_providers(
         apns=apns,
+        fcm=fcm,
         webpush=webpush,
         webhook=webhook,
         webhook_for=routes,

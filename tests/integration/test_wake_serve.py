@@ -10,9 +10,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from sipua import Ua, udp_address
 
 from sipwake.config import Config, ListenerSpec, StoreConfig, TlsConfig, UserConfig
+from sipwake.push.mock import MockApns
 from sipwake.server import Server
 from sipwake.sip.framing import StreamFramer
 from sipwake.sip.message import Request, Response, make_response
@@ -181,3 +184,79 @@ async def test_phone_that_never_wakes_diverts_to_voicemail(tmp_path: Path) -> No
         alice.close()
         voicemail.close()
         await server.close()
+
+
+async def test_configured_apns_gets_the_voip_push_and_410_drops_the_token(
+    tmp_path: Path,
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    key_file = tmp_path / "AuthKey.p8"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    async with MockApns(
+        tmp_path / "apns", public_key=public, team_id="TEAM123456", key_id="KEY1234567"
+    ) as apns:
+        assert apns.cert_file is not None
+        config = Config(
+            domain="lab.test",
+            listen=[
+                ListenerSpec(transport="udp", host="127.0.0.1", port=0),
+                ListenerSpec(transport="tcp", host="127.0.0.1", port=0),
+            ],
+            store=StoreConfig(backend="memory"),
+            tls=TlsConfig(dir=tmp_path / "tls"),
+            users={"alice": UserConfig(password="a"), "bob": UserConfig(password="b")},
+            secret_file=tmp_path / "secret",
+            auth={"open": True},  # type: ignore[arg-type]
+            calls={"no_answer_s": 8.0},  # type: ignore[arg-type]
+            push={  # type: ignore[arg-type]
+                "apns": {
+                    "team_id": "TEAM123456",
+                    "key_id": "KEY1234567",
+                    "key_file": str(key_file),
+                    "bundle_id": "org.lab.phone",
+                    "base_url": apns.base_url,
+                    "ca_file": str(apns.cert_file),
+                }
+            },
+        )
+        server = Server(config)
+        await server.start()
+        alice = await Ua("alice", "a", udp_address(server), "lab.test").start()
+        phone = TcpPhone(_tcp_port(server))
+        try:
+            assert (await phone.register()).status == 200
+            await phone.suspend()
+            invite = alice.request("INVITE", "sip:bob@lab.test", to="<sip:bob@lab.test>")
+            alice.send(invite)
+            await alice.expect(180)
+            for _ in range(50):
+                if apns.pushes:
+                    break
+                await asyncio.sleep(0.05)
+            (push,) = apns.pushes
+            assert push.token == TOKEN
+            assert push.headers["apns-push-type"] == "voip"
+            assert push.headers["apns-topic"] == "org.lab.phone.voip"
+            assert push.body["call-id"] == invite.call_id
+            # The device is uninstalled: APNs answers 410 and the next call fails fast.
+            apns.unregister(TOKEN)
+            second = alice.request("INVITE", "sip:bob@lab.test", to="<sip:bob@lab.test>")
+            started = asyncio.get_running_loop().time()
+            final = await alice.transact(second, 480)
+            assert asyncio.get_running_loop().time() - started < 2.0  # not the 8 s no-answer
+            assert final.status == 480
+            assert server.node is not None
+            (binding,) = server.node.registrar.lookup("sip:bob@lab.test", 0.0)
+            assert binding.push is None  # RFC 8599 hygiene: the dead token is gone
+        finally:
+            alice.close()
+            await server.close()
