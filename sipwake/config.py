@@ -36,6 +36,7 @@ __all__ = [
     "StoreConfig",
     "TlsConfig",
     "UserConfig",
+    "WebhookConfig",
     "load_config",
     "parse_listen",
 ]
