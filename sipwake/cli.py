@@ -149,12 +149,62 @@ def _banner(server: object) -> None:
         click.echo(f"  listening  {listener.transport:<4} {listener.host_port}")
     store = "memory" if config.store.backend == "memory" else str(config.store.path)
     click.echo(f"  bindings   {store}")
+    if server.admin is not None:
+        click.echo(f"  status     {server.admin.url}/status  (sipwake status)")
     if server.open or config.auth.open:
         click.echo("  WARNING: --open: registrations and calls are accepted without authentication")
     click.echo("  users (register as USER@DOMAIN with this password):")
     for name, password in server.passwords.items():
         click.echo(f"    {name:<10} {password}")
     click.echo("  Ctrl-C stops.")
+
+
+@main.command("status")
+@click.option(
+    "--url",
+    default="http://127.0.0.1:5064",
+    show_default=True,
+    help="The status endpoint of a running sipwake serve (the admin setting).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+def status_cmd(url: str, as_json: bool) -> None:
+    """Users, their devices and client state (foreground / suspended / offline) as seen by
+    a running ``sipwake serve``; push tokens masked."""
+    import json
+
+    import httpx
+
+    try:
+        response = httpx.get(url.rstrip("/") + "/status", timeout=5)
+        response.raise_for_status()
+        data = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        click.echo(f"error: no status from {url}: {exc}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"sipwake {data.get('domain', '')}: {data.get('calls_active', 0)} calls")
+    for column in ("user", "presence", "device", "state", "via", "registered", "push"):
+        table.add_column(column)
+    for user in data.get("users", []):
+        first = True
+        for device in user["devices"]:
+            push = device.get("push")
+            table.add_row(
+                user["aor"] if first else "",
+                (user["presence"] + (" (DND)" if user.get("dnd") else "")) if first else "",
+                device.get("instance") or device["contact"],
+                device["state"],
+                f"{device['transport']} {device['source']}",
+                f"{device['registered_s_ago']:g} s ago",
+                f"{push['provider']} {push['token']}" if push else "-",
+            )
+            first = False
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)
 
 
 @main.command("check-config")

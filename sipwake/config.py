@@ -272,8 +272,26 @@ class Config(_Section):
         "bob": UserConfig(display_name="Bob"),
         "carol": UserConfig(display_name="Carol"),
     }
+    admin: str | None = "127.0.0.1:5064"
+    """``HOST:PORT`` of the read-only status endpoint (``sipwake status``); null: none."""
     secret_file: Path = Path("sipwake-secret")
     """Random secret made on first run: nonces and the demo users' passwords derive from it."""
+
+    @field_validator("admin")
+    @classmethod
+    def _admin(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"expected HOST:PORT, got {value!r}")
+        return value
+
+    @property
+    def admin_address(self) -> tuple[str, int] | None:
+        if self.admin is None:
+            return None
+        host, _, port = self.admin.rpartition(":")
+        return host.strip("[]"), int(port)
 
     @property
     def realm(self) -> str:

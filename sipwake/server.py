@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sipwake.admin import AdminServer
 from sipwake.config import Config
 from sipwake.errors import ConfigError
 from sipwake.ids import SystemIds
@@ -97,6 +98,7 @@ class Server:
     _transports: TransportManager | None = None
     _driver: Driver | None = None
     pusher: PushProviders | None = None
+    admin: AdminServer | None = None
     sandbox: SandboxProvider | None = None
     _store: BindingStore | None = None
     _stop: asyncio.Event | None = None
@@ -218,6 +220,22 @@ class Server:
         holder["driver"] = driver
         self._driver = driver
         driver._rearm()
+        address = config.admin_address
+        if address is not None:
+            node = self.node
+            admin = AdminServer(
+                lambda: {
+                    "domain": config.domain,
+                    "calls_active": len(node.wake),
+                    "users": node.snapshot(loop.time()),
+                },
+                *address,
+            )
+            try:
+                await admin.start()
+                self.admin = admin
+            except OSError as exc:
+                logger.warning("status endpoint not started on %s: %s", config.admin, exc)
         logger.info(
             "sipwake serving %s on %s (%d bindings restored)",
             config.domain,
@@ -247,6 +265,9 @@ class Server:
             await self.close()
 
     async def close(self) -> None:
+        if self.admin is not None:
+            await self.admin.close()
+            self.admin = None
         if self._driver is not None:
             self._driver.close()
         if self.pusher is not None:

@@ -6,6 +6,8 @@ the call diverts to voicemail after the no-answer time."""
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -260,3 +262,64 @@ async def test_configured_apns_gets_the_voip_push_and_410_drops_the_token(
         finally:
             alice.close()
             await server.close()
+
+
+async def test_status_shows_client_state_and_presence(tmp_path: Path) -> None:
+    config = Config(
+        domain="lab.test",
+        listen=[
+            ListenerSpec(transport="udp", host="127.0.0.1", port=0),
+            ListenerSpec(transport="tcp", host="127.0.0.1", port=0),
+        ],
+        store=StoreConfig(backend="memory"),
+        tls=TlsConfig(dir=tmp_path / "tls"),
+        users={"alice": UserConfig(password="a"), "bob": UserConfig(password="b")},
+        secret_file=tmp_path / "secret",
+        auth={"open": True},  # type: ignore[arg-type]
+        admin="127.0.0.1:0",
+    )
+    server = Server(config)
+    await server.start()
+    alice = await Ua("alice", "a", udp_address(server), "lab.test").start()
+    phone = TcpPhone(_tcp_port(server))
+    try:
+        await alice.register()
+        assert (await phone.register()).status == 200
+        await phone.suspend()
+        assert server.admin is not None
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sipwake",
+            "status",
+            "--url",
+            server.admin.url,
+            "--json",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+        assert proc.returncode == 0
+        data = json.loads(out)
+        users = {u["aor"]: u for u in data["users"]}
+        assert users["sip:alice@lab.test"]["presence"] == "available"
+        assert users["sip:bob@lab.test"]["presence"] == "away"  # asleep, reachable by push
+        (device,) = users["sip:bob@lab.test"]["devices"]
+        assert device["state"] == "suspended"
+        assert device["push"]["provider"] == "apns"
+        assert TOKEN not in out.decode()  # masked
+        assert device["push"]["token"] == f"{TOKEN[:4]}…{TOKEN[-4:]}"
+        table = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sipwake",
+            "status",
+            "--url",
+            server.admin.url,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        text, _ = await asyncio.wait_for(table.communicate(), 20)
+        assert b"suspended" in text
+        assert b"away" in text
+    finally:
+        alice.close()
+        await server.close()
