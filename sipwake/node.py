@@ -61,6 +61,8 @@ from sipwake.transaction.layer import TransactionLayer
 __all__ = [
     "CallEvent",
     "Dropped",
+    "ForgetMessage",
+    "KeepMessage",
     "Node",
     "NodeOutput",
     "NodeSettings",
@@ -104,7 +106,25 @@ class Dropped:
     peer: Peer | None = None
 
 
-NodeOutput = SendBytes | PersistChanges | Dropped | SendPush | CallEvent
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeepMessage:
+    """Store this MESSAGE for ``aor`` until it is delivered (a suspended device)."""
+
+    message_id: str
+    aor: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForgetMessage:
+    """A held MESSAGE was delivered: delete it from the store."""
+
+    message_id: str
+
+
+NodeOutput = (
+    SendBytes | PersistChanges | Dropped | SendPush | CallEvent | KeepMessage | ForgetMessage
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,6 +185,10 @@ class Node:
         """Fed by the driver with the time it spends working (``sipwake.overload``)."""
         self.shed = 0
         self._unconfirmed: dict[int, _Unconfirmed] = {}
+        self._held: dict[str, dict[str, Request]] = {}
+        """AOR → message id → MESSAGE waiting for a device of that user to register."""
+        self._delivering: dict[ClientKey, tuple[str, str]] = {}
+        """Client transaction → (aor, message id) of a held MESSAGE being delivered."""
 
     # -- input ------------------------------------------------------------------
     def receive(
@@ -254,13 +278,18 @@ class Node:
                     more, extra = self._on_request(request, source, key, listener, now)
                     out += extra
                 case ResponseReceived(response=response, transaction_key=key):
-                    more = self.proxy.response_received(response, key, now)
+                    if key in self._delivering:
+                        out += self._message_answered(key, response.status)
+                    else:
+                        more = self.proxy.response_received(response, key, now)
                 case AckReceived(request=ack, source=source):
                     more = self._on_ack(ack, listener)
                 case CancelReceived(invite_key=key):
                     more = [*self.wake.cancelled(key, now), *self.proxy.cancel(key, now)]
                 case TransactionTimedOut(transaction_key=key):
-                    if isinstance(key, ClientKey):
+                    if isinstance(key, ClientKey) and key in self._delivering:
+                        out += self._message_answered(key, 408)
+                    elif isinstance(key, ClientKey):
                         more = self.proxy.client_timed_out(key, now)
                 case TransactionTerminated(transaction_key=key):
                     if isinstance(key, ClientKey):
@@ -370,6 +399,8 @@ class Node:
         if user is None or (not self.settings.open and user not in self.settings.users):
             return self._respond(key, request, 404, now), []
         aor = self.registrar.config.aor(uri)
+        if method == "MESSAGE":
+            return self._on_message(key, request, source, listener, aor, user, now)
         if method == "INVITE":
             plan = self.settings.plan_of(user)
             devices = self._devices(aor, now, plan)
@@ -457,8 +488,13 @@ class Node:
             for event in entry.events:
                 if isinstance(event, BindingAdded | BindingRefreshed):
                     binding = event.binding
-                    wake = self.wake.registered(binding, self._binding_target(binding), now)
+                    target = self._binding_target(binding)
+                    wake = self.wake.registered(binding, target, now)
                     out += self._run(wake, now, entry.listener)
+                    if target is not None and binding.aor in self._held:
+                        out += self._run(
+                            self._deliver_held(binding.aor, target, now), now, entry.listener
+                        )
             return out
         else:
             self.registrar.revert(entry.events)
@@ -555,6 +591,82 @@ class Node:
             return None
         peer = self._contact_flows.get(_contact_key(uri))
         return peer if peer is not None else uri_peer(uri)
+
+    # -- instant messages to sleeping devices (store and forward) ----------------------
+    def _on_message(
+        self,
+        key: ServerTransactionKey,
+        request: Request,
+        source: Peer,
+        listener: LocalAddress,
+        aor: str,
+        user: str,
+        now: float,
+    ) -> tuple[Sequence[WakeOutput], list[NodeOutput]]:
+        """RFC 3428 MESSAGE: devices awake get it now; with only suspended devices it is
+        kept (202 Accepted), they get an alert push (not VoIP: iOS 13+), and it is
+        delivered when one registers again."""
+        plan = self.settings.plan_of(user)
+        devices = self._devices(aor, now, plan)
+        awake = [d.target for d in devices if d.state != "suspended" and d.target is not None]
+        if awake or plan.dnd:
+            return self.proxy.fork(key, request, source, listener, awake, now), []
+        asleep = [d for d in devices if d.state == "suspended" and d.binding.push is not None]
+        if not asleep:
+            return self.proxy.fork(key, request, source, listener, [], now), []
+        message_id = self.ids.token(12)
+        self._held.setdefault(aor, {})[message_id] = request
+        extra: list[NodeOutput] = [
+            KeepMessage(message_id=message_id, aor=aor, data=request.to_bytes())
+        ]
+        text = request.body.decode("utf-8", "replace")[:200] if request.body else None
+        pushes: list[WakeOutput] = [
+            self.wake.message_push(aor, d.binding, request, text) for d in asleep
+        ]
+        return [*self._respond(key, request, 202, now), *pushes], extra
+
+    def _deliver_held(self, aor: str, target: Target, now: float) -> list[WakeOutput]:
+        """Send every MESSAGE held for ``aor`` to a device that just registered."""
+        out: list[WakeOutput] = []
+        in_flight = {mid for held_aor, mid in self._delivering.values() if held_aor == aor}
+        listener = self.locality.listener_for(target.peer.transport)
+        for message_id, held in list(self._held.get(aor, {}).items()):
+            if message_id in in_flight:
+                continue
+            request = _fresh_message(held, target, listener, self.ids.branch())
+            key, sent = self.layer.send_request(request, target.peer, now)
+            self._delivering[key] = (aor, message_id)
+            out += sent
+        return out
+
+    def _message_answered(self, key: ClientKey, status: int) -> list[NodeOutput]:
+        if status < 200:
+            return []
+        aor, message_id = self._delivering.pop(key)
+        if status >= 300:
+            return []  # kept: the next registration tries again
+        held = self._held.get(aor)
+        if held is None or held.pop(message_id, None) is None:
+            return []
+        if not held:
+            del self._held[aor]
+        return [ForgetMessage(message_id=message_id)]
+
+    def restore_messages(self, messages: Iterable[tuple[str, str, bytes]]) -> int:
+        """Held messages loaded from a store (after a restart); returns how many."""
+        count = 0
+        for message_id, aor, data in messages:
+            try:
+                request = parse_message(data)
+            except SipParseError:
+                continue
+            if isinstance(request, Request):
+                self._held.setdefault(aor, {})[message_id] = request
+                count += 1
+        return count
+
+    def held_messages(self, aor: str) -> int:
+        return len(self._held.get(aor, {}))
 
     def push_completed(self, push_id: int, outcome: PushOutcome, now: float) -> list[NodeOutput]:
         """The driver's report on a ``SendPush``."""
@@ -680,3 +792,23 @@ class Node:
 
 def _contact_key(uri: SipUri) -> tuple[str | None, str, int | None]:
     return (uri.user, uri.host.lower(), uri.port)
+
+
+def _fresh_message(held: Request, target: Target, listener: LocalAddress, branch: str) -> Request:
+    """A held MESSAGE sent anew by the server (the caller's transaction ended long ago):
+    the caller's From, To, Call-ID, CSeq and body, our Via, the device's URI."""
+    lines = [
+        f"MESSAGE {target.uri} SIP/2.0",
+        f"Via: SIP/2.0/{listener.via_transport} {listener.host_port};branch={branch};rport",
+        "Max-Forwards: 70",
+    ]
+    for name in ("From", "To", "Call-ID", "CSeq", "Content-Type", "Date"):
+        value = held.headers.get(name)
+        if value is not None:
+            lines.append(f"{name}: {value}")
+    for route in target.route:
+        lines.append(f"Route: {route}")
+    lines.append(f"Content-Length: {len(held.body)}")
+    request = parse_message(("\r\n".join(lines) + "\r\n\r\n").encode() + held.body)
+    assert isinstance(request, Request)
+    return request

@@ -205,6 +205,12 @@ class Server:
             auth=auth,
         )
         self.node.restore(BindingAdded(binding=b) for b in restored)
+        if isinstance(self._store, SqliteStore):
+            held = self.node.restore_messages(
+                (mid, aor, data) for mid, aor, data, _ in self._store.held_messages()
+            )
+            if held:
+                logger.info("%d instant messages wait for their devices", held)
         self.sandbox = SandboxProvider()
         self.pusher = providers_from_config(
             config.push, secret=secret, log=self._store, sandbox=self.sandbox
@@ -215,6 +221,7 @@ class Server:
             trace=self.trace,
             shed_load=config.limits.shed_load,
             pusher=self.pusher,
+            messages=self._store if isinstance(self._store, SqliteStore) else None,
         )
         driver.sender = self._transports
         holder["driver"] = driver

@@ -161,6 +161,7 @@ class _PushJob:
     call_ref: str | None
     binding_id: str
     kind: PushKind
+    prid: str
 
 
 _Timer = tuple[float, int, str, str]
@@ -294,9 +295,7 @@ class WakeEngine:
             out.append(self._event(call, now, "push-result", detail))
         wake = call.wakes.get(job.binding_id) if call is not None else None
         if outcome.status == "invalid_target":
-            prid = wake.push.prid if wake is not None else None
-            if prid is not None:
-                out.append(DropPushTarget(binding_id=job.binding_id, prid=prid))
+            out.append(DropPushTarget(binding_id=job.binding_id, prid=job.prid))
         if call is None or wake is None or job.kind != "call" or wake.state != "pushing":
             return out
         match outcome.status:
@@ -350,6 +349,28 @@ class WakeEngine:
             calls.pop(call.ref, None)
             if not calls:
                 del self._by_aor[call.aor]
+
+    def message_push(
+        self, aor: str, binding: Binding, request: Request, text: str | None
+    ) -> SendPush:
+        """An alert push for an instant message held for a suspended device."""
+        assert binding.push is not None
+        caller = request.from_
+        name = caller.display_name or (caller.uri.user if isinstance(caller.uri, SipUri) else None)
+        push = PushRequest(
+            kind="message",
+            target=binding.push,
+            call_id=request.call_id,
+            caller=name or str(caller.uri),
+            body=text,
+        )
+        self._push_seq += 1
+        self._jobs[self._push_seq] = _PushJob(
+            call_ref=None, binding_id=binding.binding_id, kind="message", prid=push.target.prid
+        )
+        return SendPush(
+            push_id=self._push_seq, request=push, binding_id=binding.binding_id, aor=aor
+        )
 
     # -- timers -------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
@@ -447,7 +468,7 @@ class WakeEngine:
         self._push_seq += 1
         ref = call.ref if call is not None else None
         self._jobs[self._push_seq] = _PushJob(
-            call_ref=ref, binding_id=binding_id, kind=request.kind
+            call_ref=ref, binding_id=binding_id, kind=request.kind, prid=request.target.prid
         )
         aor = call.aor if call is not None else ""
         return SendPush(

@@ -95,6 +95,16 @@ CREATE TABLE IF NOT EXISTS pushes (
 );
 CREATE INDEX IF NOT EXISTS pushes_aor ON pushes (aor, id);
 """
+#: Instant messages held for a suspended device until it registers (store-and-forward).
+_MESSAGES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    message_id TEXT PRIMARY KEY,
+    aor        TEXT NOT NULL,
+    wall       REAL NOT NULL,
+    data       BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_aor ON messages (aor, wall);
+"""
 _PUSH_COLUMNS = (
     "wall",
     "aor",
@@ -227,6 +237,29 @@ class SqliteStore:
             out.append(PushRecord(**fields))
         return out
 
+    # -- MessageStore -------------------------------------------------------
+    def keep_message(self, message_id: str, aor: str, data: bytes, wall: float) -> None:
+        """Hold a MESSAGE for ``aor`` until it is delivered (durable before 202 is sent)."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO messages (message_id, aor, wall, data) VALUES (?,?,?,?)",
+                (message_id, aor, wall, data),
+            )
+
+    def drop_message(self, message_id: str) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM messages WHERE message_id = ?", (message_id,))
+
+    def held_messages(self) -> list[tuple[str, str, bytes, float]]:
+        """(message_id, aor, data, wall) of every message not yet delivered, oldest first."""
+        try:
+            rows = self._db.execute(
+                "SELECT message_id, aor, data, wall FROM messages ORDER BY wall"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+        return [(str(m), str(a), bytes(d), float(w)) for m, a, d, w in rows]
+
     # -- extras -----------------------------------------------------------
     def count(self) -> int:
         """Rows stored, expired or not."""
@@ -274,7 +307,7 @@ class SqliteStore:
                 raise StoreError(
                     f"{self.path}: schema version {found[0]!r}, this sipwake reads {SCHEMA_VERSION}"
                 )
-            for statement in _PUSHES_SCHEMA.split(";"):
+            for statement in (_PUSHES_SCHEMA + _MESSAGES_SCHEMA).split(";"):
                 if statement.strip():
                     self._db.execute(statement)
 

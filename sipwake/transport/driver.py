@@ -12,7 +12,17 @@ import logging
 import time
 from typing import Protocol, runtime_checkable
 
-from sipwake.node import CallEvent, Dropped, Node, NodeOutput, PersistChanges, SendBytes, SendPush
+from sipwake.node import (
+    CallEvent,
+    Dropped,
+    ForgetMessage,
+    KeepMessage,
+    Node,
+    NodeOutput,
+    PersistChanges,
+    SendBytes,
+    SendPush,
+)
 from sipwake.overload import LoadMeter
 from sipwake.proxy.routing import LocalAddress
 from sipwake.push.base import PushOutcome, PushRequest
@@ -47,6 +57,14 @@ class CallSink(Protocol):
     def call_event(self, event: CallEvent) -> None: ...
 
 
+class MessageSink(Protocol):
+    """Where MESSAGEs held for suspended devices are kept (``SqliteStore``)."""
+
+    def keep_message(self, message_id: str, aor: str, data: bytes, wall: float) -> None: ...
+
+    def drop_message(self, message_id: str) -> None: ...
+
+
 class Sender(Protocol):
     def send(self, data: bytes, peer: Peer) -> bool: ...
 
@@ -72,11 +90,13 @@ class Driver:
         shed_load: bool = True,
         pusher: Pusher | None = None,
         calls: CallSink | None = None,
+        messages: MessageSink | None = None,
     ) -> None:
         self.node = node
         self.sink = sink
         self.pusher = pusher
         self.calls = calls
+        self.messages = messages
         self._pushes: set[asyncio.Task[None]] = set()
         self.trace = trace
         self.sender: Sender | None = None
@@ -172,6 +192,18 @@ class Driver:
                     task = self._loop.create_task(self._push(output))
                     self._pushes.add(task)
                     task.add_done_callback(self._pushes.discard)
+                case KeepMessage(message_id=message_id, aor=aor, data=data):
+                    if self.messages is not None:
+                        try:
+                            self.messages.keep_message(message_id, aor, data, time.time())
+                        except Exception:
+                            logger.exception("could not store a message for %s", aor)
+                case ForgetMessage(message_id=message_id):
+                    if self.messages is not None:
+                        try:
+                            self.messages.drop_message(message_id)
+                        except Exception:
+                            logger.exception("could not delete delivered message %s", message_id)
                 case CallEvent(call_ref=ref, aor=aor, step=step, detail=detail):
                     logger.info("call %s to %s: %s %s", ref, aor, step, detail)
                     if self.calls is not None:

@@ -323,3 +323,63 @@ async def test_status_shows_client_state_and_presence(tmp_path: Path) -> None:
     finally:
         alice.close()
         await server.close()
+
+
+async def test_message_for_a_sleeping_phone_survives_a_restart(tmp_path: Path) -> None:
+    port = 0
+    config = Config(
+        domain="lab.test",
+        listen=[
+            ListenerSpec(transport="udp", host="127.0.0.1", port=port),
+            ListenerSpec(transport="tcp", host="127.0.0.1", port=port),
+        ],
+        store=StoreConfig(backend="sqlite", path=tmp_path / "sipwake.db"),
+        tls=TlsConfig(dir=tmp_path / "tls"),
+        users={"alice": UserConfig(password="a"), "bob": UserConfig(password="b")},
+        secret_file=tmp_path / "secret",
+        auth={"open": True},  # type: ignore[arg-type]
+        admin=None,
+    )
+    server = Server(config)
+    await server.start()
+    alice = await Ua("alice", "a", udp_address(server), "lab.test").start()
+    phone = TcpPhone(_tcp_port(server))
+    try:
+        assert (await phone.register()).status == 200
+        await phone.suspend()
+        message = alice.request(
+            "MESSAGE",
+            "sip:bob@lab.test",
+            to="<sip:bob@lab.test>",
+            body=b"call me back",
+            extra="Content-Type: text/plain\r\n",
+        )
+        accepted = await alice.transact(message, 202)
+        assert accepted.status == 202
+    finally:
+        alice.close()
+        await server.close()
+    # Restart on the same database (and the same ports, so the phone finds it again).
+    config.listen = [
+        ListenerSpec(transport=b.transport, host=b.host, port=b.port)  # type: ignore[arg-type]
+        for b in server.bound
+    ]
+    again = Server(config)
+    await again.start()
+    try:
+        assert (await phone.register()).status == 200
+        delivered = await phone.next()
+        assert isinstance(delivered, Request)
+        assert delivered.method == "MESSAGE"
+        assert delivered.body == b"call me back"
+        assert delivered.call_id == message.call_id
+        phone.send(make_response(delivered, 200, to_tag="b1").to_bytes())
+        assert again.node is not None
+        for _ in range(40):
+            if again.node.held_messages("sip:bob@lab.test") == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert again.node.held_messages("sip:bob@lab.test") == 0
+    finally:
+        await phone.suspend()
+        await again.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from sipwake.node import PersistChanges
+from sipwake.node import ForgetMessage, KeepMessage, PersistChanges
 from sipwake.proxy.plan import PRESETS, CallPlan, plan_for
 from sipwake.registrar.events import PushTargetRemoved
 from sipwake.sip.message import Request
@@ -351,3 +351,54 @@ def test_every_preset_builds_and_warns_about_inconsistent_timers() -> None:
     warnings = bad.warnings()
     assert any("twin never rings" in w for w in warnings)
     assert any("too little time" in w for w in warnings)
+
+
+def test_message_to_a_suspended_device_is_kept_pushed_and_delivered_on_wake() -> None:
+    lab = WakeLab()
+    phone = _iphone()
+    _suspended(lab, phone)
+    call_id = lab.message("bob", "are you there?")
+    assert lab.to_caller() == [202]  # RFC 3428: accepted, not yet delivered
+    (push,) = lab.pushes("message")  # an alert push, not a VoIP push (iOS 13+)
+    assert push.request.body == "are you there?"
+    assert lab.pushes("call") == []
+    (kept,) = [o for o in lab.outputs if isinstance(o, KeepMessage)]
+    assert b"are you there?" in kept.data
+    assert lab.node.held_messages("sip:bob@lab.test") == 1
+    lab.advance(30)
+    lab.register(phone)
+    (delivered,) = lab.invites_to(phone.port, "MESSAGE")
+    assert isinstance(delivered.message, Request)
+    assert delivered.message.call_id == call_id
+    assert delivered.message.body == b"are you there?"
+    assert delivered.peer.flow == phone.flow
+    lab.answer(delivered, 200)
+    (forgot,) = [o for o in lab.outputs if isinstance(o, ForgetMessage)]
+    assert forgot.message_id == kept.message_id
+    assert lab.node.held_messages("sip:bob@lab.test") == 0
+
+
+def test_refused_delivery_keeps_the_message_for_the_next_registration() -> None:
+    lab = WakeLab()
+    phone = _iphone()
+    _suspended(lab, phone)
+    lab.message("bob", "hello")
+    lab.register(phone)
+    (first,) = lab.invites_to(phone.port, "MESSAGE")
+    lab.answer(first, 480)
+    assert lab.node.held_messages("sip:bob@lab.test") == 1
+    lab.suspend(phone)
+    lab.register(phone)
+    second = lab.invites_to(phone.port, "MESSAGE")[-1]
+    lab.answer(second, 200)
+    assert lab.node.held_messages("sip:bob@lab.test") == 0
+
+
+def test_message_to_an_awake_device_is_proxied_at_once() -> None:
+    lab = WakeLab()
+    phone = _iphone()
+    lab.register(phone)
+    lab.message("bob", "hi")
+    assert len(lab.invites_to(phone.port, "MESSAGE")) == 1
+    assert lab.pushes() == []
+    assert lab.node.held_messages("sip:bob@lab.test") == 0

@@ -145,6 +145,22 @@ class WakeLab:
         self._keep(self.node.receive(data, CALLER, UDP, self.now))
         return call_id
 
+    def message(self, callee: str, text: str, *, caller: str = "carol") -> str:
+        n = next(self._calls)
+        call_id = f"msg-{n}"
+        body = text.encode()
+        data = (
+            f"MESSAGE sip:{callee}@lab.test SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKm{n};rport\r\n"
+            f"From: <sip:{caller}@lab.test>;tag=m{n}\r\n"
+            f"To: <sip:{callee}@lab.test>\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 MESSAGE\r\n"
+            f"Content-Type: text/plain\r\nMax-Forwards: 70\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        self._keep(self.node.receive(data, CALLER, UDP, self.now))
+        return call_id
+
     def cancel(self, call_id: str) -> None:
         n = call_id.split("-")[1]
         data = (
