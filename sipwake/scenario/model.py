@@ -15,6 +15,7 @@ pydantic model (``extra="forbid"``: a misspelt key is an error, not a silent def
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -562,20 +563,31 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        errors = exc.errors()
+        # A misspelt key is both unknown and a required one missing: the unknown one is
+        # the cause, and the missing ones are what it probably meant.
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         loc, line = _where(root, tuple(first["loc"]))
         key = ".".join(str(p) for p in loc) or "(top)"
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             message = "unknown field"
+            missing = [
+                str(e["loc"][-1])
+                for e in errors
+                if e["type"] == "missing" and tuple(e["loc"][:-1]) == tuple(first["loc"][:-1])
+            ]
+            close = difflib.get_close_matches(str(loc[-1]) if loc else "", missing, n=1)
+            if close:
+                message += f" (did you mean {close[0]!r}?)"
         elif first["type"] != "missing" and "got " not in message:
             message += f" (got {cut(repr(first.get('input')))})"
         raise ScenarioFileError(message, path=path, line=line, key=key) from exc
-    errors = _reference_errors(scenario)
-    if errors:
-        loc, message = errors[0]
-        key = ".".join(str(p) for p in loc)
-        raise ScenarioFileError(message, path=path, line=_line_of(root, loc), key=key)
+    wrong = _reference_errors(scenario)
+    if wrong:
+        where, what = wrong[0]
+        key = ".".join(str(p) for p in where)
+        raise ScenarioFileError(what, path=path, line=_line_of(root, where), key=key)
     return scenario
 
 

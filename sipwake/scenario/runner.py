@@ -381,11 +381,11 @@ class _Runner:
                 candidates.append((t_event, 2, None))
             node_deadline = self.node.next_deadline()
             if node_deadline is not None:
-                candidates.append((node_deadline - _EPOCH, 0, None))
+                candidates.append((round(node_deadline - _EPOCH, 9), 0, None))
             for agent in self.agents:
                 deadline = agent.next_deadline()
                 if deadline is not None:
-                    candidates.append((deadline - _EPOCH, 1, agent))
+                    candidates.append((round(deadline - _EPOCH, 9), 1, agent))
             if not candidates:
                 break
             at, kind, due = min(candidates, key=lambda c: (c[0], c[1]))
