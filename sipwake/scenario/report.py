@@ -24,7 +24,7 @@ from sipwake.scenario.runner import Replay
 
 __all__ = ["ScenarioResult", "junit_xml", "ladder", "verdict_text"]
 
-_MIN_WIDTH = 18
+_MIN_WIDTH = 20
 _MAX_WIDTH = 24
 
 
