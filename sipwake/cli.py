@@ -289,3 +289,66 @@ def pushes_cmd(db: str, limit: int, aor: str | None, as_json: bool) -> None:
         )
     # Piped into a file or grep: every column in full, whatever COLUMNS says.
     Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+@main.command("replay")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--clock",
+    type=click.Choice(["virtual", "real"]),
+    default="virtual",
+    show_default=True,
+    help="virtual: in-memory transports on a virtual clock (deterministic, fast).",
+)
+@click.option("--junit", "junit", type=click.Path(dir_okay=False), help="Write JUnit XML here.")
+@click.option("--quiet", is_flag=True, help="Verdict lines only: no ladders, no met expectations.")
+def replay_cmd(paths: tuple[str, ...], clock: str, junit: str | None, quiet: bool) -> None:
+    """Replay scenario files (FILE or DIR of *.yaml): verdicts, ladder diagrams, JUnit.
+
+    Exits 0 when every expectation of every scenario is met, 1 when one is missed,
+    2 when a scenario file is invalid (the other files still run).
+    """
+    from pathlib import Path
+
+    from sipwake.scenario import junit_xml, ladder, run_paths, verdict_text
+
+    if clock == "real":
+        click.echo(
+            "error: --clock real (loopback sockets) is not built yet; "
+            "use --clock virtual (the default)",
+            err=True,
+        )
+        sys.exit(2)
+    results = run_paths(paths)
+    if not results:
+        click.echo(f"error: no scenario files (*.yaml) in {', '.join(paths)}", err=True)
+        sys.exit(2)
+    for result in results:
+        text = verdict_text(result)
+        if quiet:
+            text = "\n".join(line for line in text.splitlines() if not line.startswith("  met "))
+        click.echo(text)
+        if not quiet and result.replay is not None:
+            click.echo(ladder(result.replay))
+        if not quiet:
+            click.echo()
+    passed = sum(r.passed for r in results)
+    bad = sum(r.error is not None for r in results)
+    click.echo(
+        f"{passed}/{len(results)} scenarios passed"
+        + (f", {bad} invalid" if bad else "")
+        + f" ({sum(r.wall_s for r in results) * 1000:.0f} ms)"
+    )
+    if junit:
+        Path(junit).write_text(junit_xml(results), encoding="utf-8")
+    sys.exit(2 if bad else 0 if passed == len(results) else 1)
+
+
+@main.command("schema")
+def schema_cmd() -> None:
+    """Print the JSON Schema of scenario files (for editors and linters)."""
+    import json
+
+    from sipwake.scenario.model import scenario_json_schema
+
+    click.echo(json.dumps(scenario_json_schema(), indent=2, ensure_ascii=False))

@@ -1,0 +1,212 @@
+"""Expectations against what a replay saw: each one met or missed, and why.
+
+``evaluate(replay)`` returns one ``Check`` per ``expect`` item, in file order. A check
+says what was expected ("a call push to bob.iphone within 0.5 s of call1") and what
+happened ("sent at 1.000 s, 0.000 s after the call"); a missed one converts to a
+``ScenarioError(step, expected, got)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sipwake.errors import ScenarioError
+from sipwake.scenario.model import (
+    AnsweredExpect,
+    Expect,
+    FinalStatusExpect,
+    NoPushExpect,
+    PushExpect,
+    RingingExpect,
+    Scenario,
+    TimedExpect,
+)
+from sipwake.scenario.runner import CallRecord, PushRecordSeen, Replay
+
+__all__ = ["Check", "evaluate"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Check:
+    index: int
+    kind: str
+    expected: str
+    got: str
+    met: bool
+
+    @property
+    def step(self) -> str:
+        return f"expect[{self.index}] {self.kind}"
+
+    def error(self) -> ScenarioError:
+        return ScenarioError(self.step, self.expected, self.got)
+
+
+def _t(at: float) -> str:
+    return f"{at:.3f} s"
+
+
+def _pushes_text(pushes: list[PushRecordSeen]) -> str:
+    if not pushes:
+        return "no push was sent"
+    shown = [
+        f"{p.kind} push to {p.device or 'an unknown device'} at {_t(p.at)}" for p in pushes[:4]
+    ]
+    more = f" and {len(pushes) - 4} more" if len(pushes) > 4 else ""
+    return "pushes sent: " + ", ".join(shown) + more
+
+
+def _call_text(call: CallRecord) -> str:
+    """How the call ended, for messages about something that did not happen."""
+    if call.answers:
+        at, who = call.answers[0]
+        return f"answered by {who} at {_t(at)}"
+    if call.final is not None:
+        return f"the caller got {call.final[1]} at {_t(call.final[0])}"
+    return "the call got no final answer"
+
+
+class _Evaluator:
+    def __init__(self, replay: Replay) -> None:
+        self.replay = replay
+        self.scenario: Scenario = replay.scenario
+
+    def check(self, index: int, item: Expect) -> Check:
+        spec = item.spec
+        call = self.replay.call(spec.call)
+        name = spec.call or (next(iter(self.replay.calls), None) if self.replay.calls else None)
+        if call is None and not isinstance(spec, NoPushExpect):
+            return Check(
+                index=index,
+                kind=item.kind,
+                expected=f"{item.kind} for call {name or '(first)'}",
+                got="the call was never placed",
+                met=False,
+            )
+        expected, got, met = self._dispatch(item, call)
+        return Check(index=index, kind=item.kind, expected=expected, got=got, met=met)
+
+    def _dispatch(self, item: Expect, call: CallRecord | None) -> tuple[str, str, bool]:
+        spec = item.spec
+        if isinstance(spec, PushExpect):
+            assert call is not None
+            return self._push(spec, call)
+        if isinstance(spec, NoPushExpect):
+            return self._no_push(spec, call if spec.call else None)
+        if isinstance(spec, RingingExpect):
+            assert call is not None
+            return self._ringing(spec, call)
+        if isinstance(spec, AnsweredExpect):
+            assert call is not None
+            return self._answered(spec, call)
+        if isinstance(spec, FinalStatusExpect):
+            assert call is not None
+            return self._final(spec, call)
+        if isinstance(spec, TimedExpect):
+            assert call is not None
+            times = call.voicemail if item.kind == "voicemail" else call.twin
+            return self._timed(item.kind, spec, call, times)
+        raise AssertionError(f"unhandled expectation {item.kind}")
+
+    def _device(self, ref: str) -> str:
+        return self.scenario.resolve_device(ref) or ref
+
+    def _push(self, spec: PushExpect, call: CallRecord) -> tuple[str, str, bool]:
+        device = self._device(spec.to)
+        deadline = call.start + spec.within
+        expected = (
+            f"a {spec.kind} push to {device} within {spec.within:g} s of {call.id} "
+            f"(placed at {_t(call.start)}, so by {_t(deadline)})"
+        )
+        mine = [p for p in self.replay.pushes if p.call == call.id]
+        match = [p for p in mine if p.kind == spec.kind and p.device == device]
+        if not match:
+            return expected, f"no {spec.kind} push to {device}; {_pushes_text(mine)}", False
+        first = match[0]
+        got = f"sent at {_t(first.at)}, {first.at - call.start:.3f} s after the call"
+        if first.outcome is not None and first.outcome.status != "delivered":
+            got += f" (answered {first.outcome.status})"
+        return expected, got, first.at <= deadline + 1e-9
+
+    def _no_push(self, spec: NoPushExpect, call: CallRecord | None) -> tuple[str, str, bool]:
+        device = self._device(spec.to)
+        kind = f"{spec.kind} push" if spec.kind else "push"
+        scope = f" for {call.id}" if call is not None else ""
+        expected = f"no {kind} to {device}{scope}"
+        pushes = [
+            p
+            for p in self.replay.pushes
+            if p.device == device
+            and (spec.kind is None or p.kind == spec.kind)
+            and (call is None or p.call == call.id)
+        ]
+        if not pushes:
+            return expected, "none was sent", True
+        return expected, _pushes_text(pushes), False
+
+    def _ringing(self, spec: RingingExpect, call: CallRecord) -> tuple[str, str, bool]:
+        what = str(spec.status) if spec.status else "ringing (18x)"
+        deadline = call.start + spec.within
+        expected = (
+            f"the caller hears {what} within {spec.within:g} s of {call.id} (by {_t(deadline)})"
+        )
+        heard = [
+            (at, s)
+            for at, s in call.provisional
+            if (s == spec.status if spec.status else 180 <= s <= 189)
+        ]
+        if not heard:
+            others = ", ".join(f"{s} at {_t(at)}" for at, s in call.provisional) or "none"
+            return (
+                expected,
+                f"no {what}; provisional responses: {others}; {_call_text(call)}",
+                False,
+            )
+        at, status = heard[0]
+        got = f"{status} at {_t(at)}, {at - call.start:.3f} s after the call"
+        return expected, got, at <= deadline + 1e-9
+
+    def _answered(self, spec: AnsweredExpect, call: CallRecord) -> tuple[str, str, bool]:
+        by = (
+            spec.by
+            if spec.by == "voicemail" or spec.by.endswith(".mobile")
+            else self._device(spec.by)
+        )
+        expected = f"{call.id} answered by {by} at {spec.at:g} ± {spec.tolerance:g} s"
+        if not call.answers:
+            return expected, f"not answered: {_call_text(call)}", False
+        at, who = call.answers[0]
+        got = f"answered by {who} at {_t(at)}"
+        if who != by:
+            return expected, got, False
+        off = at - spec.at
+        if abs(off) > spec.tolerance + 1e-9:
+            return expected, f"{got}, {abs(off):.3f} s {'late' if off > 0 else 'early'}", False
+        return expected, got, True
+
+    def _timed(
+        self, kind: str, spec: TimedExpect, call: CallRecord, times: list[float]
+    ) -> tuple[str, str, bool]:
+        what = "diverted to voicemail" if kind == "voicemail" else "twin branch started"
+        expected = f"{call.id} {what} at {spec.at:g} ± {spec.tolerance:g} s"
+        if not times:
+            return expected, f"never: {_call_text(call)}", False
+        at = times[0]
+        off = at - spec.at
+        got = f"{what} at {_t(at)}"
+        if abs(off) > spec.tolerance + 1e-9:
+            return expected, f"{got}, {abs(off):.3f} s {'late' if off > 0 else 'early'}", False
+        return expected, got, True
+
+    def _final(self, spec: FinalStatusExpect, call: CallRecord) -> tuple[str, str, bool]:
+        expected = f"final status {spec.status} to the caller of {call.id}"
+        if call.final is None:
+            return expected, "no final response reached the caller", False
+        at, status = call.final
+        return expected, f"{status} at {_t(at)}", status == spec.status
+
+
+def evaluate(replay: Replay) -> list[Check]:
+    """One ``Check`` per expectation of the replayed scenario, in order."""
+    evaluator = _Evaluator(replay)
+    return [evaluator.check(i, item) for i, item in enumerate(replay.scenario.expect)]

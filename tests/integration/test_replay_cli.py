@@ -1,0 +1,90 @@
+"""``sipwake replay`` and ``sipwake schema`` as a user (or CI) runs them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = ROOT / "scenarios"
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sipwake", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_replay_the_library_writes_junit_and_exits_0(tmp_path: Path) -> None:
+    out = tmp_path / "out.xml"
+    result = run("replay", "scenarios/", "--junit", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    files = sorted(SCENARIOS.glob("*.yaml"))
+    assert f"{len(files)}/{len(files)} scenarios passed" in result.stdout
+    assert "PASS scenarios/ios-suspended-wakes-and-answers.yaml" in result.stdout
+    assert "sipwake: forked bob.iphone" in result.stdout  # the ladder is printed
+    suite = ET.parse(out).getroot().find("testsuite")
+    assert suite is not None
+    cases = suite.findall("testcase")
+    assert sorted(c.get("name") for c in cases) == [f"scenarios/{p.name}" for p in files]
+    assert all(c.find("failure") is None and c.find("error") is None for c in cases)
+    assert suite.get("failures") == "0"
+
+
+def test_a_failing_and_a_bad_file_do_not_stop_the_others(tmp_path: Path) -> None:
+    shutil.copy(SCENARIOS / "dnd-skips-push.yaml", tmp_path / "a-ok.yaml")
+    slow = (SCENARIOS / "ios-suspended-wakes-and-answers.yaml").read_text()
+    (tmp_path / "b-slow.yaml").write_text(slow.replace("wake_delay_s: 2.5", "wake_delay_s: 20"))
+    bad = slow.replace("answer_after_s: 2", "answer_after: 2")
+    (tmp_path / "c-bad.yaml").write_text(bad)
+    out = tmp_path / "out.xml"
+    result = run("replay", str(tmp_path), "--quiet", "--junit", str(out))
+    assert result.returncode == 2, result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"PASS {tmp_path / 'a-ok.yaml'}")
+    assert lines[1].startswith(f"FAIL {tmp_path / 'b-slow.yaml'}")
+    assert lines[2].startswith("  MISSED  answered: expected call1 answered by bob.iphone at 5.56")
+    assert lines[3] == f"ERROR {tmp_path / 'c-bad.yaml'}"
+    assert lines[4] == (
+        f"  {tmp_path / 'c-bad.yaml'}:18: users.bob.devices.0.answer_after: unknown field"
+    )
+    assert "1/3 scenarios passed, 1 invalid" in result.stdout
+    suite = ET.parse(out).getroot().find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "1", "1")
+
+
+def test_a_missed_expectation_alone_exits_1(tmp_path: Path) -> None:
+    slow = (SCENARIOS / "ios-suspended-wakes-and-answers.yaml").read_text()
+    path = tmp_path / "slow.yaml"
+    path.write_text(slow.replace("wake_delay_s: 2.5", "wake_delay_s: 20"))
+    result = run("replay", str(path), "--quiet")
+    assert result.returncode == 1
+    assert "17.496 s late" in result.stdout
+
+
+def test_real_clock_is_refused_clearly() -> None:
+    result = run("replay", "scenarios/", "--clock", "real")
+    assert result.returncode == 2
+    assert "--clock real (loopback sockets) is not built yet" in result.stderr
+
+
+def test_schema_prints_the_json_schema() -> None:
+    result = run("schema")
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "sipwake scenario"
+    assert set(schema["required"]) == {"name", "users", "timeline", "expect"}
