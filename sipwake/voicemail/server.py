@@ -63,8 +63,9 @@ class VoicemailServer:
     """The built-in voicemail: a UAS on ``host:port`` (UDP) that records messages to
     ``directory``/<user>/ as WAV files with JSON sidecars.
 
-    ``port`` 0 picks a free port (read ``.port`` after ``start``). ``on_message`` is
-    called with each message once it is on disk.
+    ``port`` 0 picks a free port (read ``.port`` after ``start``). ``advertise`` is the
+    address put in Contact, Via and the SDP (default: ``host``, or 127.0.0.1 when ``host``
+    is a wildcard). ``on_message`` is called with each message once it is on disk.
     """
 
     def __init__(
@@ -77,14 +78,16 @@ class VoicemailServer:
         ids: Ids | None = None,
         timers: TimerConfig | None = None,
         on_message: Callable[[SavedMessage], None] | None = None,
+        advertise: str | None = None,
     ) -> None:
         if not max_message_s > 0:
             raise ValueError(f"max_message_s: expected a positive number, got {max_message_s!r}")
         self.host = host
+        self.advertise = advertise or ("127.0.0.1" if host in ("", "0.0.0.0", "::") else host)
         self.directory = Path(directory)
         self.max_message_s = max_message_s
         self.on_message = on_message
-        self._requested_port = port
+        self._port = port
         self._ids = ids if ids is not None else SystemIds()
         self._timers = timers
         self._core: VoicemailCore | None = None
@@ -107,13 +110,13 @@ class VoicemailServer:
 
     @property
     def port(self) -> int:
-        """The bound SIP port."""
-        return self.core.port
+        """The bound SIP port (the one asked for before ``start``)."""
+        return self._port
 
     @property
     def uri(self) -> str:
         """Where to divert calls: ``sip:vm@host:port``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = f"[{self.advertise}]" if ":" in self.advertise else self.advertise
         return f"sip:vm@{host}:{self.port}"
 
     async def start(self) -> None:
@@ -121,12 +124,12 @@ class VoicemailServer:
         loop = asyncio.get_running_loop()
         self._loop = loop
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Datagrams(self._on_sip), local_addr=(self.host, self._requested_port)
+            lambda: _Datagrams(self._on_sip), local_addr=(self.host, self._port)
         )
         self._sip = transport
-        port = int(transport.get_extra_info("sockname")[1])
+        port = self._port = int(transport.get_extra_info("sockname")[1])
         self._core = VoicemailCore(
-            host=self.host,
+            host=self.advertise,
             port=port,
             ids=self._ids,
             max_message_s=self.max_message_s,

@@ -703,3 +703,14 @@ def test_voicemail_core_modules_do_no_io(module: str) -> None:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module.split(".")[0])
     assert names & FORBIDDEN == set()
+
+
+def test_server_advertises_loopback_when_bound_to_a_wildcard(tmp_path: pathlib.Path) -> None:
+    from sipwake.voicemail import VoicemailServer
+
+    assert VoicemailServer("0.0.0.0", 5090, tmp_path).uri == "sip:vm@127.0.0.1:5090"
+    assert VoicemailServer("127.0.0.2", 5091, tmp_path).uri == "sip:vm@127.0.0.2:5091"
+    server = VoicemailServer("0.0.0.0", 5090, tmp_path, advertise="192.0.2.1")
+    assert server.uri == "sip:vm@192.0.2.1:5090"
+    with pytest.raises(ValueError, match="max_message_s"):
+        VoicemailServer("127.0.0.1", 0, tmp_path, max_message_s=0)
