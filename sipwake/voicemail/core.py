@@ -219,15 +219,18 @@ class VoicemailCore:
     def media_ready(self, call_ref: str, port: int, now: float) -> list[VoicemailOutput]:
         """The RTP socket for ``call_ref`` is bound on ``port``: answer the call."""
         call = self._calls.get(call_ref)
-        if call is None or call.state is not CallState.ANSWERING:
+        if call is None:  # cancelled (or refused) while the socket was being opened
             return [CloseMedia(call_ref=call_ref)]
+        if call.state is not CallState.ANSWERING:
+            return []
         call.media_port = port
         if call.offer is None:
             call.sdp_body = make_offer(host=self.host, port=port, session_id=call.session_id)
         else:
             answer = answer_offer(call.offer, host=self.host, port=port, session_id=call.session_id)
             if answer is None:  # checked when the INVITE came; kept for safety
-                return self._refuse(call, 488, now, "no common codec")
+                out = self._refuse(call, 488, now, "no common codec")
+                return [*out, CloseMedia(call_ref=call_ref)]
             call.sdp_body = answer.body
             call.codec = answer.codec
             call.recording = self._recording(answer.codec)

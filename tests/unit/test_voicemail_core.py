@@ -303,6 +303,15 @@ def test_cancel_before_the_200_gets_487_and_closes_the_media() -> None:
     assert core.media_ready(media.call_ref, RTP_PORT, 0.03) == [CloseMedia(call_ref=media.call_ref)]
 
 
+def test_no_rtp_socket_gets_500() -> None:
+    core = new_core()
+    (media,) = only(core.receive(invite(), CALLER, 0.0), OpenMedia)
+    out = core.media_failed(media.call_ref, "address in use", 0.01)
+    assert statuses(out) == [500]
+    assert core.state_of(media.call_ref) is None
+    assert [o.step for o in only(out, CallLogged)] == ["failed"]
+
+
 def test_cancel_matching_no_invite_gets_481() -> None:
     core = new_core()
     data = in_dialog("CANCEL", "x").replace(b";tag=x", b"")
