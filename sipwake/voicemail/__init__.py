@@ -1,8 +1,8 @@
 """The built-in voicemail: where unanswered calls are diverted (RFC 4458 URIs).
 
 ``core.py`` is the sans-IO user agent server (SIP via ``TransactionLayer``,
-SDP offer/answer, recording); ``g711.py``, ``sdp.py``, ``rtp.py`` and
-``mailbox.py`` are its pure parts; ``store.py`` writes and lists messages
+SDP offer/answer, recording); ``g711.py``, ``sdp.py``, ``rtp.py``,
+``mailbox.py`` and ``dialog.py`` are its pure parts; ``store.py`` writes and lists messages
 (WAV + JSON sidecar); ``server.py`` is the asyncio shell, ``VoicemailServer``.
 """
 

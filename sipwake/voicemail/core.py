@@ -53,11 +53,9 @@ from typing import assert_never
 
 from sipwake.errors import LocalProtocolError, RemoteProtocolError, SipParseError
 from sipwake.ids import Ids
-from sipwake.sip.headers import parse_name_addr
-from sipwake.sip.message import Headers, Request, Response, make_response
+from sipwake.sip.message import Request, Response, make_response
 from sipwake.sip.parser import parse_message
 from sipwake.sip.peer import Peer, response_peer
-from sipwake.sip.uri import SipUri, Uri
 from sipwake.transaction import (
     AckReceived,
     CancelReceived,
@@ -73,8 +71,8 @@ from sipwake.transaction import (
     TransactionLayer,
     TransactionTerminated,
     TransactionTimedOut,
-    add_via,
 )
+from sipwake.voicemail.dialog import build_bye
 from sipwake.voicemail.events import (
     CallLogged,
     CallStep,
@@ -554,34 +552,19 @@ class VoicemailCore:
     ) -> list[VoicemailOutput]:
         """Send BYE in the dialog (RFC 3261 §15.1.1), then end the call."""
         call.local_cseq += 1
-        bye, peer = self._bye(call)
+        bye, peer = build_bye(
+            call.invite,
+            local_tag=call.local_tag,
+            route_set=call.route_set,
+            cseq=call.local_cseq,
+            host=self.host,
+            port=self.port,
+            ids=self._ids,
+            source=call.source,
+        )
         _, outputs = self.layer.send_request(bye, peer, now)
         out = self._run(outputs, now)
         return out + self._finish(call, now, reason, store=store)
-
-    def _bye(self, call: _Call) -> tuple[Request, Peer]:
-        invite = call.invite
-        contacts = invite.contacts or []
-        target: Uri = contacts[0].uri if contacts else invite.from_.uri
-        fields = [("Max-Forwards", "70")]
-        fields += [("Route", value) for value in call.route_set]
-        to_value = invite.headers.get("To") or str(invite.to)
-        fields += [
-            ("From", f"{to_value};tag={call.local_tag}"),
-            ("To", invite.headers.get("From") or str(invite.from_)),
-            ("Call-ID", invite.call_id),
-            ("CSeq", f"{call.local_cseq} BYE"),
-            ("Content-Length", "0"),
-        ]
-        bye = Request("BYE", target, Headers(fields))
-        add_via(bye, transport="udp", host=self.host, port=self.port, ids=self._ids)
-        next_hop = target
-        if call.route_set:
-            try:
-                next_hop = parse_name_addr(call.route_set[0], "Route #1").uri
-            except SipParseError:
-                next_hop = target
-        return bye, _peer_of(next_hop, call.source)
 
     def _finish(
         self, call: _Call, now: float, reason: EndReason, *, store: bool = True
@@ -627,12 +610,3 @@ class VoicemailCore:
     @staticmethod
     def _log(call: _Call, step: CallStep, detail: str) -> CallLogged:
         return CallLogged(call_ref=call.ref, step=step, detail=detail)
-
-
-def _peer_of(uri: Uri, fallback: Peer) -> Peer:
-    """Where a request to ``uri`` goes over UDP (RFC 3263 without DNS: host and port)."""
-    if not isinstance(uri, SipUri):
-        return fallback
-    host = uri.param("maddr") or uri.host
-    default = 5061 if uri.secure else 5060
-    return Peer(transport="udp", host=host.strip("[]"), port=uri.port or default)

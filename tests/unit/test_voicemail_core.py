@@ -696,7 +696,7 @@ def test_g711_matches_audioop_where_python_still_has_it() -> None:
 
 # -- layering ------------------------------------------------------------------------------------
 
-PURE_MODULES = ("core", "events", "g711", "mailbox", "rtp", "sdp")
+PURE_MODULES = ("core", "dialog", "events", "g711", "mailbox", "rtp", "sdp")
 FORBIDDEN = {"asyncio", "socket", "ssl", "time", "random", "uuid", "os", "wave", "select"}
 
 
