@@ -352,3 +352,52 @@ def schema_cmd() -> None:
     from sipwake.scenario.model import scenario_json_schema
 
     click.echo(json.dumps(scenario_json_schema(), indent=2, ensure_ascii=False))
+
+
+@main.command("voicemail")
+@click.option(
+    "--dir",
+    "directory",
+    default="sipwake-voicemail",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Directory the voicemail writes messages to.",
+)
+@click.option("--user", default=None, help="Only this mailbox (alice or sip:alice@lab.test).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+def voicemail_cmd(directory: str, user: str | None, as_json: bool) -> None:
+    """List recorded voicemail messages, newest first."""
+    import json
+
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from sipwake.voicemail import list_messages
+
+    messages = list_messages(directory, user)
+    if as_json:
+        click.echo(json.dumps([m.to_json() for m in messages], ensure_ascii=False))
+        return
+    if not messages:
+        click.echo(f"no voicemail in {directory}" + (f" for {user}" if user else ""))
+        return
+    table = Table(title=f"voicemail in {directory}, newest first", box=box.SIMPLE_HEAD)
+    table.add_column("time", no_wrap=True)
+    for column in ("user", "from"):
+        table.add_column(column, overflow="fold", min_width=10)
+    table.add_column("cause", justify="right", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    table.add_column("file", overflow="fold")
+    for m in messages:
+        caller = f"{m.caller_name} <{m.caller}>" if m.caller_name else m.caller
+        table.add_row(
+            m.started.astimezone().strftime("%m-%d %H:%M:%S"),
+            escape(m.user),
+            escape(caller),
+            str(m.cause) if m.cause is not None else "-",
+            f"{m.duration:.1f} s",
+            escape(str(m.path)),
+        )
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
