@@ -124,6 +124,20 @@ def _check_sip_uri(value: str | None) -> str | None:
     return value.strip()
 
 
+BUILTIN_VOICEMAIL = "builtin"
+"""``voicemail: builtin``: the voicemail sipwake runs itself (``voicemail_box``)."""
+
+
+class VoicemailBoxConfig(_Section):
+    """The built-in voicemail: a SIP UAS recording G.711 messages to WAV files."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+    """UDP port (0: any free one; sipwake routes to it itself)."""
+    dir: Path = Path("sipwake-voicemail")
+    max_message_s: float = Field(120.0, gt=0, le=3600)
+
+
 class _PlanFields(_Section):
     """Call-plan settings a user may override (``sipwake.proxy.plan.CallPlan``)."""
 
@@ -138,6 +152,8 @@ class _PlanFields(_Section):
     @field_validator("voicemail", "forward_no_answer", "forward_busy")
     @classmethod
     def _uris(cls, value: str | None) -> str | None:
+        if value == BUILTIN_VOICEMAIL:
+            return value
         return _check_sip_uri(value)
 
 
@@ -267,6 +283,7 @@ class Config(_Section):
     limits: LimitsConfig = LimitsConfig()
     calls: CallsConfig = CallsConfig()
     push: PushConfig = PushConfig()
+    voicemail_box: VoicemailBoxConfig = VoicemailBoxConfig()
     users: dict[str, UserConfig] = {
         "alice": UserConfig(display_name="Alice"),
         "bob": UserConfig(display_name="Bob"),
@@ -296,6 +313,13 @@ class Config(_Section):
     @property
     def realm(self) -> str:
         return self.auth.realm or self.domain
+
+    @property
+    def uses_builtin_voicemail(self) -> bool:
+        values = [self.calls.voicemail, self.calls.forward_no_answer, self.calls.forward_busy]
+        for user in self.users.values():
+            values += [user.voicemail, user.forward_no_answer, user.forward_busy]
+        return BUILTIN_VOICEMAIL in values
 
     def call_plan(self, user: str | None = None) -> CallPlan:
         """The call plan of ``user`` (system settings, then the user's own), or the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import hashlib
 import hmac
@@ -21,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sipwake.admin import AdminServer
-from sipwake.config import Config
+from sipwake.config import BUILTIN_VOICEMAIL, Config
 from sipwake.errors import ConfigError
 from sipwake.ids import SystemIds
 from sipwake.node import Node, NodeSettings
+from sipwake.proxy.plan import CallPlan
 from sipwake.proxy.routing import LocalAddress, Locality
 from sipwake.push.configure import providers_from_config
 from sipwake.push.registry import PushProviders
@@ -44,6 +46,7 @@ from sipwake.transport.base import (
     TransportManager,
 )
 from sipwake.transport.driver import Driver
+from sipwake.voicemail.server import VoicemailServer
 
 __all__ = ["Server", "demo_password", "load_secret"]
 
@@ -99,6 +102,7 @@ class Server:
     _driver: Driver | None = None
     pusher: PushProviders | None = None
     admin: AdminServer | None = None
+    voicemail: VoicemailServer | None = None
     sandbox: SandboxProvider | None = None
     _store: BindingStore | None = None
     _stop: asyncio.Event | None = None
@@ -184,14 +188,21 @@ class Server:
             aliases=frozenset(config.aliases) | {"localhost"},
             listeners=tuple(self.bound),
         )
+        if config.uses_builtin_voicemail:
+            box = config.voicemail_box
+            self.voicemail = VoicemailServer(
+                box.host, box.port, box.dir, max_message_s=box.max_message_s
+            )
+            await self.voicemail.start()
+            logger.info("voicemail at %s, messages in %s", self.voicemail.uri, box.dir)
         settings = NodeSettings(
             domain=config.domain,
             realm=config.realm,
             users=dict(self.passwords),
             open=self.open or config.auth.open,
             max_message_bytes=config.limits.max_message_bytes,
-            plan=config.call_plan(),
-            plans={name: config.call_plan(name) for name in config.users},
+            plan=self._plan(None),
+            plans={name: self._plan(name) for name in config.users},
         )
         for name, plan in settings.plans.items():
             for warning in plan.warnings():
@@ -250,6 +261,22 @@ class Server:
             len(restored),
         )
 
+    def _plan(self, user: str | None) -> CallPlan:
+        """The user's call plan, ``builtin`` voicemail replaced by its URI."""
+        plan = self.config.call_plan(user)
+        if self.voicemail is None:
+            return plan
+        uri = self.voicemail.uri
+        def swap(value: str | None) -> str | None:
+            return uri if value == BUILTIN_VOICEMAIL else value
+
+        return dataclasses.replace(
+            plan,
+            voicemail=swap(plan.voicemail),
+            forward_no_answer=swap(plan.forward_no_answer),
+            forward_busy=swap(plan.forward_busy),
+        )
+
     def stop(self) -> None:
         if self._stop is not None:
             self._stop.set()
@@ -280,6 +307,9 @@ class Server:
         if self.pusher is not None:
             await self.pusher.close()
             self.pusher = None
+        if self.voicemail is not None:
+            await self.voicemail.close()
+            self.voicemail = None
         if self._transports is not None:
             await self._transports.close()
             self._transports = None

@@ -224,3 +224,47 @@ async def test_stopped_linphone_is_woken_by_webhook_push_and_answers(tmp_path: P
         await phone.stop()
         await receiver.close()
         await server.close()
+
+
+async def test_linphone_that_never_wakes_diverts_to_builtin_voicemail(tmp_path: Path) -> None:
+    config = lab_config(tmp_path, open_=True, users={"frank": "frank-pw"})
+    receiver = WebhookReceiver(lambda push: None)  # the push reaches nobody
+    await receiver.start()
+    config.push.webhook = WebhookConfig(url=f"http://127.0.0.1:{receiver.port}/wake", secret=SECRET)
+    config.calls.udp_foreground_s = 0.0
+    config.calls.no_answer_s = 3.0
+    config.calls.voicemail = "builtin"
+    config.voicemail_box.dir = tmp_path / "voicemail"
+    server = Server(config)
+    await server.start()
+    phone = Linphone(tmp_path, sip_port(server))
+    try:
+        assert server.node is not None
+        assert server.voicemail is not None
+        registrar = server.node.registrar
+        await phone.start()
+        await wait_until(
+            lambda: bool(registrar.lookup("sip:frank@lab.test", 0.0)), 20, "linphonec to register"
+        )
+        await phone.stop()
+        started = time.monotonic()
+        caller = _sipp_call(sip_port(server), tmp_path)
+        code, out = await asyncio.to_thread(caller.wait, 45)
+        assert code == 0, out[-3000:]  # answered by the voicemail after the no-answer time
+        assert time.monotonic() - started >= 3.0
+        assert phone.launches == 1  # nobody woke it
+        assert [p["kind"] for p in receiver.pushes][:1] == ["call"]
+        await wait_until(
+            lambda: any((tmp_path / "voicemail").rglob("*.json")), 10, "the voicemail record"
+        )
+        (sidecar,) = (tmp_path / "voicemail").rglob("*.json")
+        record = json.loads(sidecar.read_text())
+        assert record["callee"] == "sip:frank@lab.test"
+        assert record["cause"] == 480  # pushed, never reached: unavailable
+        wav = sidecar.with_suffix(".wav")
+        assert wav.exists()
+        assert wav.read_bytes()[:4] == b"RIFF"
+    finally:
+        await phone.stop()
+        await receiver.close()
+        await server.close()
