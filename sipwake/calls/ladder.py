@@ -38,6 +38,8 @@ class _Arrow:
     src: str
     dst: str
     label: str
+    keep: str = ""
+    """A label's end that is never cut (a push's latency)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +104,7 @@ def render_ladder(record: CallRecord, *, width: int = 100) -> list[str]:
         prefix = f"{format_offset(item.wall - t0):>10} "
         row = list(_bars(xs, width=0))
         if isinstance(item, _Arrow):
-            _draw_arrow(row, xs[item.src], xs[item.dst], item.label)
+            _draw_arrow(row, xs[item.src], xs[item.dst], item.label, item.keep)
         else:
             _draw_note(row, xs[SIPWAKE], item.text, width)
         out.append((prefix + "".join(row)[_PREFIX:]).rstrip())
@@ -141,8 +143,8 @@ def _items(record: CallRecord) -> list[_Arrow | _Note]:
             lane, label = pushes.sent(entry)
             out.append(_Arrow(entry.wall, SIPWAKE, lane, label))
         elif entry.step == "push-result":
-            lane, label = pushes.result(entry)
-            out.append(_Arrow(entry.wall, lane, SIPWAKE, label))
+            lane, label, latency = pushes.result(entry)
+            out.append(_Arrow(entry.wall, lane, SIPWAKE, label, latency))
         else:
             out.append(_Note(entry.wall, f"{entry.step} {entry.detail}".strip()))
     return out
@@ -155,6 +157,7 @@ class _PushMatcher:
         self._unsent = list(records)
         self._awaiting: list[tuple[PushRecord | None, str, str, float]] = []
         """(record, kind, lane, wall) of pushes sent and not yet answered."""
+        self._last_lane = "push"
 
     def sent(self, step: CallStepRecord) -> tuple[str, str]:
         # "call to apns (try 1)" or "cancel (missed call)"
@@ -172,11 +175,12 @@ class _PushMatcher:
         elif service is not None:
             lane = service
         else:  # a cancel push goes where this call's last push went
-            lane = self._awaiting[-1][2] if self._awaiting else "push"
+            lane = self._last_lane
+        self._last_lane = lane
         self._awaiting.append((record, kind, lane, step.wall))
         return lane, f"push {kind}"
 
-    def result(self, step: CallStepRecord) -> tuple[str, str]:
+    def result(self, step: CallStepRecord) -> tuple[str, str, str]:
         # "call apns delivered" or "call apns retry TooManyRequests"
         words = step.detail.split(" ")
         kind, provider = [*words, "", ""][:2]
@@ -184,7 +188,7 @@ class _PushMatcher:
         same = [i for i, a in enumerate(self._awaiting) if a[1] == kind]
         exact = [i for i in same if self._awaiting[i][2] == provider]
         if not same:
-            return provider or "push", status
+            return provider or "push", status, ""
         record, _, lane, wall = self._awaiting.pop((exact or same)[0])
         if record is not None:
             latency = record.latency
@@ -194,7 +198,7 @@ class _PushMatcher:
             latency = step.wall - wall
         if provider and provider != lane:  # the route's fallback handled it
             status = f"{provider}: {status}"
-        return lane, f"{status} {latency * 1000:.0f} ms"
+        return lane, status, f"{latency * 1000:.0f} ms"
 
 
 # -- drawing --------------------------------------------------------------------------
@@ -216,10 +220,13 @@ def _header(texts: list[str], lanes: list[str], xs: dict[str, int], gap: int) ->
     return "".join(row).rstrip()
 
 
-def _draw_arrow(row: list[str], x_src: int, x_dst: int, label: str) -> None:
+def _draw_arrow(row: list[str], x_src: int, x_dst: int, label: str, keep: str) -> None:
     lo, hi = min(x_src, x_dst), max(x_src, x_dst)
     span = hi - lo - 1
-    label = _fit(label, span - 4)
+    if keep and len(keep) + 2 <= span - 4:
+        label = f"{_fit(label, span - 5 - len(keep))} {keep}"
+    else:
+        label = _fit(f"{label} {keep}".strip(), span - 4)
     if x_dst > x_src:
         body = f"- {label} ".ljust(span - 1, "-") + ">"
     else:

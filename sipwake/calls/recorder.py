@@ -244,7 +244,6 @@ class CallRecorder:
     # -- writing ------------------------------------------------------------------------
     def flush(self) -> None:
         """Write every queued entry to the store now (one batch)."""
-        self._flush_armed = False
         if not self._queue:
             return
         batch = [self._with_call_id(e) for e in self._queue]
@@ -254,6 +253,10 @@ class CallRecorder:
         except Exception as exc:  # a full disk must not fail the calls it records
             self.failures += 1
             logger.warning("call records: cannot write %d entries: %s", len(batch), exc)
+
+    def _deferred_flush(self) -> None:
+        self._flush_armed = False
+        self.flush()
 
     def close(self) -> None:
         """Write what is queued; the recorder may still be used afterwards."""
@@ -362,7 +365,7 @@ class CallRecorder:
             self.flush()
         elif not self._flush_armed:
             self._flush_armed = True
-            self._schedule(self.flush_delay, self.flush)
+            self._schedule(self.flush_delay, self._deferred_flush)
 
 
 def sip_head(data: bytes) -> tuple[str, str] | None:
