@@ -401,3 +401,140 @@ def voicemail_cmd(directory: str, user: str | None, as_json: bool) -> None:
             escape(str(m.path)),
         )
     Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+# -- sipwake calls: call records and ladder diagrams ------------------------------------
+def _calls_db(db: str) -> str:
+    """``db`` if the file exists; else one line and exit 2 (reading must not create it)."""
+    import os
+
+    if not os.path.exists(db):
+        click.echo(f"error: {db}: no such database (sipwake serve --db PATH writes one)", err=True)
+        sys.exit(2)
+    return db
+
+
+@main.group("calls", invoke_without_command=True)
+@click.option(
+    "--db",
+    "db",
+    default="sipwake.db",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="SQLite file the server writes.",
+)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--user", "aor", default=None, help="Only calls to this AOR (sip:alice@lab.test).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@click.pass_context
+def calls_cmd(ctx: click.Context, db: str, limit: int, aor: str | None, as_json: bool) -> None:
+    """List recent calls, newest first; `sipwake calls show REF` draws one as a ladder."""
+    import dataclasses
+    import json
+    from datetime import datetime
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from sipwake.store.base import StoreError
+    from sipwake.store.sqlite import SqliteStore
+
+    ctx.meta["sipwake.calls.db"] = db
+    if ctx.invoked_subcommand is not None:
+        return
+    if aor is not None and not aor.startswith(("sip:", "sips:")):
+        aor = f"sip:{aor}"
+    try:
+        with SqliteStore(_calls_db(db)) as store:
+            summaries = store.calls(limit, aor=aor)
+    except StoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(s) for s in summaries], ensure_ascii=False))
+        return
+    if not summaries:
+        click.echo(f"no calls recorded in {db}" + (f" for {aor}" if aor else ""))
+        return
+    table = Table(title=f"calls in {db}, newest first", box=box.SIMPLE_HEAD)
+    table.add_column("time", no_wrap=True)
+    table.add_column("ref", no_wrap=True)
+    table.add_column("to", overflow="fold", min_width=10)
+    table.add_column("from", overflow="fold", min_width=10)
+    table.add_column("outcome", no_wrap=True)
+    table.add_column("answered by", overflow="fold")
+    table.add_column("ringing", justify="right", no_wrap=True)
+    table.add_column("pushes", justify="right", no_wrap=True)
+    for s in summaries:
+        table.add_row(
+            datetime.fromtimestamp(s.started).strftime("%m-%d %H:%M:%S"),
+            s.ref,
+            s.aor or "-",
+            s.caller or "-",
+            s.outcome,
+            s.answered_by or "-",
+            "-" if s.ringing is None else f"{s.ringing:.1f} s",
+            str(s.pushes),
+        )
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+@calls_cmd.command("show")
+@click.argument("ref")
+@click.option(
+    "--db",
+    "db",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="SQLite file the server writes (default: the one given to `calls`, or sipwake.db).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@click.option("--width", default=100, show_default=True, type=click.IntRange(min=40))
+@click.pass_context
+def calls_show_cmd(ctx: click.Context, ref: str, db: str | None, as_json: bool, width: int) -> None:
+    """Show call REF: its summary, timeline and a ladder diagram of messages and pushes."""
+    import dataclasses
+    import json
+    from datetime import datetime
+
+    from sipwake.calls.ladder import render_ladder, render_timeline
+    from sipwake.store.base import StoreError
+    from sipwake.store.sqlite import SqliteStore
+
+    db = db or str(ctx.meta.get("sipwake.calls.db", "sipwake.db"))
+    try:
+        with SqliteStore(_calls_db(db)) as store:
+            record = store.call(ref)
+    except StoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if record is None:
+        click.echo(f"error: no call {ref!r} in {db} (sipwake calls lists them)", err=True)
+        sys.exit(1)
+    ladder = render_ladder(record, width=width)
+    if as_json:
+        data = dataclasses.asdict(record)
+        data["ladder"] = ladder
+        click.echo(json.dumps(data, ensure_ascii=False))
+        return
+    s = record.summary
+    started = datetime.fromtimestamp(s.started).strftime("%Y-%m-%d %H:%M:%S")
+    click.echo(f"call {s.ref} to {s.aor or '?'} from {s.caller or '?'}")
+    click.echo(f"  started   {started}")
+    click.echo(f"  Call-ID   {s.call_id or '-'}")
+    outcome = s.outcome
+    if s.answered_by:
+        outcome += f" by {s.answered_by}"
+    if s.ringing is not None:
+        outcome += f" after {s.ringing:.3f} s"
+    click.echo(f"  outcome   {outcome}")
+    click.echo(f"  pushes    {s.pushes}, messages {s.messages}")
+    click.echo("")
+    click.echo("timeline")
+    for line in render_timeline(record):
+        click.echo(line)
+    click.echo("")
+    click.echo("ladder")
+    for line in ladder:
+        click.echo(line)

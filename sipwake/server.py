@@ -267,6 +267,7 @@ class Server:
         if self.voicemail is None:
             return plan
         uri = self.voicemail.uri
+
         def swap(value: str | None) -> str | None:
             return uri if value == BUILTIN_VOICEMAIL else value
 

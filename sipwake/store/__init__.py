@@ -6,13 +6,14 @@ registrar change and read once at start.
 
 from __future__ import annotations
 
-from sipwake.store.base import BindingStore, PushLog, StoreError, net_writes
+from sipwake.store.base import BindingStore, CallLog, PushLog, StoreError, net_writes
 from sipwake.store.memory import MemoryStore
 from sipwake.store.sqlite import SCHEMA_VERSION, SqliteStore
 
 __all__ = [
     "SCHEMA_VERSION",
     "BindingStore",
+    "CallLog",
     "MemoryStore",
     "PushLog",
     "SqliteStore",

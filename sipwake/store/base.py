@@ -20,9 +20,16 @@ send over a recycled flow number to another client.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol, assert_never
 
+from sipwake.calls.records import (
+    CallEntry,
+    CallMessageRecord,
+    CallRecord,
+    CallStepRecord,
+    CallSummary,
+)
 from sipwake.errors import SipwakeError
 from sipwake.push.base import PushRecord
 from sipwake.registrar.bindings import Binding
@@ -35,7 +42,7 @@ from sipwake.registrar.events import (
     RegistrarEvent,
 )
 
-__all__ = ["BindingStore", "PushLog", "StoreError", "net_writes"]
+__all__ = ["BindingStore", "CallLog", "PushLog", "StoreError", "net_writes"]
 
 
 class StoreError(SipwakeError):
@@ -78,6 +85,34 @@ class PushLog(Protocol):
 
     def pushes(self, limit: int = 50, aor: str | None = None) -> list[PushRecord]:
         """The ``limit`` latest attempts, newest first; only ``aor``'s when given."""
+        ...
+
+
+class CallLog(Protocol):
+    """Where call records are kept for ``sipwake calls`` (a store may offer it beside
+    ``BindingStore`` and ``PushLog``; ``sipwake.calls.CallRecorder`` writes it).
+    Synchronous and bounded: the oldest calls make way for new ones. Each entry updates
+    the call's summary with ``sipwake.calls.records.advance``."""
+
+    def record_call_event(self, event: CallStepRecord) -> None:
+        """Keep one step of a call; raise ``StoreError`` if it cannot."""
+        ...
+
+    def record_call_message(self, message: CallMessageRecord) -> None:
+        """Keep one SIP message of a call; raise ``StoreError`` if it cannot."""
+        ...
+
+    def record_call_entries(self, entries: Sequence[CallEntry]) -> None:
+        """Keep several steps and messages at once (one transaction where the store has
+        them): all of them, or none and ``StoreError``."""
+        ...
+
+    def calls(self, limit: int = 50, aor: str | None = None) -> list[CallSummary]:
+        """The ``limit`` latest calls, newest first; only calls to ``aor`` when given."""
+        ...
+
+    def call(self, ref: str) -> CallRecord | None:
+        """One call in full, with the push attempts recorded under its Call-ID."""
         ...
 
 

@@ -7,9 +7,18 @@ as with ``SqliteStore``.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
+from sipwake.calls.records import (
+    CallEntry,
+    CallMessageRecord,
+    CallRecord,
+    CallStepRecord,
+    CallSummary,
+    advance,
+)
 from sipwake.push.base import PushRecord
 from sipwake.registrar.bindings import Binding
 from sipwake.registrar.events import RegistrarEvent
@@ -19,15 +28,27 @@ from sipwake.store.codec import BindingRow, decode, encode
 __all__ = ["MemoryStore"]
 
 
+@dataclass(slots=True)
+class _Call:
+    summary: CallSummary
+    events: list[CallStepRecord] = field(default_factory=list)
+    messages: list[CallMessageRecord] = field(default_factory=list)
+
+
 class MemoryStore:
     """``BindingStore`` in a dict keyed by ``binding_id``; ``PushLog`` in a deque
-    keeping the last ``max_pushes`` attempts."""
+    keeping the last ``max_pushes`` attempts; ``CallLog`` keeping the last
+    ``max_calls`` calls."""
 
-    def __init__(self, *, max_pushes: int = 10_000) -> None:
+    def __init__(self, *, max_pushes: int = 10_000, max_calls: int = 10_000) -> None:
         if max_pushes <= 0:
             raise ValueError(f"max_pushes must be > 0, got {max_pushes}")
+        if max_calls <= 0:
+            raise ValueError(f"max_calls must be > 0, got {max_calls}")
         self._rows: dict[str, BindingRow] = {}
         self._pushes: deque[PushRecord] = deque(maxlen=max_pushes)
+        self._calls: OrderedDict[str, _Call] = OrderedDict()
+        self.max_calls = max_calls
         self._closed = False
 
     def __len__(self) -> int:
@@ -75,6 +96,54 @@ class MemoryStore:
             if aor is None or record.aor == aor:
                 out.append(record)
         return out
+
+    # -- CallLog ------------------------------------------------------------
+    def record_call_event(self, event: CallStepRecord) -> None:
+        self.record_call_entries([event])
+
+    def record_call_message(self, message: CallMessageRecord) -> None:
+        self.record_call_entries([message])
+
+    def record_call_entries(self, entries: Sequence[CallEntry]) -> None:
+        self._check()
+        for entry in entries:
+            call = self._calls.get(entry.ref)
+            if call is None:
+                call = self._calls[entry.ref] = _Call(summary=advance(None, entry))
+                while len(self._calls) > self.max_calls:
+                    self._calls.popitem(last=False)
+            else:
+                call.summary = advance(call.summary, entry)
+            if isinstance(entry, CallStepRecord):
+                call.events.append(entry)
+            else:
+                call.messages.append(entry)
+
+    def calls(self, limit: int = 50, aor: str | None = None) -> list[CallSummary]:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        self._check()
+        out: list[CallSummary] = []
+        for call in reversed(self._calls.values()):
+            if len(out) >= limit:
+                break
+            if aor is None or call.summary.aor == aor:
+                out.append(call.summary)
+        return out
+
+    def call(self, ref: str) -> CallRecord | None:
+        self._check()
+        call = self._calls.get(ref)
+        if call is None:
+            return None
+        call_id = call.summary.call_id
+        pushes = [p for p in self._pushes if call_id and p.call_id == call_id]
+        return CallRecord(
+            summary=call.summary,
+            events=tuple(sorted(call.events, key=lambda e: (e.wall, e.seq))),
+            messages=tuple(sorted(call.messages, key=lambda m: (m.wall, m.seq))),
+            pushes=tuple(sorted(pushes, key=lambda p: p.wall)),
+        )
 
     def _check(self) -> None:
         if self._closed:

@@ -28,6 +28,15 @@ addition beside the binding tables, so files written before it existed open as t
 are, and the schema version stays 1. Each ``record_push`` is its own ``BEGIN
 IMMEDIATE`` transaction, as binding writes are; the table is bounded to the latest
 ``max_pushes`` rows (pruned every ``_PRUNE_EVERY`` inserts).
+
+Call records (``CallLog``) are three more such additions: ``calls`` (one summary row
+per call, updated as its entries arrive), ``call_events`` and ``call_messages`` (one
+row per step and per SIP message, by first line only). A batch of entries
+(``record_call_entries``: the recorder hands over what gathered in a fraction of a
+second) is one ``BEGIN IMMEDIATE`` transaction, so one commit (one fsync at
+``synchronous=FULL``) serves many entries. The tables keep the latest ``max_calls``
+calls: when a new call's row id reaches a multiple of the prune interval, calls older
+than ``max_calls`` are deleted with their entries.
 """
 
 from __future__ import annotations
@@ -36,10 +45,18 @@ import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Literal
 
+from sipwake.calls.records import (
+    CallEntry,
+    CallMessageRecord,
+    CallRecord,
+    CallStepRecord,
+    CallSummary,
+    advance,
+)
 from sipwake.push.base import PushRecord
 from sipwake.registrar.bindings import Binding
 from sipwake.registrar.events import RegistrarEvent
@@ -127,6 +144,77 @@ _INSERT_PUSH = (
 _SELECT_PUSHES = f"SELECT {', '.join(_PUSH_COLUMNS)} FROM pushes"
 _PRUNE_EVERY = 1000
 
+#: Call records beside the binding tables (see the module text).
+_CALLS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    ref         TEXT NOT NULL UNIQUE,
+    aor         TEXT NOT NULL,
+    caller      TEXT NOT NULL,
+    call_id     TEXT NOT NULL,
+    started     REAL NOT NULL,
+    updated     REAL NOT NULL,
+    outcome     TEXT NOT NULL,
+    answered_by TEXT,
+    ringing     REAL,
+    pushes      INTEGER NOT NULL,
+    messages    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS calls_aor ON calls (aor, id);
+CREATE TABLE IF NOT EXISTS call_events (
+    ref     TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    wall    REAL NOT NULL,
+    aor     TEXT NOT NULL,
+    step    TEXT NOT NULL,
+    detail  TEXT NOT NULL,
+    call_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS call_events_ref ON call_events (ref, wall, seq);
+CREATE TABLE IF NOT EXISTS call_messages (
+    ref        TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    wall       REAL NOT NULL,
+    direction  TEXT NOT NULL,
+    peer       TEXT NOT NULL,
+    first_line TEXT NOT NULL,
+    call_id    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS call_messages_ref ON call_messages (ref, wall, seq);
+CREATE INDEX IF NOT EXISTS pushes_call_id ON pushes (call_id);
+"""
+_SUMMARY_COLUMNS = (
+    "ref",
+    "aor",
+    "caller",
+    "call_id",
+    "started",
+    "updated",
+    "outcome",
+    "answered_by",
+    "ringing",
+    "pushes",
+    "messages",
+)
+_EVENT_COLUMNS = ("ref", "seq", "wall", "aor", "step", "detail", "call_id")
+_MESSAGE_COLUMNS = ("ref", "seq", "wall", "direction", "peer", "first_line", "call_id")
+_SELECT_SUMMARY = f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM calls"
+_INSERT_SUMMARY = (
+    f"INSERT INTO calls ({', '.join(_SUMMARY_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _SUMMARY_COLUMNS)})"
+)
+_UPDATE_SUMMARY = (
+    f"UPDATE calls SET {', '.join(f'{c} = ?' for c in _SUMMARY_COLUMNS[1:])} WHERE ref = ?"
+)
+_INSERT_EVENT = (
+    f"INSERT INTO call_events ({', '.join(_EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _EVENT_COLUMNS)})"
+)
+_INSERT_MESSAGE = (
+    f"INSERT INTO call_messages ({', '.join(_MESSAGE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _MESSAGE_COLUMNS)})"
+)
+
 _UPSERT = (
     f"INSERT OR REPLACE INTO bindings ({', '.join(COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in COLUMNS)})"
@@ -144,11 +232,16 @@ class SqliteStore:
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         busy_timeout: float = 5.0,
         max_pushes: int = 100_000,
+        max_calls: int = 10_000,
     ) -> None:
         if max_pushes <= 0:
             raise ValueError(f"max_pushes must be > 0, got {max_pushes}")
+        if max_calls <= 0:
+            raise ValueError(f"max_calls must be > 0, got {max_calls}")
         self.path = os.fspath(path)
         self.max_pushes = max_pushes
+        self.max_calls = max_calls
+        self._prune_calls_every = max(1, min(100, max_calls // 10))
         try:
             if self.path != ":memory:" and not os.path.exists(self.path):
                 # Push tokens are secrets (RFC 8599 §13): owner-only, and SQLite gives
@@ -230,12 +323,102 @@ class SqliteStore:
                 ).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
-        out: list[PushRecord] = []
-        for values in rows:
-            fields = dict(zip(_PUSH_COLUMNS, values, strict=True))
-            fields["token"] = mask_token(str(fields["token"]))  # never trust the file
-            out.append(PushRecord(**fields))
-        return out
+        return [_push_record(values) for values in rows]
+
+    # -- CallLog ------------------------------------------------------------
+    def record_call_event(self, event: CallStepRecord) -> None:
+        self.record_call_entries([event])
+
+    def record_call_message(self, message: CallMessageRecord) -> None:
+        self.record_call_entries([message])
+
+    def record_call_entries(self, entries: Sequence[CallEntry]) -> None:
+        if not entries:
+            return
+        summaries: dict[str, CallSummary | None] = {}
+        with self._transaction():
+            for entry in entries:
+                if entry.ref not in summaries:
+                    summaries[entry.ref] = self._summary(entry.ref)
+                summaries[entry.ref] = advance(summaries[entry.ref], entry)
+                if isinstance(entry, CallStepRecord):
+                    self._db.execute(_INSERT_EVENT, _row(entry, _EVENT_COLUMNS))
+                else:
+                    self._db.execute(_INSERT_MESSAGE, _row(entry, _MESSAGE_COLUMNS))
+            for ref, summary in summaries.items():
+                assert summary is not None  # every ref seen got at least one entry
+                values = _row(summary, _SUMMARY_COLUMNS)
+                cursor = self._db.execute(_UPDATE_SUMMARY, (*values[1:], ref))
+                if cursor.rowcount == 0:
+                    row_id = self._db.execute(_INSERT_SUMMARY, values).lastrowid or 0
+                    if row_id % self._prune_calls_every == 0:
+                        self._prune_calls(row_id - self.max_calls)
+
+    def calls(self, limit: int = 50, aor: str | None = None) -> list[CallSummary]:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        try:
+            if aor is None:
+                rows = self._db.execute(
+                    f"{_SELECT_SUMMARY} ORDER BY id DESC LIMIT ?", (limit,)
+                ).fetchall()
+            else:
+                rows = self._db.execute(
+                    f"{_SELECT_SUMMARY} WHERE aor = ? ORDER BY id DESC LIMIT ?", (aor, limit)
+                ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+        return [CallSummary(**dict(zip(_SUMMARY_COLUMNS, r, strict=True))) for r in rows]
+
+    def call(self, ref: str) -> CallRecord | None:
+        try:
+            summary = self._summary(ref)
+            if summary is None:
+                return None
+            events = self._db.execute(
+                f"SELECT {', '.join(_EVENT_COLUMNS)} FROM call_events "
+                "WHERE ref = ? ORDER BY wall, seq",
+                (ref,),
+            ).fetchall()
+            messages = self._db.execute(
+                f"SELECT {', '.join(_MESSAGE_COLUMNS)} FROM call_messages "
+                "WHERE ref = ? ORDER BY wall, seq",
+                (ref,),
+            ).fetchall()
+            pushes = (
+                self._db.execute(
+                    f"{_SELECT_PUSHES} WHERE call_id = ? ORDER BY wall, id", (summary.call_id,)
+                ).fetchall()
+                if summary.call_id
+                else []
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+        return CallRecord(
+            summary=summary,
+            events=tuple(
+                CallStepRecord(**dict(zip(_EVENT_COLUMNS, r, strict=True))) for r in events
+            ),
+            messages=tuple(
+                CallMessageRecord(**dict(zip(_MESSAGE_COLUMNS, r, strict=True))) for r in messages
+            ),
+            pushes=tuple(_push_record(r) for r in pushes),
+        )
+
+    def _summary(self, ref: str) -> CallSummary | None:
+        row = self._db.execute(f"{_SELECT_SUMMARY} WHERE ref = ?", (ref,)).fetchone()
+        if row is None:
+            return None
+        return CallSummary(**dict(zip(_SUMMARY_COLUMNS, row, strict=True)))
+
+    def _prune_calls(self, last_id: int) -> None:
+        """Delete calls whose row id is ``last_id`` or lower, with their entries."""
+        if last_id <= 0:
+            return
+        old = "SELECT ref FROM calls WHERE id <= ?"
+        self._db.execute(f"DELETE FROM call_events WHERE ref IN ({old})", (last_id,))
+        self._db.execute(f"DELETE FROM call_messages WHERE ref IN ({old})", (last_id,))
+        self._db.execute("DELETE FROM calls WHERE id <= ?", (last_id,))
 
     # -- MessageStore -------------------------------------------------------
     def keep_message(self, message_id: str, aor: str, data: bytes, wall: float) -> None:
@@ -307,9 +490,19 @@ class SqliteStore:
                 raise StoreError(
                     f"{self.path}: schema version {found[0]!r}, this sipwake reads {SCHEMA_VERSION}"
                 )
-            for statement in (_PUSHES_SCHEMA + _MESSAGES_SCHEMA).split(";"):
+            for statement in (_PUSHES_SCHEMA + _MESSAGES_SCHEMA + _CALLS_SCHEMA).split(";"):
                 if statement.strip():
                     self._db.execute(statement)
+
+
+def _push_record(values: Sequence[object]) -> PushRecord:
+    fields = dict(zip(_PUSH_COLUMNS, values, strict=True))
+    fields["token"] = mask_token(str(fields["token"]))  # never trust the file
+    return PushRecord(**fields)  # type: ignore[arg-type]
+
+
+def _row(item: object, columns: tuple[str, ...]) -> tuple[object, ...]:
+    return tuple(getattr(item, name) for name in columns)
 
 
 class _Transaction:

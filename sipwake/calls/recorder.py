@@ -1,0 +1,385 @@
+"""The call recorder: the driver's ``CallSink``, writing call records through to a store.
+
+Theory of operation
+-------------------
+Inputs are the wake engine's ``CallEvent`` facts (``call_event``), the SIP
+messages the driver sends and receives (``message`` or ``message_bytes``), the
+push outcomes (``push_done``) and the lead's ``bind_call_id(call_ref, call_id)``.
+Every input carries the event loop's monotonic time ``at``; the recorder adds
+``wall_offset`` (``time.time() - loop.time()`` taken once at start) to stamp
+entries with wall-clock seconds, and numbers them (``seq``) in arrival order.
+
+Grouping: events carry their ``call_ref``. Messages carry a SIP Call-ID; a proxy
+keeps the caller's Call-ID on every branch (RFC 3261 §16.6), so one Call-ID
+names one call, and a map Call-ID → call ref files them. The map is filled by
+
+* ``bind_call_id`` (explicit: the lead knows the INVITE of the "received" event);
+* a ``CallEvent`` that has a ``call_id`` attribute (should the engine add one);
+* ``push_done``: a push request carries the call's Call-ID and ref;
+* a "received" event that directly follows an inbound INVITE whose Call-ID is not
+  yet bound: the driver hands the INVITE to the node, which answers with that event
+  in the same call, so that INVITE is the call's.
+
+Messages of a Call-ID not yet bound wait (``pending``) when they start with an
+inbound INVITE, and join the call when it is bound: the INVITE, a 407 challenge,
+the 100 Trying sent before the engine spoke. Other unbound traffic (REGISTER,
+OPTIONS) is ignored.
+
+Bounds: at most ``max_messages`` messages are kept per call (then one
+"truncated" step says so); at most ``max_live`` calls are followed at once (the
+oldest is forgotten first); a call that reached a terminal step (answered,
+declined, cancelled, failed) is forgotten ``linger_s`` seconds later, or
+``answered_linger_s`` after an answer (a BYE shortens that to ``linger_s``), so
+its ACK, BYE and cancel pushes still join it; pending Call-IDs are dropped after
+``linger_s`` seconds or beyond ``max_pending``.
+
+Writes: entries queue up and go to the store in one ``record_call_entries``
+batch. With ``schedule`` (``loop.call_later``) the batch is written
+``flush_delay`` seconds after its first entry, or at once when ``max_batch``
+entries wait; without it every input is written at once. A failing store is
+logged (never raised into the driver) and its batch dropped. ``close()``
+writes what is left.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from sipwake.calls.records import (
+    TERMINAL_STEPS,
+    CallEntry,
+    CallMessageRecord,
+    CallStepRecord,
+    Direction,
+)
+
+if TYPE_CHECKING:
+    from sipwake.proxy.wake import CallEvent, SendPush
+    from sipwake.push.base import PushOutcome
+    from sipwake.store.base import CallLog
+
+__all__ = ["CallRecorder", "sip_head"]
+
+logger = logging.getLogger("sipwake.calls")
+
+Schedule = Callable[[float, Callable[[], None]], object]
+
+
+@dataclass(slots=True)
+class _Live:
+    ref: str
+    call_id: str = ""
+    call_ids: set[str] = field(default_factory=set)
+    messages: int = 0
+    truncated: bool = False
+    until: float | None = None
+    """Monotonic time at which the call is forgotten (None: still ringing)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    seq: int
+    at: float
+    direction: Direction
+    peer: str
+    first_line: str
+
+
+class CallRecorder:
+    """Files call events and SIP messages by call and writes them to a ``CallLog``."""
+
+    def __init__(
+        self,
+        log: CallLog,
+        *,
+        wall_offset: float,
+        schedule: Schedule | None = None,
+        flush_delay: float = 0.25,
+        max_batch: int = 500,
+        max_messages: int = 200,
+        max_live: int = 4096,
+        max_pending: int = 256,
+        linger_s: float = 32.0,
+        answered_linger_s: float = 3600.0,
+    ) -> None:
+        """``wall_offset`` is wall-clock minus monotonic seconds (``time.time() -
+        loop.time()``); ``schedule(delay, callback)`` defers a batch write
+        (``loop.call_later``; None writes every input at once)."""
+        for name, value in (
+            ("max_batch", max_batch),
+            ("max_messages", max_messages),
+            ("max_live", max_live),
+            ("max_pending", max_pending),
+        ):
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        self._log = log
+        self.wall_offset = wall_offset
+        self._schedule = schedule
+        self.flush_delay = flush_delay
+        self.max_batch = max_batch
+        self.max_messages = max_messages
+        self.max_live = max_live
+        self.max_pending = max_pending
+        self.linger_s = linger_s
+        self.answered_linger_s = answered_linger_s
+        self._seq = 0
+        self._live: OrderedDict[str, _Live] = OrderedDict()
+        self._by_call_id: dict[str, str] = {}
+        self._pending: OrderedDict[str, list[_Pending]] = OrderedDict()
+        self._last_invite: str | None = None
+        """Call-ID of the latest input if it was an unbound inbound INVITE."""
+        self._expiry: list[tuple[float, str]] = []
+        self._queue: list[CallEntry] = []
+        self._flush_armed = False
+        self.failures = 0
+        """Batches the store refused (each logged as a warning, then dropped)."""
+
+    def __len__(self) -> int:
+        """Calls followed now."""
+        return len(self._live)
+
+    @property
+    def pending_call_ids(self) -> int:
+        return len(self._pending)
+
+    def call_ref_of(self, call_id: str) -> str | None:
+        """The call a Call-ID is filed under, if it is followed now."""
+        return self._by_call_id.get(call_id)
+
+    # -- CallSink -----------------------------------------------------------------------
+    def call_event(self, event: CallEvent) -> None:
+        """One step of a call, from the wake engine (via the driver)."""
+        self._sweep(event.at)
+        last_invite, self._last_invite = self._last_invite, None
+        if last_invite not in self._pending:
+            last_invite = None
+        live = self._follow(event.call_ref)
+        if not live.call_id:
+            call_id = getattr(event, "call_id", None)
+            if isinstance(call_id, str) and call_id:
+                self._bind(live, call_id)
+            elif event.step == "received" and last_invite is not None:
+                self._bind(live, last_invite)
+        self._enqueue(
+            CallStepRecord(
+                ref=event.call_ref,
+                seq=self._next_seq(),
+                wall=event.at + self.wall_offset,
+                aor=event.aor,
+                step=event.step,
+                detail=event.detail,
+                call_id=live.call_id,
+            )
+        )
+        if event.step in TERMINAL_STEPS and live.until is None:
+            linger = self.answered_linger_s if event.step == "answered" else self.linger_s
+            self._forget_at(live, event.at + linger)
+        self._written()
+
+    def push_done(self, push: SendPush, outcome: PushOutcome) -> None:
+        """A push finished: its request names the call's Call-ID. (Its outcome is in the
+        ``push-result`` step that follows and in the push log.)"""
+        del outcome
+        live = self._live.get(push.call_ref) if push.call_ref else None
+        if live is not None and push.request.call_id and not live.call_id:
+            self._bind(live, push.request.call_id)
+            self._written()
+
+    # -- the lead's inputs ------------------------------------------------------------
+    def bind_call_id(self, call_ref: str, call_id: str) -> None:
+        """File SIP messages with ``call_id`` under call ``call_ref`` (the INVITE of its
+        "received" step); messages of that Call-ID seen before join it now."""
+        if not call_id:
+            raise ValueError("bind_call_id: empty Call-ID")
+        live = self._follow(call_ref)
+        if call_id in live.call_ids:
+            return
+        self._bind(live, call_id)
+        self._written()
+
+    def message(
+        self, direction: Direction, peer: str, first_line: str, call_id: str, at: float
+    ) -> None:
+        """A SIP message received (``"in"``) from or sent (``"out"``) to ``peer``."""
+        if direction not in ("in", "out"):
+            raise ValueError(f"direction must be 'in' or 'out', got {direction!r}")
+        self._sweep(at)
+        seq = self._next_seq()
+        item = _Pending(seq=seq, at=at, direction=direction, peer=peer, first_line=first_line)
+        ref = self._by_call_id.get(call_id)
+        live = self._live.get(ref) if ref is not None else None
+        if live is not None:
+            self._last_invite = None
+            self._add_message(live, item)
+            self._written()
+            return
+        waiting = self._pending.get(call_id)
+        if waiting is not None:
+            if len(waiting) < self.max_messages:
+                waiting.append(item)
+            if self._last_invite != call_id:
+                self._last_invite = None
+            return
+        if direction == "in" and first_line.startswith("INVITE "):
+            self._pending[call_id] = [item]
+            while len(self._pending) > self.max_pending:
+                self._pending.popitem(last=False)
+            self._last_invite = call_id
+        else:
+            self._last_invite = None
+
+    def message_bytes(self, direction: Direction, peer: object, data: bytes, at: float) -> None:
+        """``message`` for raw bytes as the driver has them (keep-alives and non-SIP
+        data are skipped)."""
+        head = sip_head(data)
+        if head is not None:
+            self.message(direction, str(peer), head[0], head[1], at)
+
+    # -- writing ------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write every queued entry to the store now (one batch)."""
+        if not self._queue:
+            return
+        batch = [self._with_call_id(e) for e in self._queue]
+        self._queue = []
+        try:
+            self._log.record_call_entries(batch)
+        except Exception as exc:  # a full disk must not fail the calls it records
+            self.failures += 1
+            logger.warning("call records: cannot write %d entries: %s", len(batch), exc)
+
+    def _deferred_flush(self) -> None:
+        self._flush_armed = False
+        self.flush()
+
+    def close(self) -> None:
+        """Write what is queued; the recorder may still be used afterwards."""
+        self.flush()
+
+    # -- internals ----------------------------------------------------------------------
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _follow(self, ref: str) -> _Live:
+        live = self._live.get(ref)
+        if live is None:
+            live = self._live[ref] = _Live(ref=ref)
+            while len(self._live) > self.max_live:
+                _, oldest = self._live.popitem(last=False)
+                self._unmap(oldest)
+        return live
+
+    def _bind(self, live: _Live, call_id: str) -> None:
+        previous = self._by_call_id.get(call_id)
+        if previous is not None and previous != live.ref:
+            old = self._live.get(previous)
+            if old is not None:
+                old.call_ids.discard(call_id)
+        self._by_call_id[call_id] = live.ref
+        live.call_ids.add(call_id)
+        if not live.call_id:
+            live.call_id = call_id
+        for item in self._pending.pop(call_id, []):
+            self._add_message(live, item, call_id)
+        if self._last_invite == call_id:
+            self._last_invite = None
+
+    def _add_message(self, live: _Live, item: _Pending, call_id: str | None = None) -> None:
+        if live.messages >= self.max_messages:
+            if not live.truncated:
+                live.truncated = True
+                self._enqueue(
+                    CallStepRecord(
+                        ref=live.ref,
+                        seq=item.seq,
+                        wall=item.at + self.wall_offset,
+                        aor="",
+                        step="truncated",
+                        detail=f"more than {self.max_messages} messages: later ones not kept",
+                        call_id=live.call_id,
+                    )
+                )
+            return
+        live.messages += 1
+        self._enqueue(
+            CallMessageRecord(
+                ref=live.ref,
+                seq=item.seq,
+                wall=item.at + self.wall_offset,
+                direction=item.direction,
+                peer=item.peer,
+                first_line=item.first_line,
+                call_id=call_id or live.call_id,
+            )
+        )
+        if live.until is not None and item.first_line.startswith("BYE "):
+            self._forget_at(live, min(live.until, item.at + self.linger_s))
+
+    def _forget_at(self, live: _Live, deadline: float) -> None:
+        live.until = deadline
+        heapq.heappush(self._expiry, (deadline, live.ref))
+
+    def _sweep(self, now: float) -> None:
+        expiry = self._expiry
+        while expiry and expiry[0][0] <= now:
+            _, ref = heapq.heappop(expiry)
+            live = self._live.get(ref)
+            if live is not None and live.until is not None and live.until <= now:
+                del self._live[ref]
+                self._unmap(live)
+        while self._pending:
+            call_id, items = next(iter(self._pending.items()))
+            if items[0].at + self.linger_s > now:
+                break
+            del self._pending[call_id]
+            if self._last_invite == call_id:
+                self._last_invite = None
+
+    def _unmap(self, live: _Live) -> None:
+        for call_id in live.call_ids:
+            if self._by_call_id.get(call_id) == live.ref:
+                del self._by_call_id[call_id]
+
+    def _with_call_id(self, entry: CallEntry) -> CallEntry:
+        """Entries written before their call's Call-ID was known get it now."""
+        if entry.call_id:
+            return entry
+        live = self._live.get(entry.ref)
+        return replace(entry, call_id=live.call_id) if live is not None and live.call_id else entry
+
+    def _enqueue(self, entry: CallEntry) -> None:
+        self._queue.append(entry)
+
+    def _written(self) -> None:
+        """Inputs queued entries: write them now, or arm the deferred write."""
+        if not self._queue:
+            return
+        if self._schedule is None or len(self._queue) >= self.max_batch:
+            self.flush()
+        elif not self._flush_armed:
+            self._flush_armed = True
+            self._schedule(self.flush_delay, self._deferred_flush)
+
+
+def sip_head(data: bytes) -> tuple[str, str] | None:
+    """The first line and the Call-ID of a SIP message (RFC 3261 §7.3.3 compact ``i``
+    too), or None for a keep-alive or anything without both."""
+    end = data.find(b"\r\n\r\n")
+    head = data if end < 0 else data[:end]
+    lines = head.decode("utf-8", "replace").split("\r\n")
+    first = lines[0].strip()
+    if not first:
+        return None
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if colon and name.strip().lower() in ("call-id", "i"):
+            call_id = value.strip()
+            return (first, call_id) if call_id else None
+    return None

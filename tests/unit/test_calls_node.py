@@ -1,0 +1,113 @@
+"""The recorder fed as the driver feeds it, by a real node: a push-wake call, end to end.
+
+Every message the node receives and every output it returns go to the recorder in the
+driver's order (received bytes first, then the outputs in order), on hand-moved time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sipwake.calls import CallRecorder, render_ladder
+from sipwake.node import CallEvent, NodeOutput, SendBytes
+from sipwake.store import MemoryStore
+from tests.unit.wakelab import Phone, WakeLab
+
+OFFSET = 1_700_000_000.0
+TOKEN = "a1b2c3d4" * 8
+
+
+def recorded_lab(recorder: CallRecorder) -> WakeLab:
+    """A ``WakeLab`` whose node reports to ``recorder`` as the driver would."""
+    lab = WakeLab()
+    node = lab.node
+
+    def perform(outputs: list[NodeOutput]) -> list[NodeOutput]:
+        for output in outputs:
+            if isinstance(output, SendBytes):
+                recorder.message_bytes("out", output.peer, output.data, lab.now)
+            elif isinstance(output, CallEvent):
+                recorder.call_event(output)
+        return outputs
+
+    receive = node.receive
+
+    def receiving(data: bytes, *args: object) -> list[NodeOutput]:
+        peer = args[0]
+        recorder.message_bytes("in", peer, data, lab.now)
+        return perform(receive(data, *args))  # type: ignore[arg-type]
+
+    def wrap(method: Callable[..., list[NodeOutput]]) -> Callable[..., list[NodeOutput]]:
+        return lambda *args: perform(method(*args))
+
+    node.receive = receiving  # type: ignore[method-assign]
+    node.changes_stored = wrap(node.changes_stored)  # type: ignore[method-assign]
+    node.push_completed = wrap(node.push_completed)  # type: ignore[method-assign]
+    node.handle_timeout = wrap(node.handle_timeout)  # type: ignore[method-assign]
+    return lab
+
+
+def test_a_push_wake_call_from_the_node_is_recorded_and_drawn() -> None:
+    store = MemoryStore()
+    recorder = CallRecorder(store, wall_offset=OFFSET)
+    lab = recorded_lab(recorder)
+    phone = Phone(user="bob", port=7001, instance="urn:uuid:phone-1", token=TOKEN)
+    assert lab.register(phone).status == 200
+    lab.suspend(phone)
+    lab.advance(1.0)
+    lab.call("bob")
+    (push,) = lab.pushes("call")
+    lab.advance(0.02)
+    lab.push_result(push, "delivered")
+    lab.advance(1.5)
+    assert lab.register(phone).status == 200  # the woken phone, over a new connection
+    (invite,) = lab.invites_to(phone.port)
+    lab.advance(0.5)
+    lab.answer(invite, 180)
+    lab.advance(2.0)
+    lab.answer(invite, 200)
+    recorder.close()
+
+    (summary,) = store.calls()
+    assert summary.aor == "sip:bob@lab.test"
+    assert summary.caller == "sip:carol@lab.test"
+    assert summary.call_id == "call-1"  # bound without help: the INVITE preceded "received"
+    assert summary.started == OFFSET + 101.0
+    assert (summary.outcome, summary.answered_by, summary.pushes) == (
+        "answered",
+        "urn:uuid:phone-1",
+        1,
+    )
+    record = store.call(summary.ref)
+    assert record is not None
+    assert not any(m.first_line.startswith("REGISTER") for m in record.messages)
+
+    lines = render_ladder(record)
+    phone_lane = f"tcp:127.0.0.1:7001#{phone.flow}"
+    assert lines[0].split() == ["caller", "sipwake", "apns", "branch", "1"]
+    assert lines[1].split() == ["udp:127.0.0.1:6000", phone_lane]
+    body = [line[11:].strip() for line in lines[3:]]
+    assert [line[:10].strip() for line in (lines[3], lines[-1])] == ["+0.000 s", "+4.020 s"]
+    # Each line in words: arrows and bars left out, labels and notes kept.
+    words = [" ".join(w for w in line.split() if set(w) - set("|-<>*")) for line in body]
+    assert words == [
+        "INVITE",
+        "received from sip:carol@lab.test",
+        "100 Trying",
+        "push call",
+        "180 Ringing",
+        "ringback 180 Ringing",
+        "delivered 20 ms",
+        "registered urn:uuid:phone-1",
+        "INVITE",
+        "forked urn:uuid:phone-1",
+        "180 Ringing",
+        "180 Ringing",
+        "200 OK",
+        "200 OK",
+        "answered urn:uuid:phone-1",
+    ]
+    arrows = [line.split("|")[1:3] for line in lines[3:]]
+    assert arrows[0][0].endswith(">")  # caller to sipwake
+    assert arrows[3][1].endswith(">")  # sipwake to apns
+    assert arrows[6][1].startswith("<")  # apns back to sipwake
