@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sipwake.admin import AdminServer
+from sipwake.calls.recorder import CallRecorder
 from sipwake.config import BUILTIN_VOICEMAIL, Config
 from sipwake.errors import ConfigError
 from sipwake.ids import SystemIds
@@ -103,6 +104,7 @@ class Server:
     pusher: PushProviders | None = None
     admin: AdminServer | None = None
     voicemail: VoicemailServer | None = None
+    recorder: CallRecorder | None = None
     sandbox: SandboxProvider | None = None
     _store: BindingStore | None = None
     _stop: asyncio.Event | None = None
@@ -222,6 +224,10 @@ class Server:
             )
             if held:
                 logger.info("%d instant messages wait for their devices", held)
+        if self._store is not None:
+            self.recorder = CallRecorder(
+                self._store, wall_offset=time.time() - loop.time(), schedule=loop.call_later
+            )
         self.sandbox = SandboxProvider()
         self.pusher = providers_from_config(
             config.push, secret=secret, log=self._store, sandbox=self.sandbox
@@ -233,6 +239,7 @@ class Server:
             shed_load=config.limits.shed_load,
             pusher=self.pusher,
             messages=self._store if isinstance(self._store, SqliteStore) else None,
+            calls=self.recorder,
         )
         driver.sender = self._transports
         holder["driver"] = driver
@@ -314,6 +321,9 @@ class Server:
         if self._transports is not None:
             await self._transports.close()
             self._transports = None
+        if self.recorder is not None:
+            self.recorder.close()
+            self.recorder = None
         if self._store is not None:
             self._store.close()
             self._store = None

@@ -121,6 +121,8 @@ class CallEvent:
     at: float
     step: CallStep
     detail: str = ""
+    call_id: str = ""
+    """The caller's SIP Call-ID (the same on every branch)."""
 
 
 WakeOutput = ProxyOutput | SendPush | DropPushTarget | CallEvent
@@ -594,7 +596,14 @@ class WakeEngine:
         return out
 
     def _event(self, call: _Call, now: float, step: CallStep, detail: str) -> CallEvent:
-        return CallEvent(call_ref=call.ref, aor=call.aor, at=now, step=step, detail=detail)
+        return CallEvent(
+            call_ref=call.ref,
+            aor=call.aor,
+            at=now,
+            step=step,
+            detail=detail,
+            call_id=call.request.call_id,
+        )
 
 
 def _label(binding: Binding) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from sipwake.node import (
     CallEvent,
@@ -55,6 +55,12 @@ class CallSink(Protocol):
     """Where call timelines and push attempts go (call records, ``sipwake calls``)."""
 
     def call_event(self, event: CallEvent) -> None: ...
+
+    def push_done(self, push: SendPush, outcome: PushOutcome) -> None: ...
+
+    def message_bytes(
+        self, direction: Literal["in", "out"], peer: object, data: bytes, at: float
+    ) -> None: ...
 
 
 class MessageSink(Protocol):
@@ -123,8 +129,11 @@ class Driver:
             self._listeners[local] = listener
         if self.trace:
             trace_logger.info("recv %s <- %s\n%s", listener.transport, peer, _show(data))
+        now = self.now()
+        if self.calls is not None:
+            self.calls.message_bytes("in", peer, data, now)
         try:
-            outputs = self.node.receive(data, peer, listener, self.now())
+            outputs = self.node.receive(data, peer, listener, now)
         except Exception:  # a bug must not take the server down with it
             logger.exception("internal error handling a message from %s", peer)
             return
@@ -181,6 +190,8 @@ class Driver:
                     if token is not None:
                         self._perform(self.node.changes_stored(token, ok, self.now()))
                 case SendBytes(data=data, peer=peer):
+                    if self.calls is not None:
+                        self.calls.message_bytes("out", peer, data, self.now())
                     if self.trace:
                         trace_logger.info("send -> %s\n%s", peer, _show(data))
                     if self.sender is not None and not self.sender.send(data, peer):
@@ -224,6 +235,8 @@ class Driver:
             except Exception as exc:  # a provider bug must not lose the call
                 logger.exception("push provider failed for %s", mask_token(target.prid))
                 outcome = PushOutcome(status="error", provider=target.provider, reason=str(exc))
+        if self.calls is not None:
+            self.calls.push_done(push, outcome)
         logger.info(
             "push %s to %s (%s %s): %s%s in %.1f ms",
             push.request.kind,

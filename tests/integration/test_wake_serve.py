@@ -119,7 +119,7 @@ async def test_suspended_phone_is_pushed_wakes_and_answers(wake_lab: Server) -> 
     alice = await Ua("alice", "a", udp_address(wake_lab), "lab.test").start()
     try:
         invite = alice.request("INVITE", "sip:bob@lab.test", to="<sip:bob@lab.test>")
-        answer = asyncio.ensure_future(alice.transact(invite, 200))
+        alice.send(invite)  # open lab: no challenge
         push = await asyncio.wait_for(pushes.get(), 3)
         assert push.kind == "call"
         assert push.target.prid == TOKEN
@@ -136,8 +136,8 @@ async def test_suspended_phone_is_pushed_wakes_and_answers(wake_lab: Server) -> 
         ok = make_response(incoming, 200, to_tag="bob1")
         ok.headers.add("Contact", f"<sip:bob@127.0.0.1:{phone.local};transport=tcp>")
         phone.send(ok.to_bytes())
-        final = await asyncio.wait_for(answer, 5)
-        assert final.status == 200
+        final = await alice.expect(200, within=5)
+        assert isinstance(final, Response)
     finally:
         alice.close()
         await phone.suspend()
@@ -383,3 +383,59 @@ async def test_message_for_a_sleeping_phone_survives_a_restart(tmp_path: Path) -
     finally:
         await phone.suspend()
         await again.close()
+
+
+async def test_call_record_and_ladder_of_a_push_wake_call(tmp_path: Path) -> None:
+    db = tmp_path / "sipwake.db"
+    config = Config(
+        domain="lab.test",
+        listen=[
+            ListenerSpec(transport="udp", host="127.0.0.1", port=0),
+            ListenerSpec(transport="tcp", host="127.0.0.1", port=0),
+        ],
+        store=StoreConfig(backend="sqlite", path=db),
+        tls=TlsConfig(dir=tmp_path / "tls"),
+        users={"alice": UserConfig(password="a"), "bob": UserConfig(password="b")},
+        secret_file=tmp_path / "secret",
+        auth={"open": True},  # type: ignore[arg-type]
+        admin=None,
+    )
+    server = Server(config)
+    await server.start()
+    alice = await Ua("alice", "a", udp_address(server), "lab.test").start()
+    phone = TcpPhone(_tcp_port(server))
+    try:
+        assert (await phone.register()).status == 200
+        await phone.suspend()
+        invite = alice.request("INVITE", "sip:bob@lab.test", to="<sip:bob@lab.test>")
+        alice.send(invite)
+        await alice.expect(180)
+        await asyncio.sleep(0.2)
+        assert (await phone.register()).status == 200
+        incoming = await phone.next()
+        assert isinstance(incoming, Request)
+        ok = make_response(incoming, 200, to_tag="bob1")
+        ok.headers.add("Contact", f"<sip:bob@127.0.0.1:{phone.local};transport=tcp>")
+        phone.send(ok.to_bytes())
+        assert isinstance(await alice.expect(200, within=5), Response)
+    finally:
+        alice.close()
+        await phone.suspend()
+        await server.close()  # flushes the call records
+
+    async def cli(*args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sipwake", *args, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 20)
+        assert proc.returncode == 0, out
+        return out.decode()
+
+    (call,) = json.loads(await cli("calls", "--db", str(db), "--json"))
+    assert call["call_id"] == invite.call_id
+    assert call["outcome"] == "answered"
+    assert call["pushes"] == 1
+    ladder = await cli("calls", "show", call["ref"], "--db", str(db))
+    for expected in ("INVITE", "push call", "delivered", "180 Ringing", "200 OK", "registered"):
+        assert expected in ladder, (expected, ladder)
+    assert TOKEN not in ladder
