@@ -574,8 +574,10 @@ def print_table(results: Sequence[Result], args: argparse.Namespace) -> None:
     for r in results:
         print(f"{r.name}: paced sends started at most {r.max_start_lag_ms:.1f} ms late")
     print(
-        "mock CPU: the mock subprocess's CPU per wall second in the throughput run (100% = "
-        "one core: the mock limits pushes/s); other load: other processes on the machine."
+        "pushes/s, CPU and load: each client's fastest round; latency: its round with the "
+        "lowest p99.\nmock CPU: the mock subprocess's CPU per wall second in the throughput "
+        "run (100% = one core: the mock limits pushes/s); other load: CPU used by other "
+        "processes on the machine meanwhile, in cores."
     )
 
 
