@@ -207,6 +207,43 @@ def status_cmd(url: str, as_json: bool) -> None:
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
 
 
+@main.command("mock-push")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    default="sipwake-mock-push",
+    show_default=True,
+    help="Where the keys, certificates and push.yaml are written.",
+)
+@click.option("--bundle-id", default="org.lab.phone", show_default=True)
+def mock_push_cmd(directory: str, bundle_id: str) -> None:
+    """Local mock APNs and FCM (HTTP/2 over TLS on 127.0.0.1) that check pushes as the
+    real services do; writes the matching push settings to DIR/push.yaml and prints every
+    push it accepts until Ctrl-C."""
+    import asyncio
+    import contextlib
+    import signal
+    from pathlib import Path
+
+    from sipwake.push.mockcli import run_mock_push
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        await run_mock_push(
+            Path(directory),
+            bundle_id=bundle_id,
+            say=lambda line: click.echo(line, nl=True),
+            stop=stop,
+        )
+
+    asyncio.run(run())
+
+
 @main.command("check-config")
 @click.argument("path", type=click.Path(dir_okay=False))
 def check_config_cmd(path: str) -> None:

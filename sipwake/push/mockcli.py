@@ -1,0 +1,107 @@
+"""``sipwake mock-push``: local stand-ins for APNs and FCM, for labs without Apple or Google.
+
+It starts the mock APNs and mock FCM (HTTP/2 over TLS on 127.0.0.1, checking what
+the real services check: ES256 provider tokens, topics, push types, OAuth2 assertions,
+payload sizes), writes what a sipwake server needs to use them into a directory — the
+APNs signing key, an FCM service-account file, the mocks' certificates and a
+``push.yaml`` with the matching ``push:`` section — and prints every push it accepts
+(tokens masked) until it is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from sipwake.push.mock import MockApns, MockFcm
+from sipwake.sip.pushtarget import mask_token
+
+__all__ = ["run_mock_push"]
+
+TEAM_ID = "TEAM123456"
+KEY_ID = "KEY1234567"
+PROJECT_ID = "sipwake-lab"
+
+
+def _apns_key(directory: Path) -> tuple[Path, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = directory / f"AuthKey_{KEY_ID}.p8"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return path, public
+
+
+def _prepare(directory: Path) -> Path:
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+async def run_mock_push(
+    directory: Path,
+    *,
+    bundle_id: str,
+    say: Callable[[str], None],
+    stop: asyncio.Event,
+    poll_s: float = 0.2,
+) -> Path:
+    """Serve until ``stop`` is set; returns the ``push.yaml`` written (for tests)."""
+    directory = await asyncio.to_thread(_prepare, directory)
+    key_file, public = _apns_key(directory)
+    async with (
+        MockApns(directory, public_key=public, team_id=TEAM_ID, key_id=KEY_ID) as apns,
+        MockFcm(directory, project_id=PROJECT_ID) as fcm,
+    ):
+        account = fcm.new_service_account(directory)
+        section = {
+            "push": {
+                "apns": {
+                    "team_id": TEAM_ID,
+                    "key_id": KEY_ID,
+                    "key_file": str(key_file),
+                    "bundle_id": bundle_id,
+                    "base_url": apns.base_url,
+                    "ca_file": str(apns.cert_file),
+                },
+                "fcm": {
+                    "service_account": str(account.path),
+                    "base_url": fcm.base_url,
+                    "ca_file": str(fcm.cert_file),
+                },
+            }
+        }
+        snippet = directory / "push.yaml"
+        snippet.write_text(yaml.safe_dump(section, sort_keys=False))
+        say(f"mock APNs at {apns.base_url} (team {TEAM_ID}, key {KEY_ID})")
+        say(f"mock FCM at {fcm.base_url} (project {PROJECT_ID})")
+        say(f"ready: push settings for sipwake in {snippet}")
+        seen_apns = seen_fcm = seen_refused = 0
+        while not stop.is_set():
+            for push in apns.pushes[seen_apns:]:
+                kind = push.headers.get("apns-push-type", "?")
+                say(f"apns {kind} push to {mask_token(push.token)}: accepted")
+            seen_apns = len(apns.pushes)
+            for message in fcm.messages[seen_fcm:]:
+                say(f"fcm push to {mask_token(message.token)}: accepted")
+            seen_fcm = len(fcm.messages)
+            for status, reason in apns.rejected[seen_refused:]:
+                say(f"apns refused a push: {status} {reason}")
+            seen_refused = len(apns.rejected)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), poll_s)
+    return snippet
