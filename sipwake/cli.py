@@ -18,6 +18,30 @@ def main() -> None:
     """sipwake: SIP registrar and push-waking proxy, a lab PBX for softphones that sleep."""
 
 
+def _existing_db(db: str) -> str:
+    """``db`` if the file exists; else one line and exit 2 (reading must not create it)."""
+    import os
+
+    if not os.path.exists(db):
+        click.echo(f"error: {db}: no such database (sipwake serve --db PATH writes one)", err=True)
+        sys.exit(2)
+    return db
+
+
+def _as_aor(user: str | None) -> str | None:
+    """``alice@lab.test`` → ``sip:alice@lab.test`` (an AOR as the store keys it)."""
+    if user is not None and not user.startswith(("sip:", "sips:")):
+        return f"sip:{user}"
+    return user
+
+
+def _print_table(table: object) -> None:
+    """A rich table, full width when piped (nothing cut off)."""
+    from rich.console import Console
+
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
 @main.command("parse")
 @click.argument("source", type=click.File("rb"), default="-")
 @click.option(
@@ -184,7 +208,6 @@ def status_cmd(url: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"sipwake {data.get('domain', '')}: {data.get('calls_active', 0)} calls")
@@ -204,7 +227,7 @@ def status_cmd(url: str, as_json: bool) -> None:
                 f"{push['provider']} {push['token']}" if push else "-",
             )
             first = False
-    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+    _print_table(table)
 
 
 @main.command("mock-push")
@@ -278,23 +301,17 @@ def pushes_cmd(db: str, limit: int, aor: str | None, as_json: bool) -> None:
     """List recent push attempts, newest first (device tokens masked)."""
     import dataclasses
     import json
-    import os
     from datetime import datetime
 
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
     from sipwake.store.base import StoreError
     from sipwake.store.sqlite import SqliteStore
 
-    if not os.path.exists(db):
-        click.echo(f"error: {db}: no such database (sipwake serve --db PATH writes one)", err=True)
-        sys.exit(2)
-    if aor is not None and not aor.startswith(("sip:", "sips:")):
-        aor = f"sip:{aor}"
+    aor = _as_aor(aor)
     try:
-        with SqliteStore(db) as store:
+        with SqliteStore(_existing_db(db)) as store:
             records = store.pushes(limit, aor=aor)
     except StoreError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -325,7 +342,7 @@ def pushes_cmd(db: str, limit: int, aor: str | None, as_json: bool) -> None:
             f"{r.latency * 1000:.0f} ms",
         )
     # Piped into a file or grep: every column in full, whatever COLUMNS says.
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    _print_table(table)
 
 
 @main.command("replay")
@@ -407,7 +424,6 @@ def voicemail_cmd(directory: str, user: str | None, as_json: bool) -> None:
     import json
 
     from rich import box
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
@@ -437,20 +453,10 @@ def voicemail_cmd(directory: str, user: str | None, as_json: bool) -> None:
             f"{m.duration:.1f} s",
             escape(str(m.path)),
         )
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    _print_table(table)
 
 
 # -- sipwake calls: call records and ladder diagrams ------------------------------------
-def _calls_db(db: str) -> str:
-    """``db`` if the file exists; else one line and exit 2 (reading must not create it)."""
-    import os
-
-    if not os.path.exists(db):
-        click.echo(f"error: {db}: no such database (sipwake serve --db PATH writes one)", err=True)
-        sys.exit(2)
-    return db
-
-
 @main.group("calls", invoke_without_command=True)
 @click.option(
     "--db",
@@ -471,7 +477,6 @@ def calls_cmd(ctx: click.Context, db: str, limit: int, aor: str | None, as_json:
     from datetime import datetime
 
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
     from sipwake.store.base import StoreError
@@ -480,10 +485,9 @@ def calls_cmd(ctx: click.Context, db: str, limit: int, aor: str | None, as_json:
     ctx.meta["sipwake.calls.db"] = db
     if ctx.invoked_subcommand is not None:
         return
-    if aor is not None and not aor.startswith(("sip:", "sips:")):
-        aor = f"sip:{aor}"
+    aor = _as_aor(aor)
     try:
-        with SqliteStore(_calls_db(db)) as store:
+        with SqliteStore(_existing_db(db)) as store:
             summaries = store.calls(limit, aor=aor)
     except StoreError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -514,7 +518,7 @@ def calls_cmd(ctx: click.Context, db: str, limit: int, aor: str | None, as_json:
             "-" if s.ringing is None else f"{s.ringing:.1f} s",
             str(s.pushes),
         )
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    _print_table(table)
 
 
 @calls_cmd.command("show")
@@ -541,7 +545,7 @@ def calls_show_cmd(ctx: click.Context, ref: str, db: str | None, as_json: bool, 
 
     db = db or str(ctx.meta.get("sipwake.calls.db", "sipwake.db"))
     try:
-        with SqliteStore(_calls_db(db)) as store:
+        with SqliteStore(_existing_db(db)) as store:
             record = store.call(ref)
     except StoreError as exc:
         click.echo(f"error: {exc}", err=True)

@@ -23,8 +23,9 @@ from pydantic import (
     model_validator,
 )
 
-from sipwake.errors import ConfigError
+from sipwake.errors import ConfigError, SipParseError
 from sipwake.proxy.plan import CallPlan, plan_for
+from sipwake.sip.uri import SipUri, parse_uri
 
 __all__ = [
     "AuthConfig",
@@ -112,9 +113,6 @@ PresetName = Literal[
 def _check_sip_uri(value: str | None) -> str | None:
     if value is None:
         return value
-    from sipwake.errors import SipParseError
-    from sipwake.sip.uri import SipUri, parse_uri
-
     try:
         uri = parse_uri(value.strip())
     except SipParseError as exc:

@@ -357,22 +357,14 @@ class WakeEngine:
     ) -> SendPush:
         """An alert push for an instant message held for a suspended device."""
         assert binding.push is not None
-        caller = request.from_
-        name = caller.display_name or (caller.uri.user if isinstance(caller.uri, SipUri) else None)
         push = PushRequest(
             kind="message",
             target=binding.push,
             call_id=request.call_id,
-            caller=name or str(caller.uri),
+            caller=_caller_name(request),
             body=text,
         )
-        self._push_seq += 1
-        self._jobs[self._push_seq] = _PushJob(
-            call_ref=None, binding_id=binding.binding_id, kind="message", prid=push.target.prid
-        )
-        return SendPush(
-            push_id=self._push_seq, request=push, binding_id=binding.binding_id, aor=aor
-        )
+        return self._new_push(None, binding.binding_id, push, aor=aor)
 
     # -- timers -------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
@@ -455,24 +447,25 @@ class WakeEngine:
     def _push_request(
         self, call: _Call, target: PushTarget, kind: PushKind, body: str | None = None
     ) -> PushRequest:
-        caller = call.request.from_
-        name = caller.display_name or (caller.uri.user if isinstance(caller.uri, SipUri) else None)
         return PushRequest(
             kind=kind,
             target=target,
             call_id=call.request.call_id,
-            caller=name or str(caller.uri),
+            caller=_caller_name(call.request),
             call_uuid=_uuid_from(call.ref),
             body=body,
         )
 
-    def _new_push(self, call: _Call | None, binding_id: str, request: PushRequest) -> SendPush:
+    def _new_push(
+        self, call: _Call | None, binding_id: str, request: PushRequest, *, aor: str = ""
+    ) -> SendPush:
         self._push_seq += 1
         ref = call.ref if call is not None else None
         self._jobs[self._push_seq] = _PushJob(
             call_ref=ref, binding_id=binding_id, kind=request.kind, prid=request.target.prid
         )
-        aor = call.aor if call is not None else ""
+        if call is not None:
+            aor = call.aor
         return SendPush(
             push_id=self._push_seq, request=request, binding_id=binding_id, aor=aor, call_ref=ref
         )
@@ -604,6 +597,13 @@ class WakeEngine:
             detail=detail,
             call_id=call.request.call_id,
         )
+
+
+def _caller_name(request: Request) -> str:
+    """What a push shows as the caller: the display name, else the user, else the URI."""
+    caller = request.from_
+    name = caller.display_name or (caller.uri.user if isinstance(caller.uri, SipUri) else None)
+    return name or str(caller.uri)
 
 
 def _label(binding: Binding) -> str:

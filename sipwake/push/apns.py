@@ -54,6 +54,7 @@ from hpack import Encoder, NeverIndexedHeaderTuple
 
 from sipwake.errors import PushError
 from sipwake.push.base import PushOutcome, PushRequest
+from sipwake.push.logmask import guard_library_loggers, mask_jwts
 from sipwake.push.payload import (
     APNS_HOSTS,
     ApnsSettings,
@@ -72,33 +73,11 @@ MIN_REFRESH_S = 20 * 60
 MAX_TOKEN_AGE_S = 60 * 60
 
 _DEVICE_PATH_RE = re.compile(r"(/3/device/)([0-9A-Fa-f]+)")
-_JWT_RE = re.compile(r"eyJ[\w-]*\.[\w-]+\.[\w-]+")
-#: Libraries that log request URLs (httpx, INFO) or header blocks (hpack, DEBUG).
-_LIBRARY_LOGGERS = ("httpx", "httpcore.http2", "httpcore.connection", "hpack.hpack", "hpack.table")
 
 
 def _mask_secrets(text: str) -> str:
-    text = _DEVICE_PATH_RE.sub(lambda m: m.group(1) + mask_token(m.group(2)), text)
-    return _JWT_RE.sub(lambda m: mask_token(m.group(0)), text)
-
-
-class _MaskPushSecrets(logging.Filter):
-    """Masks APNs device tokens in request paths, and JWTs, in library log records."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = _mask_secrets(message)
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True
-
-
-def _guard_library_loggers() -> None:
-    """Attach ``_MaskPushSecrets`` once to each library logger that may see secrets."""
-    for name in _LIBRARY_LOGGERS:
-        library_logger = logging.getLogger(name)
-        if not any(isinstance(f, _MaskPushSecrets) for f in library_logger.filters):
-            library_logger.addFilter(_MaskPushSecrets())
+    """APNs device tokens in request paths, and JWTs."""
+    return mask_jwts(_DEVICE_PATH_RE.sub(lambda m: m.group(1) + mask_token(m.group(2)), text))
 
 
 class ProviderToken:
@@ -495,7 +474,7 @@ class ApnsProvider:
         self._connection: _Http2Connection | None = None
         self._connecting: asyncio.Future[_Http2Connection] | None = None
         self._closed = False
-        _guard_library_loggers()
+        guard_library_loggers("apns", _mask_secrets)
 
     def __repr__(self) -> str:
         return f"ApnsProvider(base_url={self.base_url!r}, settings={self.settings!r})"

@@ -50,6 +50,7 @@ from sipwake.push.fcm_payload import (
     parse_token_response,
     wants_new_access_token,
 )
+from sipwake.push.logmask import guard_library_loggers, mask_jwts
 from sipwake.sip.pushtarget import mask_token
 
 __all__ = ["AccessTokenCache", "FcmProvider", "load_service_account"]
@@ -58,35 +59,14 @@ logger = logging.getLogger(__name__)
 
 _PROVIDER = "fcm"
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)([A-Za-z0-9._~+/=\-]+)")
-_JWT_RE = re.compile(r"eyJ[\w-]*\.[\w-]+\.[\w-]+")
 _ASSERTION_RE = re.compile(r"(assertion=)([A-Za-z0-9._%\-]+)")
-#: Libraries that log request URLs (httpx, INFO) or header blocks (hpack, DEBUG).
-_LIBRARY_LOGGERS = ("httpx", "httpcore.http2", "httpcore.connection", "hpack.hpack", "hpack.table")
 
 
 def _mask_secrets(text: str) -> str:
+    """Bearer tokens, OAuth assertions and JWTs."""
     text = _BEARER_RE.sub(lambda m: m.group(1) + mask_token(m.group(2)), text)
     text = _ASSERTION_RE.sub(lambda m: m.group(1) + mask_token(m.group(2)), text)
-    return _JWT_RE.sub(lambda m: mask_token(m.group(0)), text)
-
-
-class _MaskFcmSecrets(logging.Filter):
-    """Masks bearer tokens, JWTs and assertions in library log records."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = _mask_secrets(message)
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True
-
-
-def _guard_library_loggers() -> None:
-    """Attach ``_MaskFcmSecrets`` once to each library logger that may see secrets."""
-    for name in _LIBRARY_LOGGERS:
-        library_logger = logging.getLogger(name)
-        if not any(isinstance(f, _MaskFcmSecrets) for f in library_logger.filters):
-            library_logger.addFilter(_MaskFcmSecrets())
+    return mask_jwts(text)
 
 
 def load_service_account(source: ServiceAccount | Mapping[str, Any] | str | Path) -> ServiceAccount:
@@ -254,7 +234,7 @@ class FcmProvider:
         self.base_url = base_url or FCM_HOST
         self._clock = clock
         self._timer = timer
-        _guard_library_loggers()
+        guard_library_loggers("fcm", _mask_secrets)
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             http1=False,

@@ -28,27 +28,20 @@ Test tooling, not production code.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import re
 import secrets
-import ssl
 import struct
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset
 
-from sipwake.push.mock import write_self_signed_cert
+from sipwake.push.mock import _H2TlsMock, _Reply
 from sipwake.push.webpush import (
     MAX_VAPID_LIFETIME_S,
     WEBPUSH_BODY_LIMIT,
@@ -99,8 +92,10 @@ class WebPushAnswer:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-class MockWebPush:
+class MockWebPush(_H2TlsMock):
     """A loopback Web Push service; an async context manager that starts and stops it."""
+
+    _stem = "mock-webpush"
 
     def __init__(
         self,
@@ -111,60 +106,16 @@ class MockWebPush:
     ) -> None:
         """``directory`` receives the TLS certificate; ``clock`` (wall seconds) judges
         VAPID ``exp``."""
-        self._directory = directory
+        super().__init__(directory, host=host)
         self._clock = clock
-        self._host = host
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._connection_tasks: set[asyncio.Task[Any]] = set()
         self._subscriptions: dict[str, bytes | None] = {}
-        self.cert_file: Path | None = None
-        self.base_url = ""
         self.messages: list[RecordedMessage] = []
         self.rejected: list[tuple[int, str]] = []
         """(status, message) of every refused request, in order."""
-        self.connections = 0
         self.expired: set[str] = set()
         """Subscription ids answered 410 Gone."""
         self.faults: deque[WebPushAnswer] = deque()
         """Answers given to the next requests that pass every check, one each."""
-        self.latency = 0.0
-        """Seconds to wait before answering each request."""
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    async def __aenter__(self) -> MockWebPush:
-        cert, key = write_self_signed_cert(self._directory, host=self._host)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(cert, key)
-        context.set_alpn_protocols(["h2"])
-        self.cert_file = cert
-        self._server = await asyncio.start_server(self._serve, self._host, 0, ssl=context)
-        port = self._server.sockets[0].getsockname()[1]
-        self.base_url = f"https://{self._host}:{port}"
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._server is not None:
-            self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        if self._connection_tasks:
-            await asyncio.wait(self._connection_tasks, timeout=2.0)
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-
-    def client_ssl(self) -> ssl.SSLContext:
-        """A client TLS context that trusts this mock's certificate."""
-        if self.cert_file is None:
-            raise RuntimeError("MockWebPush is not started")
-        return ssl.create_default_context(cafile=str(self.cert_file))
 
     # -- subscriptions and faults ------------------------------------------------------
 
@@ -202,90 +153,17 @@ class MockWebPush:
 
     # -- HTTP/2 ------------------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        number = self.connections
-        self._writers.add(writer)
-        task = asyncio.current_task()
-        if task is not None:
-            self._connection_tasks.add(task)
-        conn = H2Connection(H2Configuration(client_side=False, header_encoding=None))
-        conn.initiate_connection()
-        writer.write(conn.data_to_send())
-        streams: dict[int, tuple[dict[str, str], bytearray]] = {}
-        try:
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                for event in conn.receive_data(data):
-                    if isinstance(event, RequestReceived):
-                        streams[event.stream_id] = (
-                            {bytes(k).decode(): bytes(v).decode() for k, v in event.headers},
-                            bytearray(),
-                        )
-                    elif isinstance(event, DataReceived):
-                        stream = streams.get(event.stream_id)
-                        if stream is not None:
-                            stream[1].extend(event.data)
-                        conn.acknowledge_received_data(
-                            event.flow_controlled_length, event.stream_id
-                        )
-                    elif isinstance(event, StreamEnded):
-                        headers, body = streams.pop(event.stream_id)
-                        self._spawn(
-                            self._respond(conn, writer, event.stream_id, headers, body, number)
-                        )
-                    elif isinstance(event, StreamReset):
-                        streams.pop(event.stream_id, None)
-                    elif isinstance(event, ConnectionTerminated):
-                        return
-                writer.write(conn.data_to_send())
-                await writer.drain()
-        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            if task is not None:
-                self._connection_tasks.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-    def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _respond(
-        self,
-        conn: H2Connection,
-        writer: asyncio.StreamWriter,
-        stream_id: int,
-        headers: dict[str, str],
-        body: bytearray,
-        number: int,
-    ) -> None:
-        if self.latency:
-            await asyncio.sleep(self.latency)
-        status, message, extra = self._judge(headers, bytes(body), number)
-        answer = b""
-        response = [(":status", str(status)), *extra.items()]
-        if status >= 300:
-            self.rejected.append((status, message))
-            phrase = _PHRASES.get(status, "Error")
-            answer = json.dumps(
-                {"code": status, "errno": 999, "error": phrase, "message": message}
-            ).encode()
-            response += [("content-type", "application/json"), ("content-length", str(len(answer)))]
-        try:
-            conn.send_headers(stream_id, response, end_stream=not answer)
-            if answer:
-                conn.send_data(stream_id, answer, end_stream=True)
-            writer.write(conn.data_to_send())
-            await writer.drain()
-        except Exception:  # the client went away or reset the stream
-            return
+    def _answer(self, headers: Mapping[str, str], body: bytes, number: int) -> _Reply:
+        status, message, extra = self._judge(headers, body, number)
+        response = list(extra.items())
+        if status < 300:
+            return status, response, b""
+        self.rejected.append((status, message))
+        phrase = _PHRASES.get(status, "Error")
+        answer = json.dumps(
+            {"code": status, "errno": 999, "error": phrase, "message": message}
+        ).encode()
+        return status, [*response, ("content-type", "application/json")], answer
 
     # -- the checks --------------------------------------------------------------------
 

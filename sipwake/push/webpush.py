@@ -63,6 +63,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sipwake.errors import PushError
 from sipwake.push.base import PushOutcome, PushRequest, PushStatus
+from sipwake.push.logmask import guard_library_loggers, mask_jwts
 from sipwake.push.payload import parse_retry_after
 from sipwake.sip.pushtarget import mask_token
 
@@ -514,32 +515,13 @@ def _host_allowed(endpoint: str, allowed: Collection[str] | None) -> bool:
 
 _URL_RE = re.compile(r"(https://[^/\s'\"<>]+)/([^\s'\"<>]+)")
 _PATH_HEADER_RE = re.compile(r"(:path['\"]?\s*[=,:]\s*b?['\"])([^'\"]+)")
-_JWT_RE = re.compile(r"eyJ[\w-]*\.[\w-]+\.[\w-]+")
-_LIBRARY_LOGGERS = ("httpx", "httpcore.http2", "httpcore.connection", "hpack.hpack", "hpack.table")
 
 
 def _mask_secrets(text: str) -> str:
+    """URL paths (subscription capabilities), ``:path`` headers and JWTs."""
     text = _URL_RE.sub(lambda m: f"{m.group(1)}/{mask_token(m.group(2))}", text)
     text = _PATH_HEADER_RE.sub(lambda m: m.group(1) + mask_token(m.group(2)), text)
-    return _JWT_RE.sub(lambda m: mask_token(m.group(0)), text)
-
-
-class _MaskEndpoints(logging.Filter):
-    """Masks URL paths (subscription capabilities), ``:path`` headers and JWTs."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        masked = _mask_secrets(message)
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True
-
-
-def _guard_library_loggers() -> None:
-    for name in _LIBRARY_LOGGERS:
-        library_logger = logging.getLogger(name)
-        if not any(isinstance(f, _MaskEndpoints) for f in library_logger.filters):
-            library_logger.addFilter(_MaskEndpoints())
+    return mask_jwts(text)
 
 
 # -- the provider ----------------------------------------------------------------------
@@ -588,7 +570,7 @@ class WebPushProvider:
         self._allowed_hosts = (
             None if allowed_hosts is None else tuple(h.lower().rstrip(".") for h in allowed_hosts)
         )
-        _guard_library_loggers()
+        guard_library_loggers("webpush", _mask_secrets)
         self._client = httpx.AsyncClient(
             http1=True,
             http2=http2,

@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -27,6 +28,26 @@ pytestmark = pytest.mark.timeout(30)
 
 TOKEN = "9c8b7a6f" * 8
 PUSH = f";pn-provider=apns;pn-param=TEAM123456.org.lab.phone.voip;pn-prid={TOKEN}"
+
+
+def _lab_config(tmp_path: Path, *, db: Path | None = None, **settings: Any) -> Config:
+    """An open lab on ephemeral UDP and TCP ports; memory store unless ``db`` is given."""
+    base: dict[str, Any] = {"admin": None, **settings}
+    return Config(
+        domain="lab.test",
+        listen=[
+            ListenerSpec(transport="udp", host="127.0.0.1", port=0),
+            ListenerSpec(transport="tcp", host="127.0.0.1", port=0),
+        ],
+        store=StoreConfig(backend="memory")
+        if db is None
+        else StoreConfig(backend="sqlite", path=db),
+        tls=TlsConfig(dir=tmp_path / "tls"),
+        users={"alice": UserConfig(password="a"), "bob": UserConfig(password="b")},
+        secret_file=tmp_path / "secret",
+        auth={"open": True},  # type: ignore[arg-type]
+        **base,
+    )
 
 
 class TcpPhone:
@@ -85,19 +106,7 @@ class TcpPhone:
 
 @pytest.fixture
 async def wake_lab(tmp_path: Path) -> AsyncIterator[Server]:
-    config = Config(
-        domain="lab.test",
-        listen=[
-            ListenerSpec(transport="udp", host="127.0.0.1", port=0),
-            ListenerSpec(transport="tcp", host="127.0.0.1", port=0),
-        ],
-        store=StoreConfig(backend="memory"),
-        tls=TlsConfig(dir=tmp_path / "tls"),
-        users={"alice": UserConfig(password="a"), "bob": UserConfig(password="b")},
-        secret_file=tmp_path / "secret",
-        auth={"open": True},  # type: ignore[arg-type]
-        calls={"no_answer_s": 8.0},  # type: ignore[arg-type]
-    )
+    config = _lab_config(tmp_path, calls={"no_answer_s": 8.0})
     server = Server(config)
     await server.start()
     try:
@@ -145,17 +154,8 @@ async def test_suspended_phone_is_pushed_wakes_and_answers(wake_lab: Server) -> 
 
 async def test_phone_that_never_wakes_diverts_to_voicemail(tmp_path: Path) -> None:
     voicemail = await Ua("vm", "", ("127.0.0.1", 9), "lab.test").start()
-    config = Config(
-        domain="lab.test",
-        listen=[
-            ListenerSpec(transport="udp", host="127.0.0.1", port=0),
-            ListenerSpec(transport="tcp", host="127.0.0.1", port=0),
-        ],
-        store=StoreConfig(backend="memory"),
-        tls=TlsConfig(dir=tmp_path / "tls"),
-        users={"alice": UserConfig(password="a"), "bob": UserConfig(password="b")},
-        secret_file=tmp_path / "secret",
-        auth={"open": True},  # type: ignore[arg-type]
+    config = _lab_config(
+        tmp_path,
         calls={  # type: ignore[arg-type]
             "no_answer_s": 1.5,
             "voicemail": f"sip:vm@127.0.0.1:{voicemail.port}",
@@ -207,18 +207,9 @@ async def test_configured_apns_gets_the_voip_push_and_410_drops_the_token(
         tmp_path / "apns", public_key=public, team_id="TEAM123456", key_id="KEY1234567"
     ) as apns:
         assert apns.cert_file is not None
-        config = Config(
-            domain="lab.test",
-            listen=[
-                ListenerSpec(transport="udp", host="127.0.0.1", port=0),
-                ListenerSpec(transport="tcp", host="127.0.0.1", port=0),
-            ],
-            store=StoreConfig(backend="memory"),
-            tls=TlsConfig(dir=tmp_path / "tls"),
-            users={"alice": UserConfig(password="a"), "bob": UserConfig(password="b")},
-            secret_file=tmp_path / "secret",
-            auth={"open": True},  # type: ignore[arg-type]
-            calls={"no_answer_s": 8.0},  # type: ignore[arg-type]
+        config = _lab_config(
+            tmp_path,
+            calls={"no_answer_s": 8.0},
             push={  # type: ignore[arg-type]
                 "apns": {
                     "team_id": "TEAM123456",
@@ -265,19 +256,7 @@ async def test_configured_apns_gets_the_voip_push_and_410_drops_the_token(
 
 
 async def test_status_shows_client_state_and_presence(tmp_path: Path) -> None:
-    config = Config(
-        domain="lab.test",
-        listen=[
-            ListenerSpec(transport="udp", host="127.0.0.1", port=0),
-            ListenerSpec(transport="tcp", host="127.0.0.1", port=0),
-        ],
-        store=StoreConfig(backend="memory"),
-        tls=TlsConfig(dir=tmp_path / "tls"),
-        users={"alice": UserConfig(password="a"), "bob": UserConfig(password="b")},
-        secret_file=tmp_path / "secret",
-        auth={"open": True},  # type: ignore[arg-type]
-        admin="127.0.0.1:0",
-    )
+    config = _lab_config(tmp_path, admin="127.0.0.1:0")
     server = Server(config)
     await server.start()
     alice = await Ua("alice", "a", udp_address(server), "lab.test").start()
@@ -326,20 +305,8 @@ async def test_status_shows_client_state_and_presence(tmp_path: Path) -> None:
 
 
 async def test_message_for_a_sleeping_phone_survives_a_restart(tmp_path: Path) -> None:
-    port = 0
-    config = Config(
-        domain="lab.test",
-        listen=[
-            ListenerSpec(transport="udp", host="127.0.0.1", port=port),
-            ListenerSpec(transport="tcp", host="127.0.0.1", port=port),
-        ],
-        store=StoreConfig(backend="sqlite", path=tmp_path / "sipwake.db"),
-        tls=TlsConfig(dir=tmp_path / "tls"),
-        users={"alice": UserConfig(password="a"), "bob": UserConfig(password="b")},
-        secret_file=tmp_path / "secret",
-        auth={"open": True},  # type: ignore[arg-type]
-        admin=None,
-    )
+
+    config = _lab_config(tmp_path, db=tmp_path / "sipwake.db")
     server = Server(config)
     await server.start()
     alice = await Ua("alice", "a", udp_address(server), "lab.test").start()
@@ -387,19 +354,7 @@ async def test_message_for_a_sleeping_phone_survives_a_restart(tmp_path: Path) -
 
 async def test_call_record_and_ladder_of_a_push_wake_call(tmp_path: Path) -> None:
     db = tmp_path / "sipwake.db"
-    config = Config(
-        domain="lab.test",
-        listen=[
-            ListenerSpec(transport="udp", host="127.0.0.1", port=0),
-            ListenerSpec(transport="tcp", host="127.0.0.1", port=0),
-        ],
-        store=StoreConfig(backend="sqlite", path=db),
-        tls=TlsConfig(dir=tmp_path / "tls"),
-        users={"alice": UserConfig(password="a"), "bob": UserConfig(password="b")},
-        secret_file=tmp_path / "secret",
-        auth={"open": True},  # type: ignore[arg-type]
-        admin=None,
-    )
+    config = _lab_config(tmp_path, db=db)
     server = Server(config)
     await server.start()
     alice = await Ua("alice", "a", udp_address(server), "lab.test").start()

@@ -104,3 +104,45 @@ async def wait_until(predicate: Callable[[], bool], within: float, what: str) ->
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {within} s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+#: linphonec (5.1.65) headless configuration for one account on loopback with RFC 8599
+#: push parameters in its Contact (see ../shared/PEERS.md). ``extra`` adds sections such
+#: as ``[auth_info_0]``. linphonec rewrites its ``-c`` file: write a fresh copy per run.
+LINPHONE_RC = """\
+[sip]
+sip_port={sip_port}
+sip_tcp_port=0
+sip_tls_port=0
+bind_address=127.0.0.1
+guess_hostname=1
+register_only_when_network_is_up=0
+auto_net_state_mon=0
+default_proxy=0
+ipv6_enabled=0
+[net]
+firewall_policy=0
+[rtp]
+audio_rtp_port={rtp_port}
+video_rtp_port={video_port}
+[sound]
+playback_dev_id=
+capture_dev_id=
+ringer_dev_id=
+[video]
+enabled=0
+capture=0
+display=0
+[misc]
+uuid={uuid}
+enable_basic_to_client_group_chat_room_migration=0
+[proxy_0]
+reg_proxy=<sip:127.0.0.1:{server_port};transport=udp>
+reg_identity={identity}
+reg_expires={expires}
+reg_sendregister=1
+publish=0
+dial_escape_plus=0
+quality_reporting_enabled=0
+contact_uri_parameters=pn-provider=apns;pn-prid={token};pn-param=ABCDE12345.org.example.phone.voip
+{extra}"""

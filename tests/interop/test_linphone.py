@@ -8,53 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from peers import free_port, lab_config, need, wait_until
+from peers import LINPHONE_RC, free_port, lab_config, need, wait_until
 
 from sipwake.server import Server
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(90)]
 
-RC = """\
-[sip]
-sip_port={sip_port}
-sip_tcp_port=0
-sip_tls_port=0
-bind_address=127.0.0.1
-guess_hostname=1
-register_only_when_network_is_up=0
-auto_net_state_mon=0
-default_proxy=0
-ipv6_enabled=0
-[net]
-firewall_policy=0
-[rtp]
-audio_rtp_port={rtp_port}
-video_rtp_port={video_port}
-[sound]
-playback_dev_id=
-capture_dev_id=
-ringer_dev_id=
-[video]
-enabled=0
-capture=0
-display=0
-[misc]
-uuid=56d23112-661e-55b8-8f48-e74a1bddaa82
-enable_basic_to_client_group_chat_room_migration=0
-[proxy_0]
-reg_proxy=<sip:127.0.0.1:{server_port};transport=udp>
-reg_identity=sip:frank@127.0.0.1:{server_port}
-reg_expires=600
-reg_sendregister=1
-publish=0
-dial_escape_plus=0
-quality_reporting_enabled=0
-contact_uri_parameters=pn-provider=apns;pn-prid={token};pn-param=ABCDE12345.org.example.phone.voip
-[auth_info_0]
-username=frank
-passwd=frank-pw
-realm=lab.test
-"""
 
 TOKEN = "d3adbeef" * 8
 
@@ -69,12 +28,16 @@ async def test_linphonec_registers_with_rfc8599_push_parameters(tmp_path: Path) 
     rc = tmp_path / "frank.rc"  # linphonec rewrites its -c file: this is a fresh copy
     rtp = free_port()
     rc.write_text(
-        RC.format(
+        LINPHONE_RC.format(
             sip_port=free_port(),
             rtp_port=rtp,
             video_port=rtp + 2,
             server_port=server.bound[0].port,
+            identity=f"sip:frank@127.0.0.1:{server.bound[0].port}",
+            expires=600,
+            uuid="56d23112-661e-55b8-8f48-e74a1bddaa82",
             token=TOKEN,
+            extra="[auth_info_0]\nusername=frank\npasswd=frank-pw\nrealm=lab.test\n",
         )
     )
     proc = await asyncio.create_subprocess_exec(

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from peers import SCENARIOS, Peer, free_port, lab_config, need, sip_port, wait_until
+from peers import LINPHONE_RC, SCENARIOS, Peer, free_port, lab_config, need, sip_port, wait_until
 
 from sipwake.config import WebhookConfig
 from sipwake.push.webhook import verify_signature
@@ -25,44 +25,6 @@ pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 
 TOKEN = "c0ffee00" * 8
 SECRET = "webhook-test-secret"
-
-RC = """\
-[sip]
-sip_port={sip_port}
-sip_tcp_port=0
-sip_tls_port=0
-bind_address=127.0.0.1
-guess_hostname=1
-register_only_when_network_is_up=0
-auto_net_state_mon=0
-default_proxy=0
-ipv6_enabled=0
-[net]
-firewall_policy=0
-[rtp]
-audio_rtp_port={rtp_port}
-video_rtp_port={video_port}
-[sound]
-playback_dev_id=
-capture_dev_id=
-ringer_dev_id=
-[video]
-enabled=0
-capture=0
-display=0
-[misc]
-uuid=5b1f0f3e-7a34-4c1e-9d7e-2f6a1c0b9e11
-enable_basic_to_client_group_chat_room_migration=0
-[proxy_0]
-reg_proxy=<sip:127.0.0.1:{server_port};transport=udp>
-reg_identity=sip:frank@lab.test
-reg_expires=3600
-reg_sendregister=1
-publish=0
-dial_escape_plus=0
-quality_reporting_enabled=0
-contact_uri_parameters=pn-provider=apns;pn-prid={token};pn-param=ABCDE12345.org.example.phone.voip
-"""
 
 
 class Linphone:
@@ -74,12 +36,16 @@ class Linphone:
         (self.home / ".local" / "share" / "linphone").mkdir(parents=True)
         self.tmp = tmp_path
         rtp = free_port()
-        self.text = RC.format(
+        self.text = LINPHONE_RC.format(
             sip_port=free_port(),
             rtp_port=rtp,
             video_port=rtp + 2,
             server_port=server_port,
+            identity="sip:frank@lab.test",
+            expires=3600,
+            uuid="5b1f0f3e-7a34-4c1e-9d7e-2f6a1c0b9e11",
             token=TOKEN,
+            extra="",
         )
         self.proc: asyncio.subprocess.Process | None = None
         self.launches = 0
