@@ -488,6 +488,8 @@ class Node:
             for event in entry.events:
                 if isinstance(event, BindingAdded | BindingRefreshed):
                     binding = event.binding
+                    if not self.wake.waits_for(binding.aor) and binding.aor not in self._held:
+                        continue  # the common case: nothing waits for this user
                     target = self._binding_target(binding)
                     wake = self.wake.registered(binding, target, now)
                     out += self._run(wake, now, entry.listener)

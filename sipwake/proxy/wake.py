@@ -192,6 +192,10 @@ class WakeEngine:
         self._timers: list[_Timer] = []
         self._timer_seq = 0
 
+    def waits_for(self, aor: str) -> bool:
+        """Whether a call to ``aor`` is in progress (a device registering may join it)."""
+        return aor in self._by_aor
+
     def __len__(self) -> int:
         return len(self._calls)
 
