@@ -185,6 +185,10 @@ class CallsConfig(_PlanFields):
     single_ios_device: bool | None = None
     push_requires_tls: bool | None = None
     cancel_notice: Literal["push", "invite-cancel", "none"] | None = None
+    """When the caller gives up (or another device answers) while a device wakes: an
+    alert push, or (``flexisip``) the INVITE then a CANCEL once it registers."""
+    cancel_replay_s: float | None = Field(None, gt=0, le=600)
+    """``invite-cancel``: how long the woken device is owed that INVITE + CANCEL."""
     push_attempts: int | None = Field(None, ge=1, le=10)
     twin_gateway: str | None = None
     """Where twin calls go: a SIP URI with ``{number}`` for the user's mobile number,

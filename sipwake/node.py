@@ -284,8 +284,12 @@ class Node:
                         more = self.proxy.response_received(response, key, now)
                 case AckReceived(request=ack, source=source):
                     more = self._on_ack(ack, listener)
-                case CancelReceived(invite_key=key):
-                    more = [*self.wake.cancelled(key, now), *self.proxy.cancel(key, now)]
+                case CancelReceived(invite_key=key, cancel=cancel):
+                    reason = cancel.headers.get("Reason")
+                    more = [
+                        *self.wake.cancelled(key, now, reason=reason),
+                        *self.proxy.cancel(key, now, reason=reason),
+                    ]
                 case TransactionTimedOut(transaction_key=key):
                     if isinstance(key, ClientKey) and key in self._delivering:
                         out += self._message_answered(key, 408)
