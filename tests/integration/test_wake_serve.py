@@ -31,8 +31,9 @@ PUSH = f";pn-provider=apns;pn-param=TEAM123456.org.lab.phone.voip;pn-prid={TOKEN
 
 
 def _lab_config(tmp_path: Path, *, db: Path | None = None, **settings: Any) -> Config:
-    """An open lab on ephemeral UDP and TCP ports; memory store unless ``db`` is given."""
-    base: dict[str, Any] = {"admin": None, **settings}
+    """An open lab (unless ``auth`` says otherwise) on ephemeral UDP and TCP ports; memory
+    store unless ``db`` is given."""
+    base: dict[str, Any] = {"admin": None, "auth": {"open": True}, **settings}
     return Config(
         domain="lab.test",
         listen=[
@@ -45,7 +46,6 @@ def _lab_config(tmp_path: Path, *, db: Path | None = None, **settings: Any) -> C
         tls=TlsConfig(dir=tmp_path / "tls"),
         users={"alice": UserConfig(password="a"), "bob": UserConfig(password="b")},
         secret_file=tmp_path / "secret",
-        auth={"open": True},  # type: ignore[arg-type]
         **base,
     )
 

@@ -127,7 +127,7 @@ class WakeLab:
     def suspend(self, phone: Phone) -> None:
         """The app is suspended: its connection closes."""
         assert phone.flow is not None
-        self.node.flow_closed(phone.flow)
+        self._keep(self.node.flow_closed(phone.flow, self.now))
 
     # -- calls ----------------------------------------------------------------------------
     def call(self, callee: str, *, caller: str = "carol") -> str:
