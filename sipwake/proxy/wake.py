@@ -636,7 +636,9 @@ class WakeEngine:
         self, call: _Call, binding_id: str, notice: str, reason: str | None, now: float
     ) -> CallEvent:
         """Remember ``call`` for ``binding_id``: it gets INVITE + CANCEL when it registers."""
-        reason = _NOTICE_REASONS.get(notice, reason)
+        # A caller who gave up without a Reason: Flexisip's "Call completed elsewhere"
+        # (issue 5), which ends the device's CallKit call without a callback prompt.
+        reason = _NOTICE_REASONS.get(notice, reason) or COMPLETED_ELSEWHERE
         for bid, entries in list(self._replays.items()):  # forget what is too old
             entries[:] = [r for r in entries if r.until > now and r.call_ref != call.ref]
             if not entries:

@@ -434,7 +434,8 @@ def test_invite_cancel_mode_replays_a_cancelled_call_when_the_device_registers()
     assert isinstance(cancel.message, Request)
     assert cancel.message.call_id == call_id
     assert cancel.message.top_via.branch == invite.message.top_via.branch
-    assert cancel.message.headers.get("Reason") is None  # the caller gave up: a missed call
+    # The caller gave up without a Reason: Flexisip's "Call completed elsewhere" (issue 5).
+    assert cancel.message.headers.get("Reason") == 'SIP;cause=200;text="Call completed elsewhere"'
     lab.answer(invite, 487)
     assert len(lab.to_caller()) == to_caller
     assert lab.steps().count("invite-cancel") == 2  # owed, then sent
