@@ -56,8 +56,9 @@ from sipwake.transaction.events import (
     StrayResponse,
     TransactionTerminated,
     TransactionTimedOut,
+    TransportFailed,
 )
-from sipwake.transaction.keys import ClientKey, ServerTransactionKey, server_key
+from sipwake.transaction.keys import ClientKey, ServerTransactionKey, client_key, server_key
 from sipwake.transaction.layer import TransactionLayer
 
 __all__ = [
@@ -266,6 +267,20 @@ class Node:
         listener = self.locality.listeners[0]
         return self._run(self.presence.changed(self.presence.watched(), now), now, listener)
 
+    def send_failed(self, data: bytes, now: float) -> list[NodeOutput]:
+        """The transport could not send ``data`` (a connection that could not be opened, or
+        one that is gone): a request of ours fails at once as a 503 (RFC 3261 §17.1.4,
+        §16.9) rather than after Timer B/F; a response that could not be sent is lost."""
+        try:
+            message = parse_message(data)
+        except SipParseError:
+            return []
+        if not isinstance(message, Request) or message.method == "ACK":
+            return []
+        return self._run(
+            self.layer.transport_error(client_key(message)), now, self.locality.listeners[0]
+        )
+
     # -- dispatch ---------------------------------------------------------------
     def _run(
         self, outputs: Sequence[WakeOutput], now: float, listener: LocalAddress
@@ -314,6 +329,13 @@ class Node:
                         more = self.presence.notify_answered(key, 408, now)
                     elif isinstance(key, ClientKey):
                         more = self.proxy.client_timed_out(key, now)
+                case TransportFailed(transaction_key=key):
+                    if key in self._delivering:
+                        out += self._message_answered(key, 503)
+                    elif self.presence.owns(key):
+                        more = self.presence.notify_answered(key, 503, now)
+                    else:
+                        more = self.proxy.transport_failed(key, now)
                 case TransactionTerminated(transaction_key=key):
                     if isinstance(key, ClientKey):
                         self.proxy.client_terminated(key)

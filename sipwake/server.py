@@ -139,9 +139,15 @@ class Server:
             if driver is not None:
                 driver.on_flow_closed(flow)
 
+        def send_failed(data: bytes, peer: Peer) -> None:
+            driver = holder.get("driver")
+            if driver is not None:
+                driver.on_send_failed(data, peer)
+
         self._transports = TransportManager(
             receive,
             on_flow_closed=flow_closed,
+            on_send_failed=send_failed,
             limits=TransportLimits(
                 max_message=config.limits.max_message_bytes,
                 max_flows_per_ip=config.limits.max_connections_per_source,

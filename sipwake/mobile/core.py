@@ -61,6 +61,7 @@ from sipwake.transaction import (
     TransactionLayer,
     TransactionTerminated,
     TransactionTimedOut,
+    TransportFailed,
 )
 from sipwake.voicemail.dialog import build_bye
 from sipwake.voicemail.events import CallLogged, CallStep, Dropped, SendDatagram
@@ -226,6 +227,7 @@ class MobileCore:
                     ResponseReceived()
                     | RequestRejected()
                     | TransactionTimedOut()
+                    | TransportFailed()
                     | TransactionTerminated()
                 ):
                     pass  # responses to our BYEs need no action

@@ -20,6 +20,7 @@ from sipwake.transaction.events import (
     StrayResponse,
     TransactionTerminated,
     TransactionTimedOut,
+    TransportFailed,
 )
 from sipwake.transaction.keys import (
     ClientKey,
@@ -53,6 +54,7 @@ __all__ = [
     "TransactionState",
     "TransactionTerminated",
     "TransactionTimedOut",
+    "TransportFailed",
     "add_via",
     "build_ack",
     "build_cancel",

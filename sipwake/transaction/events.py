@@ -27,6 +27,7 @@ __all__ = [
     "StrayResponse",
     "TransactionTerminated",
     "TransactionTimedOut",
+    "TransportFailed",
 ]
 
 
@@ -96,6 +97,15 @@ class TransactionTimedOut:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TransportFailed:
+    """The request of a client transaction could not be sent (a connection that could not
+    be opened or is gone): RFC 3261 §17.1.4, the TU acts as on a 503 (§16.9 for a proxy)
+    at once instead of waiting for Timer B/F. ``TransactionTerminated`` follows."""
+
+    transaction_key: ClientKey
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TransactionTerminated:
     """The transaction reached Terminated and was removed from the layer."""
 
@@ -127,6 +137,7 @@ Output = (
     | CancelReceived
     | RequestRejected
     | TransactionTimedOut
+    | TransportFailed
     | TransactionTerminated
     | StrayResponse
     | MessageDropped

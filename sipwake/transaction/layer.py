@@ -80,6 +80,7 @@ from sipwake.transaction.events import (
     SendMessage,
     StrayResponse,
     TransactionTerminated,
+    TransportFailed,
 )
 from sipwake.transaction.keys import (
     ClientKey,
@@ -262,6 +263,16 @@ class TransactionLayer:
             case _:
                 assert_never(txn)
         return self._settle(txn, outputs)
+
+    def transport_error(self, key: ClientKey) -> list[Output]:
+        """The transport could not send client transaction ``key``'s request (RFC 3261
+        §17.1.4): the transaction ends now, and the TU hears it as ``TransportFailed``."""
+        txn = self._transactions.get(key)
+        if not isinstance(txn, InviteClientTransaction | NonInviteClientTransaction):
+            return []
+        del self._transactions[key]
+        self._scheduled.pop(key, None)
+        return [TransportFailed(transaction_key=key), TransactionTerminated(transaction_key=key)]
 
     # -- network input -----------------------------------------------------
     def receive(self, message: Request | Response, source: Peer, now: float) -> list[Output]:

@@ -43,6 +43,7 @@ from sipwake.transport.common import (
     ListenerConfig,
     LocalAddr,
     ReceiveCallback,
+    SendFailedCallback,
     TransportLimits,
     TransportName,
     TransportStats,
@@ -56,6 +57,7 @@ __all__ = [
     "ListenerConfig",
     "LocalAddr",
     "ReceiveCallback",
+    "SendFailedCallback",
     "TransportLimits",
     "TransportManager",
     "TransportName",
@@ -78,12 +80,13 @@ class TransportManager:
         receive: ReceiveCallback,
         *,
         on_flow_closed: FlowClosedCallback | None = None,
+        on_send_failed: SendFailedCallback | None = None,
         limits: TransportLimits | None = None,
         tls_dir: Path = Path("sipwake-tls"),
         tls_client: ssl.SSLContext | None = None,
     ) -> None:
         self.limits = limits or TransportLimits()
-        self._table = FlowTable(self.limits, receive, on_flow_closed)
+        self._table = FlowTable(self.limits, receive, on_flow_closed, on_send_failed)
         self._tls_dir = tls_dir
         self._tls_client = tls_client
         self._server_contexts: dict[tuple[Path, Path], ssl.SSLContext] = {}

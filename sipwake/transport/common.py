@@ -98,6 +98,10 @@ ReceiveCallback = Callable[[bytes, Peer, LocalAddr], None]
 FlowClosedCallback = Callable[[int], None]
 """Called with the id of a flow that ended (not while the manager itself closes)."""
 
+SendFailedCallback = Callable[[bytes, Peer], None]
+"""Called with a message that was accepted for sending but never went out (its
+connection could not be opened), and where it was going."""
+
 
 class Flow(Protocol):
     """What the table needs of a connection adapter."""
@@ -127,10 +131,12 @@ class FlowTable:
         limits: TransportLimits,
         receive: ReceiveCallback,
         on_flow_closed: FlowClosedCallback | None,
+        on_send_failed: SendFailedCallback | None = None,
     ) -> None:
         self.limits = limits
         self._receive = receive
         self._on_flow_closed = on_flow_closed
+        self._on_send_failed = on_send_failed
         self._ids = itertools.count(1)
         self._flows: dict[int, Flow] = {}
         self._by_address: dict[tuple[str, str, int], int] = {}
@@ -193,6 +199,14 @@ class FlowTable:
                 self._on_flow_closed(flow.flow_id)
             except Exception:
                 logger.exception("on_flow_closed(%d) failed", flow.flow_id)
+
+    def send_failed(self, data: bytes, peer: Peer) -> None:
+        """``data`` queued for ``peer`` will never be sent: tell the driver."""
+        if self._on_send_failed is not None and not self.closing:
+            try:
+                self._on_send_failed(data, peer)
+            except Exception:
+                logger.exception("on_send_failed(%s) failed", peer)
 
     def get(self, flow_id: int) -> Flow | None:
         return self._flows.get(flow_id)

@@ -172,6 +172,12 @@ class Driver:
                 logger.warning("load back to normal: accepting every request")
         self._sampler = self._loop.call_later(SAMPLE_INTERVAL, self._sample)
 
+    def on_send_failed(self, data: bytes, peer: Peer) -> None:
+        """A message the transport accepted never went out (its connection failed)."""
+        logger.info("could not send to %s: the connection failed", peer)
+        self._perform(self.node.send_failed(data, self.now()))
+        self._rearm()
+
     def on_flow_closed(self, flow: int) -> None:
         self._perform(self.node.flow_closed(flow, self.now()))
         self._rearm()
@@ -197,6 +203,7 @@ class Driver:
                         trace_logger.info("send -> %s\n%s", peer, _show(data))
                     if self.sender is not None and not self.sender.send(data, peer):
                         logger.info("could not send to %s (flow gone)", peer)
+                        self._perform(self.node.send_failed(data, self.now()))
                 case Dropped(reason=reason, peer=peer):
                     self.dropped += 1
                     logger.debug("dropped message from %s: %s", peer, reason)

@@ -141,8 +141,10 @@ class StreamFlow(asyncio.Protocol):
 
     def connect_failed(self) -> None:
         self._ended = True
-        self._pending.clear()
+        pending, self._pending = self._pending, []
         self._table.remove(self)
+        for data in pending:
+            self._table.send_failed(data, self.peer)
         if not self.closed.done():
             self.closed.set_result(None)
 

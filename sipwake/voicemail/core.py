@@ -71,6 +71,7 @@ from sipwake.transaction import (
     TransactionLayer,
     TransactionTerminated,
     TransactionTimedOut,
+    TransportFailed,
 )
 from sipwake.voicemail.dialog import build_bye
 from sipwake.voicemail.events import (
@@ -310,6 +311,7 @@ class VoicemailCore:
                     ResponseReceived()
                     | RequestRejected()
                     | TransactionTimedOut()
+                    | TransportFailed()
                     | TransactionTerminated()
                 ):
                     pass  # responses to our BYEs need no action

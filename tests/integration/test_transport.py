@@ -256,6 +256,20 @@ async def test_tcp_connect_failure_reports_the_flow_closed(make_node: NodeFactor
     assert node.manager.stats().flows == 0
 
 
+async def test_tcp_connect_failure_hands_back_what_was_queued(make_node: NodeFactory) -> None:
+    failed: asyncio.Queue[tuple[bytes, Peer]] = asyncio.Queue()
+    node = await make_node("tcp", on_send_failed=lambda data, peer: failed.put_nowait((data, peer)))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    peer = Peer(transport="tcp", host="127.0.0.1", port=port)
+    assert node.manager.send(REGISTER, peer)
+    assert node.manager.send(MESSAGE, peer)  # queued on the same connecting flow
+    first, second = await within(failed.get()), await within(failed.get())
+    assert [first[0], second[0]] == [REGISTER, MESSAGE]
+    assert (first[1].host, first[1].port) == ("127.0.0.1", port)
+
+
 async def test_tcp_connection_limit_per_source(make_node: NodeFactory) -> None:
     node = await make_node("tcp", limits=TransportLimits(max_flows_per_ip=2))
     clients = [await tcp_client(node.local("tcp")) for _ in range(3)]

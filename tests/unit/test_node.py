@@ -130,3 +130,38 @@ def test_overloaded_node_answers_new_requests_503_but_not_dialogs(node: Node) ->
     statuses = [r.status for r in _responses(node.receive(bye, PHONE, LISTENER, 1.1))]
     assert 503 not in statuses
     assert node.shed == 1
+
+
+def test_a_request_the_transport_could_not_send_fails_the_branch_at_once(node: Node) -> None:
+    """RFC 3261 §17.1.4 / §16.9: a branch whose connection cannot be opened counts as a
+    503 now, so the caller hears back at once instead of after Timer B (32 s)."""
+    bob = Peer(transport="tcp", host="127.0.0.1", port=5090, flow=7)
+    register = (
+        b"REGISTER sip:lab.test SIP/2.0\r\n"
+        b"Via: SIP/2.0/TCP 127.0.0.1:5090;branch=z9hG4bKb1;rport\r\n"
+        b"From: <sip:bob@lab.test>;tag=b\r\nTo: <sip:bob@lab.test>\r\n"
+        b"Call-ID: node-b\r\nCSeq: 1 REGISTER\r\n"
+        b"Contact: <sip:bob@127.0.0.1:5090;transport=tcp>\r\n"
+        b"Expires: 600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    out = node.receive(register, bob, LISTENER, 0.0)
+    token = next(o.token for o in out if isinstance(o, PersistChanges))
+    node.changes_stored(token, True, 0.0)
+    invite = (
+        b"INVITE sip:bob@lab.test SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKinv1;rport\r\n"
+        b"From: <sip:alice@lab.test>;tag=a1\r\nTo: <sip:bob@lab.test>\r\n"
+        b"Call-ID: node-call\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5070>\r\n"
+        b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    out = node.receive(invite, PHONE, LISTENER, 1.0)
+    forwarded = next(o for o in out if isinstance(o, SendBytes) and o.peer == bob)
+    assert forwarded.data.startswith(b"INVITE ")
+    assert [r.status for r in _responses(out)] == [100]
+
+    out = node.send_failed(forwarded.data, 1.1)
+    finals = [r for r in _responses(out) if r.status >= 200]
+    assert [r.status for r in finals] == [480], [r.status for r in _responses(out)]
+    assert finals[0].call_id == "node-call"
+    # The client transaction is gone: nothing will retransmit or time out later.
+    assert node.send_failed(forwarded.data, 1.2) == []
