@@ -53,13 +53,14 @@ _CALLER_LIMIT = 256
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApnsSettings:
-    """Who we are to APNs: token-auth identity, default app and environment."""
+    """Who we are to APNs: token-auth identity (empty with certificate auth), default app
+    and environment."""
 
-    team_id: str
-    key_id: str
     bundle_id: str
     """Default bundle id, used when the push target's ``pn-param`` names none."""
     environment: Literal["production", "sandbox"] = "production"
+    team_id: str = ""
+    key_id: str = ""
     alert_ttl_s: int = 3600
     """How long APNs may store an alert push (missed call, message); VoIP is never stored."""
 
