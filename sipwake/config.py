@@ -147,6 +147,8 @@ class _PlanFields(_Section):
     forward_no_answer: str | None = None
     forward_busy: str | None = None
     dnd: bool | None = None
+    encrypt_push: bool | None = None
+    """Seal call details in pushes with the device's push key (README "Push services")."""
 
     @field_validator("voicemail", "forward_no_answer", "forward_busy")
     @classmethod

@@ -71,8 +71,9 @@ class CallPlan:
     push_requires_tls: bool = False
     """Push only devices registered over TLS (Avaya: "APNs works only on TLS")."""
     cancel_notice: CancelNotice = "push"
-    encrypt_details: bool = False
-    """Caller name and number encrypted in the payload (innovaphone)."""
+    encrypt_push: bool = False
+    """Call details (caller number and name, Call-ID) only sealed with the device's push
+    key in the payload, never in clear (innovaphone; ``sipwake.push.seal``)."""
     udp_foreground_s: float = 120.0
     """A UDP binding with push parameters counts as foreground (reachable without a push)
     this long after its last REGISTER; older, it is suspended."""
@@ -146,7 +147,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "push_foreground": True,
     },
     "innovaphone": {
-        "encrypt_details": True,
+        "encrypt_push": True,
     },
 }
 

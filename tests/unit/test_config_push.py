@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sipwake.config import Config, load_config
 from sipwake.errors import ConfigError
 
@@ -70,3 +72,29 @@ def test_certificate_key_without_certificate_is_named(tmp_path: Path) -> None:
         tmp_path, "push:\n  apns:\n    bundle_id: org.lab.phone\n    cert_key_file: voip.key\n"
     )
     assert ":4: push.apns.cert_key_file:" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("calls:\n  preset: innovaphone\n", True),
+        ("calls:\n  encrypt_push: true\n", True),
+        ("calls:\n  preset: innovaphone\n  encrypt_push: false\n", False),
+        ("{}\n", False),
+    ],
+)
+def test_encrypt_push_setting_reaches_the_call_plan(
+    tmp_path: Path, text: str, expected: bool
+) -> None:
+    config = load_config_text(tmp_path, text)
+    assert config.call_plan("alice").encrypt_push is expected
+
+
+def test_encrypt_push_per_user_override(tmp_path: Path) -> None:
+    config = load_config_text(
+        tmp_path,
+        "calls:\n  encrypt_push: true\nusers:\n  alice:\n    password: a\n"
+        "    encrypt_push: false\n  bob:\n    password: b\n",
+    )
+    assert config.call_plan("alice").encrypt_push is False
+    assert config.call_plan("bob").encrypt_push is True
