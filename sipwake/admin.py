@@ -1,11 +1,15 @@
-"""A small read-only HTTP endpoint on loopback for ``sipwake status`` (and scripts).
+"""A small HTTP endpoint on loopback for ``sipwake status`` (and scripts).
 
 ``GET /status`` answers JSON: every user with bindings, their presence
 (``available``: a device in the foreground; ``away``: only suspended devices,
 reachable after a push; ``offline``) and each device's state, contact,
 transport, last registration and push target (token masked). ``GET /health``
-answers ``ok``. Nothing can be changed through it, and it listens on
-127.0.0.1 only by default.
+answers ``ok``.
+
+``POST`` runs a lab action (``action(path)``, e.g. ``/mobile/NUMBER/answer``:
+the built-in mobile picks up, ``sipwake mobile answer``); no request body is
+read. Nothing else can be changed through it, and it listens on 127.0.0.1
+only by default.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 __all__ = ["AdminServer"]
 
@@ -27,8 +32,16 @@ _MAX_HEAD = 8192
 class AdminServer:
     """Serves ``snapshot()`` as JSON at ``/status`` on ``host:port``."""
 
-    def __init__(self, snapshot: Callable[[], dict[str, Any]], host: str, port: int) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], dict[str, Any]],
+        host: str,
+        port: int,
+        *,
+        action: Callable[[str], tuple[int, dict[str, Any]]] | None = None,
+    ) -> None:
         self._snapshot = snapshot
+        self._action = action
         self.host = host
         self.port = port
         self._server: asyncio.Server | None = None
@@ -55,8 +68,11 @@ class AdminServer:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
             parts = request_line.split(" ")
-            if len(parts) != 3 or parts[0] not in ("GET", "HEAD"):
-                self._write(writer, 405, {"error": "only GET is served"})
+            if len(parts) == 3 and parts[0] == "POST" and self._action is not None:
+                status, body = self._action(unquote(parts[1]))
+                self._write(writer, status, body)
+            elif len(parts) != 3 or parts[0] not in ("GET", "HEAD"):
+                self._write(writer, 405, {"error": "only GET and POST actions are served"})
             elif parts[1] == "/status":
                 self._write(writer, 200, self._snapshot())
             elif parts[1] == "/health":
@@ -77,7 +93,7 @@ class AdminServer:
 
     @staticmethod
     def _write(writer: asyncio.StreamWriter, status: int, body: dict[str, Any]) -> None:
-        reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}[status]
+        reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict"}[status]
         data = json.dumps(body, indent=1).encode()
         writer.write(
             f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"

@@ -579,3 +579,59 @@ def calls_show_cmd(ctx: click.Context, ref: str, db: str | None, as_json: bool, 
     click.echo("ladder")
     for line in ladder:
         click.echo(line)
+
+
+# -- sipwake mobile: the built-in mobile behind the twin branch -------------------------
+@main.group("mobile")
+def mobile_cmd() -> None:
+    """Drive the built-in mobile (the twin branch's far end when no gateway is set)."""
+
+
+def _mobile_action(verb: str, number: str, url: str) -> None:
+    from urllib.parse import quote
+
+    import httpx
+
+    address = f"{url.rstrip('/')}/mobile/{quote(number, safe='')}/{verb}"
+    try:
+        response = httpx.post(address, timeout=5)
+        data = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        click.echo(f"error: no answer from {url}: {exc}", err=True)
+        sys.exit(2)
+    if response.status_code != 200:
+        click.echo(f"error: {data.get('error', response.status_code)}", err=True)
+        sys.exit(1)
+    click.echo(f"{number}: {verb} ({data.get('calls', 0)} call(s))")
+
+
+_ADMIN_URL = click.option(
+    "--url",
+    default="http://127.0.0.1:5064",
+    show_default=True,
+    help="The admin endpoint of a running sipwake serve (the admin setting).",
+)
+
+
+@mobile_cmd.command("answer")
+@click.argument("number")
+@_ADMIN_URL
+def mobile_answer_cmd(number: str, url: str) -> None:
+    """Pick up the call ringing on the built-in mobile NUMBER (200 OK)."""
+    _mobile_action("answer", number, url)
+
+
+@mobile_cmd.command("reject")
+@click.argument("number")
+@_ADMIN_URL
+def mobile_reject_cmd(number: str, url: str) -> None:
+    """Decline the call ringing on the built-in mobile NUMBER (486 Busy Here)."""
+    _mobile_action("reject", number, url)
+
+
+@mobile_cmd.command("hangup")
+@click.argument("number")
+@_ADMIN_URL
+def mobile_hangup_cmd(number: str, url: str) -> None:
+    """Hang up the answered call on the built-in mobile NUMBER (BYE)."""
+    _mobile_action("hangup", number, url)

@@ -33,6 +33,7 @@ __all__ = [
     "CallsConfig",
     "Config",
     "ListenerSpec",
+    "MobileBoxConfig",
     "PushConfig",
     "RegistrarConfig",
     "StoreConfig",
@@ -137,6 +138,24 @@ class VoicemailBoxConfig(_Section):
     max_message_s: float = Field(120.0, gt=0, le=3600)
 
 
+class MobileBoxConfig(_Section):
+    """The built-in mobile: where twin branches go when no ``calls.twin_gateway`` is set.
+    It rings (180) and answers after ``answer_after_s``, or never by itself: then
+    ``sipwake mobile answer NUMBER`` picks up (a real mobile is a person)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+    """UDP port (0: any free one; sipwake routes to it itself)."""
+    answer_after_s: float | Literal["never"] = "never"
+
+    @field_validator("answer_after_s")
+    @classmethod
+    def _positive(cls, value: float | str) -> float | str:
+        if not isinstance(value, str) and value < 0:
+            raise ValueError("expected a number of seconds ≥ 0 or 'never'")
+        return value
+
+
 class _PlanFields(_Section):
     """Call-plan settings a user may override (``sipwake.proxy.plan.CallPlan``)."""
 
@@ -163,7 +182,10 @@ class UserConfig(_PlanFields):
     """Plain password; ``None`` for demo users gets a generated one."""
     display_name: str | None = None
     mobile: str | None = None
-    """Twinning target: the user's mobile number (through ``calls.twin_gateway``)."""
+    """Twinning target: the user's mobile number (through ``calls.twin_gateway``, or the
+    built-in mobile when there is no gateway)."""
+    mobile_answer_after_s: float | Literal["never"] | None = None
+    """The built-in mobile of this user answers after this (``mobile_box`` when unset)."""
     preset: PresetName | None = None
 
     def __repr__(self) -> str:
@@ -188,6 +210,10 @@ class CallsConfig(_PlanFields):
     single_ios_device: bool | None = None
     push_requires_tls: bool | None = None
     cancel_notice: Literal["push", "invite-cancel", "none"] | None = None
+    """When the caller gives up (or another device answers) while a device wakes: an
+    alert push, or (``flexisip``) the INVITE then a CANCEL once it registers."""
+    cancel_replay_s: float | None = Field(None, gt=0, le=600)
+    """``invite-cancel``: how long the woken device is owed that INVITE + CANCEL."""
     push_attempts: int | None = Field(None, ge=1, le=10)
     twin_gateway: str | None = None
     """Where twin calls go: a SIP URI with ``{number}`` for the user's mobile number,
@@ -325,6 +351,7 @@ class Config(_Section):
     calls: CallsConfig = CallsConfig()
     push: PushConfig = PushConfig()
     voicemail_box: VoicemailBoxConfig = VoicemailBoxConfig()
+    mobile_box: MobileBoxConfig = MobileBoxConfig()
     users: dict[str, UserConfig] = {
         "alice": UserConfig(display_name="Alice"),
         "bob": UserConfig(display_name="Bob"),
@@ -361,6 +388,19 @@ class Config(_Section):
         for user in self.users.values():
             values += [user.voicemail, user.forward_no_answer, user.forward_busy]
         return BUILTIN_VOICEMAIL in values
+
+    @property
+    def uses_builtin_mobile(self) -> bool:
+        """No twin gateway, and some user has a mobile number: twin to the built-in mobile."""
+        return self.calls.twin_gateway is None and any(u.mobile for u in self.users.values())
+
+    def mobile_answer_after(self, number: str) -> float | None:
+        """Seconds the built-in mobile with ``number`` rings before answering (None: never)."""
+        value: float | str = self.mobile_box.answer_after_s
+        for user in self.users.values():
+            if user.mobile == number and user.mobile_answer_after_s is not None:
+                value = user.mobile_answer_after_s
+        return None if isinstance(value, str) else float(value)
 
     def call_plan(self, user: str | None = None) -> CallPlan:
         """The call plan of ``user`` (system settings, then the user's own), or the

@@ -11,7 +11,8 @@ REGISTER for our domain goes to the registrar after digest authentication;
 requests that carry our Route (in-dialog) follow their route set; initial
 requests for a user of our domain fork to that user's bindings; requests for
 other domains are refused 403 unless a local user authenticated them (no open
-relay).
+relay). SUBSCRIBE to a local user is answered by the presence agent
+(``sipwake.presence``: RFC 3856 presence from the devices' client states).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from sipwake.errors import AuthError, SipParseError
 from sipwake.ids import Ids
 from sipwake.overload import LoadMeter
+from sipwake.presence import Presence, PresenceAgent, presence_of
 from sipwake.proxy.core import BranchesDone, CallAnswered, Proxy, Target
 from sipwake.proxy.plan import CallPlan
 from sipwake.proxy.routing import LocalAddress, Locality, uri_peer
@@ -42,7 +44,7 @@ from sipwake.sip.message import Request, Response, make_response
 from sipwake.sip.parser import parse_message
 from sipwake.sip.peer import Peer
 from sipwake.sip.pushtarget import mask_token
-from sipwake.sip.uri import SipUri, TelUri, parse_uri
+from sipwake.sip.uri import SipUri, TelUri, Uri, parse_uri
 from sipwake.transaction.events import (
     AckReceived,
     CancelReceived,
@@ -178,6 +180,9 @@ class Node:
         self.auth = auth
         self.proxy = Proxy(layer=layer, locality=locality, ids=ids)
         self.wake = WakeEngine(proxy=self.proxy, ids=ids, resolve=self._resolve)
+        self.presence = PresenceAgent(
+            layer=layer, ids=ids, locality=locality, state_of=self.presence_of, reach=self._reach
+        )
         self._contact_flows: dict[tuple[str | None, str, int | None], Peer] = {}
         self._closed_flows: dict[int, None] = {}
         self._persist_seq = 0
@@ -220,6 +225,7 @@ class Node:
                 self.proxy.next_deadline(),
                 self.registrar.next_deadline(),
                 self.wake.next_deadline(),
+                self.presence.next_deadline(),
             )
             if d is not None
         ]
@@ -228,13 +234,16 @@ class Node:
     def handle_timeout(self, now: float) -> list[NodeOutput]:
         out: list[NodeOutput] = []
         events = self.registrar.handle_timeout(now)
+        listener = self.locality.listeners[0]
         if events:
             self._index(events)
             out.append(PersistChanges(events=tuple(events)))
-        listener = self.locality.listeners[0]
+            aors = {e.binding.aor for e in events}
+            out += self._run(self.presence.changed(aors, now), now, listener)
         out += self._run(self.layer.handle_timeout(now), now, listener)
         out += self._run(self.proxy.handle_timeout(now), now, listener)
         out += self._run(self.wake.handle_timeout(now), now, listener)
+        out += self._run(self.presence.handle_timeout(now), now, listener)
         if self.auth is not None:
             self.auth.handle_timeout(now)
         return out
@@ -243,14 +252,19 @@ class Node:
         """Index bindings loaded from a store (their flows are gone; UDP ones still work)."""
         self._index(list(events))
 
-    def flow_closed(self, flow: int) -> None:
-        """A connection closed: bindings that came over it are reached at their contact."""
+    def flow_closed(self, flow: int, now: float | None = None) -> list[NodeOutput]:
+        """A connection closed: bindings that came over it are reached at their contact
+        (or need a push); with ``now``, presence subscribers are told what changed."""
         self._closed_flows[flow] = None
         if len(self._closed_flows) > _CLOSED_FLOWS_KEPT:
             del self._closed_flows[next(iter(self._closed_flows))]
         for key, peer in list(self._contact_flows.items()):
             if peer.flow == flow:
                 del self._contact_flows[key]
+        if now is None:
+            return []
+        listener = self.locality.listeners[0]
+        return self._run(self.presence.changed(self.presence.watched(), now), now, listener)
 
     # -- dispatch ---------------------------------------------------------------
     def _run(
@@ -272,6 +286,7 @@ class Node:
                     events = self.registrar.remove_push_target(binding_id, prid=prid)
                     if events:
                         out.append(PersistChanges(events=tuple(events)))
+                        more = self.presence.changed({e.binding.aor for e in events}, now)
                 case SendMessage(message=message, peer=peer):
                     out.append(SendBytes(data=message.to_bytes(), peer=peer, message=message))
                 case RequestReceived(request=request, source=source, transaction_key=key):
@@ -280,20 +295,29 @@ class Node:
                 case ResponseReceived(response=response, transaction_key=key):
                     if key in self._delivering:
                         out += self._message_answered(key, response.status)
+                    elif self.presence.owns(key):
+                        more = self.presence.notify_answered(key, response.status, now)
                     else:
                         more = self.proxy.response_received(response, key, now)
                 case AckReceived(request=ack, source=source):
                     more = self._on_ack(ack, listener)
-                case CancelReceived(invite_key=key):
-                    more = [*self.wake.cancelled(key, now), *self.proxy.cancel(key, now)]
+                case CancelReceived(invite_key=key, cancel=cancel):
+                    reason = cancel.headers.get("Reason")
+                    more = [
+                        *self.wake.cancelled(key, now, reason=reason),
+                        *self.proxy.cancel(key, now, reason=reason),
+                    ]
                 case TransactionTimedOut(transaction_key=key):
                     if isinstance(key, ClientKey) and key in self._delivering:
                         out += self._message_answered(key, 408)
+                    elif isinstance(key, ClientKey) and self.presence.owns(key):
+                        more = self.presence.notify_answered(key, 408, now)
                     elif isinstance(key, ClientKey):
                         more = self.proxy.client_timed_out(key, now)
                 case TransactionTerminated(transaction_key=key):
                     if isinstance(key, ClientKey):
                         self.proxy.client_terminated(key)
+                        self.presence.forget_transaction(key)
                     else:
                         self.proxy.server_terminated(key)
                         self.wake.ended(key)
@@ -374,6 +398,8 @@ class Node:
             return self._respond(key, request, 483, now), []
         if method == "REGISTER":
             return self._on_register(request, source, key, listener, now)
+        if method == "SUBSCRIBE" and self.presence.owns_dialog(request):
+            return self.presence.subscribe(key, request, source, listener, "", now), []
         if request.routes:
             # A route set beyond us: in-dialog or pre-loaded. Only follow it if it came through us.
             next_hop = self._route_peer(request)
@@ -399,6 +425,8 @@ class Node:
         if user is None or (not self.settings.open and user not in self.settings.users):
             return self._respond(key, request, 404, now), []
         aor = self.registrar.config.aor(uri)
+        if method == "SUBSCRIBE":
+            return self._on_subscribe(key, request, source, listener, aor, now), []
         if method == "MESSAGE":
             return self._on_message(key, request, source, listener, aor, user, now)
         if method == "INVITE":
@@ -407,6 +435,23 @@ class Node:
             return self.wake.invite(key, request, source, listener, aor, plan, devices, now), []
         targets = self._targets(aor, now)
         return self.proxy.fork(key, request, source, listener, targets, now), []
+
+    def _on_subscribe(
+        self,
+        key: ServerTransactionKey,
+        request: Request,
+        source: Peer,
+        listener: LocalAddress,
+        aor: str,
+        now: float,
+    ) -> Sequence[WakeOutput]:
+        """RFC 3856: we are the presence agent of our users. Only local users (who have
+        authenticated, like a caller) may watch them, unless the server runs open."""
+        from_uri = request.from_.uri
+        local = isinstance(from_uri, SipUri) and self.locality.is_our_domain(from_uri.host)
+        if not (local or self.settings.open or self.auth is None):
+            return self._respond(key, request, 403, now, reason="Presence is for local users")
+        return self.presence.subscribe(key, request, source, listener, aor, now)
 
     def _on_foreign(
         self,
@@ -483,11 +528,15 @@ class Node:
         if ok:
             self._index(entry.events)
             out = self._run(self.layer.respond(entry.key, response, now), now, entry.listener)
+            aors = {e.binding.aor for e in entry.events}
+            out += self._run(self.presence.changed(aors, now), now, entry.listener)
             # The device is reachable again: calls waiting for it fork to it now, after
             # its 200 OK (RFC 8599 §5.6.3).
             for event in entry.events:
                 if isinstance(event, BindingAdded | BindingRefreshed):
                     binding = event.binding
+                    if not self.wake.waits_for(binding.aor) and binding.aor not in self._held:
+                        continue  # the common case: nothing waits for this user
                     target = self._binding_target(binding)
                     wake = self.wake.registered(binding, target, now)
                     out += self._run(wake, now, entry.listener)
@@ -685,7 +734,8 @@ class Node:
             user = aor.removeprefix("sip:").split("@", 1)[0]
             plan = self.settings.plan_of(user)
             devices = []
-            for device in self._devices(aor, now, plan):
+            found = self._devices(aor, now, plan)
+            for device in found:
                 b = device.binding
                 push = b.push
                 devices.append(
@@ -710,16 +760,22 @@ class Node:
                 )
             if not devices:
                 continue
-            states = {d["state"] for d in devices}
-            presence = (
-                "available"
-                if "foreground" in states
-                else "away"
-                if "suspended" in states
-                else "offline"
-            )
+            presence = presence_of(d.state for d in found)
             users.append({"aor": aor, "presence": presence, "dnd": plan.dnd, "devices": devices})
         return users
+
+    def presence_of(self, aor: str, now: float) -> Presence:
+        """The user's presence from their devices (``available``, ``away``, ``offline``)."""
+        user = aor.removeprefix("sip:").split("@", 1)[0]
+        plan = self.settings.plan_of(user)
+        return presence_of(d.state for d in self._devices(aor, now, plan))
+
+    def _reach(self, peer: Peer, contact: Uri) -> Peer | None:
+        """Where a request in a dialog goes: the flow it came over while that is open, else
+        the remote target (RFC 3261 §18.1.1: a new connection)."""
+        if peer.flow is None or peer.flow not in self._closed_flows:
+            return peer
+        return uri_peer(contact) if isinstance(contact, SipUri) else None
 
     def _flow_open(self, binding: Binding) -> bool:
         flow = binding.source.flow

@@ -26,6 +26,7 @@ from sipwake.calls.recorder import CallRecorder
 from sipwake.config import BUILTIN_VOICEMAIL, Config
 from sipwake.errors import ConfigError
 from sipwake.ids import SystemIds
+from sipwake.mobile import MobileServer
 from sipwake.node import Node, NodeSettings
 from sipwake.proxy.plan import CallPlan
 from sipwake.proxy.routing import LocalAddress, Locality
@@ -104,6 +105,7 @@ class Server:
     pusher: PushProviders | None = None
     admin: AdminServer | None = None
     voicemail: VoicemailServer | None = None
+    mobile: MobileServer | None = None
     recorder: CallRecorder | None = None
     sandbox: SandboxProvider | None = None
     _store: BindingStore | None = None
@@ -197,6 +199,12 @@ class Server:
             )
             await self.voicemail.start()
             logger.info("voicemail at %s, messages in %s", self.voicemail.uri, box.dir)
+        if config.uses_builtin_mobile:
+            mobile_box = config.mobile_box
+            self.mobile = MobileServer(
+                mobile_box.host, mobile_box.port, answer_after=config.mobile_answer_after
+            )
+            await self.mobile.start()
         settings = NodeSettings(
             domain=config.domain,
             realm=config.realm,
@@ -248,13 +256,16 @@ class Server:
         address = config.admin_address
         if address is not None:
             node = self.node
+            mobile = self.mobile
             admin = AdminServer(
                 lambda: {
                     "domain": config.domain,
                     "calls_active": len(node.wake),
                     "users": node.snapshot(loop.time()),
+                    "mobile_calls": mobile.status() if mobile is not None else [],
                 },
                 *address,
+                action=self._admin_action,
             )
             try:
                 await admin.start()
@@ -268,9 +279,37 @@ class Server:
             len(restored),
         )
 
+    def _admin_action(self, path: str) -> tuple[int, dict[str, object]]:
+        """``POST /mobile/NUMBER/answer`` (or ``reject``, ``hangup``): the built-in mobile."""
+        parts = path.strip("/").split("/")
+        if len(parts) != 3 or parts[0] != "mobile":
+            return 404, {"error": f"no such action: {path[:80]}"}
+        if self.mobile is None:
+            return 409, {
+                "error": "no built-in mobile (no user has a mobile number, or "
+                "calls.twin_gateway is set)"
+            }
+        number, verb = parts[1], parts[2]
+        commands = {
+            "answer": self.mobile.answer,
+            "reject": self.mobile.reject,
+            "hangup": self.mobile.hang_up,
+        }
+        command = commands.get(verb)
+        if command is None:
+            return 404, {"error": f"unknown mobile action {verb[:20]!r}: answer, reject, hangup"}
+        count = command(number)
+        if count == 0:
+            return 409, {"error": f"no call to {verb} on {number}", "calls": 0}
+        return 200, {"number": number, "action": verb, "calls": count}
+
     def _plan(self, user: str | None) -> CallPlan:
-        """The user's call plan, ``builtin`` voicemail replaced by its URI."""
+        """The user's call plan, ``builtin`` voicemail replaced by its URI, the twin sent
+        to the built-in mobile when there is no gateway."""
         plan = self.config.call_plan(user)
+        entry = self.config.users.get(user) if user is not None else None
+        if self.mobile is not None and plan.twin is None and entry is not None and entry.mobile:
+            plan = dataclasses.replace(plan, twin=self.mobile.uri(entry.mobile))
         if self.voicemail is None:
             return plan
         uri = self.voicemail.uri
@@ -318,6 +357,9 @@ class Server:
         if self.voicemail is not None:
             await self.voicemail.close()
             self.voicemail = None
+        if self.mobile is not None:
+            await self.mobile.close()
+            self.mobile = None
         if self._transports is not None:
             await self._transports.close()
             self._transports = None

@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "sipwake"
-PURE = ("sip", "transaction", "registrar", "proxy")
+PURE = ("sip", "transaction", "registrar", "proxy", "presence")
 FORBIDDEN = {"asyncio", "socket", "ssl", "time", "random", "uuid", "httpx", "sqlite3", "select"}
 
 

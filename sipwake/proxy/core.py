@@ -18,7 +18,16 @@ that times out counts as 408; Timer C (default 180 s, §16.8) cancels a
 ringing INVITE branch that never answers.
 
 CANCEL (§16.10) from the caller: the transaction layer has answered 200; the
-core cancels every pending branch and answers the INVITE 487 itself.
+core cancels every pending branch and answers the INVITE 487 itself. Branches
+cancelled because another one answered (or declined with a 6xx) carry an
+RFC 3326 Reason (``SIP;cause=200;text="Call completed elsewhere"``), so a
+phone does not log the call as missed.
+
+``send_cancelled`` sends a call's INVITE to a device that woke after the call
+ended, followed at once by a CANCEL with a Reason (Flexisip's answer to iOS
+CallKit: the app must report a call for its VoIP push, so it gets one and
+sees it end). It belongs to no response context: the caller's Via is left
+out, so its responses stop here.
 
 ACKs for 2xx and in-dialog requests that name a next hop are forwarded
 statelessly or over a new client transaction without forking; responses no
@@ -46,12 +55,22 @@ from sipwake.transaction.events import Output, SendMessage
 from sipwake.transaction.keys import ClientKey, ServerTransactionKey
 from sipwake.transaction.layer import TransactionLayer
 
-__all__ = ["BranchesDone", "CallAnswered", "Proxy", "ProxyOutput", "Target"]
+__all__ = [
+    "COMPLETED_ELSEWHERE",
+    "BranchesDone",
+    "CallAnswered",
+    "Proxy",
+    "ProxyOutput",
+    "Target",
+    "decline_reason",
+]
 
 #: RFC 3261 §16.7 step 6: inside 4xx these carry information the caller can act on.
 _PREFERRED_4XX = (401, 407, 415, 420, 484)
 #: Methods that create dialogs: the proxy stays on their path (Record-Route).
 _DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+#: RFC 3326 Reason of the CANCELs sent when another branch answered.
+COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -273,13 +292,39 @@ class Proxy:
         )
         return [SendMessage(message=fwd, peer=next_hop)]
 
-    def cancel(self, key: ServerTransactionKey, now: float) -> list[ProxyOutput]:
-        """The caller sent CANCEL (§16.10): cancel the branches, answer the INVITE 487."""
+    def cancel(
+        self, key: ServerTransactionKey, now: float, *, reason: str | None = None
+    ) -> list[ProxyOutput]:
+        """The caller sent CANCEL (§16.10): cancel the branches (passing on the caller's
+        RFC 3326 ``reason``), answer the INVITE 487."""
         ctx = self._contexts.get(key)
         if ctx is None or ctx.final_sent:
             return []
-        out = self._cancel_pending(ctx, now)
+        out = self._cancel_pending(ctx, now, reason=reason)
         return out + self._answer(ctx, 487, now)
+
+    def send_cancelled(
+        self, invite: Request, target: Target, now: float, *, reason: str | None
+    ) -> list[ProxyOutput]:
+        """Send ``invite`` (a call that already ended) to ``target`` and CANCEL it at once
+        with ``reason`` (RFC 3326); the CANCEL leaves with the device's first provisional
+        response (RFC 3261 §9.1). Nothing is forwarded back to the caller."""
+        request = invite.copy()
+        for name in ("Via", "Record-Route", "Route"):
+            request.headers.remove(name)
+        request.uri = target.uri
+        self._decrement_max_forwards(request)
+        for route in reversed(target.route):
+            request.headers.insert("Route", route)
+        listener = self.locality.listener_for(target.peer.transport)
+        request.headers.insert(
+            "Via",
+            f"SIP/2.0/{listener.via_transport} {listener.host_port}"
+            f";branch={self._ids.branch()};rport",
+        )
+        key, out = self._layer.send_request(request, target.peer, now)
+        _, cancel = self._layer.cancel(key, now, reason=reason)
+        return [*out, *cancel]
 
     # -- responses --------------------------------------------------------------
     def response_received(
@@ -310,13 +355,13 @@ class Proxy:
                 out.append(
                     CallAnswered(server_key=ctx.server_key, target=branch.target, status=status)
                 )
-                out += self._cancel_pending(ctx, now)
+                out += self._cancel_pending(ctx, now, reason=COMPLETED_ELSEWHERE)
             return out
         if ctx.final_sent:
             return []
         out = []
         if status >= 600:
-            out += self._cancel_pending(ctx, now)
+            out += self._cancel_pending(ctx, now, reason=decline_reason(response))
         if not ctx.pending:
             if ctx.holding:
                 out.append(BranchesDone(server_key=ctx.server_key))
@@ -443,18 +488,22 @@ class Proxy:
         fwd.headers.pop_first_value("Via")
         return fwd
 
-    def _cancel_pending(self, ctx: _Context, now: float) -> list[ProxyOutput]:
+    def _cancel_pending(
+        self, ctx: _Context, now: float, *, reason: str | None = None
+    ) -> list[ProxyOutput]:
         out: list[ProxyOutput] = []
         if ctx.request.method != "INVITE":
             return out
         for branch in ctx.pending:
             branch.timer_c = None
-            out += self._cancel_branch(branch, now)
+            out += self._cancel_branch(branch, now, reason=reason)
         return out
 
-    def _cancel_branch(self, branch: _Branch, now: float) -> list[ProxyOutput]:
+    def _cancel_branch(
+        self, branch: _Branch, now: float, *, reason: str | None = None
+    ) -> list[ProxyOutput]:
         try:
-            _, out = self._layer.cancel(branch.key, now)
+            _, out = self._layer.cancel(branch.key, now, reason=reason)
         except LocalProtocolError:
             return []  # already cancelled, or its final response is in
         return [*out]
@@ -486,6 +535,12 @@ class Proxy:
         if best.status == 503:
             return self._answer(ctx, 500, now, "Next hop unavailable")
         return self._respond(ctx, self._upstream(best), now)
+
+
+def decline_reason(response: Response) -> str:
+    """RFC 3326 Reason for the branches cancelled because one declined with a 6xx."""
+    text = (response.reason or "Declined").replace('"', "'")
+    return f'SIP;cause={response.status};text="{text}"'
 
 
 def _best_response(finals: list[Response]) -> Response | None:

@@ -16,9 +16,10 @@ Presets (see README "Presets" for the sources of each value):
     fork on re-registration; 480 when the bucket time runs out.
 ``flexisip``
     Flexisip 2.x Router/PushNotification defaults: 110 Push sent,
-    ``call-fork-timeout`` 90 s then 408, iOS devices get the pending INVITE
-    then CANCEL with ``Reason: SIP;cause=200`` when they wake after the
-    caller gave up.
+    ``call-fork-timeout`` 90 s then 408; a device pushed for a call that ended
+    before it registered gets that INVITE then at once a CANCEL when it does
+    (``Reason: SIP;cause=200`` when another device answered), so an iOS app
+    can report the call to CallKit and see it end.
 ``avaya-ip-office``
     IP Office R11.1+: one iOS device per user (the last to register is the
     only one pushed), push only for clients registered over TLS, No Answer
@@ -71,6 +72,9 @@ class CallPlan:
     push_requires_tls: bool = False
     """Push only devices registered over TLS (Avaya: "APNs works only on TLS")."""
     cancel_notice: CancelNotice = "push"
+    cancel_replay_s: float = 30.0
+    """``invite-cancel``: how long a device pushed for a call that ended is owed that
+    call's INVITE and CANCEL when it registers (after that it would only be noise)."""
     encrypt_push: bool = False
     """Call details (caller number and name, Call-ID) only sealed with the device's push
     key in the payload, never in clear (innovaphone; ``sipwake.push.seal``)."""

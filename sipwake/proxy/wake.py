@@ -21,7 +21,12 @@ engine then, for one call:
    History-Info) or answers the plan's no-answer status;
 5. on busy everywhere diverts to the busy target; with DND diverts at once
    and pushes nobody; when the caller cancels, or another device answers,
-   sends devices still waking a "cancel" push so CallKit stops ringing;
+   tells devices still waking (the plan's ``cancel_notice``): a "cancel"
+   push so CallKit stops ringing, or (Flexisip, ``invite-cancel``) the
+   call's INVITE followed at once by a CANCEL when the device registers
+   within ``cancel_replay_s`` — with ``Reason: SIP;cause=200;text="Call
+   completed elsewhere"`` (RFC 3326) when another device answered, 603 when
+   one declined, the caller's own Reason (or none) when the caller gave up;
 6. retries a push that failed transiently (backoff, or the provider's
    Retry-After) inside the no-answer window; a push refused for good drops
    that binding's push target (``DropPushTarget``) and, when nothing is left
@@ -41,7 +46,7 @@ from typing import Literal
 from urllib.parse import quote
 
 from sipwake.ids import Ids
-from sipwake.proxy.core import Proxy, ProxyOutput, Target
+from sipwake.proxy.core import COMPLETED_ELSEWHERE, Proxy, ProxyOutput, Target
 from sipwake.proxy.plan import CallPlan
 from sipwake.proxy.routing import LocalAddress
 from sipwake.push.base import PushKind, PushOutcome, PushRequest
@@ -79,6 +84,7 @@ CallStep = Literal[
     "cancelled",
     "failed",
     "ended",
+    "invite-cancel",
 ]
 
 
@@ -161,6 +167,26 @@ class _Call:
 
 
 @dataclass(frozen=True, slots=True)
+class _Replay:
+    """A call that ended while a device was waking for it (``invite-cancel``): when the
+    device registers before ``until``, it gets the INVITE and then a CANCEL."""
+
+    call_ref: str
+    call_id: str
+    aor: str
+    request: Request
+    reason: str | None
+    until: float
+
+
+#: RFC 3326 Reason of the CANCEL after a replayed INVITE, by why the call ended.
+_NOTICE_REASONS = {
+    "answered elsewhere": COMPLETED_ELSEWHERE,
+    "declined": 'SIP;cause=603;text="Declined"',
+}
+
+
+@dataclass(frozen=True, slots=True)
 class _PushJob:
     call_ref: str | None
     binding_id: str
@@ -190,9 +216,15 @@ class WakeEngine:
         self._by_key: dict[ServerTransactionKey, _Call] = {}
         self._by_aor: dict[str, dict[str, _Call]] = {}
         self._jobs: dict[int, _PushJob] = {}
+        self._replays: dict[str, list[_Replay]] = {}
+        """Binding id → calls that ended while it was waking (``invite-cancel``)."""
         self._push_seq = 0
         self._timers: list[_Timer] = []
         self._timer_seq = 0
+
+    def waits_for(self, aor: str) -> bool:
+        """Whether a call to ``aor`` is in progress (a device registering may join it)."""
+        return aor in self._by_aor
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -268,11 +300,14 @@ class WakeEngine:
     # -- what happens during the call ------------------------------------------------------
     def registered(self, binding: Binding, target: Target | None, now: float) -> list[WakeOutput]:
         """``binding`` was just added or refreshed (and stored): fork to it in every call to
-        its user that is still ringing (the woken device, or a device registering late)."""
-        calls = self._by_aor.get(binding.aor)
-        if not calls or target is None:
+        its user that is still ringing (the woken device, or a device registering late),
+        and send it the calls that ended while it was waking (``invite-cancel``)."""
+        if target is None:
             return []
-        out: list[WakeOutput] = []
+        out = self._replay(binding, target, now)
+        calls = self._by_aor.get(binding.aor)
+        if not calls:
+            return out
         bid = binding.binding_id
         for call in list(calls.values()):
             if call.done or call.diverted or bid in call.forked:
@@ -337,13 +372,16 @@ class WakeEngine:
         out: list[WakeOutput] = [self._event(call, now, "answered", target.label)]
         return out + self._finish(call, now, "answered elsewhere")
 
-    def cancelled(self, key: ServerTransactionKey, now: float) -> list[WakeOutput]:
-        """The caller sent CANCEL (the proxy answers 487 and cancels the branches)."""
+    def cancelled(
+        self, key: ServerTransactionKey, now: float, *, reason: str | None = None
+    ) -> list[WakeOutput]:
+        """The caller sent CANCEL (the proxy answers 487 and cancels the branches);
+        ``reason`` is its RFC 3326 Reason header, if it had one."""
         call = self._by_key.get(key)
         if call is None or call.done:
             return []
         out: list[WakeOutput] = [self._event(call, now, "cancelled", "by the caller")]
-        return out + self._finish(call, now, "missed call")
+        return out + self._finish(call, now, "missed call", reason=reason)
 
     def ended(self, key: ServerTransactionKey) -> None:
         """The server transaction is gone: forget the call."""
@@ -584,14 +622,18 @@ class WakeEngine:
         out.append(self._event(call, now, step, detail))
         return out + self._finish(call, now, notice)
 
-    def _finish(self, call: _Call, now: float, notice: str) -> list[WakeOutput]:
+    def _finish(
+        self, call: _Call, now: float, notice: str, *, reason: str | None = None
+    ) -> list[WakeOutput]:
         if call.done:
             return []
-        out = self._notify_waking(call, now, notice)
+        out = self._notify_waking(call, now, notice, reason=reason)
         call.done = True
         return out
 
-    def _notify_waking(self, call: _Call, now: float, notice: str) -> list[WakeOutput]:
+    def _notify_waking(
+        self, call: _Call, now: float, notice: str, *, reason: str | None = None
+    ) -> list[WakeOutput]:
         """Devices pushed for this call that have not registered yet: they may be showing
         an incoming call (iOS CallKit) — tell them it is over."""
         out: list[WakeOutput] = []
@@ -601,10 +643,56 @@ class WakeEngine:
             wake.state = "failed"
             if call.plan.cancel_notice == "none":
                 continue
-            # "invite-cancel" (Flexisip) is not built yet: the alert push stands in for it.
+            if call.plan.cancel_notice == "invite-cancel":
+                out.append(self._owe_replay(call, wake.binding_id, notice, reason, now))
+                continue
             request = self._push_request(call, wake, "cancel", body=notice)
             out.append(self._event(call, now, "push-sent", f"cancel ({notice})"))
             out.append(self._new_push(call, wake.binding_id, request))
+        return out
+
+    def _owe_replay(
+        self, call: _Call, binding_id: str, notice: str, reason: str | None, now: float
+    ) -> CallEvent:
+        """Remember ``call`` for ``binding_id``: it gets INVITE + CANCEL when it registers."""
+        reason = _NOTICE_REASONS.get(notice, reason)
+        for bid, entries in list(self._replays.items()):  # forget what is too old
+            entries[:] = [r for r in entries if r.until > now and r.call_ref != call.ref]
+            if not entries:
+                del self._replays[bid]
+        owed = self._replays.setdefault(binding_id, [])
+        until = now + call.plan.cancel_replay_s
+        owed.append(
+            _Replay(
+                call_ref=call.ref,
+                call_id=call.request.call_id,
+                aor=call.aor,
+                request=call.request,
+                reason=reason,
+                until=until,
+            )
+        )
+        detail = f"owed to {binding_id} ({notice}) for {call.plan.cancel_replay_s:g} s"
+        return self._event(call, now, "invite-cancel", detail)
+
+    def _replay(self, binding: Binding, target: Target, now: float) -> list[WakeOutput]:
+        """The device registered: send it each call it is owed, INVITE then CANCEL."""
+        owed = self._replays.pop(binding.binding_id, None)
+        out: list[WakeOutput] = []
+        for replay in owed or ():
+            if replay.until <= now:
+                continue
+            out += self._proxy.send_cancelled(replay.request, target, now, reason=replay.reason)
+            out.append(
+                CallEvent(
+                    call_ref=replay.call_ref,
+                    aor=replay.aor,
+                    at=now,
+                    step="invite-cancel",
+                    detail=f"sent to {_label(binding)} ({replay.reason or 'no Reason'})",
+                    call_id=replay.call_id,
+                )
+            )
         return out
 
     def _event(self, call: _Call, now: float, step: CallStep, detail: str) -> CallEvent:

@@ -173,7 +173,8 @@ class Driver:
         self._sampler = self._loop.call_later(SAMPLE_INTERVAL, self._sample)
 
     def on_flow_closed(self, flow: int) -> None:
-        self.node.flow_closed(flow)
+        self._perform(self.node.flow_closed(flow, self.now()))
+        self._rearm()
 
     # -- outputs and timers ------------------------------------------------------------
     def _perform(self, outputs: list[NodeOutput]) -> None:

@@ -31,8 +31,9 @@ PUSH = f";pn-provider=apns;pn-param=TEAM123456.org.lab.phone.voip;pn-prid={TOKEN
 
 
 def _lab_config(tmp_path: Path, *, db: Path | None = None, **settings: Any) -> Config:
-    """An open lab on ephemeral UDP and TCP ports; memory store unless ``db`` is given."""
-    base: dict[str, Any] = {"admin": None, **settings}
+    """An open lab (unless ``auth`` says otherwise) on ephemeral UDP and TCP ports; memory
+    store unless ``db`` is given."""
+    base: dict[str, Any] = {"admin": None, "auth": {"open": True}, **settings}
     return Config(
         domain="lab.test",
         listen=[
@@ -45,7 +46,6 @@ def _lab_config(tmp_path: Path, *, db: Path | None = None, **settings: Any) -> C
         tls=TlsConfig(dir=tmp_path / "tls"),
         users={"alice": UserConfig(password="a"), "bob": UserConfig(password="b")},
         secret_file=tmp_path / "secret",
-        auth={"open": True},  # type: ignore[arg-type]
         **base,
     )
 
@@ -394,3 +394,47 @@ async def test_call_record_and_ladder_of_a_push_wake_call(tmp_path: Path) -> Non
     for expected in ("INVITE", "push call", "delivered", "180 Ringing", "200 OK", "registered"):
         assert expected in ladder, (expected, ladder)
     assert TOKEN not in ladder
+
+
+async def test_flexisip_phone_waking_after_the_caller_gave_up_gets_invite_then_cancel(
+    tmp_path: Path,
+) -> None:
+    config = _lab_config(tmp_path, calls={"preset": "flexisip"})
+    server = Server(config)
+    await server.start()
+    assert server.sandbox is not None
+    pushes = server.sandbox.subscribe()
+    alice = await Ua("alice", "a", udp_address(server), "lab.test").start()
+    phone = TcpPhone(_tcp_port(server))
+    try:
+        assert (await phone.register()).status == 200
+        await phone.suspend()
+        invite = alice.request("INVITE", "sip:bob@lab.test", to="<sip:bob@lab.test>")
+        alice.send(invite)
+        await alice.expect(110)  # Flexisip's "110 Push sent"
+        assert (await asyncio.wait_for(pushes.get(), 3)).kind == "call"
+        alice.send(alice.cancel_last())
+        await alice.expect(487)  # the caller is answered at once
+        # The iOS app was woken by the VoIP push: it registers and must get a call.
+        assert (await phone.register()).status == 200
+        incoming = await phone.next()
+        assert isinstance(incoming, Request)
+        assert incoming.method == "INVITE"
+        assert incoming.call_id == invite.call_id
+        phone.send(make_response(incoming, 180, to_tag="bob1").to_bytes())
+        cancel = await phone.next()
+        assert isinstance(cancel, Request)
+        assert cancel.method == "CANCEL"
+        assert cancel.call_id == invite.call_id
+        phone.send(make_response(cancel, 200).to_bytes())
+        phone.send(make_response(incoming, 487, to_tag="bob1").to_bytes())
+        ack = await phone.next()
+        assert isinstance(ack, Request)
+        assert ack.method == "ACK"
+        assert pushes.empty()  # no "cancel" alert push in this mode
+        with pytest.raises(TimeoutError):
+            await alice.expect(487, within=0.3)  # nothing more for the caller
+    finally:
+        alice.close()
+        await phone.suspend()
+        await server.close()

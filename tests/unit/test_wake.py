@@ -402,3 +402,102 @@ def test_message_to_an_awake_device_is_proxied_at_once() -> None:
     assert len(lab.invites_to(phone.port, "MESSAGE")) == 1
     assert lab.pushes() == []
     assert lab.node.held_messages("sip:bob@lab.test") == 0
+
+
+# -- Flexisip's INVITE + CANCEL for devices that wake after the call ended ---------------
+def _flexisip(**overrides: object) -> CallPlan:
+    return dataclasses.replace(plan_for("flexisip"), **overrides)  # type: ignore[arg-type]
+
+
+def test_invite_cancel_mode_replays_a_cancelled_call_when_the_device_registers() -> None:
+    lab = WakeLab(plan=_flexisip())
+    phone = _iphone()
+    _suspended(lab, phone)
+    call_id = lab.call("bob")
+    (push,) = lab.pushes("call")
+    lab.push_result(push, "delivered")
+    lab.advance(1)
+    lab.cancel(call_id)
+    assert lab.to_caller()[-1] == 487  # the caller is answered at once
+    assert lab.pushes("cancel") == []  # no alert push in this mode
+    lab.advance(2)
+    to_caller = len(lab.to_caller())
+    lab.register(phone)  # the iOS app wakes: it must report a call to CallKit
+    (invite,) = lab.invites_to(phone.port)
+    assert isinstance(invite.message, Request)
+    assert invite.message.call_id == call_id  # the Call-ID the push carried
+    assert invite.peer.flow == phone.flow
+    assert len(invite.message.via) == 1  # only ours: nothing goes back to the caller
+    assert lab.invites_to(phone.port, "CANCEL") == []  # RFC 3261 §9.1: after a provisional
+    lab.answer(invite, 180)
+    (cancel,) = lab.invites_to(phone.port, "CANCEL")
+    assert isinstance(cancel.message, Request)
+    assert cancel.message.call_id == call_id
+    assert cancel.message.top_via.branch == invite.message.top_via.branch
+    assert cancel.message.headers.get("Reason") is None  # the caller gave up: a missed call
+    lab.answer(invite, 487)
+    assert len(lab.to_caller()) == to_caller
+    assert lab.steps().count("invite-cancel") == 2  # owed, then sent
+    lab.register(phone)  # a refresh: nothing is owed any more
+    assert len(lab.invites_to(phone.port)) == 1
+
+
+def test_invite_cancel_after_another_device_answered_says_completed_elsewhere() -> None:
+    lab = WakeLab(plan=_flexisip())
+    desk = Phone(user="bob", port=7002, instance="urn:uuid:desk")
+    lab.register(desk)
+    phone = _iphone()
+    _suspended(lab, phone)
+    lab.call("bob")
+    (ringing,) = lab.invites_to(7002)
+    lab.answer(ringing, 200, tag="desk")
+    assert lab.to_caller()[-1] == 200
+    lab.register(phone)
+    (invite,) = lab.invites_to(phone.port)
+    lab.answer(invite, 100)
+    lab.answer(invite, 180)
+    (cancel,) = lab.invites_to(phone.port, "CANCEL")
+    assert isinstance(cancel.message, Request)
+    assert cancel.message.headers.get("Reason") == ('SIP;cause=200;text="Call completed elsewhere"')
+
+
+def test_invite_cancel_is_owed_only_within_its_window() -> None:
+    lab = WakeLab(plan=_flexisip(cancel_replay_s=30.0))
+    phone = _iphone()
+    _suspended(lab, phone)
+    call_id = lab.call("bob")
+    lab.cancel(call_id)
+    lab.advance(30.5)
+    lab.register(phone)
+    assert lab.invites_to(phone.port) == []
+
+
+def test_invite_cancel_passes_on_the_callers_reason() -> None:
+    lab = WakeLab(plan=_flexisip())
+    phone = _iphone()
+    _suspended(lab, phone)
+    call_id = lab.call("bob")
+    lab.cancel(call_id, reason='Q.850;cause=16;text="Terminated"')
+    assert lab.to_caller()[-1] == 487
+    lab.register(phone)
+    (invite,) = lab.invites_to(phone.port)
+    lab.answer(invite, 180)
+    (cancel,) = lab.invites_to(phone.port, "CANCEL")
+    assert isinstance(cancel.message, Request)
+    assert cancel.message.headers.get("Reason") == 'Q.850;cause=16;text="Terminated"'
+
+
+def test_branches_cancelled_because_one_answered_carry_an_rfc3326_reason() -> None:
+    lab = WakeLab()
+    desk = Phone(user="bob", port=7002, instance="urn:uuid:desk")
+    tablet = Phone(user="bob", port=7003, instance="urn:uuid:tablet")
+    lab.register(desk)
+    lab.register(tablet)
+    lab.call("bob")
+    (to_desk,) = lab.invites_to(7002)
+    (to_tablet,) = lab.invites_to(7003)
+    lab.answer(to_tablet, 180, tag="tab")
+    lab.answer(to_desk, 200, tag="desk")
+    (cancel,) = lab.invites_to(7003, "CANCEL")
+    assert isinstance(cancel.message, Request)
+    assert cancel.message.headers.get("Reason") == ('SIP;cause=200;text="Call completed elsewhere"')

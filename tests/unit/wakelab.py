@@ -127,7 +127,7 @@ class WakeLab:
     def suspend(self, phone: Phone) -> None:
         """The app is suspended: its connection closes."""
         assert phone.flow is not None
-        self.node.flow_closed(phone.flow)
+        self._keep(self.node.flow_closed(phone.flow, self.now))
 
     # -- calls ----------------------------------------------------------------------------
     def call(self, callee: str, *, caller: str = "carol") -> str:
@@ -161,14 +161,15 @@ class WakeLab:
         self._keep(self.node.receive(data, CALLER, UDP, self.now))
         return call_id
 
-    def cancel(self, call_id: str) -> None:
+    def cancel(self, call_id: str, *, reason: str | None = None) -> None:
         n = call_id.split("-")[1]
+        extra = f"Reason: {reason}\r\n" if reason else ""
         data = (
             f"CANCEL sip:bob@lab.test SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP 127.0.0.1:6000;branch=z9hG4bKc{n};rport\r\n"
             f'From: "Carol C" <sip:carol@lab.test>;tag=c{n}\r\n'
             f"To: <sip:bob@lab.test>\r\n"
-            f"Call-ID: {call_id}\r\nCSeq: 1 CANCEL\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 CANCEL\r\n{extra}"
             f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         ).encode()
         self._keep(self.node.receive(data, CALLER, UDP, self.now))
