@@ -241,9 +241,9 @@ def status_cmd(url: str, as_json: bool) -> None:
 )
 @click.option("--bundle-id", default="org.lab.phone", show_default=True)
 def mock_push_cmd(directory: str, bundle_id: str) -> None:
-    """Local mock APNs and FCM (HTTP/2 over TLS on 127.0.0.1) that check pushes as the
-    real services do; writes the matching push settings to DIR/push.yaml and prints every
-    push it accepts until Ctrl-C."""
+    """Local mock APNs, FCM and Web Push service (HTTP/2 over TLS on 127.0.0.1) that check
+    pushes as the real services do; writes the matching push settings to DIR/push.yaml and
+    prints every push it accepts until Ctrl-C."""
     import asyncio
     import contextlib
     import signal

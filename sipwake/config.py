@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -165,6 +166,8 @@ class _PlanFields(_Section):
     forward_no_answer: str | None = None
     forward_busy: str | None = None
     dnd: bool | None = None
+    encrypt_push: bool | None = None
+    """Seal call details in pushes with the device's push key (README "Push services")."""
 
     @field_validator("voicemail", "forward_no_answer", "forward_busy")
     @classmethod
@@ -239,10 +242,21 @@ class WebhookConfig(_Section):
         return f"WebhookConfig(url={self.url!r}, routes={self.routes!r})"
 
 
+_APNS_TOKEN_FIELDS = ("team_id", "key_id", "key_file")
+
+
 class ApnsConfig(_Section):
-    team_id: str
-    key_id: str
-    key_file: Path
+    """APNs with provider-token auth (``team_id``, ``key_id``, ``key_file``: the ``.p8``
+    key signs JWTs) or certificate auth (``cert_file``, and ``cert_key_file`` when the
+    private key is not in the certificate's PEM file): one or the other, not both."""
+
+    cert_file: Path | None = None
+    """TLS client certificate (PEM) from Apple's developer portal (VoIP Services)."""
+    cert_key_file: Path | None = None
+    """The certificate's private key (PEM), when ``cert_file`` does not hold it too."""
+    team_id: str | None = Field(None, validate_default=True)
+    key_id: str | None = Field(None, validate_default=True)
+    key_file: Path | None = Field(None, validate_default=True)
     """The ``.p8`` token signing key (PEM)."""
     bundle_id: str
     environment: Literal["production", "sandbox"] = "production"
@@ -251,6 +265,35 @@ class ApnsConfig(_Section):
     when unset."""
     ca_file: Path | None = None
     """Trust this CA for ``base_url`` (the mock's self-signed certificate)."""
+
+    @field_validator(*_APNS_TOKEN_FIELDS)
+    @classmethod
+    def _token_or_cert(cls, value: object, info: ValidationInfo) -> object:
+        # Validated after cert_file and cert_key_file (declared first), so each
+        # token field's error names that very field and its line.
+        if info.data.get("cert_file") is not None:
+            if value is not None:
+                raise ValueError(
+                    "not used with cert_file: choose provider-token auth (team_id, key_id, "
+                    "key_file) or certificate auth (cert_file), not both"
+                )
+        elif value is None and "cert_key_file" in info.data:
+            raise ValueError(
+                "required for provider-token auth (team_id, key_id, key_file); "
+                "or set cert_file for certificate auth"
+            )
+        return value
+
+    @field_validator("cert_key_file")
+    @classmethod
+    def _key_needs_cert(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("cert_file") is None:
+            raise ValueError("cert_key_file needs cert_file (the certificate it belongs to)")
+        return value
+
+    @property
+    def uses_certificate(self) -> bool:
+        return self.cert_file is not None
 
 
 class FcmConfig(_Section):

@@ -16,7 +16,7 @@ from sipwake.sip.uri import AbsoluteUri, SipUri, TelUri, Uri
 __all__ = ["describe_message"]
 
 _NAME_ADDR = {"from", "to", "contact", "route", "record-route", "path", "refer-to"}
-_SECRET_HEADERS = {"authorization", "proxy-authorization"}
+_SECRET_HEADERS = {"authorization", "proxy-authorization", "sipwake-push-key"}
 
 
 def describe_uri(uri: Uri) -> str:

@@ -692,7 +692,8 @@ class Node:
         ]
         text = request.body.decode("utf-8", "replace")[:200] if request.body else None
         pushes: list[WakeOutput] = [
-            self.wake.message_push(aor, d.binding, request, text) for d in asleep
+            self.wake.message_push(aor, d.binding, request, text, private=plan.encrypt_push)
+            for d in asleep
         ]
         return [*self._respond(key, request, 202, now), *pushes], extra
 

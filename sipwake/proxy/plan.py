@@ -75,8 +75,9 @@ class CallPlan:
     cancel_replay_s: float = 30.0
     """``invite-cancel``: how long a device pushed for a call that ended is owed that
     call's INVITE and CANCEL when it registers (after that it would only be noise)."""
-    encrypt_details: bool = False
-    """Caller name and number encrypted in the payload (innovaphone)."""
+    encrypt_push: bool = False
+    """Call details (caller number and name, Call-ID) only sealed with the device's push
+    key in the payload, never in clear (innovaphone; ``sipwake.push.seal``)."""
     udp_foreground_s: float = 120.0
     """A UDP binding with push parameters counts as foreground (reachable without a push)
     this long after its last REGISTER; older, it is suspended."""
@@ -150,7 +151,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "push_foreground": True,
     },
     "innovaphone": {
-        "encrypt_details": True,
+        "encrypt_push": True,
     },
 }
 

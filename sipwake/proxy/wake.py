@@ -144,6 +144,8 @@ class _Wake:
     push: PushTarget
     state: _WakeState = "pushing"
     attempts: int = 0
+    seal_key: bytes | None = field(default=None, repr=False)
+    """The device's push key (``calls.encrypt_push`` seals call details with it)."""
 
 
 @dataclass(slots=True)
@@ -274,7 +276,11 @@ class WakeEngine:
             out.append(self._event(call, now, "forked", _label(device.binding)))
         for device in wake:
             assert device.binding.push is not None
-            wake_entry = _Wake(binding_id=device.binding.binding_id, push=device.binding.push)
+            wake_entry = _Wake(
+                binding_id=device.binding.binding_id,
+                push=device.binding.push,
+                seal_key=device.binding.seal_key,
+            )
             call.wakes[wake_entry.binding_id] = wake_entry
             out += self._send_call_push(call, wake_entry, now)
         pushed = bool(wake)
@@ -391,9 +397,16 @@ class WakeEngine:
                 del self._by_aor[call.aor]
 
     def message_push(
-        self, aor: str, binding: Binding, request: Request, text: str | None
+        self,
+        aor: str,
+        binding: Binding,
+        request: Request,
+        text: str | None,
+        *,
+        private: bool = False,
     ) -> SendPush:
-        """An alert push for an instant message held for a suspended device."""
+        """An alert push for an instant message held for a suspended device (``private``:
+        the plan's ``encrypt_push``)."""
         assert binding.push is not None
         push = PushRequest(
             kind="message",
@@ -401,6 +414,9 @@ class WakeEngine:
             call_id=request.call_id,
             caller=_caller_name(request),
             body=text,
+            caller_number=_caller_number(request),
+            private=private,
+            seal_key=binding.seal_key,
         )
         return self._new_push(None, binding.binding_id, push, aor=aor)
 
@@ -475,7 +491,7 @@ class WakeEngine:
     def _send_call_push(self, call: _Call, wake: _Wake, now: float) -> list[WakeOutput]:
         wake.attempts += 1
         wake.state = "pushing"
-        request = self._push_request(call, wake.push, "call")
+        request = self._push_request(call, wake, "call")
         detail = f"call to {wake.push.base_provider} (try {wake.attempts})"
         return [
             self._event(call, now, "push-sent", detail),
@@ -483,15 +499,18 @@ class WakeEngine:
         ]
 
     def _push_request(
-        self, call: _Call, target: PushTarget, kind: PushKind, body: str | None = None
+        self, call: _Call, wake: _Wake, kind: PushKind, body: str | None = None
     ) -> PushRequest:
         return PushRequest(
             kind=kind,
-            target=target,
+            target=wake.push,
             call_id=call.request.call_id,
             caller=_caller_name(call.request),
             call_uuid=_uuid_from(call.ref),
             body=body,
+            caller_number=_caller_number(call.request),
+            private=call.plan.encrypt_push,
+            seal_key=wake.seal_key,
         )
 
     def _new_push(
@@ -627,7 +646,7 @@ class WakeEngine:
             if call.plan.cancel_notice == "invite-cancel":
                 out.append(self._owe_replay(call, wake.binding_id, notice, reason, now))
                 continue
-            request = self._push_request(call, wake.push, "cancel", body=notice)
+            request = self._push_request(call, wake, "cancel", body=notice)
             out.append(self._event(call, now, "push-sent", f"cancel ({notice})"))
             out.append(self._new_push(call, wake.binding_id, request))
         return out
@@ -694,6 +713,12 @@ def _caller_name(request: Request) -> str:
     caller = request.from_
     name = caller.display_name or (caller.uri.user if isinstance(caller.uri, SipUri) else None)
     return name or str(caller.uri)
+
+
+def _caller_number(request: Request) -> str:
+    """The caller's number for sealed push details: the From URI's user, else the URI."""
+    uri = request.from_.uri
+    return (uri.user if isinstance(uri, SipUri) else None) or str(uri)
 
 
 def _label(binding: Binding) -> str:

@@ -1,4 +1,5 @@
-"""APNs HTTP/2 client with provider-token (JWT) authentication (PROTOCOLS.md §3).
+"""APNs HTTP/2 client with provider-token (JWT) or certificate authentication
+(PROTOCOLS.md §3.3, §3.4).
 
 Theory of operation: each provider holds one HTTP/2 connection over TLS (an
 ``asyncio.Protocol`` driving an ``h2`` state machine), opened on the first push and again
@@ -12,7 +13,9 @@ stream slot plus the answer; a push without an answer becomes ``retry``. The pro
 is an ES256 JWT (header ``kid``, claims ``iss``/``iat``) minted from the ``.p8`` key and
 shared by every request; it is re-minted when older than ``refresh_after_s`` (50 min by
 default, inside Apple's 20 to 60 min window, §3.3), never per request. Wall time for ``iat``
-comes from an injected clock. Requests and answers go through the pure builder and
+comes from an injected clock. With certificate auth instead (``client_cert``), the TLS
+client certificate identifies us on every connection and requests carry no
+``authorization`` header. Requests and answers go through the pure builder and
 classifier in ``sipwake.push.payload``.
 
 Secrets stay out of logs: the key and JWTs are never logged; device tokens only masked.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import ssl
 import time
@@ -439,7 +443,9 @@ class ApnsProvider:
         self,
         settings: ApnsSettings,
         *,
-        private_key: str | bytes,
+        private_key: str | bytes | None = None,
+        client_cert: str | os.PathLike[str] | None = None,
+        client_key: str | os.PathLike[str] | None = None,
         base_url: str | None = None,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.perf_counter,
@@ -447,10 +453,15 @@ class ApnsProvider:
         timeout: float = 10.0,
         refresh_after_s: float = 50 * 60,
     ) -> None:
-        """``private_key`` is the ``.p8`` PEM text; ``base_url`` defaults to the host of
-        ``settings.environment``; ``clock`` gives wall seconds (JWT ``iat``), ``timer``
-        monotonic seconds (latency); ``ssl_context`` overrides the trust store (as httpx
-        picks it by default); ``timeout`` bounds connecting, and then each request's answer."""
+        """Token auth: ``private_key`` is the ``.p8`` PEM text. Certificate auth instead:
+        ``client_cert`` is the PEM certificate file, ``client_key`` its private key file
+        (when not in ``client_cert``); ``ValueError`` unless exactly one way is given, and
+        ``ssl.SSLError``/``OSError`` when the certificate cannot be loaded.
+
+        ``base_url`` defaults to the host of ``settings.environment``; ``clock`` gives wall
+        seconds (JWT ``iat``), ``timer`` monotonic seconds (latency); ``ssl_context``
+        overrides the trust store (as httpx picks it by default); ``timeout`` bounds
+        connecting, and then each request's answer."""
         self.settings = settings
         self.base_url = base_url or APNS_HOSTS[settings.environment]
         url = urlsplit(self.base_url)
@@ -462,13 +473,20 @@ class ApnsProvider:
         self._clock = clock
         self._timer = timer
         self._timeout = timeout
+        if (private_key is None) == (client_cert is None):
+            raise ValueError("ApnsProvider: give private_key (token auth) or client_cert")
         self._ssl = _client_ssl_context(ssl_context)
-        self._token = ProviderToken(
-            team_id=settings.team_id,
-            key_id=settings.key_id,
-            private_key=private_key,
-            refresh_after_s=refresh_after_s,
-        )
+        self._token: ProviderToken | None = None
+        if client_cert is not None:
+            self._ssl.load_cert_chain(client_cert, client_key)
+        else:
+            assert private_key is not None
+            self._token = ProviderToken(
+                team_id=settings.team_id,
+                key_id=settings.key_id,
+                private_key=private_key,
+                refresh_after_s=refresh_after_s,
+            )
         self._bearer_token: str | None = None
         self._bearer = b""
         self._connection: _Http2Connection | None = None
@@ -481,12 +499,21 @@ class ApnsProvider:
 
     @property
     def tokens_minted(self) -> int:
-        return self._token.minted
+        return 0 if self._token is None else self._token.minted
+
+    @property
+    def uses_certificate(self) -> bool:
+        """Certificate auth (no provider token, no ``authorization`` header)."""
+        return self._token is None
 
     async def send(self, request: PushRequest) -> PushOutcome:
         try:
             outcome = await self._send_once(request)
-            if outcome.reason == "ExpiredProviderToken" and self._token.expire(self._clock()):
+            if (
+                outcome.reason == "ExpiredProviderToken"
+                and self._token is not None
+                and self._token.expire(self._clock())
+            ):
                 outcome = await self._send_once(request)
         except PushError as exc:
             outcome = PushOutcome(
@@ -517,7 +544,8 @@ class ApnsProvider:
         for name, value in built.headers.items():
             field = (name.encode(), value.encode())
             headers.append(NeverIndexedHeaderTuple(*field) if name in _UNIQUE_HEADERS else field)
-        headers.append((b"authorization", self._authorization(wall_now)))
+        if self._token is not None:
+            headers.append((b"authorization", self._authorization(self._token, wall_now)))
         started = self._timer()
         try:
             connection = await self._connected()
@@ -535,8 +563,8 @@ class ApnsProvider:
             wall_now=wall_now,
         )
 
-    def _authorization(self, wall_now: float) -> bytes:
-        token = self._token.get(wall_now)
+    def _authorization(self, provider_token: ProviderToken, wall_now: float) -> bytes:
+        token = provider_token.get(wall_now)
         if token is not self._bearer_token:
             self._bearer_token, self._bearer = token, f"bearer {token}".encode()
         return self._bearer

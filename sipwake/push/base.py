@@ -9,7 +9,7 @@ next: ``delivered`` (done), ``retry`` (try again, after ``retry_after`` seconds 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from sipwake.sip.pushtarget import PushTarget, mask_token
@@ -36,6 +36,14 @@ class PushRequest:
     """Message text (``kind == "message"``) or a missed-call line (``kind == "cancel"``)."""
     apns_id: str | None = None
     """Lower-case canonical UUID sent as ``apns-id`` (APNs makes one when absent)."""
+    caller_number: str | None = None
+    """The caller's number (From URI user): part of the sealed details of a private push."""
+    private: bool = False
+    """Call details (caller, Call-ID, UUID, text) must not reach the push service in
+    clear (``calls.encrypt_push``): they travel only sealed with ``seal_key``
+    (``sipwake.push.seal``), or not at all without a key."""
+    seal_key: bytes | None = field(default=None, repr=False)
+    """The device's push key (32 bytes) from its binding; None: it has none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,9 +14,10 @@ import ssl
 import time
 from pathlib import Path
 
-from sipwake.config import PushConfig
+from sipwake.config import ApnsConfig, PushConfig
 from sipwake.errors import ConfigError
 from sipwake.push.base import PushProvider
+from sipwake.push.payload import ApnsSettings
 from sipwake.push.registry import PushProviders, build_push_providers
 from sipwake.push.sandbox import SandboxProvider
 from sipwake.store.base import PushLog
@@ -47,6 +48,32 @@ def _trust(ca_file: Path | None) -> ssl.SSLContext | None:
     return context
 
 
+def _apns_with_certificate(
+    settings: ApnsSettings, cert_file: Path, key_file: Path | None, config: ApnsConfig
+) -> PushProvider:
+    """APNs with certificate auth; a certificate or key that cannot be used is a
+    ``ConfigError`` naming the file (never its contents)."""
+    from sipwake.push.apns import ApnsProvider
+
+    for path, what in ((cert_file, "APNs certificate"), (key_file, "APNs certificate key")):
+        if path is not None:
+            _read(path, what)
+    try:
+        return ApnsProvider(
+            settings,
+            client_cert=cert_file,
+            client_key=key_file,
+            base_url=config.base_url,
+            ssl_context=_trust(config.ca_file),
+        )
+    except (OSError, ssl.SSLError) as exc:
+        # ssl names only what went wrong (e.g. KEY_VALUES_MISMATCH), never key material.
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        raise ConfigError(
+            f"cannot use the APNs client certificate: {reason}", path=str(cert_file)
+        ) from None
+
+
 def providers_from_config(
     config: PushConfig,
     *,
@@ -60,20 +87,24 @@ def providers_from_config(
     webhook: PushProvider | None = None
     if config.apns is not None:
         from sipwake.push.apns import ApnsProvider
-        from sipwake.push.payload import ApnsSettings
 
         a = config.apns
-        apns = ApnsProvider(
-            ApnsSettings(
-                team_id=a.team_id,
-                key_id=a.key_id,
-                bundle_id=a.bundle_id,
-                environment=a.environment,
-            ),
-            private_key=_read(a.key_file, "APNs key"),
-            base_url=a.base_url,
-            ssl_context=_trust(a.ca_file),
+        settings = ApnsSettings(
+            team_id=a.team_id or "",
+            key_id=a.key_id or "",
+            bundle_id=a.bundle_id,
+            environment=a.environment,
         )
+        if a.cert_file is not None:
+            apns = _apns_with_certificate(settings, a.cert_file, a.cert_key_file, a)
+        else:
+            assert a.key_file is not None  # ApnsConfig: token auth has all three fields
+            apns = ApnsProvider(
+                settings,
+                private_key=_read(a.key_file, "APNs key"),
+                base_url=a.base_url,
+                ssl_context=_trust(a.ca_file),
+            )
     fcm: PushProvider | None = None
     if config.fcm is not None:
         from sipwake.push.fcm import FcmProvider

@@ -12,8 +12,10 @@ Two exchanges make one FCM push (PROTOCOLS.md §5):
 Every push is a data message, so the app's messaging service runs and decides what to
 show: ``call`` at ``HIGH`` priority with a TTL of the ring window (a late call push is
 worthless), ``cancel`` (missed call) at ``HIGH`` too so a ringing screen stops at once,
-``message`` at ``NORMAL``. All data values are strings, as FCM requires. The
-``authorization`` header is left to the caller, which owns the access token.
+``message`` at ``NORMAL``. All data values are strings, as FCM requires. A private
+push (``calls.encrypt_push``) carries only ``type`` and the sealed details ``enc``, and
+no ``collapse_key``. The ``authorization`` header is left to the caller, which owns the
+access token.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sipwake.errors import ConfigError, PushError
 from sipwake.push.base import PushOutcome, PushRequest, PushStatus
 from sipwake.push.payload import parse_retry_after
+from sipwake.push.seal import private_fields
 from sipwake.sip.pushtarget import mask_token
 
 __all__ = [
@@ -323,6 +326,9 @@ def data_size(data: Mapping[str, Any]) -> int:
 
 
 def _data(request: PushRequest) -> dict[str, str]:
+    if request.private:
+        # Only the kind in clear; the details sealed for the device (sipwake.push.seal).
+        return {"type": request.kind, **private_fields(request)}
     caller = (request.caller or "")[:_CALLER_LIMIT] or None
     data: dict[str, str] = {"type": request.kind, "call-id": request.call_id}
     if caller is not None:
@@ -387,11 +393,9 @@ def build_fcm_request(
     data = _fit(_data(request))
     priority: FcmPriority = "NORMAL" if request.kind == "message" else "HIGH"
     ttl_s = settings.call_ttl_s if request.kind == "call" else settings.alert_ttl_s
-    android = {
-        "priority": priority,
-        "ttl": f"{ttl_s}s",
-        "collapse_key": request.call_id.encode()[:_COLLAPSE_LIMIT].decode(errors="ignore"),
-    }
+    android = {"priority": priority, "ttl": f"{ttl_s}s"}
+    if not request.private:
+        android["collapse_key"] = request.call_id.encode()[:_COLLAPSE_LIMIT].decode(errors="ignore")
     body = _encode({"message": {"token": token, "data": data, "android": android}})
     return FcmHttpRequest(
         method="POST",

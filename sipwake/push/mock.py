@@ -1,7 +1,9 @@
 """Mock push services on loopback: HTTP/2 over TLS, for integration tests.
 
 ``MockApns`` is APNs' provider API (PROTOCOLS.md §3): it checks the ES256 provider token
-(signature with the configured public key, ``kid``, ``iss``, age under one hour),
+(signature with the configured public key, ``kid``, ``iss``, age under one hour), or,
+given ``client_ca``, accepts certificate auth instead (mutual TLS: a client certificate
+that CA issued; its subject UID names the app, whose topics alone it may push to);
 ``apns-topic`` ending in ``.voip`` for VoIP pushes, and the payload size.
 
 ``MockFcm`` is FCM HTTP v1 and Google's OAuth token endpoint on one origin
@@ -145,6 +147,11 @@ class _H2TlsMock:
         self._connection_tasks: set[asyncio.Task[Any]] = set()
         self.cert_file: Path | None = None
         self.base_url = ""
+        self.client_ca: Path | None = None
+        """Ask clients for a TLS certificate and verify it against this CA (mutual TLS);
+        set before starting. A client without one still connects (``CERT_OPTIONAL``)."""
+        self.client_certs: dict[int, x509.Certificate | None] = {}
+        """Connection number → the verified client certificate it presented (or None)."""
         self.connections = 0
         self.latency = 0.0
         """Seconds to wait before answering each request."""
@@ -157,6 +164,9 @@ class _H2TlsMock:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(cert, key)
         context.set_alpn_protocols(["h2"])
+        if self.client_ca is not None:
+            context.verify_mode = ssl.CERT_OPTIONAL
+            context.load_verify_locations(cafile=str(self.client_ca))
         self.cert_file = cert
         self._server = await asyncio.start_server(self._serve, self._host, 0, ssl=context)
         port = self._server.sockets[0].getsockname()[1]
@@ -189,6 +199,9 @@ class _H2TlsMock:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         number = self.connections
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        self.client_certs[number] = x509.load_der_x509_certificate(der) if der else None
         self._writers.add(writer)
         task = asyncio.current_task()
         if task is not None:
@@ -280,8 +293,11 @@ class RecordedPush:
     """Request headers, lower case, ``authorization`` included (the verified JWT)."""
     body: Any
     jwt: str
+    """The verified provider token; empty for a push authenticated by certificate."""
     connection: int
     """Which TLS connection (1, 2, …) carried the push."""
+    client_cert: str | None = None
+    """Subject of the client certificate that authenticated the push (certificate auth)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -302,15 +318,20 @@ class MockApns(_H2TlsMock):
         self,
         directory: Path,
         *,
-        public_key: str | bytes,
-        team_id: str,
-        key_id: str,
+        public_key: str | bytes | None = None,
+        team_id: str = "",
+        key_id: str = "",
+        client_ca: Path | None = None,
         clock: Callable[[], float] = time.time,
         host: str = "127.0.0.1",
     ) -> None:
-        """``directory`` receives the TLS certificate; ``public_key`` (PEM) verifies tokens;
-        ``clock`` (wall seconds) judges token age."""
+        """``directory`` receives the TLS certificate; ``public_key`` (PEM) verifies
+        provider tokens (None: token auth refused); ``client_ca`` enables certificate auth:
+        a TLS client certificate issued by that CA authenticates every push on its
+        connection (PROTOCOLS.md §3.4; a request with neither gets 403
+        MissingProviderToken, as from APNs). ``clock`` (wall seconds) judges token age."""
         super().__init__(directory, host=host)
+        self.client_ca = client_ca
         self._public_key = public_key
         self._team_id = team_id
         self._key_id = key_id
@@ -373,15 +394,25 @@ class MockApns(_H2TlsMock):
         token = path.removeprefix("/3/device/")
         if not token:
             return 400, "MissingDeviceToken", {}
-        auth = headers.get("authorization", "")
-        if not auth.lower().startswith("bearer "):
-            return 403, "MissingProviderToken", {}
-        provider_token = auth[7:].strip()
-        refusal = self._check_token(provider_token)
-        if refusal is not None:
-            return 403, refusal, {}
-        push_type = headers.get("apns-push-type")
+        certificate = self.client_certs.get(number)
+        provider_token = ""
         topic = headers.get("apns-topic")
+        if certificate is not None:
+            # Certificate auth: ``authorization`` is ignored (PROTOCOLS.md §3.2); the topic
+            # defaults to the certificate's, and must be one of its app's (UID: bundle id).
+            bundle = _certificate_bundle(certificate)
+            topic = topic or bundle
+            if bundle is not None and topic not in (bundle, f"{bundle}.voip"):
+                return 400, "TopicDisallowed", {}
+        else:
+            auth = headers.get("authorization", "")
+            if not auth.lower().startswith("bearer "):
+                return 403, "MissingProviderToken", {}
+            provider_token = auth[7:].strip()
+            refusal = self._check_token(provider_token)
+            if refusal is not None:
+                return 403, refusal, {}
+        push_type = headers.get("apns-push-type")
         if not topic:
             return 400, "MissingTopic", {}
         if push_type is None or push_type not in ("alert", "background", "voip"):
@@ -408,12 +439,15 @@ class MockApns(_H2TlsMock):
                 body=document,
                 jwt=provider_token,
                 connection=number,
+                client_cert=None if certificate is None else certificate.subject.rfc4514_string(),
             )
         )
         return 200, "", {}
 
     def _check_token(self, token: str) -> str | None:
         """None when ``token`` is a valid provider token, else APNs' 403 reason."""
+        if self._public_key is None:
+            return "InvalidProviderToken"
         try:
             header = jwt.get_unverified_header(token)
             claims = jwt.decode(
@@ -430,6 +464,12 @@ class MockApns(_H2TlsMock):
         if not isinstance(issued_at, int) or self._clock() - issued_at > _TOKEN_MAX_AGE_S:
             return "ExpiredProviderToken"
         return None
+
+
+def _certificate_bundle(certificate: x509.Certificate) -> str | None:
+    """The app an APNs client certificate is for: its subject's UID (the bundle id)."""
+    values = certificate.subject.get_attributes_for_oid(NameOID.USER_ID)
+    return str(values[0].value) if values else None
 
 
 # -- FCM -----------------------------------------------------------------------------------

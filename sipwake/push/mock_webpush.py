@@ -1,7 +1,10 @@
 """A mock Web Push service on loopback: HTTP/2 over TLS, for integration tests.
 
-It hands out subscriptions (``subscribe`` → endpoint URL ``<base_url>/push/<id>``) and
-checks each push message as a real push service does (PROTOCOLS.md §6):
+It hands out subscriptions (``subscribe`` → endpoint URL ``<base_url>/push/<id>``; over
+HTTP, RFC 8030 §4: ``POST /subscribe`` → ``201 Created`` with the subscription in
+``Location`` and the push resource, the endpoint, in ``Link: <…>;
+rel="urn:ietf:params:push"``) and checks each push message as a real push service does
+(PROTOCOLS.md §6):
 
 * RFC 8030 §5.2 to §5.4: ``TTL`` present and a number (else 400), ``Urgency`` one of
   ``very-low``/``low``/``normal``/``high`` (else 400), ``Topic`` at most 32 base64url
@@ -154,6 +157,18 @@ class MockWebPush(_H2TlsMock):
     # -- HTTP/2 ------------------------------------------------------------------------
 
     def _answer(self, headers: Mapping[str, str], body: bytes, number: int) -> _Reply:
+        if headers.get(":path") == "/subscribe" and headers.get(":method") == "POST":
+            # RFC 8030 §4: a new subscription, unrestricted (no applicationServerKey).
+            endpoint = self.subscribe()
+            subscription = endpoint.rsplit("/", 1)[-1]
+            return (
+                201,
+                [
+                    ("location", f"{self.base_url}/subscription/{subscription}"),
+                    ("link", f'<{endpoint}>; rel="urn:ietf:params:push"'),
+                ],
+                b"",
+            )
         status, message, extra = self._judge(headers, body, number)
         response = list(extra.items())
         if status < 300:

@@ -9,6 +9,8 @@ PushKit rules (§4) shape the builder: only ``call`` pushes use the VoIP channel
 (``apns-push-type: voip``, topic ``<bundle>.voip``, priority 10, expiration 0, so a late
 push is not stored); ``cancel`` (missed call) and ``message`` are regular ``alert`` pushes
 on the plain bundle topic, because every VoIP push must be reported to CallKit as a call.
+A private push (``PushRequest.private``, ``calls.encrypt_push``) carries its ``type`` and
+the sealed details (``enc``) only, and no ``apns-collapse-id``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Literal
 
 from sipwake.errors import PushError
 from sipwake.push.base import PushOutcome, PushRequest, PushStatus
+from sipwake.push.seal import private_fields
 from sipwake.sip.pushtarget import mask_token
 
 __all__ = [
@@ -53,13 +56,14 @@ _CALLER_LIMIT = 256
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApnsSettings:
-    """Who we are to APNs: token-auth identity, default app and environment."""
+    """Who we are to APNs: token-auth identity (empty with certificate auth), default app
+    and environment."""
 
-    team_id: str
-    key_id: str
     bundle_id: str
     """Default bundle id, used when the push target's ``pn-param`` names none."""
     environment: Literal["production", "sandbox"] = "production"
+    team_id: str = ""
+    key_id: str = ""
     alert_ttl_s: int = 3600
     """How long APNs may store an alert push (missed call, message); VoIP is never stored."""
 
@@ -83,7 +87,28 @@ class ApnsHttpRequest:
         )
 
 
+def _private_payload(request: PushRequest) -> dict[str, Any]:
+    """Only the kind in clear; the details sealed for the device (``sipwake.push.seal``).
+    Alerts get generic text and ``mutable-content``, so the app's notification service
+    extension can open ``enc`` and show the caller."""
+    data: dict[str, Any] = {"type": request.kind, **private_fields(request)}
+    sealed = "enc" in data
+    match request.kind:
+        case "call":
+            data["aps"] = {}
+        case "cancel":
+            alert = {"title": "Missed call", "body": "Missed call"}
+            data["aps"] = {"alert": alert, "sound": "default"}
+        case "message":
+            data["aps"] = {"alert": {"body": "New message"}, "sound": "default"}
+    if sealed and request.kind != "call":
+        data["aps"]["mutable-content"] = 1
+    return data
+
+
 def _payload(request: PushRequest) -> dict[str, Any]:
+    if request.private:
+        return _private_payload(request)
     caller = (request.caller or "")[:_CALLER_LIMIT] or None
     data: dict[str, Any] = {"type": request.kind, "call-id": request.call_id}
     if caller is not None:
@@ -157,7 +182,7 @@ def build_apns_request(
         if not _UUID_RE.fullmatch(request.apns_id):
             raise PushError(_PROVIDER, f"BadMessageId: {request.apns_id[:40]!r}", retryable=False)
         headers["apns-id"] = request.apns_id
-    if not voip:
+    if not voip and not request.private:
         headers["apns-collapse-id"] = request.call_id.encode()[:64].decode(errors="ignore")
     body = _fit(_payload(request), VOIP_PAYLOAD_LIMIT if voip else ALERT_PAYLOAD_LIMIT)
     return ApnsHttpRequest(method="POST", path=f"/3/device/{token}", headers=headers, body=body)

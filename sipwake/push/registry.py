@@ -11,6 +11,8 @@ would answer BadDeviceToken.
 outcome carrying the exception's message (the device token masked in it), and is
 logged likewise. It measures each push's latency and, when given a ``PushLog``,
 records every attempt there (token masked); a failing log is logged, not raised.
+A private push (``calls.encrypt_push``) to a device without a push key (it registered
+without TLS) goes without call details; that is logged once per device.
 
 It knows nothing of configuration files: ``build_push_providers`` composes one from
 providers already built.
@@ -33,6 +35,9 @@ from sipwake.store.base import PushLog
 __all__ = ["PushProviders", "build_push_providers"]
 
 logger = logging.getLogger(__name__)
+
+#: Devices remembered as reported keyless (then the memory starts over).
+_KEYLESS_REMEMBERED = 10_000
 
 
 def route_key(target: PushTarget) -> str:
@@ -67,6 +72,8 @@ class PushProviders:
         self._log = log
         self._clock = clock
         self._timer = timer
+        self._keyless: set[str] = set()
+        """Devices already reported as lacking a push key (logged once each)."""
 
     def __repr__(self) -> str:
         routes = ", ".join(f"{k}={_name(p, type(p).__name__)}" for k, p in self.routes.items())
@@ -90,6 +97,8 @@ class PushProviders:
         """Send ``request`` through its provider; ``binding_id`` and ``aor`` only label
         the record kept in the log."""
         name, provider = self.provider_for(request.target)
+        if request.private and request.seal_key is None:
+            self._note_keyless(request, binding_id, aor)
         wall = self._clock()
         started = self._timer()
         try:
@@ -108,6 +117,22 @@ class PushProviders:
         if self._log is not None:
             self._record(PushRecord.of(request, outcome, wall=wall, binding_id=binding_id, aor=aor))
         return outcome
+
+    def _note_keyless(self, request: PushRequest, binding_id: str | None, aor: str | None) -> None:
+        """Say once per device that its pushes go without call details."""
+        device = binding_id or request.target.masked()
+        if device in self._keyless:
+            return
+        if len(self._keyless) >= _KEYLESS_REMEMBERED:
+            self._keyless.clear()
+        self._keyless.add(device)
+        logger.warning(
+            "push: %s device %s (%s) registered without TLS, so it has no push key: "
+            "its pushes carry no call details (calls.encrypt_push)",
+            aor or "a",
+            binding_id or "?",
+            request.target.masked(),
+        )
 
     def _record(self, record: PushRecord) -> None:
         assert self._log is not None

@@ -14,7 +14,9 @@ Request (one per push)::
      "sent_at": 1800000000.123}
 
 ``provider``, ``prid`` and ``param`` are the device's RFC 8599 ``pn-*`` values, so a
-receiver can tell which device to wake; ``sent_at`` is UNIX time (seconds).
+receiver can tell which device to wake; ``sent_at`` is UNIX time (seconds). With
+``calls.encrypt_push`` the call details are null and ``enc`` carries them sealed for the
+device (``sipwake.push.seal``; absent when the device has no push key).
 
 Verifying a request (receivers): split the header on ``,`` into ``key=value`` pairs;
 take ``t`` (an integer) and every ``v1``. Compute
@@ -49,6 +51,7 @@ from sipwake import __version__
 from sipwake.errors import cut
 from sipwake.push.base import PushOutcome, PushRequest, PushStatus
 from sipwake.push.payload import parse_retry_after
+from sipwake.push.seal import private_fields
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -130,7 +133,7 @@ def build_webhook_request(
 ) -> WebhookHttpRequest:
     """The signed webhook POST for ``request`` at ``wall_now`` (pure)."""
     target = request.target
-    payload = {
+    payload: dict[str, object] = {
         "kind": request.kind,
         "call_id": request.call_id,
         "caller": request.caller,
@@ -141,6 +144,10 @@ def build_webhook_request(
         "param": target.param,
         "sent_at": round(wall_now, 3),
     }
+    if request.private:
+        # calls.encrypt_push: the details only sealed for the device (sipwake.push.seal).
+        payload.update(call_id=None, caller=None, call_uuid=None, body=None)
+        payload.update(private_fields(request))
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
     headers = {
         "content-type": "application/json",

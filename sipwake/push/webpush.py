@@ -65,6 +65,7 @@ from sipwake.errors import PushError
 from sipwake.push.base import PushOutcome, PushRequest, PushStatus
 from sipwake.push.logmask import guard_library_loggers, mask_jwts
 from sipwake.push.payload import parse_retry_after
+from sipwake.push.seal import private_fields
 from sipwake.sip.pushtarget import mask_token
 
 __all__ = [
@@ -328,6 +329,10 @@ def topic_for(call_id: str) -> str:
 
 
 def _payload(request: PushRequest) -> dict[str, Any]:
+    if request.private:
+        # Only the kind; the details sealed for the device itself (sipwake.push.seal),
+        # inside the RFC 8291 encryption to the browser.
+        return {"type": request.kind, **private_fields(request)}
     caller = (request.caller or "")[:_CALLER_LIMIT] or None
     data: dict[str, Any] = {"type": request.kind, "call-id": request.call_id}
     if caller is not None:

@@ -17,6 +17,12 @@ Times are monotonic seconds (``now``); a store converts them to wall-clock
 time and back. The contact keeps its push parameters (they identify the
 device); ``forward_uri()`` strips them for forwarding (RFC 8599 §5.6.2,
 as OpenSIPS and Flexisip do). ``repr`` never shows a push token.
+
+Push key (``seal_key``): a pushable binding registered over a secure transport (TLS,
+WSS) holds 32 random bytes that the registrar returns to the device only in the 200
+to its REGISTER (``PUSH_KEY_HEADER``), and that seal call details in its pushes
+(``sipwake.push.seal``, ``calls.encrypt_push``). It is kept across refreshes over a
+secure transport and dropped by one over plain UDP/TCP/WS. ``repr`` never shows it.
 """
 
 from __future__ import annotations
@@ -29,10 +35,24 @@ from sipwake.sip.peer import Peer
 from sipwake.sip.pushtarget import PUSH_PARAMS, PushTarget
 from sipwake.sip.uri import SipUri
 
-__all__ = ["Binding", "PushKey", "format_q"]
+__all__ = [
+    "PUSH_KEY_BYTES",
+    "PUSH_KEY_HEADER",
+    "SECURE_TRANSPORTS",
+    "Binding",
+    "PushKey",
+    "format_q",
+]
 
 #: RFC 8599 §5.3 identity of a device: (provider without ``.dev``, pn-param, pn-prid).
 PushKey = tuple[str, str, str]
+
+#: Length of a binding's push key (AES-256).
+PUSH_KEY_BYTES = 32
+#: The 200-to-REGISTER header that hands a device its push key (base64url, no padding).
+PUSH_KEY_HEADER = "Sipwake-Push-Key"
+#: Transports a push key may travel over (RFC 3261 §26.2: TLS; RFC 7118: WSS).
+SECURE_TRANSPORTS = frozenset({"tls", "wss"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,6 +85,8 @@ class Binding:
     user_agent: str | None = None
     pnsreg: bool = False
     """The Contact carried the ``+sip.pnsreg`` media feature tag (RFC 8599 §4.1.3)."""
+    seal_key: bytes | None = None
+    """The device's push key (see the module text); None: registered without TLS."""
 
     def __repr__(self) -> str:
         return (

@@ -31,6 +31,12 @@ is (Kamailio and OpenSIPS answer 400 "Invalid CSeq number"). Past
 plus Path (RFC 3327), ``Require: outbound``/``Flow-Timer`` (RFC 5626 §6) and
 ``Feature-Caps`` (RFC 8599 §5.6.1) as they apply.
 
+Push keys: a contact with push parameters registered over TLS or WSS gets a
+random 32-byte ``seal_key`` (kept when the binding is refreshed over a secure
+transport, dropped when over a plain one); the 200 to that REGISTER, and to no
+other request, carries one ``Sipwake-Push-Key`` header (base64url) per such
+contact of the request, in Contact order.
+
 Expired bindings are dropped lazily too: a REGISTER for an AOR first expires
 that AOR's stale bindings (reported as ``BindingExpired``), and lookups never
 return a binding whose ``expires_at`` ≤ ``now``.
@@ -41,6 +47,7 @@ Authentication is the caller's job (§10.3 steps 3-4): call
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import heapq
 from collections.abc import Iterable
@@ -49,7 +56,13 @@ from typing import assert_never
 
 from sipwake.errors import LocalProtocolError, RemoteProtocolError, cut
 from sipwake.ids import Ids
-from sipwake.registrar.bindings import Binding, PushKey
+from sipwake.registrar.bindings import (
+    PUSH_KEY_BYTES,
+    PUSH_KEY_HEADER,
+    SECURE_TRANSPORTS,
+    Binding,
+    PushKey,
+)
 from sipwake.registrar.config import RegistrarConfig
 from sipwake.registrar.events import (
     BindingAdded,
@@ -130,7 +143,13 @@ class Registrar:
                 bindings=tuple(self.lookup(plan.aor, now)),
             )
         bindings = self.lookup(plan.aor, now)
-        response = self._accept(request, plan, bindings, source, now, to_tag, wall)
+        keys = [
+            change.binding.seal_key
+            for change in changes
+            if isinstance(change, BindingAdded | BindingRefreshed)
+            and change.binding.seal_key is not None
+        ]
+        response = self._accept(request, plan, bindings, source, now, to_tag, wall, keys)
         return RegisterResult(
             response=response,
             changes=(*expired, *changes),
@@ -267,6 +286,10 @@ class Registrar:
                     take_out(match, "unregistered")
                 continue
             binding_id = match.binding_id if match else self._ids.token(_BINDING_ID_LENGTH)
+            seal_key = None
+            if contact.push is not None and source.transport in SECURE_TRANSPORTS:
+                seal_key = match.seal_key if match is not None else None
+                seal_key = seal_key or self._ids.random_bytes(PUSH_KEY_BYTES)
             current[binding_id] = Binding(
                 binding_id=binding_id,
                 aor=plan.aor,
@@ -283,6 +306,7 @@ class Registrar:
                 push=contact.push,
                 user_agent=plan.user_agent,
                 pnsreg=contact.pnsreg,
+                seal_key=seal_key,
             )
             touched[binding_id] = None
             reasons.pop(binding_id, None)
@@ -313,8 +337,10 @@ class Registrar:
         now: float,
         to_tag: str,
         wall: float | None,
+        keys: list[bytes],
     ) -> Response:
-        """The 200 OK of RFC 3261 §10.3 step 8 with the extensions' headers."""
+        """The 200 OK of RFC 3261 §10.3 step 8 with the extensions' headers, and the push
+        keys of this request's contacts (``keys``: only ever over TLS or WSS)."""
         response = _response(request, 200, None, to_tag)
         headers = response.headers
         headers.remove("Content-Length")
@@ -331,6 +357,9 @@ class Registrar:
             headers.add("Feature-Caps", value)
         if wall is not None:
             headers.add("Date", http_date(wall))
+        if source.transport in SECURE_TRANSPORTS:
+            for key in keys:
+                headers.add(PUSH_KEY_HEADER, base64.urlsafe_b64encode(key).rstrip(b"=").decode())
         headers.add("Content-Length", "0")
         return response
 

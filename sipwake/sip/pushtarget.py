@@ -314,6 +314,13 @@ def _legacy(uri: SipUri) -> PushTarget:
 _SECRET_PARAM_RE = re.compile(r"(?i)(pn-prid|pn-tok|pn-purr|pn-p256dh|pn-auth)=([^;>,\s?&]+)")
 
 
+#: The push key a 200 to REGISTER hands a device (``registrar.bindings.PUSH_KEY_HEADER``):
+#: hidden whole, as a password would be.
+_PUSH_KEY_LINE_RE = re.compile(r"(?im)^(\s*Sipwake-Push-Key\s*:\s*)\S[^\r\n]*")
+
+
 def redact(text: str) -> str:
-    """``text`` with push tokens masked, for logs, traces and printed messages."""
+    """``text`` with push tokens masked and push keys hidden, for logs, traces and printed
+    messages."""
+    text = _PUSH_KEY_LINE_RE.sub(lambda m: f"{m.group(1)}***", text)
     return _SECRET_PARAM_RE.sub(lambda m: f"{m.group(1)}={mask_token(m.group(2))}", text)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sipwake.errors import SipwakeError
-from sipwake.registrar.bindings import Binding
+from sipwake.registrar.bindings import PUSH_KEY_BYTES, Binding
 from sipwake.sip.peer import Peer
 from sipwake.sip.pushtarget import PushTarget
 from sipwake.sip.uri import SipUri, parse_uri
@@ -43,8 +43,10 @@ class BindingRow:
     """JSON object of the PushTarget fields, or NULL."""
     user_agent: str | None
     pnsreg: int
+    seal_key: bytes | None = None
+    """The binding's push key (32 bytes), or NULL."""
 
-    def __repr__(self) -> str:  # the push column holds a token
+    def __repr__(self) -> str:  # the push column holds a token, seal_key a key
         return f"BindingRow(binding_id={self.binding_id!r}, aor={self.aor!r})"
 
     def values(self) -> tuple[object, ...]:
@@ -68,6 +70,7 @@ COLUMNS = (
     "push",
     "user_agent",
     "pnsreg",
+    "seal_key",
 )
 
 
@@ -94,6 +97,7 @@ def encode(binding: Binding, now: float, wall: float) -> BindingRow:
         push=None if binding.push is None else json.dumps(asdict(binding.push), sort_keys=True),
         user_agent=binding.user_agent,
         pnsreg=int(binding.pnsreg),
+        seal_key=binding.seal_key,
     )
 
 
@@ -116,6 +120,10 @@ def decode(row: BindingRow, now: float, wall: float) -> Binding:
         path = json.loads(row.path)
         if not isinstance(path, list) or not all(isinstance(p, str) for p in path):
             raise ValueError("not a list of strings")
+        column = "seal_key"
+        seal_key = None if row.seal_key is None else bytes(row.seal_key)
+        if seal_key is not None and len(seal_key) != PUSH_KEY_BYTES:
+            raise ValueError(f"not {PUSH_KEY_BYTES} bytes")
         column = "row"
         return Binding(
             binding_id=row.binding_id,
@@ -133,6 +141,7 @@ def decode(row: BindingRow, now: float, wall: float) -> Binding:
             push=push,
             user_agent=row.user_agent,
             pnsreg=bool(row.pnsreg),
+            seal_key=seal_key,
         )
     except (SipwakeError, ValueError, TypeError, KeyError) as exc:
         # The message names the column only: values may hold a push token.

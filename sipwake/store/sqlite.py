@@ -18,7 +18,10 @@ a committed transaction sits in the ``-wal`` file:
 Schema: ``meta(key, value)`` holds ``schema_version``; ``bindings`` holds one
 row per binding (``codec.COLUMNS``), wall-clock expiry in ``expires_wall``.
 A file written by a newer schema is refused (``StoreError``) rather than
-guessed at. Rows that cannot be decoded are skipped at load with a warning
+guessed at; an older one is migrated in place at open, in one transaction
+(version 1 → 2: ``bindings.seal_key``, the push key, NULL for bindings stored
+before it existed, so those devices get pushes without call details until they
+register again over TLS). Rows that cannot be decoded are skipped at load with a warning
 naming the binding (never its token). A new database file is created with
 mode 0600: it holds push tokens (RFC 8599 §13).
 
@@ -68,7 +71,7 @@ __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE bindings (
@@ -86,13 +89,19 @@ CREATE TABLE bindings (
     source          TEXT NOT NULL,
     push            TEXT,
     user_agent      TEXT,
-    pnsreg          INTEGER NOT NULL
+    pnsreg          INTEGER NOT NULL,
+    seal_key        BLOB
 );
 CREATE INDEX bindings_aor ON bindings (aor);
 CREATE INDEX bindings_expires ON bindings (expires_wall);
 """
 
 #: The push log beside the binding tables (see the module text).
+#: Schema upgrades: the statements taking a file from version ``n`` to ``n + 1``.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE bindings ADD COLUMN seal_key BLOB",),
+}
+
 _PUSHES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS pushes (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -487,9 +496,20 @@ class SqliteStore:
                     (str(SCHEMA_VERSION),),
                 )
             elif found[0] != str(SCHEMA_VERSION):
-                raise StoreError(
-                    f"{self.path}: schema version {found[0]!r}, this sipwake reads {SCHEMA_VERSION}"
+                version = int(found[0]) if str(found[0]).isdigit() else None
+                if version not in _MIGRATIONS:
+                    raise StoreError(
+                        f"{self.path}: schema version {found[0]!r}, "
+                        f"this sipwake reads {SCHEMA_VERSION}"
+                    )
+                for step in range(version, SCHEMA_VERSION):
+                    for statement in _MIGRATIONS[step]:
+                        self._db.execute(statement)
+                self._db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                    (str(SCHEMA_VERSION),),
                 )
+                log.info("%s: schema upgraded from %s to %s", self.path, version, SCHEMA_VERSION)
             for statement in (_PUSHES_SCHEMA + _MESSAGES_SCHEMA + _CALLS_SCHEMA).split(";"):
                 if statement.strip():
                     self._db.execute(statement)

@@ -1,24 +1,101 @@
 """``sipwake mock-push`` as a user runs it: a subprocess that writes push settings and
-accepts a real APNs push signed with the key it wrote."""
+accepts a real APNs push signed with the key it wrote, and a real Web Push message to a
+subscription made over HTTP (RFC 8030 §4), sent with the settings it wrote."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
+from sipwake.config import PushConfig
 from sipwake.push.apns import ApnsProvider
 from sipwake.push.base import PushRequest
+from sipwake.push.configure import providers_from_config
 from sipwake.push.payload import ApnsSettings
+from sipwake.push.webpush import b64url_encode
 from sipwake.sip.pushtarget import PushTarget
 
 pytestmark = pytest.mark.timeout(30)
 
 TOKEN = "5eed" * 16
+
+
+async def _start(directory: Path) -> tuple[asyncio.subprocess.Process, list[str]]:
+    """``sipwake mock-push`` in a subprocess, once it said it is ready; and what it said."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sipwake",
+        "mock-push",
+        "--dir",
+        str(directory),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    while True:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()
+        assert line, f"mock-push exited: {lines}"
+        lines.append(line)
+        if line.startswith("ready:"):
+            return proc, lines
+
+
+async def test_mock_push_accepts_a_web_push_from_its_own_settings(tmp_path: Path) -> None:
+    proc, said = await _start(tmp_path / "mock")
+    assert proc.stdout is not None
+    try:
+        [announced] = [line for line in said if line.startswith("mock Web Push at ")]
+        origin = announced.split()[4]
+        assert origin.startswith("https://127.0.0.1:")
+        settings = yaml.safe_load((tmp_path / "mock" / "push.yaml").read_text())["push"]
+        web = settings["webpush"]
+        trust = ssl.create_default_context(cafile=web["ca_file"])
+        async with httpx.AsyncClient(http2=True, verify=trust) as client:
+            made = await client.post(f"{origin}/subscribe")
+        assert made.status_code == 201
+        assert made.http_version == "HTTP/2"
+        endpoint = made.links["urn:ietf:params:push"]["url"]
+        assert endpoint.startswith(f"{origin}/push/")
+        browser = ec.generate_private_key(ec.SECP256R1())
+        p256dh = browser.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        target = PushTarget(
+            provider="webpush",
+            prid=endpoint,
+            p256dh=b64url_encode(p256dh),
+            auth=b64url_encode(os.urandom(16)),
+        )
+        providers = providers_from_config(
+            PushConfig.model_validate({"webpush": web}), secret=b"s" * 32, log=None
+        )
+        try:
+            outcome = await providers.send(
+                PushRequest(kind="call", target=target, call_id="c1", caller="Alice")
+            )
+        finally:
+            await providers.close()
+        assert outcome.status == "delivered", outcome
+        assert outcome.provider == "webpush"
+        subscription = endpoint.rsplit("/", 1)[-1]
+        line = (await asyncio.wait_for(proc.stdout.readline(), 5)).decode()
+        assert line.startswith("webpush high push to "), line
+        assert line.rstrip().endswith(": accepted")
+        assert subscription not in line
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+    assert proc.returncode == 0
 
 
 async def test_mock_push_accepts_a_push_from_its_own_settings(tmp_path: Path) -> None:

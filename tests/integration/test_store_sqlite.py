@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pathlib
@@ -279,3 +280,67 @@ def test_kill_9_loses_no_stored_binding(tmp_path: pathlib.Path, synchronous: str
     with SqliteStore(db) as store:
         present = {b.binding_id for b in store.load(0.0, 1.7e9)}
     assert reported <= present
+
+
+# The schema of version 1 as sipwake wrote it before push keys (``seal_key``) existed.
+_SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+INSERT INTO meta (key, value) VALUES ('schema_version', '1');
+CREATE TABLE bindings (
+    binding_id TEXT PRIMARY KEY, aor TEXT NOT NULL, contact TEXT NOT NULL,
+    expires_wall REAL NOT NULL, registered_wall REAL NOT NULL, call_id TEXT NOT NULL,
+    cseq INTEGER NOT NULL, q REAL NOT NULL, instance TEXT, reg_id INTEGER,
+    path TEXT NOT NULL, source TEXT NOT NULL, push TEXT, user_agent TEXT,
+    pnsreg INTEGER NOT NULL
+);
+CREATE INDEX bindings_aor ON bindings (aor);
+CREATE INDEX bindings_expires ON bindings (expires_wall);
+"""
+
+
+def test_push_key_round_trips_and_stays_out_of_repr(tmp_path: pathlib.Path) -> None:
+    key = bytes(range(32))
+    binding = dataclasses.replace(make_binding("k"), seal_key=key)
+    with SqliteStore(tmp_path / "k.db") as store:
+        store.apply(
+            [BindingAdded(binding=binding), BindingAdded(binding=make_binding("n"))], 0, WALL
+        )
+    with SqliteStore(tmp_path / "k.db") as store:
+        loaded = {b.binding_id: b for b in store.load(0.0, WALL)}
+    assert loaded["k"].seal_key == key
+    assert loaded["n"].seal_key is None
+    assert key.hex() not in repr(loaded["k"])
+    assert repr(key) not in repr(loaded["k"])
+
+
+def test_version_1_file_is_migrated_and_keeps_its_bindings(tmp_path: pathlib.Path) -> None:
+    db = tmp_path / "v1.db"
+    raw = sqlite3.connect(db)
+    raw.executescript(_SCHEMA_V1)
+    raw.execute(
+        "INSERT INTO bindings VALUES ('old', ?, 'sip:alice@10.0.0.1;transport=tcp', ?, ?, 'c', 1,"
+        ' 1.0, NULL, NULL, \'[]\', \'{"host": "10.0.0.1", "port": 5070, "transport": "tcp"}\','
+        " NULL, NULL, 0)",
+        (AOR, WALL + 600, WALL - 10),
+    )
+    raw.commit()
+    raw.close()
+    with SqliteStore(db) as store:
+        [old] = store.load(0.0, WALL)
+        assert old.binding_id == "old"
+        assert old.seal_key is None
+        assert 599 <= old.remaining(0.0) <= 600
+        key = b"\x07" * 32
+        fresh = dataclasses.replace(make_binding("new"), seal_key=key)
+        store.apply([BindingAdded(binding=fresh)], 0.0, WALL)
+    raw = sqlite3.connect(db)
+    assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+        str(SCHEMA_VERSION),
+    )
+    assert raw.execute("SELECT seal_key FROM bindings WHERE binding_id='new'").fetchone() == (key,)
+    raw.close()
+    with SqliteStore(db) as store:  # opening the migrated file again changes nothing
+        assert {b.binding_id: b.seal_key for b in store.load(0.0, WALL)} == {
+            "old": None,
+            "new": key,
+        }
