@@ -150,13 +150,20 @@ class Serve:
         ).encode()
 
     def ask(self, data: bytes) -> Response | None:
+        """Send ``data`` and return its response; a late answer to an earlier probe (same
+        socket, another branch) is skipped rather than taken for this one's."""
+        request = parse_message(data)
         self.sock.sendto(data, ("127.0.0.1", self.port))
-        try:
-            reply = parse_message(self.sock.recv(65535))
-        except OSError:
-            return None
-        assert isinstance(reply, Response)
-        return reply
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline:
+            try:
+                reply = parse_message(self.sock.recv(65535))
+            except OSError:
+                return None
+            assert isinstance(reply, Response)
+            if reply.top_via.branch == request.top_via.branch:
+                return reply
+        return None
 
     def register(self, n: int, *, contact: bool = True) -> Response:
         local = self.sock.getsockname()[1]
