@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from sipwake.scenario.checks import Check
 from sipwake.scenario.model import Scenario, ScenarioFileError
-from sipwake.scenario.runner import Replay
+from sipwake.scenario.record import Replay
 
 __all__ = ["ScenarioResult", "junit_xml", "ladder", "verdict_text"]
 
