@@ -239,6 +239,8 @@ class LiveRunner(World):
         else:
             port = self.target[1]
             self.server_ports = {"udp": port, "tcp": port, "tls": port + 1}
+            for provider, url in self.mock_urls.items():
+                self.note(PUSH, f"mock {provider} at {url}: the target's pushes are seen there")
         self._point_agents()
 
     def _flow_closed(self, name: str, flow: int) -> None:
