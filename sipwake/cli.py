@@ -345,6 +345,15 @@ def pushes_cmd(db: str, limit: int, aor: str | None, as_json: bool) -> None:
     _print_table(table)
 
 
+def _host_port(ctx: click.Context, param: click.Parameter, value: str | None) -> object:
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65535:
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
 @main.command("replay")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option(
@@ -352,49 +361,107 @@ def pushes_cmd(db: str, limit: int, aor: str | None, as_json: bool) -> None:
     type=click.Choice(["virtual", "real"]),
     default="virtual",
     show_default=True,
-    help="virtual: in-memory transports on a virtual clock (deterministic, fast).",
+    help="virtual: in-memory transports on a virtual clock (deterministic, fast); "
+    "real: loopback sockets and real time against an embedded sipwake server.",
+)
+@click.option(
+    "--target",
+    metavar="HOST:PORT",
+    callback=_host_port,
+    help="Replay (in real time) against this SIP server instead: UDP/TCP devices use "
+    "PORT, TLS ones PORT+1; the server's own settings apply (see the README's limits).",
+)
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Real time: run each scenario for its whole duration_s (default: stop once "
+    "nothing more can happen that an expectation looks at).",
 )
 @click.option("--junit", "junit", type=click.Path(dir_okay=False), help="Write JUnit XML here.")
+@click.option(
+    "--html",
+    "html_dir",
+    type=click.Path(file_okay=False),
+    help="Write one HTML page per scenario (verdict, SVG ladder) and index.html here.",
+)
 @click.option("--quiet", is_flag=True, help="Verdict lines only: no ladders, no met expectations.")
-def replay_cmd(paths: tuple[str, ...], clock: str, junit: str | None, quiet: bool) -> None:
+def replay_cmd(
+    paths: tuple[str, ...],
+    clock: str,
+    target: tuple[str, int] | None,
+    full: bool,
+    junit: str | None,
+    html_dir: str | None,
+    quiet: bool,
+) -> None:
     """Replay scenario files (FILE or DIR of *.yaml): verdicts, ladder diagrams, JUnit.
 
     Exits 0 when every expectation of every scenario is met, 1 when one is missed,
     2 when a scenario file is invalid (the other files still run).
     """
+    import logging
     from pathlib import Path
 
-    from sipwake.scenario import junit_xml, ladder, run_paths, verdict_text
+    from sipwake.scenario import ScenarioResult, junit_xml, ladder, verdict_text
+    from sipwake.scenario.suite import run_file, scenario_files
 
-    if clock == "real":
-        click.echo(
-            "error: --clock real (loopback sockets) is not built yet; "
-            "use --clock virtual (the default)",
-            err=True,
-        )
-        sys.exit(2)
-    results = run_paths(paths)
-    if not results:
+    files = list(scenario_files(paths))
+    if not files:
         click.echo(f"error: no scenario files (*.yaml) in {', '.join(paths)}", err=True)
         sys.exit(2)
-    for result in results:
+    real = clock == "real" or target is not None
+    if real:  # connection failures to suspended phones are expected: no log noise
+        logging.getLogger("sipwake").setLevel(logging.ERROR)
+
+    def render(result: ScenarioResult) -> str:
         text = verdict_text(result)
         if quiet:
-            text = "\n".join(line for line in text.splitlines() if not line.startswith("  met "))
-        click.echo(text)
-        if not quiet and result.replay is not None:
-            click.echo(ladder(result.replay))
-        if not quiet:
-            click.echo()
+            return "\n".join(line for line in text.splitlines() if not line.startswith("  met "))
+        if result.replay is not None:
+            text += "\n" + ladder(result.replay)
+        return text + "\n"
+
+    def run(path: Path) -> ScenarioResult:
+        return run_file(path, clock="real" if real else "virtual", target=target, full=full)
+
+    results: list[ScenarioResult] = []
+    if sys.stdout.isatty() and len(files) > 1:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            transient=True,
+        ) as progress:
+            task = progress.add_task("replaying", total=len(files))
+            for path in files:
+                progress.update(task, description=f"replaying {path.name}")
+                result = run(path)
+                results.append(result)
+                progress.console.print(render(result), markup=False, highlight=False)
+                progress.advance(task)
+    else:
+        for path in files:
+            result = run(path)
+            results.append(result)
+            click.echo(render(result))
     passed = sum(r.passed for r in results)
     bad = sum(r.error is not None for r in results)
+    total = sum(r.wall_s for r in results)
+    took = f"{total:.1f} s" if real else f"{total * 1000:.0f} ms"
     click.echo(
         f"{passed}/{len(results)} scenarios passed"
         + (f", {bad} invalid" if bad else "")
-        + f" ({sum(r.wall_s for r in results) * 1000:.0f} ms)"
+        + f" ({took})"
     )
     if junit:
         Path(junit).write_text(junit_xml(results), encoding="utf-8")
+    if html_dir:
+        from sipwake.scenario.htmlreport import write_html
+
+        write_html(results, Path(html_dir))
+        click.echo(f"HTML report: {Path(html_dir) / 'index.html'}")
     sys.exit(2 if bad else 0 if passed == len(results) else 1)
 
 

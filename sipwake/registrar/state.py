@@ -27,6 +27,10 @@ def client_state(
     """The state of ``binding``; ``flow_open`` tells whether the connection it registered
     over is still up (ignored for UDP, which has no connection)."""
     pushable = binding.push is not None
+    if binding.source.flow is None and binding.source.reliable and pushable:
+        # Registered over a connection but restored from the store after a restart: that
+        # connection died with the old process, so the device needs a push.
+        return "suspended"
     if binding.source.flow is None:
         # UDP: reachable as long as the NAT binding and the app are alive, which we only
         # know from recent traffic.

@@ -12,7 +12,8 @@ ever talk to the server (it is their outbound proxy), over UDP or over a connect
   with 200 or its reject code, or 486 (busy) / 480 (its own DND) at once; 487 when
   cancelled; 200 to BYE; can hang up (BYE) an answered call.
 * ``CallerAgent``: places calls (INVITE with SDP), ACKs 2xx (and BYEs extra 2xx from
-  other forks, RFC 3261 §13.2.2.4), CANCELs, hangs up with BYE.
+  other forks, RFC 3261 §13.2.2.4), CANCELs, hangs up with BYE; sends instant messages
+  (RFC 3428 MESSAGE).
 * ``EndpointAgent``: a UAS at a fixed address (voicemail, twin gateway) that answers
   after a delay.
 
@@ -375,6 +376,10 @@ class DeviceAgent(UserAgent):
         self.answer = answer
         self.state: Literal["foreground", "suspended", "offline"] = "offline"
         self.waking = False
+        self.network_down = False
+        """No network (``network_loss``): nothing reaches the device, it sends nothing."""
+        self.push_waiting = False
+        """A push arrived for it while it had no network (the push service keeps it)."""
         self._reg_call_id = ids.call_id()
         self._reg_tag = ids.tag()
         self._reg_cseq = 0
@@ -383,7 +388,7 @@ class DeviceAgent(UserAgent):
 
     @property
     def reachable(self) -> bool:
-        return self.state == "foreground"
+        return self.state == "foreground" and not self.network_down
 
     def answer_plan(self, request: Request) -> AnswerPlan:
         return self.answer
@@ -466,6 +471,24 @@ class CallerAgent(UserAgent):
         self.calls[call] = outgoing
         self._by_call_id[call_id] = outgoing
         return call_id, self._run(outputs, now)
+
+    def message(self, ref: str, to_user: str, text: str, now: float) -> tuple[str, list[Transmit]]:
+        """Send an instant message to ``to_user`` (RFC 3428); its Call-ID and what to send."""
+        call_id = self.ids.call_id()
+        name = f'"{self.display_name}" ' if self.display_name else ""
+        fields = [
+            ("From", f"{name}<sip:{self.user}@{self.domain}>;tag={self.ids.tag()}"),
+            ("To", f"<sip:{to_user}@{self.domain}>"),
+            ("Call-ID", call_id),
+            ("CSeq", "1 MESSAGE"),
+            ("User-Agent", "sipwake-replay/caller"),
+        ]
+        body = text.encode()
+        headers = Headers([("Max-Forwards", "70"), *fields])
+        headers.add("Content-Type", "text/plain;charset=utf-8")
+        headers.add("Content-Length", str(len(body)))
+        request = Request("MESSAGE", parse_uri(f"sip:{to_user}@{self.domain}"), headers, body)
+        return call_id, self._send(request, now)
 
     def cancel(self, call: str, now: float) -> list[Transmit]:
         """CANCEL the call if it has no final answer yet (RFC 3261 §9.1)."""

@@ -9,19 +9,21 @@ happened ("sent at 1.000 s, 0.000 s after the call"); a missed one converts to a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from sipwake.errors import ScenarioError
 from sipwake.scenario.model import (
     AnsweredExpect,
     Expect,
     FinalStatusExpect,
+    MessageDeliveredExpect,
     NoPushExpect,
     PushExpect,
     RingingExpect,
     Scenario,
     TimedExpect,
 )
-from sipwake.scenario.runner import CallRecord, PushRecordSeen, Replay
+from sipwake.scenario.record import CallRecord, PushRecordSeen, Replay
 
 __all__ = ["Check", "evaluate"]
 
@@ -73,8 +75,16 @@ class _Evaluator:
 
     def check(self, index: int, item: Expect) -> Check:
         spec = item.spec
-        call = self.replay.call(spec.call)
-        name = spec.call or (next(iter(self.replay.calls), None) if self.replay.calls else None)
+        if isinstance(spec, MessageDeliveredExpect):
+            expected, got, met = self._delivered(spec)
+            return Check(index=index, kind=item.kind, expected=expected, got=got, met=met)
+        kind: Literal["call", "message"] = (
+            "message"
+            if isinstance(spec, PushExpect | NoPushExpect) and spec.kind == "message"
+            else "call"
+        )
+        call = self.replay.call(spec.call, kind)
+        name = spec.call or (call.id if call is not None else None)
         if call is None and not isinstance(spec, NoPushExpect):
             return Check(
                 index=index,
@@ -198,10 +208,43 @@ class _Evaluator:
             return expected, f"{got}, {abs(off):.3f} s {'late' if off > 0 else 'early'}", False
         return expected, got, True
 
+    def _delivered(self, spec: MessageDeliveredExpect) -> tuple[str, str, bool]:
+        message = self.replay.call(spec.message, "message")
+        device = self._device(spec.to)
+        name = spec.message or (message.id if message is not None else "(first message)")
+        when = f" at {spec.at:g} ± {spec.tolerance:g} s" if spec.at is not None else ""
+        woken = " after a push woke it" if spec.after_wake else ""
+        expected = f"message {name} delivered to {device}{woken}{when}"
+        if message is None:
+            return expected, "the message was never sent", False
+        arrivals = [at for at, who in message.delivered if who == device]
+        if not arrivals:
+            answer = (
+                f"the sender got {message.final[1]} at {_t(message.final[0])}"
+                if message.final is not None
+                else "the sender got no final answer"
+            )
+            elsewhere = ", ".join(f"{who} at {_t(at)}" for at, who in message.delivered)
+            where = f"delivered to {elsewhere}" if elsewhere else "delivered nowhere"
+            return expected, f"not delivered to {device}: {where}; {answer}", False
+        at = arrivals[0]
+        got = f"delivered at {_t(at)}"
+        if spec.after_wake:
+            wakes = [w for w, who in self.replay.wakes if who == device and w <= at]
+            if not wakes:
+                return expected, f"{got}, but {device} was not woken by a push before", False
+            got += f", {at - wakes[-1]:.3f} s after {device} woke at {_t(wakes[-1])}"
+        if spec.at is not None:
+            off = at - spec.at
+            if abs(off) > spec.tolerance + 1e-9:
+                return expected, f"{got}, {abs(off):.3f} s {'late' if off > 0 else 'early'}", False
+        return expected, got, True
+
     def _final(self, spec: FinalStatusExpect, call: CallRecord) -> tuple[str, str, bool]:
-        expected = f"final status {spec.status} to the caller of {call.id}"
+        who = "sender" if call.kind == "message" else "caller"
+        expected = f"final status {spec.status} to the {who} of {call.id}"
         if call.final is None:
-            return expected, "no final response reached the caller", False
+            return expected, f"no final response reached the {who}", False
         at, status = call.final
         return expected, f"{status} at {_t(at)}", status == spec.status
 

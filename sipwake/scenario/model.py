@@ -3,7 +3,8 @@
 A scenario names the PBX settings (a preset and call-plan overrides), the users and
 their devices (platform, transport, push provider, initial state, how long a push takes
 to wake them, how they answer), a timeline of actions at scenario times (calls, hang-ups,
-cancels, suspending or resuming a device, a push service failing) and the expectations
+cancels, instant messages, suspending or resuming a device, a device losing its network,
+a push service failing, the server restarting) and the expectations
 to check, each with its tolerance. Times are seconds from the start of the scenario.
 
 ``load_scenario(path)`` reads and validates one file; anything wrong is a
@@ -40,11 +41,15 @@ __all__ = [
     "Expect",
     "FinalStatusExpect",
     "HangupAction",
+    "MessageAction",
+    "MessageDeliveredExpect",
     "Mobile",
+    "NetworkLossAction",
     "NoPushExpect",
     "Pbx",
     "PushExpect",
     "PushFault",
+    "RestartAction",
     "RingingExpect",
     "Scenario",
     "ScenarioFileError",
@@ -265,6 +270,39 @@ class CancelAction(_Model):
         return {"call": value} if isinstance(value, str) else value
 
 
+class MessageAction(_Model):
+    """An instant message (RFC 3428 MESSAGE) from a simulated sender to a user."""
+
+    from_: str = Field(alias="from", pattern=_NAME)
+    to: str = Field(pattern=_NAME)
+    text: str = "Hello"
+    id: str | None = Field(None, pattern=_NAME)
+    """How expectations name this message (default ``msg1``, ``msg2``…)."""
+
+
+class RestartAction(_Model):
+    """The server stops and starts again ``down_s`` later. Its bindings and held
+    messages survive in its store (an SQLite file in a temporary directory); its
+    transactions, calls and connections do not."""
+
+    down_s: float = Field(0.5, ge=0, le=60)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_flag(cls, value: Any) -> Any:
+        return {} if value is True or value is None else value
+
+
+class NetworkLossAction(_Model):
+    """A device loses its network for ``for_s`` seconds: its connection drops, nothing
+    reaches it (pushes wait at the push service), it sends nothing. When the network is
+    back a foreground device reconnects and registers again; a suspended one wakes if a
+    push waited for it."""
+
+    device: str
+    for_s: float = Field(gt=0, le=3600)
+
+
 class PushFault(_Model):
     """The push service refuses pushes between ``from`` and ``to`` as the real one would
     answer: HTTP ``status`` with ``reason`` (APNs 410 Unregistered, FCM 404 UNREGISTERED,
@@ -295,6 +333,9 @@ class Step(_Model):
     resume: str | None = None
     """A device comes back to the foreground: new connection, REGISTER."""
     push_fails: PushFault | None = None
+    message: MessageAction | None = None
+    restart_server: RestartAction | None = None
+    network_loss: NetworkLossAction | None = None
 
     @property
     def action(self) -> str:
@@ -314,13 +355,24 @@ class Step(_Model):
         return self
 
 
-_ACTIONS = ("call", "hangup", "cancel", "suspend", "resume", "push_fails")
+_ACTIONS = (
+    "call",
+    "hangup",
+    "cancel",
+    "suspend",
+    "resume",
+    "push_fails",
+    "message",
+    "restart_server",
+    "network_loss",
+)
 
 
 # -- expectations ---------------------------------------------------------------------------
 class _ExpectBase(_Model):
     call: str | None = None
-    """The call this is about (default: the first call of the timeline)."""
+    """The call (or message) this is about (default: the first call of the timeline; for
+    a ``message`` push, the first message)."""
 
 
 class PushExpect(_ExpectBase):
@@ -360,6 +412,18 @@ class AnsweredExpect(TimedExpect):
     by: str
 
 
+class MessageDeliveredExpect(_Model):
+    """Message ``message`` reaches device ``to`` (at ``at`` ± ``tolerance`` when given);
+    with ``after_wake`` (the default) only after a push woke the device."""
+
+    message: str | None = None
+    """The message (default: the first one of the timeline)."""
+    to: str
+    at: float | None = Field(None, ge=0)
+    tolerance: float = Field(0.5, ge=0)
+    after_wake: bool = True
+
+
 class FinalStatusExpect(_ExpectBase):
     """The final response the caller gets for its INVITE."""
 
@@ -385,6 +449,8 @@ class Expect(_Model):
     twin: TimedExpect | None = None
     """The twin branch (the mobile through the gateway) starts at ``at``."""
     final_status: FinalStatusExpect | None = None
+    """The final response the caller (or a message's sender) gets."""
+    message_delivered: MessageDeliveredExpect | None = None
 
     @property
     def kind(self) -> str:
@@ -394,9 +460,9 @@ class Expect(_Model):
         raise AssertionError("a validated expectation has a kind")
 
     @property
-    def spec(self) -> _ExpectBase:
+    def spec(self) -> _ExpectBase | MessageDeliveredExpect:
         value = getattr(self, self.kind)
-        assert isinstance(value, _ExpectBase)
+        assert isinstance(value, _ExpectBase | MessageDeliveredExpect)
         return value
 
     @model_validator(mode="after")
@@ -410,7 +476,16 @@ class Expect(_Model):
         return self
 
 
-_EXPECTS = ("push", "no_push", "ringing", "answered", "voicemail", "twin", "final_status")
+_EXPECTS = (
+    "push",
+    "no_push",
+    "ringing",
+    "answered",
+    "voicemail",
+    "twin",
+    "final_status",
+    "message_delivered",
+)
 
 
 # -- the scenario ---------------------------------------------------------------------------
@@ -449,6 +524,21 @@ class Scenario(_Model):
                 out.append((step.call.id or f"call{n}", step))
         return out
 
+    def messages(self) -> list[tuple[str, Step]]:
+        """(message id, step) of every message, in timeline order (ids defaulted)."""
+        out = []
+        n = 0
+        for step in self.timeline:
+            if step.message is not None:
+                n += 1
+                out.append((step.message.id or f"msg{n}", step))
+        return out
+
+    @property
+    def restarts(self) -> bool:
+        """Whether the server restarts (the replay then keeps a store)."""
+        return any(step.restart_server is not None for step in self.timeline)
+
     def device_refs(self) -> dict[str, tuple[str, Device]]:
         """``user.device`` → (user, device)."""
         return {f"{u}.{d.name}": (u, d) for u, user in self.users.items() for d in user.devices}
@@ -468,17 +558,20 @@ def _reference_errors(scenario: Scenario) -> list[tuple[tuple[int | str, ...], s
     refs = scenario.device_refs()
     known = ", ".join(sorted(refs)) or "none"
     call_ids = [cid for cid, _ in scenario.calls()]
+    message_ids = [mid for mid, _ in scenario.messages()]
 
     def device(loc: tuple[int | str, ...], ref: str) -> None:
         if scenario.resolve_device(ref) is None:
             errors.append((loc, f"no device {ref!r} (devices: {known})"))
 
-    def call(loc: tuple[int | str, ...], ref: str | None) -> None:
+    def call(loc: tuple[int | str, ...], ref: str | None, *, message: bool = False) -> None:
+        known = message_ids if message else call_ids
+        what = "message" if message else "call"
         if ref is None:
-            if not call_ids:
-                errors.append((loc, "there is no call in the timeline"))
-        elif ref not in call_ids:
-            errors.append((loc, f"no call {ref!r} (calls: {', '.join(call_ids) or 'none'})"))
+            if not known:
+                errors.append((loc, f"there is no {what} in the timeline"))
+        elif ref not in call_ids + message_ids:
+            errors.append((loc, f"no {what} {ref!r} ({what}s: {', '.join(known) or 'none'})"))
 
     for name, user in scenario.users.items():
         seen: set[str] = set()
@@ -487,9 +580,9 @@ def _reference_errors(scenario: Scenario) -> list[tuple[tuple[int | str, ...], s
                 errors.append((("users", name, "devices", i, "name"), f"duplicate {d.name!r}"))
             seen.add(d.name)
     ids_seen: set[str] = set()
-    for cid, _ in scenario.calls():
+    for cid, _ in scenario.calls() + scenario.messages():
         if cid in ids_seen:
-            errors.append((("timeline",), f"two calls are named {cid!r}"))
+            errors.append((("timeline",), f"two calls or messages are named {cid!r}"))
         ids_seen.add(cid)
     for i, step in enumerate(scenario.timeline):
         loc: tuple[int | str, ...] = ("timeline", i)
@@ -500,13 +593,14 @@ def _reference_errors(scenario: Scenario) -> list[tuple[tuple[int | str, ...], s
                     f"{step.at:g} s is after the end (duration_s {scenario.duration_s:g})",
                 )
             )
-        if step.call is not None and step.call.to not in scenario.users:
-            errors.append(
-                (
-                    (*loc, "call", "to"),
-                    f"no user {step.call.to!r} (users: {', '.join(scenario.users)})",
+        for sent in (step.call, step.message):
+            if sent is not None and sent.to not in scenario.users:
+                errors.append(
+                    (
+                        (*loc, step.action, "to"),
+                        f"no user {sent.to!r} (users: {', '.join(scenario.users)})",
+                    )
                 )
-            )
         if step.hangup is not None:
             call((*loc, "hangup"), step.hangup.call)
         if step.cancel is not None:
@@ -517,10 +611,18 @@ def _reference_errors(scenario: Scenario) -> list[tuple[tuple[int | str, ...], s
                 device((*loc, action), ref)
         if step.push_fails is not None and step.push_fails.device is not None:
             device((*loc, "push_fails", "device"), step.push_fails.device)
+        if step.network_loss is not None:
+            device((*loc, "network_loss", "device"), step.network_loss.device)
     for i, item in enumerate(scenario.expect):
         loc = ("expect", i, item.kind)
         spec = item.spec
-        call((*loc, "call"), spec.call)
+        if isinstance(spec, MessageDeliveredExpect):
+            call((*loc, "message"), spec.message, message=True)
+            device((*loc, "to"), spec.to)
+            continue
+        about_message = isinstance(spec, PushExpect | NoPushExpect) and spec.kind == "message"
+        if not (isinstance(spec, NoPushExpect) and spec.call is None):
+            call((*loc, "call"), spec.call, message=about_message)
         if isinstance(spec, PushExpect | NoPushExpect):
             device((*loc, "to"), spec.to)
         if isinstance(spec, AnsweredExpect):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from sipwake.scenario.checks import Check
 from sipwake.scenario.model import Scenario, ScenarioFileError
-from sipwake.scenario.runner import Replay
+from sipwake.scenario.record import Replay
 
 __all__ = ["ScenarioResult", "junit_xml", "ladder", "verdict_text"]
 
@@ -106,7 +106,15 @@ def verdict_text(result: ScenarioResult) -> str:
     assert scenario is not None
     met = sum(c.met for c in result.checks)
     word = "PASS " if result.passed else "FAIL "
-    duration = f"{scenario.duration_s:g} s virtual in {result.wall_s * 1000:.0f} ms"
+    record = result.replay
+    if record is not None and record.clock == "real":
+        where = f" against {record.target}" if record.target else ""
+        duration = (
+            f"{record.end:.1f} of {scenario.duration_s:g} s in real time{where}, "
+            f"{result.wall_s:.1f} s wall"
+        )
+    else:
+        duration = f"{scenario.duration_s:g} s virtual in {result.wall_s * 1000:.0f} ms"
     lines = [
         f"{word}{result.path}: {scenario.name} "
         f"({met}/{len(result.checks)} expectations met, {duration})"

@@ -1,23 +1,30 @@
 """Running scenario files: find them, load each, replay it, check it, time it.
 
-The shell around the pure replay: it reads files and the wall clock (to report how long
+The shell around the replays: it reads files and the wall clock (to report how long
 each replay took). A file that cannot be loaded becomes a result with its
-``ScenarioFileError``; the others still run.
+``ScenarioFileError``; the others still run. ``clock="real"`` replays each scenario in
+real time over loopback sockets (``live``), against the embedded server or a
+``target`` SIP server, each in a fresh temporary directory and event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Literal
 
 from sipwake.scenario.checks import evaluate
 from sipwake.scenario.model import Scenario, ScenarioFileError, load_scenario
+from sipwake.scenario.record import Replay
 from sipwake.scenario.report import ScenarioResult
 from sipwake.scenario.runner import replay
 
-__all__ = ["run_file", "run_paths", "run_scenario", "scenario_files"]
+__all__ = ["Clock", "iter_results", "run_file", "run_paths", "run_scenario", "scenario_files"]
 
+Clock = Literal["virtual", "real"]
 _SUFFIXES = (".yaml", ".yml")
 
 
@@ -31,10 +38,27 @@ def scenario_files(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield path
 
 
-def run_scenario(scenario: Scenario, path: str = "<scenario>") -> ScenarioResult:
+def _replay_real(scenario: Scenario, target: tuple[str, int] | None, full: bool) -> Replay:
+    from sipwake.scenario.live import replay_live
+
+    with tempfile.TemporaryDirectory(prefix="sipwake-live-") as tmp:
+        return asyncio.run(replay_live(scenario, Path(tmp), target=target, full=full))
+
+
+def run_scenario(
+    scenario: Scenario,
+    path: str = "<scenario>",
+    *,
+    clock: Clock = "virtual",
+    target: tuple[str, int] | None = None,
+    full: bool = False,
+) -> ScenarioResult:
     """Replay one validated scenario and check its expectations."""
     started = time.perf_counter()
-    record = replay(scenario)
+    if clock == "real" or target is not None:
+        record = _replay_real(scenario, target, full)
+    else:
+        record = replay(scenario)
     checks = evaluate(record)
     return ScenarioResult(
         path=path,
@@ -45,15 +69,39 @@ def run_scenario(scenario: Scenario, path: str = "<scenario>") -> ScenarioResult
     )
 
 
-def run_file(path: str | Path) -> ScenarioResult:
+def run_file(
+    path: str | Path,
+    *,
+    clock: Clock = "virtual",
+    target: tuple[str, int] | None = None,
+    full: bool = False,
+) -> ScenarioResult:
     """Load, replay and check the scenario file at ``path``."""
     try:
         scenario = load_scenario(path)
     except ScenarioFileError as exc:
         return ScenarioResult(path=str(path), error=exc)
-    return run_scenario(scenario, str(path))
+    return run_scenario(scenario, str(path), clock=clock, target=target, full=full)
 
 
-def run_paths(paths: Iterable[str | Path]) -> list[ScenarioResult]:
+def iter_results(
+    paths: Iterable[str | Path],
+    *,
+    clock: Clock = "virtual",
+    target: tuple[str, int] | None = None,
+    full: bool = False,
+) -> Iterator[ScenarioResult]:
+    """Each scenario file under ``paths``, replayed as it comes."""
+    for path in scenario_files(paths):
+        yield run_file(path, clock=clock, target=target, full=full)
+
+
+def run_paths(
+    paths: Iterable[str | Path],
+    *,
+    clock: Clock = "virtual",
+    target: tuple[str, int] | None = None,
+    full: bool = False,
+) -> list[ScenarioResult]:
     """Every scenario file under ``paths``, each run whatever became of the others."""
-    return [run_file(p) for p in scenario_files(paths)]
+    return list(iter_results(paths, clock=clock, target=target, full=full))

@@ -102,6 +102,10 @@ class FakeNetwork:
     def close_flow(self, flow: int) -> bool:
         return self._flows.pop(flow, None) is not None
 
+    def close_all(self) -> None:
+        """Every connection closes (the server stopped)."""
+        self._flows.clear()
+
     def flow_open(self, flow: int) -> bool:
         return flow in self._flows
 

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -17,12 +18,12 @@ SCENARIOS = ROOT / "scenarios"
 pytestmark = pytest.mark.timeout(60)
 
 
-def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def run(*args: str, cwd: Path = ROOT, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sipwake", *args],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=timeout,
         cwd=cwd,
         check=False,
     )
@@ -30,7 +31,8 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 
 def test_replay_the_library_writes_junit_and_exits_0(tmp_path: Path) -> None:
     out = tmp_path / "out.xml"
-    result = run("replay", "scenarios/", "--junit", str(out))
+    html = tmp_path / "html"
+    result = run("replay", "scenarios/", "--junit", str(out), "--html", str(html))
     assert result.returncode == 0, result.stdout + result.stderr
     files = sorted(SCENARIOS.glob("*.yaml"))
     assert f"{len(files)}/{len(files)} scenarios passed" in result.stdout
@@ -42,6 +44,11 @@ def test_replay_the_library_writes_junit_and_exits_0(tmp_path: Path) -> None:
     assert sorted(c.get("name") for c in cases) == [f"scenarios/{p.name}" for p in files]
     assert all(c.find("failure") is None and c.find("error") is None for c in cases)
     assert suite.get("failures") == "0"
+    # Piped, not a terminal: plain output, no progress bar.
+    assert "\x1b[" not in result.stdout
+    index = (html / "index.html").read_text()
+    assert f"{len(files)}/{len(files)} scenarios passed" in index
+    assert len(list(html.glob("*.html"))) == len(files) + 1
 
 
 def test_a_failing_and_a_bad_file_do_not_stop_the_others(tmp_path: Path) -> None:
@@ -76,10 +83,69 @@ def test_a_missed_expectation_alone_exits_1(tmp_path: Path) -> None:
     assert "17.496 s late" in result.stdout
 
 
-def test_real_clock_is_refused_clearly() -> None:
-    result = run("replay", "scenarios/", "--clock", "real")
+#: A representative real-clock subset: a push wakes a phone, a push service fails (mock
+#: APNs), a phone loses its network, the server restarts (a message held for a sleeping
+#: phone in real time: test_replay_live.py).
+REAL_SUBSET = (
+    "ios-suspended-wakes-and-answers.yaml",
+    "apns-410-drops-token.yaml",
+    "network-loss-call-waits-for-reconnect.yaml",
+    "server-restart-keeps-bindings.yaml",
+)
+
+
+@pytest.mark.timeout(90)
+def test_real_clock_subset_passes_over_loopback_sockets(tmp_path: Path) -> None:
+    for name in REAL_SUBSET:
+        shutil.copy(SCENARIOS / name, tmp_path / name)
+    out = tmp_path / "real.xml"
+    html = tmp_path / "html"
+    started = time.monotonic()
+    result = run(
+        "replay",
+        str(tmp_path),
+        "--clock",
+        "real",
+        "--junit",
+        str(out),
+        "--html",
+        str(html),
+        timeout=80,
+    )
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(REAL_SUBSET)}/{len(REAL_SUBSET)} scenarios passed" in result.stdout
+    assert "in real time" in result.stdout
+    # The embedded server's own call engine speaks: its steps are in the ladder.
+    assert "sipwake: forked bob.iphone" in result.stdout
+    assert "sipwake: started again on the same ports: 2 bindings from the store" in result.stdout
+    assert took < 60
+    suite = ET.parse(out).getroot().find("testsuite")
+    assert suite is not None
+    assert suite.get("failures") == "0"
+    page = (html / "ios-suspended-wakes-and-answers.html").read_text()
+    assert "<svg" in page
+    assert "PASS" in page
+
+
+def test_real_clock_names_the_missed_expectation(tmp_path: Path) -> None:
+    text = (SCENARIOS / "foreground-rings-at-once.yaml").read_text()
+    assert "answered: {by: bob.desk, at: 4.0, tolerance: 0.05}" in text
+    path = tmp_path / "early.yaml"
+    path.write_text(text.replace("at: 4.0, tolerance: 0.05", "at: 3.0, tolerance: 0.05"))
+    result = run("replay", str(path), "--clock", "real", "--quiet")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        "MISSED  answered: expected call1 answered by bob.desk at 3 ± 0.05 s, "
+        "got answered by bob.desk at 4.0" in result.stdout
+    )
+    assert " s late" in result.stdout
+
+
+def test_bad_target_is_refused() -> None:
+    result = run("replay", "scenarios/", "--target", "nowhere")
     assert result.returncode == 2
-    assert "--clock real (loopback sockets) is not built yet" in result.stderr
+    assert "expected HOST:PORT" in result.stderr
 
 
 def test_schema_prints_the_json_schema() -> None:

@@ -43,6 +43,10 @@ def test_the_library_has_the_scenarios_the_issue_names() -> None:
         "dnd-skips-push.yaml",
         "avaya-last-ios-device-wins.yaml",
         "flexisip-110-push-sent.yaml",
+        "message-stored-until-wake.yaml",
+        "server-restart-keeps-bindings.yaml",
+        "network-loss-call-waits-for-reconnect.yaml",
+        "innovaphone-dnd-stops-push.yaml",
     ):
         assert required in names
 
@@ -207,3 +211,85 @@ def test_junit_has_a_failure_with_the_reason(tmp_path: Path) -> None:
     xml = junit_xml(results)
     assert 'tests="2" failures="1" errors="0"' in xml
     assert "expect[2] answered: expected call1 answered by bob.iphone at 5.56 ± 0.1 s" in xml
+
+
+MESSAGE = SCENARIOS / "message-stored-until-wake.yaml"
+
+
+def test_a_message_is_held_then_delivered_after_the_wake() -> None:
+    result = run_file(MESSAGE)
+    assert result.passed, verdict_text(result)
+    assert result.replay is not None
+    note = result.replay.calls["note"]
+    assert note.final == (1.004, 202)
+    assert note.delivered == [(3.056, "bob.iphone")]
+    assert result.replay.wakes == [(3.052, "bob.iphone")]
+    assert any(r.label == "keeps a message for sip:bob@lab.test" for r in result.replay.rows)
+
+
+def test_a_message_that_came_before_any_wake_misses_after_wake() -> None:
+    # The phone is in the foreground: the message is delivered at once, no wake.
+    text = _with(MESSAGE.read_text(), "state: suspended", "state: foreground")
+    result = run_scenario(parse_scenario(text))
+    by_kind = {c.kind: c for c in result.missed}
+    assert set(by_kind) == {"final_status", "push", "message_delivered"}
+    assert str(by_kind["message_delivered"].error()) == (
+        "expect[2] message_delivered: expected message note delivered to bob.iphone after a "
+        "push woke it at 3.06 ± 0.2 s, got delivered at 1.004 s, but bob.iphone was not "
+        "woken by a push before"
+    )
+    assert by_kind["final_status"].got == "200 at 1.008 s"
+
+
+def test_the_restart_reads_bindings_back_and_drops_connections() -> None:
+    result = run_file(SCENARIOS / "server-restart-keeps-bindings.yaml")
+    assert result.passed, verdict_text(result)
+    assert result.replay is not None
+    notes = [(r.at, r.src, r.label) for r in result.replay.rows if not r.dst]
+    assert (1.0, "sipwake", "restarts (down for 0.5 s)") in notes
+    assert (1.5, "sipwake", "started: 2 bindings and 0 held messages from the store") in notes
+    assert (1.5, "alice.pixel", "server back: new connection, REGISTER") in notes
+
+
+def test_without_the_store_the_restarted_server_would_not_know_bob(tmp_path: Path) -> None:
+    # The same timeline, but Bob's binding expires before the restart reads it back:
+    # nobody to push, the call fails. The store is what the scenario shows working.
+    text = (SCENARIOS / "server-restart-keeps-bindings.yaml").read_text()
+    scenario = parse_scenario(text)
+    from sipwake.scenario.runner import _Runner
+
+    runner = _Runner(scenario, tmp_path)
+    runner.store = None  # a server without a store
+    record = runner.run()
+    assert record.calls["call1"].final is not None
+    assert record.calls["call1"].final[1] == 480
+    assert not [p for p in record.pushes if p.device == "bob.iphone"]
+
+
+def test_network_loss_loses_the_connection_and_the_push_waits() -> None:
+    result = run_file(SCENARIOS / "network-loss-call-waits-for-reconnect.yaml")
+    assert result.passed, verdict_text(result)
+    assert result.replay is not None
+    notes = [(r.at, r.src, r.label) for r in result.replay.rows if not r.dst]
+    assert (1.0, "alice.pixel", "loses its network for 4 s") in notes
+    assert (2.052, "alice.pixel", "call push waits: no network") in notes
+    assert (5.0, "alice.pixel", "network back: new connection, REGISTER") in notes
+
+
+def test_the_html_page_has_the_verdict_and_an_svg_ladder(tmp_path: Path) -> None:
+    from sipwake.scenario.htmlreport import write_html
+
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(_with(IOS.read_text(), "wake_delay_s: 2.5", "wake_delay_s: 20"))
+    pages = write_html([run_file(IOS), run_file(slow)], tmp_path / "html")
+    good, bad = (p.read_text() for p in pages)
+    assert '<span class="pass">PASS</span>' in good
+    assert "<script" not in good
+    assert "<svg" in good
+    assert ">bob.iphone</text>" in good
+    assert "call push (apns) for bob.iphone" in good
+    assert '<span class="fail">FAIL</span>' in bad
+    assert "17.496 s late" in bad
+    index = (tmp_path / "html" / "index.html").read_text()
+    assert "1/2 scenarios passed" in index
+    assert 'href="slow.html"' in index

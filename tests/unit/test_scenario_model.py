@@ -162,3 +162,33 @@ def test_json_schema_spells_keys_as_files_do() -> None:
     assert call["required"] == ["from", "to"]
     wake = schema["$defs"]["Device"]["properties"]["wake_delay_s"]
     assert {"const": "never", "type": "string"} in wake["anyOf"]
+
+
+def test_new_actions_are_read() -> None:
+    text = GOOD.replace(
+        "  - at: 2\n    suspend: bob.iphone\n",
+        "  - at: 2\n    network_loss: {device: iphone, for_s: 3}\n"
+        "  - at: 3\n    restart_server: true\n"
+        "  - at: 4\n    message: {from: carol, to: bob, text: hi}\n",
+    )
+    text += "  - message_delivered: {to: bob.iphone}\n"
+    scenario = parse_scenario(text)
+    actions = [step.action for step in scenario.timeline]
+    assert actions == ["call", "network_loss", "restart_server", "message"]
+    assert scenario.timeline[2].restart_server is not None
+    assert scenario.timeline[2].restart_server.down_s == 0.5  # `true`: the default
+    assert [mid for mid, _ in scenario.messages()] == ["msg1"]
+    assert scenario.restarts
+
+
+def test_new_actions_name_what_they_point_to() -> None:
+    lost = _error(GOOD.replace("suspend: bob.iphone", "network_loss: {device: bob.ipad, for_s: 3}"))
+    assert str(lost).startswith("lab/bad.yaml:15: timeline.1.network_loss.device: no device")
+    to_nobody = _error(GOOD.replace("suspend: bob.iphone", "message: {from: carol, to: eve}"))
+    assert "timeline.1.message.to: no user 'eve' (users: bob)" in str(to_nobody)
+    no_message = _error(GOOD + "  - message_delivered: {to: bob.iphone}\n")
+    assert "expect.2.message_delivered.message: there is no message in the timeline" in str(
+        no_message
+    )
+    zero = _error(GOOD.replace("suspend: bob.iphone", "network_loss: {device: iphone, for_s: 0}"))
+    assert "timeline.1.network_loss.for_s" in str(zero)

@@ -1,0 +1,96 @@
+"""Real-time replay in-process: against a running sipwake at ``target``, and what the
+embedded server's store keeps across a restart."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from sipwake.config import AuthConfig, Config, ListenerSpec, StoreConfig, TlsConfig
+from sipwake.scenario import evaluate, load_scenario, parse_scenario
+from sipwake.scenario.live import replay_live
+from sipwake.server import Server
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (target mode uses one for both)."""
+    for _ in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no port free for both UDP and TCP")
+
+
+async def test_target_mode_replays_against_a_running_sipwake(tmp_path: Path) -> None:
+    port = _free_port()
+    config = Config(
+        domain="lab.test",
+        listen=[
+            ListenerSpec(transport="udp", host="127.0.0.1", port=port),
+            ListenerSpec(transport="tcp", host="127.0.0.1", port=port),
+        ],
+        store=StoreConfig(backend="memory"),
+        tls=TlsConfig(dir=tmp_path / "tls"),
+        auth=AuthConfig(open=True),
+        users={},
+        admin=None,
+        secret_file=tmp_path / "secret",
+    )
+    server = Server(config, open=True)
+    await server.start()
+    try:
+        scenario = load_scenario(SCENARIOS / "foreground-rings-at-once.yaml")
+        record = await replay_live(scenario, tmp_path / "run", target=("127.0.0.1", port))
+    finally:
+        await server.close()
+    checks = evaluate(record)
+    assert all(c.met for c in checks), [str(c.error()) for c in checks if not c.met]
+    assert record.target == f"127.0.0.1:{port}"
+    # Against a target the server's internals are not seen: only what the agents saw.
+    assert not any(r.src == "sipwake" and not r.dst for r in record.rows)
+    labels = [(r.src, r.dst, r.label) for r in record.rows]
+    assert ("sipwake", "bob.desk", "INVITE") in labels
+    assert ("bob.desk", "sipwake", "200 OK") in labels
+    # Real time: the answer came 3 s after the desk phone rang, give or take jitter.
+    (answer,) = record.calls["call1"].answers
+    assert answer[1] == "bob.desk"
+    assert 3.95 <= answer[0] <= 4.05
+
+
+async def test_a_message_held_across_a_restart_is_delivered_from_the_store(
+    tmp_path: Path,
+) -> None:
+    # The message arrives while the phone sleeps and cannot wake (the push is lost on a
+    # phone that never wakes); the server restarts; the phone then comes back by itself
+    # and the restarted server delivers the message it read from its SQLite file.
+    text = (SCENARIOS / "message-stored-until-wake.yaml").read_text()
+    text = text.replace("wake_delay_s: 2", "wake_delay_s: never")
+    message = '    message: {from: carol, to: bob, text: "Call me when you land", id: note}\n'
+    text = text.replace(
+        f"  - at: 1\n{message}",
+        f"  - at: 0.5\n{message}"
+        "  - at: 1\n    restart_server: {down_s: 0.3}\n"
+        "  - at: 2\n    resume: bob.iphone\n",
+    )
+    text = text.replace(
+        "after_wake: true, at: 3.06, tolerance: 0.2", "after_wake: false, at: 2.0, tolerance: 0.2"
+    )
+    scenario = parse_scenario(text)
+    record = await replay_live(scenario, tmp_path)
+    checks = evaluate(record)
+    assert all(c.met for c in checks), [str(c.error()) for c in checks if not c.met]
+    notes = [r.label for r in record.rows if r.src == "sipwake" and not r.dst]
+    assert "started again on the same ports: 1 bindings from the store" in notes
+    assert record.calls["note"].delivered[0][1] == "bob.iphone"
