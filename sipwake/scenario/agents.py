@@ -32,6 +32,7 @@ from sipwake.sip.message import Headers, Request, Response, make_response
 from sipwake.sip.parser import parse_message
 from sipwake.sip.peer import Peer
 from sipwake.sip.uri import SipUri, parse_uri
+from sipwake.transaction.client import IctState
 from sipwake.transaction.events import (
     AckReceived,
     CancelReceived,
@@ -495,8 +496,8 @@ class CallerAgent(UserAgent):
         outgoing = self.calls.get(call)
         if outgoing is None or outgoing.cancelled or outgoing.dialog is not None:
             return []
-        if self.layer.state_of(outgoing.key) is None:
-            return []
+        if self.layer.state_of(outgoing.key) not in (IctState.CALLING, IctState.PROCEEDING):
+            return []  # gone, or a final response came first (Completed, waiting for Timer D)
         outgoing.cancelled = True
         _, outputs = self.layer.cancel(outgoing.key, now)
         return self._run(outputs, now)

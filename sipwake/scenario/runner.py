@@ -359,6 +359,10 @@ class _Runner(World):
         self.record.messages += 1
         if route.agent is None or route.source is None:
             self.row(SERVER, route.name, label(message), lost=route.lost)
+            if peer.transport != "udp" and self.node is not None:
+                # A connection that is gone or cannot be opened: the server's transport
+                # hands the message back at once, as the real one does (RFC 3261 §17.1.4).
+                self._perform(self.node.send_failed(data, self._node_now()))
             return
         self.row(SERVER, route.agent.name, label(message))
         self.clock.schedule(
