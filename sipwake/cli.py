@@ -240,13 +240,24 @@ def status_cmd(url: str, as_json: bool) -> None:
     help="Where the keys, certificates and push.yaml are written.",
 )
 @click.option("--bundle-id", default="org.lab.phone", show_default=True)
-def mock_push_cmd(directory: str, bundle_id: str) -> None:
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="COMMAND",
+    help="A fault from the start, e.g. 'dead TOKEN', 'fail apns 429 TooManyRequests "
+    "retry-after=5 times=2', 'latency 50' (repeatable; the same commands can be typed "
+    "on standard input while it runs; 'help' lists them).",
+)
+def mock_push_cmd(directory: str, bundle_id: str, faults: tuple[str, ...]) -> None:
     """Local mock APNs, FCM and Web Push service (HTTP/2 over TLS on 127.0.0.1) that check
     pushes as the real services do; writes the matching push settings to DIR/push.yaml and
-    prints every push it accepts until Ctrl-C."""
+    prints every push it accepts until Ctrl-C. Faults are injected with --fault or by
+    typing fault commands on standard input."""
     import asyncio
     import contextlib
     import signal
+    import threading
     from pathlib import Path
 
     from sipwake.push.mockcli import run_mock_push
@@ -257,14 +268,27 @@ def mock_push_cmd(directory: str, bundle_id: str) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        commands: asyncio.Queue[str] = asyncio.Queue()
+
+        def read_stdin() -> None:  # a thread: stdin may be a terminal, a pipe or closed
+            for line in sys.stdin:
+                loop.call_soon_threadsafe(commands.put_nowait, line.strip())
+
+        threading.Thread(target=read_stdin, name="mock-push-stdin", daemon=True).start()
         await run_mock_push(
             Path(directory),
             bundle_id=bundle_id,
             say=lambda line: click.echo(line, nl=True),
             stop=stop,
+            faults=faults,
+            commands=commands,
         )
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except ValueError as exc:
+        click.echo(f"error: --fault: {exc}", err=True)
+        sys.exit(2)
 
 
 @main.command("check-config")

@@ -8,14 +8,16 @@ sipwake server needs to use them into a directory — the APNs signing key, an F
 service-account file, a VAPID key, the mocks' certificates and a ``push.yaml`` with the
 matching ``push:`` section — and prints every push it accepts or refuses (tokens and
 subscriptions masked) until it is stopped. Web Push subscriptions are made over HTTP
-(RFC 8030 §4: ``POST <url>/subscribe``, the endpoint in the ``Link`` header).
+(RFC 8030 §4: ``POST <url>/subscribe``, the endpoint in the ``Link`` header). Faults
+(dead tokens, error answers with Retry-After, latency: ``sipwake.push.mockfaults``)
+are given at start and as commands while it runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sipwake.push.mock import MockApns, MockFcm
 from sipwake.push.mock_webpush import MockWebPush
+from sipwake.push.mockfaults import MockSet, apply_fault
 from sipwake.sip.pushtarget import mask_token
 
 __all__ = ["run_mock_push"]
@@ -78,8 +81,13 @@ async def run_mock_push(
     say: Callable[[str], None],
     stop: asyncio.Event,
     poll_s: float = 0.2,
+    faults: Sequence[str] = (),
+    commands: asyncio.Queue[str] | None = None,
 ) -> Path:
-    """Serve until ``stop`` is set; returns the ``push.yaml`` written (for tests)."""
+    """Serve until ``stop`` is set; returns the ``push.yaml`` written (for tests).
+
+    ``faults`` are applied before the services say they are ready (a bad one raises
+    ``ValueError``); ``commands`` are fault commands arriving while they run."""
     directory = await asyncio.to_thread(_prepare, directory)
     key_file, public = _apns_key(directory)
     vapid_file = _vapid_key(directory)
@@ -88,6 +96,9 @@ async def run_mock_push(
         MockFcm(directory, project_id=PROJECT_ID) as fcm,
         MockWebPush(directory) as webpush,
     ):
+        mocks = MockSet(apns=apns, fcm=fcm, webpush=webpush)
+        for fault in faults:
+            say(f"fault: {apply_fault(fault, mocks)}")
         account = fcm.new_service_account(directory)
         section = {
             "push": {
@@ -138,6 +149,14 @@ async def run_mock_push(
             for status, text in webpush.rejected[seen_web_refused:]:
                 say(f"webpush refused a push: {status} {text}")
             seen_web_refused = len(webpush.rejected)
+            while commands is not None and not commands.empty():
+                command = commands.get_nowait()
+                if not command.strip():
+                    continue
+                try:
+                    say(f"fault: {apply_fault(command, mocks)}")
+                except ValueError as exc:
+                    say(f"error: {exc}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), poll_s)
     return snippet

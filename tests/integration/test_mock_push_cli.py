@@ -135,3 +135,69 @@ async def test_mock_push_accepts_a_push_from_its_own_settings(tmp_path: Path) ->
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 10)
     assert proc.returncode == 0
+
+
+async def test_mock_push_faults_from_the_start_and_typed_while_it_runs(tmp_path: Path) -> None:
+    """``--fault dead TOKEN`` kills a token from the start; a command typed on standard
+    input queues a 429 with Retry-After for the next push; a bad command is answered
+    with an error and changes nothing."""
+    dead = "dead" * 16
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sipwake",
+        "mock-push",
+        "--dir",
+        str(tmp_path / "mock"),
+        "--fault",
+        f"dead {dead}",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stdin is not None
+
+    async def said(prefix: str) -> str:
+        while True:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 15)).decode()  # type: ignore[union-attr]
+            assert line, "mock-push exited"
+            if line.startswith(prefix):
+                return line
+
+    try:
+        assert "dead…dead is dead" in await said("fault:")
+        await said("ready:")
+        apns = yaml.safe_load((tmp_path / "mock" / "push.yaml").read_text())["push"]["apns"]
+        provider = ApnsProvider(
+            ApnsSettings(team_id=apns["team_id"], key_id=apns["key_id"], bundle_id="org.lab.phone"),
+            private_key=await asyncio.to_thread(Path(apns["key_file"]).read_bytes),
+            base_url=apns["base_url"],
+            ssl_context=ssl.create_default_context(cafile=apns["ca_file"]),
+        )
+
+        def request(token: str) -> PushRequest:
+            target = PushTarget(provider="apns", prid=token, param="TEAM123456.org.lab.phone.voip")
+            return PushRequest(kind="call", target=target, call_id="c1")
+
+        try:
+            gone = await provider.send(request(dead))
+            assert (gone.status, gone.http_status, gone.reason) == (
+                "invalid_target",
+                410,
+                "Unregistered",
+            )
+            proc.stdin.write(b"fail apns 42 Nonsense\n")
+            proc.stdin.write(b"fail apns 429 TooManyRequests retry-after=3\n")
+            await proc.stdin.drain()
+            assert "error:" in await said("error:")
+            assert "429 TooManyRequests, Retry-After 3 s" in await said("fault:")
+            busy = await provider.send(request(TOKEN))
+            assert (busy.status, busy.http_status, busy.retry_after) == ("retry", 429, 3.0)
+            fine = await provider.send(request(TOKEN))  # the fault was for one push only
+            assert fine.status == "delivered"
+        finally:
+            await provider.close()
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+    assert proc.returncode == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -279,3 +280,34 @@ def test_push_record_refuses_an_unmasked_token() -> None:
             token=APNS_TOKEN,
             status="delivered",
         )
+
+
+def test_mock_fault_commands_are_read_or_refused_with_the_reason(tmp_path: Path) -> None:
+    from sipwake.push.mock import MockApns, MockFcm
+    from sipwake.push.mock_webpush import MockWebPush
+    from sipwake.push.mockfaults import MockSet, apply_fault
+
+    mocks = MockSet(
+        apns=MockApns(tmp_path),
+        fcm=MockFcm(tmp_path, project_id="p"),
+        webpush=MockWebPush(tmp_path),
+    )
+    assert "FCM" in apply_fault("fail fcm quota_exceeded retry-after=7 times=2", mocks)
+    assert [f.code for f in mocks.fcm.faults] == ["QUOTA_EXCEEDED"] * 2
+    assert mocks.fcm.faults[0].retry_after == 7
+    apply_fault("latency 40", mocks)
+    assert mocks.webpush.latency == pytest.approx(0.04)
+    apply_fault("dead abc", mocks)
+    assert "abc" in mocks.apns.unregistered
+    assert "abc" in mocks.fcm.unregistered
+    for bad, why in [
+        ("fail apns 200 OK", "400-599"),
+        ("fail fcm NOT_A_CODE", "unknown FCM error"),
+        ("fail apns 429 TooMany times=x", "whole number"),
+        ("explode", "commands:"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            apply_fault(bad, mocks)
+    apply_fault("clear", mocks)
+    assert not mocks.fcm.faults
+    assert mocks.apns.latency == 0.0
