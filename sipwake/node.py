@@ -40,9 +40,9 @@ from sipwake.registrar.events import (
 from sipwake.registrar.registrar import Registrar
 from sipwake.registrar.state import client_state
 from sipwake.sip.auth import AuthResult, DigestServer, parse_credentials
-from sipwake.sip.message import Request, Response, make_response
+from sipwake.sip.message import Request, Response, make_response, parse_error_response
 from sipwake.sip.parser import parse_message
-from sipwake.sip.peer import Peer
+from sipwake.sip.peer import Peer, mark_received
 from sipwake.sip.pushtarget import mask_token
 from sipwake.sip.uri import SipUri, TelUri, Uri, parse_uri
 from sipwake.transaction.events import (
@@ -215,7 +215,7 @@ class Node:
                 and not meter.admit()
             ):
                 return self._shed(message, source)
-            self._mark_received(message, source)
+            mark_received(message, source)
         return self._run(self.layer.receive(message, source, now), now, listener)
 
     def next_deadline(self) -> float | None:
@@ -267,14 +267,18 @@ class Node:
         listener = self.locality.listeners[0]
         return self._run(self.presence.changed(self.presence.watched(), now), now, listener)
 
-    def send_failed(self, data: bytes, now: float) -> list[NodeOutput]:
+    def send_failed(
+        self, data: bytes, now: float, message: Request | Response | None = None
+    ) -> list[NodeOutput]:
         """The transport could not send ``data`` (a connection that could not be opened, or
         one that is gone): a request of ours fails at once as a 503 (RFC 3261 §17.1.4,
-        §16.9) rather than after Timer B/F; a response that could not be sent is lost."""
-        try:
-            message = parse_message(data)
-        except SipParseError:
-            return []
+        §16.9) rather than after Timer B/F; a response that could not be sent is lost.
+        ``message`` is ``data`` parsed, when the caller still has it."""
+        if message is None:
+            try:
+                message = parse_message(data)
+            except SipParseError:
+                return []
         if not isinstance(message, Request) or message.method == "ACK":
             return []
         return self._run(
@@ -367,21 +371,10 @@ class Node:
         return [SendBytes(data=response.to_bytes(), peer=source, message=response)]
 
     def _reject_unparsable(self, exc: SipParseError, source: Peer) -> list[NodeOutput]:
-        partial = exc.partial
-        if isinstance(partial, Request) and partial.method != "ACK" and partial.headers.get("via"):
-            reason = exc.reason.replace("\r", " ").replace("\n", " ")[:200]
-            response = make_response(partial, exc.status_hint, reason)
+        response = parse_error_response(exc)
+        if response is not None:
             return [SendBytes(data=response.to_bytes(), peer=source, message=response)]
         return [Dropped(reason=f"unparsable message: {exc.reason}", peer=source)]
-
-    @staticmethod
-    def _mark_received(request: Request, source: Peer) -> None:
-        """RFC 3261 §18.2.1 and RFC 3581 §4: received (always) and rport (when asked)."""
-        top = request.top_via
-        if top.wants_rport:
-            request.replace_top_via(top.with_params(received=source.host, rport=str(source.port)))
-        else:
-            request.replace_top_via(top.with_params(received=source.host))
 
     # -- requests ---------------------------------------------------------------
     def _respond(

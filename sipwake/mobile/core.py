@@ -44,7 +44,7 @@ from sipwake.errors import RemoteProtocolError, SipParseError
 from sipwake.ids import Ids
 from sipwake.sip.message import Request, Response, make_response
 from sipwake.sip.parser import parse_message
-from sipwake.sip.peer import Peer, response_peer
+from sipwake.sip.peer import Peer, mark_received, response_peer
 from sipwake.sip.uri import SipUri
 from sipwake.transaction import (
     AckReceived,
@@ -150,11 +150,7 @@ class MobileCore:
         try:
             message = parse_message(data)
             if isinstance(message, Request):
-                top = message.top_via
-                params = {"received": source.host}
-                if top.wants_rport:
-                    params["rport"] = str(source.port)
-                message.replace_top_via(top.with_params(**params))
+                mark_received(message, source)
         except SipParseError as exc:
             return [Dropped(reason=f"unparsable message: {exc.reason}", peer=source)]
         return self._run(self.layer.receive(message, source, now), now)

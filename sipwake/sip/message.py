@@ -26,7 +26,15 @@ from sipwake.sip.headers import (
 from sipwake.sip.status import reason_phrase
 from sipwake.sip.uri import Uri
 
-__all__ = ["COMPACT_FORMS", "Headers", "Message", "Request", "Response", "canonical_name"]
+__all__ = [
+    "COMPACT_FORMS",
+    "Headers",
+    "Message",
+    "Request",
+    "Response",
+    "canonical_name",
+    "parse_error_response",
+]
 
 T = TypeVar("T")
 
@@ -492,3 +500,16 @@ def make_response(
 
 
 _RESPONSE_COPY = frozenset({"via", "from", "to", "call-id", "cseq"})
+
+
+def parse_error_response(exc: SipParseError) -> Response | None:
+    """The error response (400 with the reason, or the parser's status) to a request that
+    failed to parse far enough to be answered; None when it cannot be (a response, an
+    ACK, or no Via to send it back by)."""
+    partial = exc.partial
+    if not isinstance(partial, Request) or partial.method == "ACK":
+        return None
+    if not partial.headers.get("via"):
+        return None
+    reason = exc.reason.replace("\r", " ").replace("\n", " ")[:200]
+    return make_response(partial, exc.status_hint, reason)

@@ -9,10 +9,14 @@ requests to a registered client go back over the connection it opened
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sipwake.sip.headers import Via
 
-__all__ = ["RELIABLE_TRANSPORTS", "Peer", "response_peer"]
+if TYPE_CHECKING:
+    from sipwake.sip.message import Request
+
+__all__ = ["RELIABLE_TRANSPORTS", "Peer", "mark_received", "response_peer"]
 
 RELIABLE_TRANSPORTS = frozenset({"tcp", "tls", "ws", "wss", "sctp"})
 
@@ -48,3 +52,13 @@ def response_peer(via: Via, source: Peer) -> Peer:
     if via.wants_rport:
         return Peer(transport="udp", host=source.host, port=source.port)
     return Peer(transport="udp", host=source.host, port=via.port or 5060)
+
+
+def mark_received(request: Request, source: Peer) -> None:
+    """RFC 3261 §18.2.1 and RFC 3581 §4: ``received`` (always) and ``rport`` (when asked)
+    on the top Via of a request that arrived from ``source``."""
+    top = request.top_via
+    if top.wants_rport:
+        request.replace_top_via(top.with_params(received=source.host, rport=str(source.port)))
+    else:
+        request.replace_top_via(top.with_params(received=source.host))

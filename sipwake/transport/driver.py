@@ -196,14 +196,14 @@ class Driver:
                             ok = False
                     if token is not None:
                         self._perform(self.node.changes_stored(token, ok, self.now()))
-                case SendBytes(data=data, peer=peer):
+                case SendBytes(data=data, peer=peer, message=message):
                     if self.calls is not None:
                         self.calls.message_bytes("out", peer, data, self.now())
                     if self.trace:
                         trace_logger.info("send -> %s\n%s", peer, _show(data))
                     if self.sender is not None and not self.sender.send(data, peer):
                         logger.info("could not send to %s (flow gone)", peer)
-                        self._perform(self.node.send_failed(data, self.now()))
+                        self._perform(self.node.send_failed(data, self.now(), message))
                 case Dropped(reason=reason, peer=peer):
                     self.dropped += 1
                     logger.debug("dropped message from %s: %s", peer, reason)

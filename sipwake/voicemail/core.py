@@ -53,9 +53,9 @@ from typing import assert_never
 
 from sipwake.errors import LocalProtocolError, RemoteProtocolError, SipParseError
 from sipwake.ids import Ids
-from sipwake.sip.message import Request, Response, make_response
+from sipwake.sip.message import Request, Response, make_response, parse_error_response
 from sipwake.sip.parser import parse_message
-from sipwake.sip.peer import Peer, response_peer
+from sipwake.sip.peer import Peer, mark_received, response_peer
 from sipwake.transaction import (
     AckReceived,
     CancelReceived,
@@ -194,25 +194,15 @@ class VoicemailCore:
         try:
             message = parse_message(data)
         except SipParseError as exc:
-            partial = exc.partial
-            if (
-                isinstance(partial, Request)
-                and partial.method != "ACK"
-                and partial.headers.get("via")
-            ):
-                reason = exc.reason.replace("\r", " ").replace("\n", " ")[:200]
-                response = make_response(partial, exc.status_hint, reason)
+            response = parse_error_response(exc)
+            if response is not None:
                 return [SendDatagram(data=response.to_bytes(), peer=source)]
             return [Dropped(reason=f"unparsable message: {exc.reason}", peer=source)]
         if isinstance(message, Request):
             try:
-                top = message.top_via
+                mark_received(message, source)
             except SipParseError as exc:
                 return [Dropped(reason=exc.reason, peer=source)]
-            params = {"received": source.host}
-            if top.wants_rport:
-                params["rport"] = str(source.port)
-            message.replace_top_via(top.with_params(**params))
         return self._run(self.layer.receive(message, source, now), now)
 
     def media_ready(self, call_ref: str, port: int, now: float) -> list[VoicemailOutput]:
