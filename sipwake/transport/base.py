@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import re
@@ -294,8 +295,9 @@ class TransportManager:
 _IPV4_RE = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
 
 
+@functools.lru_cache(maxsize=1024)
 def _ip_version(host: str) -> int | None:
-    """4 or 6 for an IP literal (a cheap check first: this runs for every datagram sent)."""
+    """4 or 6 for an IP literal (remembered: this runs for every datagram sent)."""
     if _IPV4_RE.fullmatch(host) and all(int(part) < 256 for part in host.split(".")):
         return 4
     try:

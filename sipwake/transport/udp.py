@@ -4,16 +4,23 @@ Datagrams made only of CR and LF are keep-alives and are ignored (RFC 5626
 §3.5.1 allows CRLF on any transport). Datagrams over the size limit are
 dropped. Responses and requests leave from the listener socket, so a client's
 NAT binding (RFC 3581 §4) sees the address it sent to.
+
+The socket is read directly from the event loop's reader callback rather than
+through an asyncio datagram transport: each wake-up drains up to
+``READ_BATCH`` datagrams, so under load one pass of the loop serves many
+messages instead of one, and a datagram is sent with one ``sendto`` (queued,
+in order, only when the kernel's buffer is full).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
 import socket
-from typing import Any, cast
+from typing import Any
 
 from sipwake.sip.peer import Peer
 from sipwake.transport.common import FlowTable, ListenerConfig, LocalAddr
@@ -24,23 +31,30 @@ logger = logging.getLogger("sipwake.transport")
 
 #: Bytes asked for each UDP socket's receive and send buffers.
 SOCKET_BUFFER = 4 * 1024 * 1024
+#: Datagrams read per wake-up of the loop (then other sockets and timers get their turn).
+READ_BATCH = 64
+#: Largest datagram read whole (the IPv4 UDP payload limit is 65,507 bytes); anything
+#: longer is over every size limit anyway.
+_READ_SIZE = 65536
+#: Datagrams waiting for room in the kernel's send buffer before new ones are dropped.
+SEND_QUEUE_LIMIT = 10_000
+#: Peers kept for source addresses seen (a datagram from a known address reuses its Peer).
+_PEERS_KEPT = 4096
 
 
-class UdpEndpoint(asyncio.DatagramProtocol):
-    """One bound UDP socket."""
+class UdpEndpoint:
+    """One bound UDP socket, read and written from the event loop."""
 
-    def __init__(self, table: FlowTable) -> None:
+    def __init__(self, table: FlowTable, sock: socket.socket) -> None:
         self._table = table
-        self._transport: asyncio.DatagramTransport | None = None
-        self.local = LocalAddr(transport="udp", host="", port=0)
-        self.family = socket.AF_INET
-        self._inode = 0
-        self._rcvbuf = 1
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.DatagramTransport, transport)
-        sock = transport.get_extra_info("socket")
+        self._sock = sock
+        self._loop = asyncio.get_running_loop()
         self.family = sock.family
+        self._buffer = bytearray(_READ_SIZE)
+        self._view = memoryview(self._buffer)
+        self._peers: dict[tuple[Any, ...], Peer] = {}
+        self._queue: collections.deque[tuple[bytes, tuple[str, int]]] = collections.deque()
+        self._closed = False
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             # Bursts (a registration storm, a benchmark) must queue, not drop: ask for 4 MiB;
             # the kernel caps it at net.core.rmem_max / wmem_max.
@@ -50,12 +64,34 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             self._inode = os.fstat(sock.fileno()).st_ino
             self._rcvbuf = max(int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)), 1)
         except OSError:
-            self._inode = 0
+            self._inode, self._rcvbuf = 0, 1
         host, port = sock.getsockname()[:2]
         self.local = LocalAddr(transport="udp", host=host, port=port)
+        self._loop.add_reader(sock.fileno(), self._read_ready)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        peer = Peer(transport="udp", host=str(addr[0]), port=int(addr[1]))
+    # -- receiving ------------------------------------------------------------------
+    def _read_ready(self) -> None:
+        recv = self._sock.recvfrom_into
+        view = self._view
+        for _ in range(READ_BATCH):
+            try:
+                size, addr = recv(view)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # an ICMP error for an earlier datagram: nothing to do
+                logger.debug("UDP %s: %s", self.local, exc)
+                continue
+            if self._closed:
+                return
+            self._datagram(bytes(view[:size]), addr)
+
+    def _datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        peer = self._peers.get(addr)
+        if peer is None:
+            if len(self._peers) >= _PEERS_KEPT:
+                self._peers.clear()
+            peer = Peer(transport="udp", host=str(addr[0]), port=int(addr[1]))
+            self._peers[addr] = peer
         if len(data) > self._table.limits.max_message:
             self._table.count_dropped()
             logger.warning("dropped a %d-byte datagram from %s: over the limit", len(data), peer)
@@ -64,16 +100,44 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             return  # CRLF keep-alive
         self._table.deliver(data, peer, self.local)
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors for earlier datagrams (port unreachable, …): nothing to do.
-        logger.debug("UDP %s: %s", self.local, exc)
-
+    # -- sending --------------------------------------------------------------------
     def send(self, data: bytes, host: str, port: int) -> bool:
-        if self._transport is None or self._transport.is_closing():
+        """Send one datagram (False when the endpoint is closed or the kernel refuses it)."""
+        if self._closed:
             return False
-        self._transport.sendto(data, (host, port))
+        if self._queue:  # keep the order: behind what already waits
+            return self._enqueue(data, (host, port))
+        try:
+            self._sock.sendto(data, (host, port))
+        except (BlockingIOError, InterruptedError):
+            self._loop.add_writer(self._sock.fileno(), self._write_ready)
+            return self._enqueue(data, (host, port))
+        except OSError as exc:
+            logger.debug("UDP %s: could not send to %s:%d: %s", self.local, host, port, exc)
+            return False
         return True
 
+    def _enqueue(self, data: bytes, addr: tuple[str, int]) -> bool:
+        if len(self._queue) >= SEND_QUEUE_LIMIT:
+            self._table.count_dropped()
+            return False
+        self._queue.append((data, addr))
+        return True
+
+    def _write_ready(self) -> None:
+        queue = self._queue
+        while queue:
+            data, addr = queue[0]
+            try:
+                self._sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                logger.debug("UDP %s: could not send to %s: %s", self.local, addr, exc)
+            queue.popleft()
+        self._loop.remove_writer(self._sock.fileno())
+
+    # -- state ------------------------------------------------------------------------
     def backlog(self) -> float | None:
         """How full the socket's receive queue is (0..1), from Linux's /proc/net/udp; None
         where that cannot be read. A queue filling up means the server is falling behind."""
@@ -94,13 +158,31 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         return None
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+        if self._closed:
+            return
+        self._closed = True
+        fd = self._sock.fileno()
+        if fd >= 0:
+            self._loop.remove_reader(fd)
+            self._loop.remove_writer(fd)
+        self._queue.clear()
+        self._sock.close()
 
 
 async def open_udp(config: ListenerConfig, table: FlowTable) -> UdpEndpoint:
     loop = asyncio.get_running_loop()
-    _, endpoint = await loop.create_datagram_endpoint(
-        lambda: UdpEndpoint(table), local_addr=(config.host, config.port)
+    infos = await loop.getaddrinfo(
+        config.host, config.port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
     )
-    return endpoint
+    error: OSError | None = None
+    for family, kind, proto, _, address in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            sock.bind(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return UdpEndpoint(table, sock)
+    raise error or OSError(f"cannot bind UDP {config.host}:{config.port}")
