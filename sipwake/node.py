@@ -38,7 +38,7 @@ from sipwake.registrar.events import (
     RegistrarEvent,
 )
 from sipwake.registrar.registrar import Registrar
-from sipwake.registrar.state import client_state
+from sipwake.registrar.state import client_state, foreground_ends_at
 from sipwake.sip.auth import AuthResult, DigestServer, parse_credentials
 from sipwake.sip.message import Request, Response, make_response, parse_error_response
 from sipwake.sip.parser import parse_message
@@ -182,7 +182,12 @@ class Node:
         self.proxy = Proxy(layer=layer, locality=locality, ids=ids)
         self.wake = WakeEngine(proxy=self.proxy, ids=ids, resolve=self._resolve)
         self.presence = PresenceAgent(
-            layer=layer, ids=ids, locality=locality, state_of=self.presence_of, reach=self._reach
+            layer=layer,
+            ids=ids,
+            locality=locality,
+            state_of=self.presence_of,
+            reach=self._reach,
+            changes_at=self.presence_changes_at,
         )
         self._contact_flows: dict[tuple[str | None, str, int | None], Peer] = {}
         self._closed_flows: dict[int, None] = {}
@@ -784,6 +789,17 @@ class Node:
         user = aor.removeprefix("sip:").split("@", 1)[0]
         plan = self.settings.plan_of(user)
         return presence_of(d.state for d in self._devices(aor, now, plan))
+
+    def presence_changes_at(self, aor: str, now: float) -> float | None:
+        """When the user's presence may next change by time alone: a UDP binding with push
+        parameters turning suspended as its ``udp_foreground_s`` runs out."""
+        user = aor.removeprefix("sip:").split("@", 1)[0]
+        window = self.settings.plan_of(user).udp_foreground_s
+        ends = [
+            foreground_ends_at(b, now=now, udp_foreground_s=window)
+            for b in self.registrar.lookup(aor, now)
+        ]
+        return min((t for t in ends if t is not None), default=None)
 
     def _reach(self, peer: Peer, contact: Uri) -> Peer | None:
         """Where a request in a dialog goes: the flow it came over while that is open, else

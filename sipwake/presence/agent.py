@@ -18,6 +18,12 @@ notifier of RFC 6665 §4.2 for the ``presence`` event package (RFC 3856):
   (registration, removal, expiry, a flow lost, a dead push token); the agent
   asks ``state_of`` and sends a NOTIFY to each subscription whose state differs
   from the last one it notified;
+* time alone changes a state too: a UDP binding with push parameters is
+  foreground only for ``udp_foreground_s`` after its REGISTER, then suspended
+  (``sipwake.registrar.state``). For each watched AOR the agent asks
+  ``changes_at`` when its state would next change with nothing else happening,
+  keeps that as a deadline, and then checks as ``changed`` does (a re-REGISTER
+  before it moves the deadline);
 * ``Expires: 0`` (unsubscribe, or a one-off fetch) and the expiry of a
   subscription end it with a final NOTIFY ``Subscription-State:
   terminated;reason=timeout``;
@@ -26,7 +32,7 @@ notifier of RFC 6665 §4.2 for the ``presence`` event package (RFC 3856):
 
 NOTIFYs go to the flow the SUBSCRIBE came over when it is still open, else to
 the subscriber's Contact (``reach``). The agent keeps no clock:
-``next_deadline``/``handle_timeout`` drive the expiries.
+``next_deadline``/``handle_timeout`` drive the expiries and those re-checks.
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ class PresenceAgent:
         locality: Locality,
         state_of: Callable[[str, float], Presence],
         reach: Callable[[Peer, Uri], Peer | None],
+        changes_at: Callable[[str, float], float | None] | None = None,
         min_expires_s: int = 60,
         max_expires_s: int = 3600,
         default_expires_s: int = 3600,
@@ -90,6 +97,7 @@ class PresenceAgent:
         self._locality = locality
         self._state_of = state_of
         self._reach = reach
+        self._changes_at = changes_at
         self.min_expires_s = min_expires_s
         self.max_expires_s = max_expires_s
         self.default_expires_s = default_expires_s
@@ -99,6 +107,9 @@ class PresenceAgent:
         self._notifies: dict[ClientKey, tuple[str, str]] = {}
         self._timers: list[tuple[float, int, tuple[str, str]]] = []
         self._timer_seq = 0
+        self._rechecks: list[tuple[float, int, str]] = []
+        self._recheck_at: dict[str, float] = {}
+        """Watched AOR → when its state changes by time alone (``changes_at``)."""
 
     def __len__(self) -> int:
         return len(self._subs)
@@ -180,7 +191,9 @@ class PresenceAgent:
             self._by_aor.setdefault(aor, set()).add(ident)
         self._timer_seq += 1
         heapq.heappush(self._timers, (sub.expires_at, self._timer_seq, ident))
-        return out + self._notify(sub, now)
+        out += self._notify(sub, now)
+        self._plan_recheck(aor, now)
+        return out
 
     def _respond(
         self,
@@ -206,7 +219,21 @@ class PresenceAgent:
                 sub = self._subs[ident]
                 if sub.notified != state:
                     out += self._notify(sub, now, state=state)
+            self._plan_recheck(aor, now)
         return out
+
+    def _plan_recheck(self, aor: str, now: float) -> None:
+        """Keep the time ``aor``'s state next changes by time alone as a deadline."""
+        at = None
+        if self._changes_at is not None and aor in self._by_aor:
+            at = self._changes_at(aor, now)
+        if at is None or at <= now:
+            self._recheck_at.pop(aor, None)
+            return
+        if self._recheck_at.get(aor) != at:
+            self._recheck_at[aor] = at
+            self._timer_seq += 1
+            heapq.heappush(self._rechecks, (at, self._timer_seq, aor))
 
     def notify_answered(self, key: ClientKey, status: int, now: float) -> list[Output]:
         """The subscriber answered a NOTIFY (408 for a timeout)."""
@@ -273,6 +300,7 @@ class PresenceAgent:
             idents.discard(ident)
             if not idents:
                 del self._by_aor[sub.aor]
+                self._recheck_at.pop(sub.aor, None)
 
     def forget_transaction(self, key: ClientKey) -> None:
         """A NOTIFY transaction ended (after its response or timeout)."""
@@ -281,17 +309,33 @@ class PresenceAgent:
     # -- timers -------------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
         timers = self._timers
+        expiry = None
         while timers:
             deadline, _, ident = timers[0]
             sub = self._subs.get(ident)
             if sub is not None and sub.expires_at == deadline:
-                return deadline
+                expiry = deadline
+                break
             heapq.heappop(timers)
-        return None
+        rechecks = self._rechecks
+        while rechecks:
+            deadline, _, aor = rechecks[0]
+            if self._recheck_at.get(aor) == deadline:
+                return deadline if expiry is None else min(deadline, expiry)
+            heapq.heappop(rechecks)
+        return expiry
 
     def handle_timeout(self, now: float) -> list[Output]:
-        """Subscriptions that were not refreshed in time end (a final NOTIFY)."""
-        out: list[Output] = []
+        """Watched users whose state changed by time alone are notified; subscriptions
+        that were not refreshed in time end (a final NOTIFY)."""
+        due: set[str] = set()
+        rechecks = self._rechecks
+        while rechecks and rechecks[0][0] <= now:
+            deadline, _, aor = heapq.heappop(rechecks)
+            if self._recheck_at.get(aor) == deadline:
+                del self._recheck_at[aor]
+                due.add(aor)
+        out: list[Output] = self.changed(due, now) if due else []
         timers = self._timers
         while timers and timers[0][0] <= now:
             deadline, _, ident = heapq.heappop(timers)

@@ -12,11 +12,12 @@ node keeps) and on the time since the last REGISTER.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from sipwake.registrar.bindings import Binding
 
-__all__ = ["ClientState", "client_state"]
+__all__ = ["ClientState", "client_state", "foreground_ends_at"]
 
 ClientState = Literal["foreground", "suspended", "offline"]
 
@@ -40,3 +41,18 @@ def client_state(
     if flow_open:
         return "foreground"
     return "suspended" if pushable else "offline"
+
+
+def foreground_ends_at(binding: Binding, *, now: float, udp_foreground_s: float) -> float | None:
+    """When ``binding``, foreground at ``now`` by recent UDP traffic alone, turns
+    suspended if nothing else happens (no REGISTER, no expiry): the first time
+    ``client_state`` says so. None when time alone does not change its state."""
+    if binding.push is None or binding.source.flow is not None or binding.source.reliable:
+        return None
+    registered = binding.registered_at
+    at = registered + udp_foreground_s
+    if now - registered > udp_foreground_s or not math.isfinite(at):
+        return None
+    while at - registered <= udp_foreground_s:  # the window includes its last instant
+        at = math.nextafter(at, math.inf)
+    return at

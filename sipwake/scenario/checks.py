@@ -8,12 +8,14 @@ happened ("sent at 1.000 s, 0.000 s after the call"); a missed one converts to a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from sipwake.errors import ScenarioError
 from sipwake.scenario.model import (
     AnsweredExpect,
+    DeviceCancelledExpect,
     Expect,
     FinalStatusExpect,
     MessageDeliveredExpect,
@@ -56,6 +58,29 @@ def _pushes_text(pushes: list[PushRecordSeen]) -> str:
     ]
     more = f" and {len(pushes) - 4} more" if len(pushes) > 4 else ""
     return "pushes sent: " + ", ".join(shown) + more
+
+
+_SIP_CAUSE = re.compile(r"(?i)\bSIP\s*;[^,]*?\bcause\s*=\s*(\d+)")
+"""The SIP cause of an RFC 3326 Reason header (not a Q.850 one)."""
+
+
+def _sealed(push: PushRecordSeen, call: CallRecord, device: str) -> tuple[bool, str]:
+    """Whether ``push`` carried the call only sealed and ``device`` opened it, and how."""
+    payload = push.payload
+    if payload is None:
+        return False, "its payload is not known (Web Push, or seen only at a --target)"
+    if "enc" not in payload:
+        shown = ", ".join(push.clear) or "no call details"
+        return False, f"no enc in the payload ({shown} in clear)"
+    if push.clear:
+        return False, f"enc, but {', '.join(push.clear)} in clear too"
+    if push.opened is None:
+        why = push.open_error or "the push did not reach it"
+        return False, f"enc, but {device} could not open it: {why}"
+    if push.opened.get("call_id") != call.call_id:
+        return False, f"enc opened by {device}, but it names another call"
+    who = push.opened.get("name") or push.opened.get("caller") or "an unnamed caller"
+    return True, f"enc opened by {device} (call from {who}), nothing in clear"
 
 
 def _call_text(call: CallRecord) -> str:
@@ -112,6 +137,9 @@ class _Evaluator:
         if isinstance(spec, FinalStatusExpect):
             assert call is not None
             return self._final(spec, call)
+        if isinstance(spec, DeviceCancelledExpect):
+            assert call is not None
+            return self._device_cancelled(spec, call)
         if isinstance(spec, TimedExpect):
             assert call is not None
             times = call.voicemail if item.kind == "voicemail" else call.twin
@@ -136,7 +164,13 @@ class _Evaluator:
         got = f"sent at {_t(first.at)}, {first.at - call.start:.3f} s after the call"
         if first.outcome is not None and first.outcome.status != "delivered":
             got += f" (answered {first.outcome.status})"
-        return expected, got, first.at <= deadline + 1e-9
+        met = first.at <= deadline + 1e-9
+        if spec.encrypted is not None:
+            expected += ", call details sealed" if spec.encrypted else ", without enc"
+            sealed, how = _sealed(first, call, device)
+            got += f"; {how}"
+            met = met and sealed == spec.encrypted
+        return expected, got, met
 
     def _no_push(self, spec: NoPushExpect, call: CallRecord | None) -> tuple[str, str, bool]:
         device = self._device(spec.to)
@@ -239,6 +273,37 @@ class _Evaluator:
             if abs(off) > spec.tolerance + 1e-9:
                 return expected, f"{got}, {abs(off):.3f} s {'late' if off > 0 else 'early'}", False
         return expected, got, True
+
+    def _device_cancelled(
+        self, spec: DeviceCancelledExpect, call: CallRecord
+    ) -> tuple[str, str, bool]:
+        device = self._device(spec.to)
+        deadline = call.start + spec.within
+        reason = f" with Reason cause={spec.cause}" if spec.cause is not None else ""
+        late = ", the INVITE after the caller's final response" if spec.after_end else ""
+        expected = (
+            f"{device} gets the INVITE of {call.id} then a CANCEL{reason} within "
+            f"{spec.within:g} s of the call (by {_t(deadline)}){late}"
+        )
+        invites = [at for at, who in call.device_invites if who == device]
+        if not invites:
+            return expected, f"no INVITE of {call.id} reached {device}; {_call_text(call)}", False
+        invited = invites[-1]
+        cancels = [(at, r) for at, who, r in call.device_cancels if who == device and at >= invited]
+        if not cancels:
+            return expected, f"INVITE at {_t(invited)}, but no CANCEL followed", False
+        at, header = cancels[0]
+        got = f"INVITE at {_t(invited)}, CANCEL at {_t(at)} (Reason: {header or 'none'})"
+        met = at <= deadline + 1e-9
+        if spec.cause is not None:
+            found = _SIP_CAUSE.search(header or "")
+            met = met and found is not None and int(found.group(1)) == spec.cause
+        if spec.after_end:
+            if call.final is None:
+                return expected, f"{got}; the caller got no final response", False
+            got += f"; the caller's final {call.final[1]} came at {_t(call.final[0])}"
+            met = met and invited >= call.final[0]
+        return expected, got, met
 
     def _final(self, spec: FinalStatusExpect, call: CallRecord) -> tuple[str, str, bool]:
         who = "sender" if call.kind == "message" else "caller"

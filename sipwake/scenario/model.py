@@ -38,6 +38,7 @@ __all__ = [
     "AnsweredExpect",
     "CallAction",
     "Device",
+    "DeviceCancelledExpect",
     "Expect",
     "FinalStatusExpect",
     "HangupAction",
@@ -381,6 +382,10 @@ class PushExpect(_ExpectBase):
     kind: PushKindName = "call"
     to: str
     within: float = Field(1.0, ge=0)
+    encrypted: bool | None = None
+    """``true``: the payload carried the call details only sealed (``enc``), none of them
+    (caller, Call-ID, UUID, text) in clear, and the device opened ``enc`` with the push key
+    from its REGISTER's 200 (``calls.encrypt_push``); ``false``: sent without ``enc``."""
 
 
 class NoPushExpect(_ExpectBase):
@@ -424,6 +429,21 @@ class MessageDeliveredExpect(_Model):
     after_wake: bool = True
 
 
+class DeviceCancelledExpect(_ExpectBase):
+    """Device ``to`` received the call's INVITE and then a CANCEL for it, within
+    ``within`` s of the call (Flexisip's ``invite-cancel``: a phone woken for a call that
+    ended meanwhile gets the INVITE, then at once the CANCEL, so CallKit shows it end)."""
+
+    to: str
+    within: float = Field(ge=0)
+    cause: int | None = Field(None, ge=200, le=699)
+    """The CANCEL's RFC 3326 ``Reason: SIP;cause=…``: 200 (completed elsewhere), 603
+    (declined)…; unset: any Reason, or none."""
+    after_end: bool = False
+    """The INVITE reached the device only after the caller had its final response (the
+    device rang for a call that had already ended)."""
+
+
 class FinalStatusExpect(_ExpectBase):
     """The final response the caller gets for its INVITE."""
 
@@ -451,6 +471,7 @@ class Expect(_Model):
     final_status: FinalStatusExpect | None = None
     """The final response the caller (or a message's sender) gets."""
     message_delivered: MessageDeliveredExpect | None = None
+    device_cancelled: DeviceCancelledExpect | None = None
 
     @property
     def kind(self) -> str:
@@ -485,6 +506,7 @@ _EXPECTS = (
     "twin",
     "final_status",
     "message_delivered",
+    "device_cancelled",
 )
 
 
@@ -623,7 +645,7 @@ def _reference_errors(scenario: Scenario) -> list[tuple[tuple[int | str, ...], s
         about_message = isinstance(spec, PushExpect | NoPushExpect) and spec.kind == "message"
         if not (isinstance(spec, NoPushExpect) and spec.call is None):
             call((*loc, "call"), spec.call, message=about_message)
-        if isinstance(spec, PushExpect | NoPushExpect):
+        if isinstance(spec, PushExpect | NoPushExpect | DeviceCancelledExpect):
             device((*loc, "to"), spec.to)
         if isinstance(spec, AnsweredExpect):
             by = spec.by

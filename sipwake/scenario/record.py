@@ -7,7 +7,7 @@ reads it, ``report`` and ``htmlreport`` draw it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from sipwake.proxy.wake import CallEvent
 from sipwake.push.base import PushOutcome
@@ -39,6 +39,15 @@ class PushRecordSeen:
     call: str | None
     outcome: PushOutcome | None = None
     answered_at: float | None = None
+    payload: dict[str, Any] | None = None
+    """What the device gets: the APNs JSON body or the FCM ``data`` (None: not known)."""
+    clear: tuple[str, ...] = ()
+    """Call details readable in clear in ``payload`` (``caller``, ``name``, ``call-id``,
+    ``uuid``)."""
+    opened: dict[str, Any] | None = None
+    """The call details the device read from ``enc`` with its push key."""
+    open_error: str | None = None
+    """Why the device could not open ``enc`` (then the push does not wake it)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -61,6 +70,10 @@ class CallRecord:
     steps: list[CallEvent] = field(default_factory=list)
     delivered: list[tuple[float, str]] = field(default_factory=list)
     """A message's arrivals at devices: (time, ``user.device``)."""
+    device_invites: list[tuple[float, str]] = field(default_factory=list)
+    """The call's INVITE reaching devices: (time, ``user.device``)."""
+    device_cancels: list[tuple[float, str, str | None]] = field(default_factory=list)
+    """CANCELs of the call reaching devices: (time, ``user.device``, its Reason header)."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -33,6 +33,7 @@ from sipwake.scenario.agents import (
     UserAgent,
 )
 from sipwake.scenario.model import Device, Scenario, Step, User
+from sipwake.scenario.pushview import clear_details, device_payload, open_push, push_key_of
 from sipwake.scenario.record import (
     CallRecord,
     LadderRow,
@@ -113,6 +114,8 @@ class World:
         self._waking: set[str] = set()
         self._call_ids: dict[str, str] = {}
         """The engine's call reference → SIP Call-ID."""
+        self.push_keys: dict[str, bytes] = {}
+        """``user.device`` → the push key its REGISTER's 200 gave it (``encrypt_push``)."""
         port = 7000
         for uname, user in scenario.users.items():
             for device in user.devices:
@@ -370,6 +373,10 @@ class World:
                 self.by_call_id[request.call_id].id if request.call_id in self.by_call_id else None
             ),
         )
+        payload = device_payload(request, bundle=BUNDLE, project=FCM_PROJECT)
+        if payload is not None:
+            record.payload = payload
+            record.clear = clear_details(payload, request)
         self.record.pushes.append(record)
         target = ref or "unknown device"
         self.row(SERVER, PUSH, f"{request.kind} push ({record.provider}) for {target}")
@@ -382,14 +389,33 @@ class World:
         text = "delivered" if outcome.status == "delivered" else outcome_text(outcome)
         self.row(PUSH, SERVER, text)
         if outcome.status == "delivered" and record.device is not None:
-            self.push_arrives(self.devices[record.device], record.kind)
+            self.push_arrives(self.devices[record.device], record.kind, record)
 
-    def push_arrives(self, device: DeviceAgent, kind: str) -> None:
+    def _open(self, record: PushRecordSeen) -> bool:
+        """The app opens a push with sealed call details (``enc``) with its push key; one
+        it cannot open does not wake it (it would not know which call to show)."""
+        if record.payload is None or "enc" not in record.payload or record.device is None:
+            return True
+        try:
+            record.opened = open_push(record.payload, self.push_keys.get(record.device))
+        except ValueError as exc:
+            record.open_error = str(exc)
+            self.note(record.device, f"cannot open the {record.kind} push: {exc}")
+            return False
+        caller = record.opened.get("name") or record.opened.get("caller") or "?"
+        self.note(record.device, f"opened the {record.kind} push: from {caller}")
+        return True
+
+    def push_arrives(
+        self, device: DeviceAgent, kind: str, record: PushRecordSeen | None = None
+    ) -> None:
         if device.network_down:
             self.note(device.name, f"{kind} push waits: no network")
             device.push_waiting = device.push_waiting or kind in ("call", "message")
             return
         self.row(PUSH, device.name, f"{kind} push")
+        if record is not None and not self._open(record):
+            return
         if kind in ("call", "message"):
             self.wake_later(device)
 
@@ -441,6 +467,17 @@ class World:
     # -- observations --------------------------------------------------------------------
     def observe_delivery(self, agent: UserAgent, message: Request | Response) -> None:
         """``message`` reached ``agent``."""
+        if (
+            isinstance(agent, DeviceAgent)
+            and isinstance(message, Response)
+            and message.cseq.method == "REGISTER"
+            and 200 <= message.status < 300
+        ):
+            key = push_key_of(message)  # each 200 over TLS repeats it; none: no key
+            if key is None:
+                self.push_keys.pop(agent.name, None)
+            else:
+                self.push_keys[agent.name] = key
         record = self.by_call_id.get(message.call_id)
         if record is None:
             return
@@ -455,6 +492,12 @@ class World:
             return
         if message.method == "MESSAGE" and isinstance(agent, DeviceAgent):
             record.delivered.append((self.now, agent.name))
+        elif message.method == "CANCEL" and isinstance(agent, DeviceAgent):
+            reason = ", ".join(message.headers.values("Reason")) or None
+            record.device_cancels.append((self.now, agent.name, reason))
+        elif message.method == "INVITE" and isinstance(agent, DeviceAgent):
+            if message.to.tag is None:
+                record.device_invites.append((self.now, agent.name))
         elif message.method == "INVITE" and message.to.tag is None:
             if agent is self.voicemail:
                 record.voicemail.append(self.now)

@@ -4,6 +4,7 @@ flow, and unsubscribes; subscriptions need digest authentication unless the lab 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,31 @@ async def test_watcher_sees_a_sleeping_phone_as_away_then_available(tmp_path: Pa
         assert server.node is not None
         assert len(server.node.presence) == 0
     finally:
+        watcher.close()
+        await server.close()
+
+
+async def test_a_udp_push_phone_that_goes_quiet_is_notified_away(tmp_path: Path) -> None:
+    # A UDP binding with push parameters is foreground only for udp_foreground_s after
+    # its REGISTER: with no other traffic the watcher is told "away" when that runs out.
+    server = Server(_lab_config(tmp_path, calls={"udp_foreground_s": 0.5}))
+    await server.start()
+    watcher = await Ua("alice", "a", udp_address(server), "lab.test").start()
+    phone = await Ua("bob", "b", udp_address(server), "lab.test").start()
+    try:
+        push = f";pn-provider=apns;pn-param=TEAM123456.org.lab.phone.voip;pn-prid={'ab' * 32}"
+        before = asyncio.get_running_loop().time()  # the server's clock reads ≥ this
+        await phone.register(contact_params=push)
+        watcher.send(_subscribe(watcher, expires=600))
+        assert isinstance(await watcher.expect(200), Response)
+        assert _presence(await _notify(watcher)) == "available"
+        away = await _notify(watcher)  # nothing happened but time
+        waited = asyncio.get_running_loop().time() - before
+        assert _presence(away) == "away"
+        assert away.headers.get("Subscription-State", "").startswith("active")
+        assert 0.5 <= waited < 2.0
+    finally:
+        phone.close()
         watcher.close()
         await server.close()
 

@@ -94,3 +94,47 @@ async def test_a_message_held_across_a_restart_is_delivered_from_the_store(
     notes = [r.label for r in record.rows if r.src == "sipwake" and not r.dst]
     assert "started again on the same ports: 1 bindings from the store" in notes
     assert record.calls["note"].delivered[0][1] == "bob.iphone"
+
+
+def _quicker(name: str, *edits: tuple[str, str]) -> str:
+    """A library scenario with shorter times, so it runs in about two seconds."""
+    text = (SCENARIOS / name).read_text()
+    for old, new in edits:
+        assert old in text, f"{old!r} not in {name}"
+        text = text.replace(old, new)
+    return text
+
+
+async def test_sealed_call_details_are_opened_by_the_phone_in_real_time(tmp_path: Path) -> None:
+    # Over real TLS the phone keeps the push key of its REGISTER's 200 and opens the
+    # sealed payload of the push the server really sent.
+    text = _quicker(
+        "innovaphone-encrypted-call-push.yaml",
+        ("at: 1\n", "at: 0.2\n"),
+        ("wake_delay_s: 2", "wake_delay_s: 0.3"),
+        ("answer_after_s: 1", "answer_after_s: 0.2"),
+        ("at: 4.06, tolerance: 0.1", "at: 0.76, tolerance: 0.15"),
+    )
+    record = await replay_live(parse_scenario(text), tmp_path)
+    checks = evaluate(record)
+    assert all(c.met for c in checks), [str(c.error()) for c in checks if not c.met]
+    (push,) = [p for p in record.pushes if p.kind == "call"]
+    assert push.opened is not None
+    assert push.opened["call_id"] == record.calls["call1"].call_id
+
+
+async def test_flexisip_invite_then_cancel_reaches_the_phone_in_real_time(tmp_path: Path) -> None:
+    text = _quicker(
+        "flexisip-invite-cancel-after-caller-gives-up.yaml",
+        ("at: 1\n", "at: 0.2\n"),
+        ("at: 3\n", "at: 0.5\n"),
+        ("wake_delay_s: 5", "wake_delay_s: 0.8"),
+        ("within: 5.5", "within: 1.5"),
+    )
+    record = await replay_live(parse_scenario(text), tmp_path)
+    checks = evaluate(record)
+    assert all(c.met for c in checks), [str(c.error()) for c in checks if not c.met]
+    ((_, device, reason),) = record.calls["call1"].device_cancels
+    assert device == "bob.iphone"
+    assert reason is not None
+    assert "cause=200" in reason

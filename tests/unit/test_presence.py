@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from xml.etree import ElementTree
 
+import pytest
+
 from sipwake.presence import pidf_document, presence_of
+from sipwake.proxy.plan import CallPlan
+from sipwake.registrar.bindings import Binding
+from sipwake.registrar.state import client_state, foreground_ends_at
 from sipwake.sip.message import Request, Response, make_response
 from sipwake.sip.peer import Peer
+from sipwake.sip.pushtarget import push_target_from_uri
+from sipwake.sip.uri import SipUri, parse_uri
+from tests.unit.wakelab import TEAM_PARAM as TEAM
 from tests.unit.wakelab import UDP, Phone, WakeLab
 
 WATCHER = Peer(transport="udp", host="127.0.0.1", port=6100)
@@ -195,3 +204,107 @@ def test_notify_refused_with_481_ends_the_subscription() -> None:
     assert len(lab.node.presence) == 0
     lab.register(Phone(user="bob", port=7001, transport="udp"))
     assert len(_notifies(lab)) == 1
+
+
+def test_a_udp_push_phone_that_stops_registering_turns_away_by_time_alone() -> None:
+    lab = WakeLab(plan=CallPlan(udp_foreground_s=120.0))
+    phone = Phone(user="bob", port=7001, transport="udp", instance="urn:uuid:u", token=TOKEN)
+    lab.register(phone)
+    registered = lab.now
+    _subscribe(lab, expires=3600)
+    _ack_notifies(lab)
+    assert _state(_notifies(lab)[-1]) == "available"  # fresh UDP traffic: foreground
+    deadline = lab.node.presence.next_deadline()
+    assert deadline is not None
+    assert registered + 120.0 < deadline < registered + 120.001  # the window's end, no later
+    lab.advance(119.9)
+    assert len(_notifies(lab)) == 1
+    lab.advance(0.2)  # nothing but time happened: the binding is stale, the phone asleep
+    (first, away) = _notifies(lab)
+    assert _state(away) == "away"
+    assert away.cseq.seq == first.cseq.seq + 1
+    assert away.headers.get("Subscription-State", "").startswith("active;expires=")
+    _ack_notifies(lab)
+    lab.advance(600)
+    assert len(_notifies(lab)) == 2  # suspended stays suspended: no more NOTIFYs
+
+
+def test_a_re_register_moves_the_time_the_phone_turns_away() -> None:
+    lab = WakeLab(plan=CallPlan(udp_foreground_s=120.0))
+    phone = Phone(user="bob", port=7001, transport="udp", instance="urn:uuid:u", token=TOKEN)
+    lab.register(phone)
+    _subscribe(lab, expires=3600)
+    _ack_notifies(lab)
+    lab.advance(100)
+    lab.register(phone)  # the app refreshes its binding: foreground for another 120 s
+    refreshed = lab.now
+    lab.advance(100)
+    assert len(_notifies(lab)) == 1
+    deadline = lab.node.presence.next_deadline()
+    assert deadline is not None
+    assert refreshed + 120.0 < deadline < refreshed + 120.001
+    lab.advance(21)
+    assert [_state(n) for n in _notifies(lab)] == ["available", "away"]
+
+
+def test_no_time_check_without_a_watcher_or_for_connections_and_plain_udp() -> None:
+    lab = WakeLab(plan=CallPlan(udp_foreground_s=120.0))
+    phone = Phone(user="bob", port=7001, transport="udp", instance="urn:uuid:u", token=TOKEN)
+    lab.register(phone)
+    assert lab.node.presence_changes_at("sip:bob@lab.test", lab.now) is not None
+    assert lab.node.presence.next_deadline() is None  # nobody watches bob
+    # A TCP phone and a UDP phone without push parameters: only a REGISTER or a lost
+    # connection changes their state, never time alone.
+    tcp = Phone(user="dave", port=7002, transport="tcp", instance="urn:uuid:t", token=TOKEN)
+    lab.register(tcp)
+    lab.register(Phone(user="erin", port=7003, transport="udp"))
+    assert lab.node.presence_changes_at("sip:dave@lab.test", lab.now) is None
+    assert lab.node.presence_changes_at("sip:erin@lab.test", lab.now) is None
+    _subscribe(lab, expires=3600, user="dave")
+    _subscribe(lab, expires=600, user="erin", cseq=5)
+    _ack_notifies(lab)
+    assert [_state(n) for n in _notifies(lab)] == ["available", "available"]
+    assert lab.node.presence.next_deadline() == lab.now + 600  # an expiry, no re-check
+    lab.advance(599)
+    assert len(_notifies(lab)) == 2
+
+
+def test_the_re_check_goes_when_the_watcher_does() -> None:
+    lab = WakeLab(plan=CallPlan(udp_foreground_s=120.0))
+    lab.register(Phone(user="bob", port=7001, transport="udp", instance="urn:uuid:u", token=TOKEN))
+    _subscribe(lab, expires=3600)
+    _ack_notifies(lab)
+    assert lab.node.presence.next_deadline() is not None
+    _subscribe(lab, expires=0, to_tag=_responses(lab)[0].to.tag, cseq=2)
+    assert lab.node.presence.next_deadline() is None
+    lab.advance(200)
+    assert len(_notifies(lab)) == 2  # the first one and the final one, nothing at 120 s
+
+
+@pytest.mark.parametrize("registered", [0.1, 10003.01, 1e6 + 0.3, 123456.789])
+@pytest.mark.parametrize("window", [0.0, 0.3, 120.0, 7.7])
+def test_foreground_ends_exactly_where_client_state_says_so(
+    registered: float, window: float
+) -> None:
+    uri = parse_uri(f"sip:bob@127.0.0.1:7001;pn-provider=apns;pn-param={TEAM};pn-prid={TOKEN}")
+    assert isinstance(uri, SipUri)
+    binding = Binding(
+        binding_id="b1",
+        aor="sip:bob@lab.test",
+        contact=uri,
+        call_id="c",
+        cseq=1,
+        expires_at=registered + 3600,
+        registered_at=registered,
+        source=Peer(transport="udp", host="127.0.0.1", port=7001),
+        push=push_target_from_uri(uri),
+    )
+
+    def state(now: float) -> str:
+        return client_state(binding, flow_open=True, now=now, udp_foreground_s=window)
+
+    at = foreground_ends_at(binding, now=registered, udp_foreground_s=window)
+    assert at is not None
+    assert state(at) == "suspended"
+    assert state(math.nextafter(at, -math.inf)) == "foreground"
+    assert foreground_ends_at(binding, now=at, udp_foreground_s=window) is None
