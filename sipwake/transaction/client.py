@@ -100,6 +100,9 @@ class IctState(enum.Enum):
     TERMINATED = "Terminated"
 
 
+_ICT_SETTLED = frozenset({IctState.COMPLETED, IctState.ACCEPTED, IctState.TERMINATED})
+
+
 class IctInput(enum.Enum):
     """What drives an ICT: responses (remote), timers and the TU's CANCEL (local)."""
 
@@ -150,6 +153,10 @@ class InviteClientTransaction(Transaction):
     @property
     def terminated(self) -> bool:
         return self.state is IctState.TERMINATED
+
+    @property
+    def settled(self) -> bool:
+        return self.state in _ICT_SETTLED
 
     def start(self, now: float) -> list[Output]:
         """Send the INVITE; start Timer A (unreliable only) and Timer B."""
@@ -262,6 +269,9 @@ class NictState(enum.Enum):
     TERMINATED = "Terminated"
 
 
+_NICT_SETTLED = frozenset({NictState.COMPLETED, NictState.TERMINATED})
+
+
 class NictInput(enum.Enum):
     """What drives a NICT: responses (remote) and timers (local)."""
 
@@ -303,6 +313,10 @@ class NonInviteClientTransaction(Transaction):
     @property
     def terminated(self) -> bool:
         return self.state is NictState.TERMINATED
+
+    @property
+    def settled(self) -> bool:
+        return self.state in _NICT_SETTLED
 
     def start(self, now: float) -> list[Output]:
         """Send the request; start Timer E (unreliable only) and Timer F."""

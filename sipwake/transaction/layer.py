@@ -34,10 +34,15 @@ Theory of operation
 A transaction that reaches Terminated is removed at once and reported with
 ``TransactionTerminated`` (the last output about it in that call).
 
-Overload: when ``max_transactions`` transactions exist, a new request
-(never an ACK, CANCEL or retransmission) is answered ``503 Service
-Unavailable`` with ``Retry-After: retry_after_s`` by the layer itself,
-without a transaction: ``SendMessage(503)`` then ``RequestRejected``.
+Overload: when ``max_transactions`` transactions are pending (no final
+response sent or received yet), a new request (never an ACK, CANCEL or
+retransmission) is answered ``503 Service Unavailable`` with ``Retry-After:
+retry_after_s`` by the layer itself, without a transaction:
+``SendMessage(503)`` then ``RequestRejected``. Settled transactions, which
+only linger to absorb retransmissions (Timer J keeps a UDP REGISTER's for
+32 s), do not count: a registrar taking 3,000 REGISTERs/s holds ~100,000 of
+them (about 3 KB each). They are bounded too, at ``LINGER_FACTOR`` times the limit in
+all.
 
 Deviations and choices
 ======================
@@ -103,7 +108,10 @@ from sipwake.transaction.server import (
 )
 from sipwake.transaction.timers import TimerConfig
 
-__all__ = ["AnyTransaction", "TransactionLayer", "TransactionState"]
+__all__ = ["LINGER_FACTOR", "AnyTransaction", "TransactionLayer", "TransactionState"]
+
+#: Transactions in all (pending and settled) may reach this many times ``max_transactions``.
+LINGER_FACTOR = 4
 
 AnyTransaction = (
     InviteClientTransaction
@@ -135,10 +143,17 @@ class TransactionLayer:
         #: (deadline, creation order, push number, key); stale entries are skipped.
         self._heap: list[tuple[float, int, int, TransactionKey]] = []
         self._scheduled: dict[TransactionKey, float] = {}
+        #: Transactions that have their final response (they only absorb retransmissions).
+        self._settled: set[TransactionKey] = set()
 
     # -- introspection -----------------------------------------------------
     def __len__(self) -> int:
         return len(self._transactions)
+
+    @property
+    def pending(self) -> int:
+        """Transactions without their final response yet (what ``max_transactions`` limits)."""
+        return len(self._transactions) - len(self._settled)
 
     def __contains__(self, key: object) -> bool:
         return key in self._transactions
@@ -272,6 +287,7 @@ class TransactionLayer:
             return []
         del self._transactions[key]
         self._scheduled.pop(key, None)
+        self._settled.discard(key)
         return [TransportFailed(transaction_key=key), TransactionTerminated(transaction_key=key)]
 
     # -- network input -----------------------------------------------------
@@ -322,7 +338,10 @@ class TransactionLayer:
                 assert_never(txn)
         if request.method == "CANCEL":
             return self._receive_cancel(request, source, key, now)
-        if self.max_transactions is not None and len(self) >= self.max_transactions:
+        limit = self.max_transactions
+        if limit is not None and (
+            self.pending >= limit or len(self._transactions) >= limit * LINGER_FACTOR
+        ):
             response = overload_response(
                 request, to_tag=self._ids.tag(), retry_after_s=self.retry_after_s
             )
@@ -400,8 +419,11 @@ class TransactionLayer:
             if self._transactions.get(key) is txn:
                 del self._transactions[key]
                 self._scheduled.pop(key, None)
+                self._settled.discard(key)
                 outputs.append(TransactionTerminated(transaction_key=key))
             return outputs
+        if txn.settled:
+            self._settled.add(key)
         deadline = txn.next_deadline()
         if deadline is None:
             self._scheduled.pop(key, None)

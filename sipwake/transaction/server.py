@@ -171,6 +171,10 @@ class InviteServerTransaction(_ServerTransaction):
     def terminated(self) -> bool:
         return self.state is IstState.TERMINATED
 
+    @property
+    def settled(self) -> bool:
+        return self.state is not IstState.PROCEEDING
+
     def start(self, now: float) -> list[Output]:
         """Arm the 100 Trying timer (a zero ``trying_delay`` sends 100 at once)."""
         self._arm(Timer.TRYING, self.config.trying_delay, now)
@@ -319,6 +323,10 @@ class NonInviteServerTransaction(_ServerTransaction):
     @property
     def terminated(self) -> bool:
         return self.state is NistState.TERMINATED
+
+    @property
+    def settled(self) -> bool:
+        return self.state is NistState.COMPLETED or self.state is NistState.TERMINATED
 
     def start(self, now: float) -> list[Output]:
         """Nothing to send: a NIST never answers 100 on its own (RFC 4320 §4.1)."""

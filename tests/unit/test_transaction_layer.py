@@ -33,6 +33,7 @@ from sipwake.transaction import (
     build_ack,
     build_cancel,
 )
+from sipwake.transaction.layer import LINGER_FACTOR
 from sipwake.transaction.server import IstState
 
 UA = Peer(transport="udp", host="198.51.100.7", port=5060)
@@ -231,6 +232,47 @@ def test_max_transactions_answers_503_with_retry_after() -> None:
     ack = roundtrip(build_ack(second, busy))
     assert layer.receive(ack, UA, 0.7) == [AckReceived(request=ack, source=UA)]
     assert layer.state_of(key) is IstState.PROCEEDING
+
+
+def register(branch: str) -> Request:
+    data = (
+        INVITE.replace(b"INVITE sip:bob@biloxi.example.com", b"REGISTER sip:biloxi.example.com")
+        .replace(b"314159 INVITE", b"1 REGISTER")
+        .replace(b"BRANCH", branch.encode())
+    )
+    msg = parse_message(data)
+    assert isinstance(msg, Request)
+    return msg
+
+
+def test_answered_transactions_do_not_count_against_the_limit() -> None:
+    """A UDP REGISTER's NIST lingers 32 s after its 200 (Timer J) only to absorb
+    retransmissions: those are not pending work, and a busy registrar holds many."""
+    layer = TransactionLayer(SeededIds(0), max_transactions=2)
+    for i in range(2 * LINGER_FACTOR - 1):
+        request = register(f"z9hG4bKreg{i}")
+        key = received_key(layer.receive(request, UA, 0.0))
+        layer.respond(key, make_response(request, 200, to_tag="t"), 0.0)
+    assert (len(layer), layer.pending) == (2 * LINGER_FACTOR - 1, 0)
+    # Two pending ones fill the limit; a third is refused although nothing else is.
+    first = received_key(layer.receive(register("z9hG4bKopen1"), UA, 0.1))
+    assert layer.pending == 1
+    out = layer.receive(register("z9hG4bKopen2"), UA, 0.1)
+    assert [type(o) for o in out] == [
+        SendMessage,
+        RequestRejected,
+    ]  # 2 x LINGER_FACTOR in all: the cap
+    layer.respond(first, make_response(register("z9hG4bKopen1"), 200, to_tag="t"), 0.1)
+    layer.handle_timeout(32.0)  # Timer J: the first ones go
+    assert layer.pending == 0
+    assert len(layer) == 1
+    second = received_key(layer.receive(register("z9hG4bKopen2"), UA, 32.1))
+    assert layer.pending == 1
+    assert [type(o) for o in layer.receive(register("z9hG4bKopen3"), UA, 32.1)] == [RequestReceived]
+    assert layer.pending == 2
+    out = layer.receive(register("z9hG4bKopen4"), UA, 32.2)
+    assert [type(o) for o in out] == [SendMessage, RequestRejected]
+    assert second in layer
 
 
 # -- timers ----------------------------------------------------------------------
