@@ -499,9 +499,13 @@ def replay_cmd(
         return text + "\n"
 
     def run(path: Path) -> ScenarioResult:
-        return run_file(
-            path, clock="real" if real else "virtual", target=target, mocks=mocks, full=full
-        )
+        try:
+            return run_file(
+                path, clock="real" if real else "virtual", target=target, mocks=mocks, full=full
+            )
+        except OSError as exc:  # MockPushError among them: no replay can run
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
 
     results: list[ScenarioResult] = []
     if sys.stdout.isatty() and len(files) > 1:

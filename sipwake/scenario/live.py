@@ -122,7 +122,7 @@ class MockPush:
         return f"https://{self.host}:{mock_ports(self.port)[provider]}"
 
 
-class MockPushError(RuntimeError):
+class MockPushError(OSError):
     """A mock push service could not start (its port is taken, the directory unusable)."""
 
 

@@ -152,7 +152,9 @@ def _serve(tmp_path: Path, sip_port: int, push: dict[str, object]) -> Iterator[N
             proc.wait(timeout=5)
 
 
-def _replay(tmp_path: Path, scenario: str, sip_port: int, mock_port: int, mock_dir: Path):  # type: ignore[no-untyped-def]
+def _replay(
+    tmp_path: Path, scenario: str, sip_port: int, mock_port: int, mock_dir: Path
+) -> subprocess.CompletedProcess[bytes]:
     file = tmp_path / "scenario.yaml"
     file.write_text(scenario)
     return subprocess.run(
@@ -213,3 +215,28 @@ def test_a_wrong_password_against_the_target_fails_naming_the_user(tmp_path: Pat
     assert result.returncode == 1, out + result.stderr.decode()
     assert "MISSED  authentication: expected every simulated phone and caller authenticates" in out
     assert "bob (bob.iphone): the server refused the credentials of bob (403" in out
+
+
+def test_a_taken_mock_push_port_is_one_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _replay(tmp_path, SCENARIO, _ports(2, udp=True), port, tmp_path / "mock")
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert f"error: cannot start the mock push services on 127.0.0.1 ports {port}-{port + 1}" in err
+    assert "Traceback" not in err
+
+
+def test_mock_push_needs_a_target(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(SCENARIO)
+    result = subprocess.run(
+        [*SIPWAKE, "replay", "--mock-push", "127.0.0.1:18443", str(tmp_path / "s.yaml")],
+        env=ENV,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--mock-push only applies with --target" in result.stderr.decode()
