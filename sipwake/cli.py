@@ -240,6 +240,15 @@ def status_cmd(url: str, as_json: bool) -> None:
     help="Where the keys, certificates and push.yaml are written.",
 )
 @click.option("--bundle-id", default="org.lab.phone", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65533),
+    default=18443,
+    show_default=True,
+    help="APNs listens on PORT, FCM on PORT+1, Web Push on PORT+2 (0: any free ports); "
+    "sipwake replay --target uses the same.",
+)
 @click.option(
     "--fault",
     "faults",
@@ -249,10 +258,13 @@ def status_cmd(url: str, as_json: bool) -> None:
     "retry-after=5 times=2', 'latency 50' (repeatable; the same commands can be typed "
     "on standard input while it runs; 'help' lists them).",
 )
-def mock_push_cmd(directory: str, bundle_id: str, faults: tuple[str, ...]) -> None:
+def mock_push_cmd(
+    directory: str, bundle_id: str, host: str, port: int, faults: tuple[str, ...]
+) -> None:
     """Local mock APNs, FCM and Web Push service (HTTP/2 over TLS on 127.0.0.1) that check
     pushes as the real services do; writes the matching push settings to DIR/push.yaml and
-    prints every push it accepts until Ctrl-C. Faults are injected with --fault or by
+    prints every push it accepts until Ctrl-C. Keys and certificates in DIR are kept
+    across runs, so a server is configured once. Faults are injected with --fault or by
     typing fault commands on standard input."""
     import asyncio
     import contextlib
@@ -282,12 +294,17 @@ def mock_push_cmd(directory: str, bundle_id: str, faults: tuple[str, ...]) -> No
             stop=stop,
             faults=faults,
             commands=commands,
+            host=host,
+            port=port,
         )
 
     try:
         asyncio.run(run())
     except ValueError as exc:
         click.echo(f"error: --fault: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        click.echo(f"error: cannot listen on {host} ports {port}-{port + 2}: {exc}", err=True)
         sys.exit(2)
 
 
@@ -396,6 +413,22 @@ def _host_port(ctx: click.Context, param: click.Parameter, value: str | None) ->
     "PORT, TLS ones PORT+1; the server's own settings apply (see the README's limits).",
 )
 @click.option(
+    "--mock-push",
+    "mock_push",
+    metavar="HOST:PORT",
+    callback=_host_port,
+    help="With --target: where the mock push services listen, APNs on PORT, FCM on "
+    "PORT+1 (PORT+2 is Web Push's in sipwake mock-push) [default: 127.0.0.1:18443].",
+)
+@click.option(
+    "--mock-push-dir",
+    type=click.Path(file_okay=False),
+    default="sipwake-mock-push",
+    show_default=True,
+    help="With --target: the mocks' keys, certificates and push.yaml, kept across runs "
+    "(the same as sipwake mock-push --dir).",
+)
+@click.option(
     "--full",
     is_flag=True,
     help="Real time: run each scenario for its whole duration_s (default: stop once "
@@ -413,6 +446,8 @@ def replay_cmd(
     paths: tuple[str, ...],
     clock: str,
     target: tuple[str, int] | None,
+    mock_push: tuple[str, int] | None,
+    mock_push_dir: str,
     full: bool,
     junit: str | None,
     html_dir: str | None,
@@ -434,6 +469,24 @@ def replay_cmd(
         click.echo(f"error: no scenario files (*.yaml) in {', '.join(paths)}", err=True)
         sys.exit(2)
     real = clock == "real" or target is not None
+    if mock_push is not None and target is None:
+        click.echo("error: --mock-push only applies with --target", err=True)
+        sys.exit(2)
+    mocks = None
+    if target is not None:
+        from sipwake.push.mockcli import MOCK_PUSH_PORT
+        from sipwake.scenario.live import MockPush
+
+        host, port = mock_push or ("127.0.0.1", MOCK_PUSH_PORT)
+        if port > 65533:
+            click.echo(f"error: --mock-push: {port}+1 is not a port", err=True)
+            sys.exit(2)
+        mocks = MockPush(host=host, port=port, directory=Path(mock_push_dir))
+        click.echo(
+            f"mock APNs at {mocks.url('apns')}, mock FCM at {mocks.url('fcm')}; "
+            f"push settings for {target[0]}:{target[1]} in "
+            f"{Path(mock_push_dir).resolve() / 'push.yaml'}"
+        )
     if real:  # connection failures to suspended phones are expected: no log noise
         logging.getLogger("sipwake").setLevel(logging.ERROR)
 
@@ -446,7 +499,13 @@ def replay_cmd(
         return text + "\n"
 
     def run(path: Path) -> ScenarioResult:
-        return run_file(path, clock="real" if real else "virtual", target=target, full=full)
+        try:
+            return run_file(
+                path, clock="real" if real else "virtual", target=target, mocks=mocks, full=full
+            )
+        except OSError as exc:  # MockPushError among them: no replay can run
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
 
     results: list[ScenarioResult] = []
     if sys.stdout.isatty() and len(files) > 1:

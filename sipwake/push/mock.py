@@ -85,11 +85,28 @@ __all__ = [
 _TOKEN_MAX_AGE_S = 3600
 
 
+def _reusable_cert(directory: Path, host: str, stem: str) -> tuple[Path, Path] | None:
+    """``<stem>.pem``/``.key`` already in ``directory``, if for ``host`` and valid a day more."""
+    cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        if not key_path.is_file():
+            return None
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return None
+    ips = {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
+    left = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+    if host not in ips or left < datetime.timedelta(days=1):
+        return None
+    return cert_path, key_path
+
+
 def write_self_signed_cert(
-    directory: Path, *, host: str = "127.0.0.1", stem: str = "mock-apns"
+    directory: Path, *, host: str = "127.0.0.1", stem: str = "mock-apns", days: int = 1
 ) -> tuple[Path, Path]:
-    """A self-signed P-256 certificate for ``host`` (IP SAN and ``localhost``): (cert, key)
-    written as ``<stem>.pem`` and ``<stem>.key``."""
+    """A self-signed P-256 certificate for ``host`` (IP SAN and ``localhost``), valid
+    ``days``: (cert, key) written as ``<stem>.pem`` and ``<stem>.key``."""
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{stem}.test")])
@@ -101,7 +118,7 @@ def write_self_signed_cert(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(
             x509.SubjectAlternativeName(
                 [x509.IPAddress(ipaddress.ip_address(host)), x509.DNSName("localhost")]
@@ -155,11 +172,20 @@ class _H2TlsMock:
         self.connections = 0
         self.latency = 0.0
         """Seconds to wait before answering each request."""
+        self.port = 0
+        """The port to listen on (0: any free one); set before starting."""
+        self.reuse_cert = False
+        """Keep the certificate already in ``directory`` (for this host, valid a day more)
+        instead of making a new one, and make new ones valid for a year: a server that
+        trusts it once keeps trusting it (``sipwake mock-push``, replay ``--target``)."""
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        cert, key = write_self_signed_cert(self._directory, host=self._host, stem=self._stem)
+        kept = _reusable_cert(self._directory, self._host, self._stem) if self.reuse_cert else None
+        cert, key = kept or write_self_signed_cert(
+            self._directory, host=self._host, stem=self._stem, days=365 if self.reuse_cert else 1
+        )
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(cert, key)
@@ -168,7 +194,7 @@ class _H2TlsMock:
             context.verify_mode = ssl.CERT_OPTIONAL
             context.load_verify_locations(cafile=str(self.client_ca))
         self.cert_file = cert
-        self._server = await asyncio.start_server(self._serve, self._host, 0, ssl=context)
+        self._server = await asyncio.start_server(self._serve, self._host, self.port, ssl=context)
         port = self._server.sockets[0].getsockname()[1]
         self.base_url = f"https://{self._host}:{port}"
         return self
@@ -180,7 +206,13 @@ class _H2TlsMock:
             writer.close()
         if self._connection_tasks:
             # Closing the transports ends each connection's read loop; wait for them.
-            await asyncio.wait(self._connection_tasks, timeout=2.0)
+            _, left = await asyncio.wait(self._connection_tasks, timeout=0.5)
+            if left:
+                # A client that keeps its connection (a server in another process) never
+                # answers the TLS close: drop the connection rather than wait 30 s for it.
+                for writer in list(self._writers):
+                    writer.transport.abort()
+                await asyncio.wait(left, timeout=2.0)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

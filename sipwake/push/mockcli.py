@@ -11,12 +11,19 @@ subscriptions masked) until it is stopped. Web Push subscriptions are made over 
 (RFC 8030 §4: ``POST <url>/subscribe``, the endpoint in the ``Link`` header). Faults
 (dead tokens, error answers with Retry-After, latency: ``sipwake.push.mockfaults``)
 are given at start and as commands while it runs.
+
+Ports and files stay put, so a server is configured for the mocks once: APNs listens on
+``--port`` (``MOCK_PUSH_PORT`` by default), FCM on the next port, Web Push on the one
+after; the APNs key, the VAPID key, the service account and the TLS certificates (valid
+a year) found in the directory are used again. ``sipwake replay --target`` starts its
+mock APNs and FCM the same way (``sipwake.scenario.live``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -30,16 +37,34 @@ from sipwake.push.mock_webpush import MockWebPush
 from sipwake.push.mockfaults import MockSet, apply_fault
 from sipwake.sip.pushtarget import mask_token
 
-__all__ = ["run_mock_push"]
+__all__ = [
+    "MOCK_PUSH_PORT",
+    "apns_key",
+    "mock_ports",
+    "push_settings",
+    "run_mock_push",
+    "service_account",
+    "vapid_key",
+]
 
 TEAM_ID = "TEAM123456"
 KEY_ID = "KEY1234567"
 PROJECT_ID = "sipwake-lab"
 
 
-def _apns_key(directory: Path) -> tuple[Path, bytes]:
+MOCK_PUSH_PORT = 18443
+"""The default base port: APNs listens on it, FCM on the next, Web Push on the one after
+(``sipwake mock-push`` and ``sipwake replay --target`` alike)."""
+PROVIDERS = ("apns", "fcm", "webpush")
+
+
+def mock_ports(base: int) -> dict[str, int]:
+    """Each mock's port: APNs ``base``, FCM ``base + 1``, Web Push ``base + 2`` (0: any)."""
+    return {p: base + i if base else 0 for i, p in enumerate(PROVIDERS)}
+
+
+def _write_key(path: Path) -> ec.EllipticCurvePrivateKey:
     key = ec.generate_private_key(ec.SECP256R1())
-    path = directory / f"AuthKey_{KEY_ID}.p8"
     path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -48,24 +73,94 @@ def _apns_key(directory: Path) -> tuple[Path, bytes]:
         )
     )
     path.chmod(0o600)
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    return key
+
+
+def _p256_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """The P-256 key in ``path``, made when missing or unreadable (kept across runs, so a
+    server configured once with it keeps working)."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError):
+        return _write_key(path)
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        return _write_key(path)
+    return key
+
+
+def apns_key(directory: Path, key_id: str = KEY_ID) -> tuple[Path, bytes]:
+    """The APNs signing key ``AuthKey_<key_id>.p8`` (kept) and its PEM public key."""
+    path = directory / f"AuthKey_{key_id}.p8"
+    public = (
+        _p256_key(path)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return path, public
 
 
-def _vapid_key(directory: Path) -> Path:
-    key = ec.generate_private_key(ec.SECP256R1())
+def vapid_key(directory: Path) -> Path:
+    """The VAPID key ``vapid.pem`` (kept)."""
     path = directory / "vapid.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
+    _p256_key(path)
     return path
+
+
+def service_account(fcm: MockFcm, directory: Path) -> Path:
+    """``service-account.json`` for ``fcm``'s token endpoint, accepted by it: the one in
+    ``directory`` when it is for the same endpoint, else a new one."""
+    path = directory / "service-account.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("token_uri") != fcm.token_uri:
+            raise ValueError("another token endpoint")
+        key = serialization.load_pem_private_key(doc["private_key"].encode(), password=None)
+        public = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        fcm.add_service_account(doc["client_email"], public, doc["private_key_id"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return fcm.new_service_account(directory).path
+    return path
+
+
+def push_settings(
+    *,
+    apns: MockApns,
+    apns_key_file: Path,
+    fcm: MockFcm,
+    account: Path,
+    bundle_id: str,
+    vapid_file: Path | None = None,
+    webpush_url: str | None = None,
+    webpush_ca: Path | None = None,
+    team_id: str = TEAM_ID,
+    key_id: str = KEY_ID,
+) -> dict[str, object]:
+    """The ``push:`` section of a sipwake config that uses these mocks."""
+    section: dict[str, object] = {
+        "apns": {
+            "team_id": team_id,
+            "key_id": key_id,
+            "key_file": str(apns_key_file),
+            "bundle_id": bundle_id,
+            "base_url": apns.base_url,
+            "ca_file": str(apns.cert_file),
+        },
+        "fcm": {
+            "service_account": str(account),
+            "base_url": fcm.base_url,
+            "ca_file": str(fcm.cert_file),
+        },
+    }
+    if vapid_file is not None and webpush_url is not None:
+        section["webpush"] = {
+            "vapid_key_file": str(vapid_file),
+            "subject": "mailto:lab@lab.test",
+            "allowed_hosts": [urlsplit(webpush_url).hostname],
+            "ca_file": str(webpush_ca),
+        }
+    return {"push": section}
 
 
 def _prepare(directory: Path) -> Path:
@@ -83,46 +178,41 @@ async def run_mock_push(
     poll_s: float = 0.2,
     faults: Sequence[str] = (),
     commands: asyncio.Queue[str] | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
 ) -> Path:
     """Serve until ``stop`` is set; returns the ``push.yaml`` written (for tests).
 
-    ``faults`` are applied before the services say they are ready (a bad one raises
-    ``ValueError``); ``commands`` are fault commands arriving while they run."""
+    The mocks listen on ``host``, APNs on ``port``, FCM on ``port + 1``, Web Push on
+    ``port + 2`` (``port`` 0: any free ports). Keys, certificates and the service account
+    already in ``directory`` are used again, so a server configured with ``push.yaml``
+    once keeps working across runs. ``faults`` are applied before the services say they
+    are ready (a bad one raises ``ValueError``); ``commands`` are fault commands arriving
+    while they run."""
     directory = await asyncio.to_thread(_prepare, directory)
-    key_file, public = _apns_key(directory)
-    vapid_file = _vapid_key(directory)
-    async with (
-        MockApns(directory, public_key=public, team_id=TEAM_ID, key_id=KEY_ID) as apns,
-        MockFcm(directory, project_id=PROJECT_ID) as fcm,
-        MockWebPush(directory) as webpush,
-    ):
+    key_file, public = apns_key(directory)
+    vapid_file = vapid_key(directory)
+    apns = MockApns(directory, public_key=public, team_id=TEAM_ID, key_id=KEY_ID, host=host)
+    fcm = MockFcm(directory, project_id=PROJECT_ID, host=host)
+    webpush = MockWebPush(directory, host=host)
+    ports = mock_ports(port)
+    for name, mock in (("apns", apns), ("fcm", fcm), ("webpush", webpush)):
+        mock.port = ports[name]
+        mock.reuse_cert = True
+    async with apns, fcm, webpush:
         mocks = MockSet(apns=apns, fcm=fcm, webpush=webpush)
         for fault in faults:
             say(f"fault: {apply_fault(fault, mocks)}")
-        account = fcm.new_service_account(directory)
-        section = {
-            "push": {
-                "apns": {
-                    "team_id": TEAM_ID,
-                    "key_id": KEY_ID,
-                    "key_file": str(key_file),
-                    "bundle_id": bundle_id,
-                    "base_url": apns.base_url,
-                    "ca_file": str(apns.cert_file),
-                },
-                "fcm": {
-                    "service_account": str(account.path),
-                    "base_url": fcm.base_url,
-                    "ca_file": str(fcm.cert_file),
-                },
-                "webpush": {
-                    "vapid_key_file": str(vapid_file),
-                    "subject": "mailto:lab@lab.test",
-                    "allowed_hosts": [urlsplit(webpush.base_url).hostname],
-                    "ca_file": str(webpush.cert_file),
-                },
-            }
-        }
+        section = push_settings(
+            apns=apns,
+            apns_key_file=key_file,
+            fcm=fcm,
+            account=service_account(fcm, directory),
+            bundle_id=bundle_id,
+            vapid_file=vapid_file,
+            webpush_url=webpush.base_url,
+            webpush_ca=webpush.cert_file,
+        )
         snippet = directory / "push.yaml"
         snippet.write_text(yaml.safe_dump(section, sort_keys=False))
         say(f"mock APNs at {apns.base_url} (team {TEAM_ID}, key {KEY_ID})")

@@ -17,6 +17,17 @@ ever talk to the server (it is their outbound proxy), over UDP or over a connect
 * ``EndpointAgent``: a UAS at a fixed address (voicemail, twin gateway) that answers
   after a delay.
 
+Digest authentication (RFC 3261 §22.2, RFC 2617 / RFC 7616 through
+``sipwake.sip.auth.DigestClient``): an agent given credentials (``set_credentials``)
+answers a 401 or 407 to any request it sent (REGISTER, INVITE, MESSAGE, BYE; CANCEL
+and ACK get none, RFC 3261 §22.1) by sending it again with the next CSeq and an
+``Authorization`` or ``Proxy-Authorization`` header, and authorizes later requests of
+the same method pre-emptively on the last nonce, counting ``nc`` up. The ACK of a 2xx
+carries the INVITE's credentials (§13.2.2.4). It answers one challenge per request
+(two when the server says ``stale=true``); a challenge after that, a 403 to a request
+that carried credentials, or any challenge to an agent without a password ends that
+request, and the agent says why in ``auth_failures``.
+
 Deterministic: identifiers come from the ``Ids`` each agent is given.
 """
 
@@ -27,7 +38,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from sipwake.errors import AuthError
 from sipwake.ids import Ids
+from sipwake.sip.auth import Challenge, DigestClient, parse_challenge
 from sipwake.sip.message import Headers, Request, Response, make_response
 from sipwake.sip.parser import parse_message
 from sipwake.sip.peer import Peer
@@ -101,6 +114,26 @@ class _Dialog:
 
 
 @dataclass(slots=True, kw_only=True)
+class _Pending:
+    """A request this agent sent, until its final response: what to send again with
+    credentials when the server challenges it."""
+
+    request: Request
+    answered: int = 0
+    """Challenges answered for it so far (the request is the answer to the last one)."""
+
+
+#: (Call-ID, CSeq number, method): the request a response answers.
+_RequestRef = tuple[str, int, str]
+_CHALLENGE_HEADER = {401: "WWW-Authenticate", 407: "Proxy-Authenticate"}
+_CREDENTIALS_HEADER = {401: "Authorization", 407: "Proxy-Authorization"}
+
+
+def _ref(message: Request | Response) -> _RequestRef:
+    return (message.call_id, message.cseq.seq, message.cseq.method)
+
+
+@dataclass(slots=True, kw_only=True)
 class _Incoming:
     """An INVITE this agent is answering."""
 
@@ -115,7 +148,8 @@ class _Outgoing:
     """A call this agent placed."""
 
     call: str
-    key: ClientKey
+    key: ClientKey | None
+    """The INVITE's client transaction (the latest one, after a digest challenge)."""
     invite: Request
     acked: set[str] = field(default_factory=set)
     """To tags of the 2xx responses already ACKed."""
@@ -150,6 +184,18 @@ class UserAgent:
         """Call-ID → INVITE being answered."""
         self._dialogs: dict[str, _Dialog] = {}
         """Call-ID → confirmed dialog."""
+        self.auth_user: str | None = None
+        self._password: str | None = None
+        self._digest = {
+            status: DigestClient(username=user, ids=ids) for status in _CHALLENGE_HEADER
+        }
+        self._challenged_as: dict[str, int] = {}
+        """Method → the status (401/407) its last challenge came with: how to authorize
+        the next request of that method pre-emptively."""
+        self._pending: dict[_RequestRef, _Pending] = {}
+        self.auth_failures: list[str] = []
+        """Why a request of this agent could not authenticate, one sentence each (the
+        replay drains it into the record)."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.transport}:{self.port}>"
@@ -173,6 +219,110 @@ class UserAgent:
     def reachable(self) -> bool:
         """Whether the agent takes messages (a suspended phone does not)."""
         return True
+
+    # -- credentials -----------------------------------------------------------------
+    @property
+    def who(self) -> str:
+        """How failures name this agent: ``bob (bob.iphone)`` or ``carol``."""
+        return self.name if self.name == self.user else f"{self.user} ({self.name})"
+
+    def set_credentials(self, password: str, auth_user: str | None = None) -> None:
+        """Answer digest challenges as ``auth_user`` (default: the user) with ``password``."""
+        self.auth_user = auth_user or self.user
+        self._password = password
+        self._digest = {
+            status: DigestClient(username=self.auth_user, ids=self.ids)
+            for status in _CHALLENGE_HEADER
+        }
+
+    def will_answer(self, response: Response) -> bool:
+        """Whether this agent will send the request ``response`` challenges again with
+        credentials (so ``response`` is not the request's outcome)."""
+        pending = self._pending.get(_ref(response))
+        if response.status not in _CHALLENGE_HEADER or pending is None:
+            return False
+        return self._password is not None and self._may_answer(pending, response)
+
+    @staticmethod
+    def _challenges(response: Response) -> list[Challenge]:
+        out = []
+        for value in response.headers.get_all(_CHALLENGE_HEADER[response.status]):
+            try:
+                out.append(parse_challenge(value))
+            except AuthError:
+                continue  # RFC 8760 §2.5: skip what cannot be used
+        return out
+
+    def _may_answer(self, pending: _Pending, response: Response) -> bool:
+        stale = any(c.stale for c in self._challenges(response))
+        return pending.answered == 0 or (stale and pending.answered < 2)
+
+    def _authorize(self, request: Request) -> None:
+        """Pre-emptive credentials on the last nonce of the method's last challenge."""
+        status = self._challenged_as.get(request.method)
+        if status is None or self._password is None:
+            return
+        credentials = self._digest[status].next_credentials(
+            password=self._password, method=request.method, uri=str(request.uri), body=request.body
+        )
+        if credentials is not None:
+            request.headers.set(_CREDENTIALS_HEADER[status], str(credentials))
+
+    def _on_challenge(self, response: Response, now: float) -> list[Transmit] | None:
+        """The request ``response`` (a final answer) ends, or is sent again with
+        credentials: the retry's messages, or None when the response is the outcome."""
+        pending = self._pending.pop(_ref(response), None)
+        if pending is None:
+            return None
+        status = response.status
+        request = pending.request
+        what = f"{status} to {request.method}"
+        carried = any(h in request.headers for h in _CREDENTIALS_HEADER.values())
+        if status == 403 and carried:
+            reason = f" {response.reason}" if response.reason else ""
+            self.auth_failures.append(
+                f"{self.who}: the server refused the credentials of {self.auth_user} "
+                f"({status}{reason} to {request.method}): wrong password or auth_user?"
+            )
+            return None
+        if status not in _CHALLENGE_HEADER:
+            return None
+        if self._password is None:
+            self.auth_failures.append(
+                f"{self.who}: the server asked for authentication ({what}) and the scenario "
+                f"gives no password (users.{self.user}.password)"
+            )
+            return None
+        if not self._may_answer(pending, response):
+            self.auth_failures.append(
+                f"{self.who}: the server asked again for authentication ({what}) after "
+                f"{self.auth_user}'s credentials were sent: wrong password or auth_user?"
+            )
+            return None
+        try:
+            credentials = self._digest[status].answer(
+                self._challenges(response),
+                password=self._password,
+                method=request.method,
+                uri=str(request.uri),
+                body=request.body,
+            )
+        except AuthError as exc:
+            self.auth_failures.append(f"{self.who}: cannot answer the {what}: {exc}")
+            return None
+        self._challenged_as[request.method] = status
+        retry = request.copy()
+        retry.headers.remove("Via")
+        for header in _CREDENTIALS_HEADER.values():
+            retry.headers.remove(header)
+        retry.headers.set("CSeq", f"{request.cseq.seq + 1} {request.method}")
+        retry.headers.add(_CREDENTIALS_HEADER[status], str(credentials))
+        key, out = self._send_keyed(retry, now, answered=pending.answered + 1)
+        self._resent(request, retry, key)
+        return out
+
+    def _resent(self, old: Request, new: Request, key: ClientKey) -> None:
+        """``old`` went out again as ``new`` (with credentials) in transaction ``key``."""
 
     # -- sans-IO entry points -------------------------------------------------------
     def receive(self, data: bytes, source: Peer, now: float) -> list[Transmit]:
@@ -207,7 +357,8 @@ class UserAgent:
                 case RequestReceived(request=request, transaction_key=key):
                     out += self._on_request(request, key, now)
                 case ResponseReceived(response=response, transaction_key=key):
-                    out += self._on_response(response, key, now)
+                    retry = self._on_challenge(response, now) if response.final else None
+                    out += retry if retry is not None else self._on_response(response, key, now)
                 case CancelReceived(invite_key=key):
                     out += self._on_cancel(key, now)
                 case StrayResponse(response=response):
@@ -219,9 +370,19 @@ class UserAgent:
         return out
 
     def _send(self, request: Request, now: float) -> list[Transmit]:
+        return self._send_keyed(request, now)[1]
+
+    def _send_keyed(
+        self, request: Request, now: float, *, answered: int = 0
+    ) -> tuple[ClientKey, list[Transmit]]:
+        """Send ``request`` in a new client transaction (authorized pre-emptively unless
+        it answers a challenge), remembered until its final response."""
+        if not answered:
+            self._authorize(request)
         add_via(request, transport=self.transport, host=HOST, port=self.port, ids=self.ids)
-        _, outputs = self.layer.send_request(request, self.server_peer, now)
-        return self._run(outputs, now)
+        self._pending[_ref(request)] = _Pending(request=request, answered=answered)
+        key, outputs = self.layer.send_request(request, self.server_peer, now)
+        return key, self._run(outputs, now)
 
     def _request(
         self, method: str, uri: str, fields: list[tuple[str, str]], body: str = ""
@@ -430,6 +591,10 @@ class DeviceAgent(UserAgent):
             self.registered = response.status
         return []
 
+    def _resent(self, old: Request, new: Request, key: ClientKey) -> None:
+        if new.method == "REGISTER":
+            self._reg_cseq = max(self._reg_cseq, new.cseq.seq)
+
 
 class CallerAgent(UserAgent):
     """A caller: places calls to the server's users and hangs them up."""
@@ -466,12 +631,16 @@ class CallerAgent(UserAgent):
         ]
         body = _SDP.format(sess=self.port, port=30000 + self.port % 1000 * 2)
         request = self._request("INVITE", f"sip:{to_user}@{self.domain}", fields, body)
-        add_via(request, transport="udp", host=HOST, port=self.port, ids=self.ids)
-        key, outputs = self.layer.send_request(request, self.server_peer, now)
-        outgoing = _Outgoing(call=call, key=key, invite=request)
+        outgoing = _Outgoing(call=call, key=None, invite=request)
         self.calls[call] = outgoing
         self._by_call_id[call_id] = outgoing
-        return call_id, self._run(outputs, now)
+        outgoing.key, out = self._send_keyed(request, now)
+        return call_id, out
+
+    def _resent(self, old: Request, new: Request, key: ClientKey) -> None:
+        outgoing = self._by_call_id.get(new.call_id)
+        if new.method == "INVITE" and outgoing is not None and outgoing.invite is old:
+            outgoing.invite, outgoing.key = new, key
 
     def message(self, ref: str, to_user: str, text: str, now: float) -> tuple[str, list[Transmit]]:
         """Send an instant message to ``to_user`` (RFC 3428); its Call-ID and what to send."""
@@ -496,7 +665,8 @@ class CallerAgent(UserAgent):
         outgoing = self.calls.get(call)
         if outgoing is None or outgoing.cancelled or outgoing.dialog is not None:
             return []
-        if self.layer.state_of(outgoing.key) not in (IctState.CALLING, IctState.PROCEEDING):
+        live = (IctState.CALLING, IctState.PROCEEDING)
+        if outgoing.key is None or self.layer.state_of(outgoing.key) not in live:
             return []  # gone, or a final response came first (Completed, waiting for Timer D)
         outgoing.cancelled = True
         _, outputs = self.layer.cancel(outgoing.key, now)
@@ -548,6 +718,12 @@ class CallerAgent(UserAgent):
             ("To", response.headers.get("To") or ""),
             ("Call-ID", response.call_id),
             ("CSeq", f"{outgoing.invite.cseq.seq} ACK"),
+        ]
+        # RFC 3261 §13.2.2.4: the ACK carries the same credentials as the INVITE.
+        fields += [
+            (name, value)
+            for name in _CREDENTIALS_HEADER.values()
+            for value in outgoing.invite.headers.get_all(name)
         ]
         ack = self._request("ACK", target, fields)
         add_via(ack, transport="udp", host=HOST, port=self.port, ids=self.ids)

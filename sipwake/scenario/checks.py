@@ -1,6 +1,7 @@
 """Expectations against what a replay saw: each one met or missed, and why.
 
-``evaluate(replay)`` returns one ``Check`` per ``expect`` item, in file order. A check
+``evaluate(replay)`` returns one ``Check`` per ``expect`` item, in file order, and one
+more, missed, when a simulated phone or caller could not authenticate. A check
 says what was expected ("a call push to bob.iphone within 0.5 s of call1") and what
 happened ("sent at 1.000 s, 0.000 s after the call"); a missed one converts to a
 ``ScenarioError(step, expected, got)``.
@@ -317,4 +318,17 @@ class _Evaluator:
 def evaluate(replay: Replay) -> list[Check]:
     """One ``Check`` per expectation of the replayed scenario, in order."""
     evaluator = _Evaluator(replay)
-    return [evaluator.check(i, item) for i, item in enumerate(replay.scenario.expect)]
+    checks = [evaluator.check(i, item) for i, item in enumerate(replay.scenario.expect)]
+    if replay.auth_failures:
+        # Not an expectation of the file: a cast that could not authenticate did not
+        # replay what the scenario describes, whatever the expectations say.
+        checks.append(
+            Check(
+                index=len(checks),
+                kind="authentication",
+                expected="every simulated phone and caller authenticates",
+                got="; ".join(replay.auth_failures),
+                met=False,
+            )
+        )
+    return checks

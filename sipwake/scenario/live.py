@@ -12,12 +12,18 @@ The same agents as the virtual replay, each on its own sockets (``TransportManag
   ``sipwake mock-push`` (``MockApns``/``MockFcm``) started in-process, which answer
   the scheduled failures as the real services would. Webpush faults are answered by
   the push tap itself (the sandbox cannot fail by time window).
+  When a user of the scenario has a ``password`` the embedded server authenticates
+  (``auth.open`` false, every scenario user with the password given; MD5 challenges,
+  ``sipwake serve``'s default) and the agents answer its challenges.
 * with ``target=(host, port)``, any SIP server: UDP and TCP devices use ``port``, TLS
   ones ``port + 1``. Its own settings apply (the scenario's ``pbx`` section does not);
-  it must accept REGISTER for ``lab.test`` users without authentication. The agents
-  see no server internals there: a push counts when it reaches the mock APNs or FCM
-  this module starts (the server must be configured to use them: their URLs are in
-  ``LiveRunner.mock_urls``), the call it belongs to is guessed as the latest one to
+  it must know the ``lab.test`` users, with the scenario's passwords when it
+  authenticates. The agents see no server internals there: a push counts when it
+  reaches the mock APNs or FCM this module starts (``MockPush``: APNs on a fixed
+  port, FCM on the next, with keys and certificates kept in a directory, as
+  ``sipwake mock-push`` does, so the server is configured for them once; their URLs
+  are in ``LiveRunner.mock_urls`` and the server's ``push:`` settings in the
+  directory's ``push.yaml``), the call it belongs to is guessed as the latest one to
   that device's user, and voicemail or twinning cannot be replayed (the server does
   not know the simulated voicemail's and gateway's addresses).
 
@@ -41,11 +47,11 @@ import itertools
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+import yaml
 
 from sipwake.config import (
     ApnsConfig,
@@ -62,6 +68,14 @@ from sipwake.node import CallEvent, SendPush
 from sipwake.proxy.plan import CallPlan
 from sipwake.push.base import PushOutcome, PushRequest
 from sipwake.push.mock import MockApns, MockFcm, _FcmRefusal
+from sipwake.push.mockcli import (
+    KEY_ID,
+    MOCK_PUSH_PORT,
+    apns_key,
+    mock_ports,
+    push_settings,
+    service_account,
+)
 from sipwake.scenario.agents import HOST, DeviceAgent, Transmit, UserAgent
 from sipwake.scenario.model import (
     AnsweredExpect,
@@ -81,17 +95,35 @@ from sipwake.sip.peer import Peer
 from sipwake.transport import tls
 from sipwake.transport.base import ListenerConfig, LocalAddr, TransportManager
 
-__all__ = ["LiveRunner", "replay_live"]
+__all__ = ["LiveRunner", "MockPush", "MockPushError", "replay_live"]
 
 logger = logging.getLogger("sipwake.scenario.live")
 
 _SETUP_S = 1.0
 """Scenario time 0 is this long after the start: the devices register before it."""
 _QUIET_S = 1.0
-_KEY_ID = "LABKEY0001"
+_KEY_ID = KEY_ID
 _TRANSPORTS: dict[str, Literal["udp", "tcp", "tls"]] = {"udp": "udp", "tcp": "tcp", "tls": "tls"}
 _FCM_CODES = {400: "INVALID_ARGUMENT", 403: "SENDER_ID_MISMATCH", 404: "UNREGISTERED"}
 _FCM_CODES |= {429: "QUOTA_EXCEEDED", 500: "INTERNAL", 503: "UNAVAILABLE"}
+
+
+@dataclass(frozen=True, slots=True)
+class MockPush:
+    """Where a ``--target`` replay's mock push services listen and keep their files:
+    APNs on ``port``, FCM on ``port + 1`` (``port + 2`` is Web Push's in ``sipwake
+    mock-push``); keys, certificates and ``push.yaml`` in ``directory``."""
+
+    host: str = "127.0.0.1"
+    port: int = MOCK_PUSH_PORT
+    directory: Path = field(default_factory=lambda: Path("sipwake-mock-push"))
+
+    def url(self, provider: str) -> str:
+        return f"https://{self.host}:{mock_ports(self.port)[provider]}"
+
+
+class MockPushError(OSError):
+    """A mock push service could not start (its port is taken, the directory unusable)."""
 
 
 class _ScenarioServer(Server):
@@ -123,11 +155,14 @@ class LiveRunner(World):
         workdir: Path,
         *,
         target: tuple[str, int] | None = None,
+        mocks: MockPush | None = None,
         full: bool = False,
     ) -> None:
-        super().__init__(scenario)
+        super().__init__(scenario, embedded=target is None)
+        self.auth_notes()
         self.workdir = workdir
         self.target = target
+        self.mocks = (mocks or MockPush()) if target is not None else None
         self.full = full
         self.record.clock = "real"
         self.record.target = f"{target[0]}:{target[1]}" if target is not None else None
@@ -141,6 +176,8 @@ class LiveRunner(World):
         self.apns: _ScenarioApns | None = None
         self.fcm: _ScenarioFcm | None = None
         self.mock_urls: dict[str, str] = {}
+        self.apns_key_file: Path | None = None
+        self.fcm_account: Path | None = None
         self._push_ids = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handles: list[asyncio.TimerHandle] = []
@@ -241,6 +278,9 @@ class LiveRunner(World):
             self.server_ports = {"udp": port, "tcp": port, "tls": port + 1}
             for provider, url in self.mock_urls.items():
                 self.note(PUSH, f"mock {provider} at {url}: the target's pushes are seen there")
+            if self.mocks is not None:
+                settings = self.mocks.directory.resolve() / "push.yaml"
+                self.note(PUSH, f"the target's push settings for these mocks: {settings}")
         self._point_agents()
 
     def _flow_closed(self, name: str, flow: int) -> None:
@@ -277,7 +317,7 @@ class LiveRunner(World):
                     ]
                 }
             )
-        server = _ScenarioServer(self._config, open=True)
+        server = _ScenarioServer(self._config, open=not self.requires_auth)
         server.plans = self._plans()
         await server.start()
         self.server = server
@@ -300,11 +340,11 @@ class LiveRunner(World):
     def _server_config(self) -> Config:
         wd = self.workdir
         push = PushConfig()
-        if self.apns is not None:
+        if self.apns is not None and self.apns_key_file is not None:
             push.apns = ApnsConfig(
                 team_id=TEAM,
                 key_id=_KEY_ID,
-                key_file=wd / "apns-key.p8",
+                key_file=self.apns_key_file,
                 bundle_id=BUNDLE,
                 base_url=self.apns.base_url,
                 ca_file=self.apns.cert_file,
@@ -322,8 +362,8 @@ class LiveRunner(World):
             listen=[ListenerSpec(transport=t, host=HOST, port=0) for t in ("udp", "tcp", "tls")],
             tls=TlsConfig(dir=wd / "server-tls"),
             store=StoreConfig(backend="sqlite", path=wd / "sipwake.db"),
-            auth=AuthConfig(open=True),
-            users={name: UserConfig() for name in self.scenario.users},
+            auth=AuthConfig(open=not self.requires_auth),
+            users={n: UserConfig(password=u.password) for n, u in self.scenario.users.items()},
             push=push,
             admin=None,
             secret_file=wd / "secret",
@@ -333,34 +373,58 @@ class LiveRunner(World):
         """Mock APNs/FCM: for faults the sandbox cannot give, and at a ``--target``."""
         providers = {d.provider for _, d in self.scenario.device_refs().values()}
         faulted = {f.provider for f in self.faults}
-        wanted = {
-            p
-            for p in ("apns", "fcm")
-            if p in providers and (self.target is not None or p in faulted or None in faulted)
-        }
+        if self.mocks is not None:  # --target: both, where the target was told they are
+            wanted = {"apns", "fcm"}
+            directory = self.mocks.directory.resolve()
+            host, ports = self.mocks.host, mock_ports(self.mocks.port)
+        else:
+            wanted = {p for p in ("apns", "fcm") if p in providers and ({p, None} & faulted)}
+            directory, host, ports = self.workdir, HOST, mock_ports(0)
+        try:
+            await self._start_mock_services(wanted, directory, host, ports)
+        except OSError as exc:
+            where = f"{host} ports {ports['apns']}-{ports['fcm']}"
+            raise MockPushError(
+                f"cannot start the mock push services on {where}: {exc} "
+                "(is sipwake mock-push running? --mock-push HOST:PORT picks others)"
+            ) from exc
+
+    async def _start_mock_services(
+        self, wanted: set[str], directory: Path, host: str, ports: dict[str, int]
+    ) -> None:
+        keep = self.mocks is not None
+        await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
         if "apns" in wanted:
-            key = ec.generate_private_key(ec.SECP256R1())
-            (self.workdir / "apns-key.p8").write_bytes(
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-            )
-            public = key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
+            key_file, public = await asyncio.to_thread(apns_key, directory, _KEY_ID)
+            self.apns_key_file = key_file
             apns = _ScenarioApns(
-                self, self.workdir, public_key=public, team_id=TEAM, key_id=_KEY_ID
+                self, directory, public_key=public, team_id=TEAM, key_id=_KEY_ID, host=host
             )
+            apns.port, apns.reuse_cert = ports["apns"], keep
             await apns.__aenter__()
             self.apns = apns
             self.mock_urls["apns"] = apns.base_url
         if "fcm" in wanted:
-            fcm = _ScenarioFcm(self, self.workdir, project_id=FCM_PROJECT)
+            fcm = _ScenarioFcm(self, directory, project_id=FCM_PROJECT, host=host)
+            fcm.port, fcm.reuse_cert = ports["fcm"], keep
             await fcm.__aenter__()
             self.fcm = fcm
             self.mock_urls["fcm"] = fcm.base_url
+            self.fcm_account = service_account(fcm, directory) if keep else None
+        if keep and self.apns is not None and self.fcm is not None:
+            assert self.fcm_account is not None
+            assert self.apns_key_file is not None
+            settings = push_settings(
+                apns=self.apns,
+                apns_key_file=self.apns_key_file,
+                fcm=self.fcm,
+                account=self.fcm_account,
+                bundle_id=BUNDLE,
+                team_id=TEAM,
+                key_id=_KEY_ID,
+            )
+            text = yaml.safe_dump(settings, sort_keys=False)
+            await asyncio.to_thread((directory / "push.yaml").write_text, text)
 
     async def _setup(self) -> None:
         """Every device that is not offline registers; suspended ones then disconnect."""
@@ -642,9 +706,11 @@ async def replay_live(
     workdir: Path,
     *,
     target: tuple[str, int] | None = None,
+    mocks: MockPush | None = None,
     full: bool = False,
 ) -> Replay:
     """Run ``scenario`` in real time (see the module text); ``workdir`` holds the
-    server's store, keys and certificates."""
-    runner = LiveRunner(scenario, workdir, target=target, full=full)
+    server's store, keys and certificates; ``mocks`` where the mock push services of a
+    ``target`` replay listen (default ``MockPush()``)."""
+    runner = LiveRunner(scenario, workdir, target=target, mocks=mocks, full=full)
     return await runner.run()

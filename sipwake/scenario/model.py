@@ -238,6 +238,13 @@ class User(_Model):
     mobile: Mobile | None = None
     """The mobile number for twinning (``+491701234567`` or ``{number, answer_after_s}``)."""
     devices: list[Device] = []
+    password: str | None = Field(None, min_length=1, repr=False)
+    """The user's SIP password: its devices (and its calls, when it is a caller) answer
+    digest challenges. When any user has one the embedded server requires
+    authentication, as ``sipwake serve`` without ``--open`` does."""
+    auth_user: str | None = Field(None, pattern=r"^[^\s\x00-\x1f\x7f]+$")
+    """The digest user name when it is not the user's name (``--target`` servers only:
+    sipwake knows a user by its name)."""
 
 
 # -- the timeline ---------------------------------------------------------------------------

@@ -93,6 +93,8 @@ class Replay:
     clock: Literal["virtual", "real"] = "virtual"
     target: str | None = None
     """The server replayed against (``HOST:PORT``) when not sipwake's own."""
+    auth_failures: list[str] = field(default_factory=list)
+    """Why a simulated phone or caller could not authenticate (each once, in order)."""
 
     def call(self, ref: str | None, kind: Literal["call", "message"] = "call") -> CallRecord | None:
         """The call (or message) ``ref``; None: the first of ``kind``."""

@@ -1,7 +1,8 @@
 """Replay a scenario on the virtual clock: the real node, simulated phones and callers.
 
 ``replay(scenario)`` builds a ``Node`` exactly as the tests of the call-wake engine do
-(seeded identifiers, open registrar for the lab domain, the scenario's call plans),
+(seeded identifiers, open registrar for the lab domain, the scenario's call plans;
+digest authentication of every user instead when some user has a ``password``),
 attaches one ``DeviceAgent`` per device, a ``CallerAgent`` per caller, the voicemail
 and the twin gateway (``EndpointAgent``), and runs everything on a ``VirtualClock``:
 
@@ -30,6 +31,7 @@ that with the scenario's expectations.
 from __future__ import annotations
 
 import functools
+import hashlib
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,6 +60,7 @@ from sipwake.scenario.model import Scenario
 from sipwake.scenario.record import CallRecord, LadderRow, PushRecordSeen, Replay, label
 from sipwake.scenario.virtual import FakeNetwork, FaultWindow, PushSandbox, VirtualClock
 from sipwake.scenario.world import DOMAIN, SERVER, World
+from sipwake.sip.auth import DigestServer
 from sipwake.sip.message import Request, Response
 from sipwake.sip.parser import parse_message
 from sipwake.sip.peer import Peer
@@ -134,6 +137,7 @@ def fault_windows(scenario: Scenario) -> list[FaultWindow]:
 class _Runner(World):
     def __init__(self, scenario: Scenario, store_dir: Path | None = None) -> None:
         super().__init__(scenario)
+        self.auth_notes()
         self.clock: VirtualClock[_Event] = VirtualClock(start=-1e9)
         self.network = FakeNetwork(scenario.network_delay_s)
         for agent in self.agents:
@@ -157,11 +161,12 @@ class _Runner(World):
         registrar = Registrar(
             ids=ids, config=RegistrarConfig(domains={DOMAIN}, canonical_domain=DOMAIN)
         )
+        users = self.scenario.users
         settings = NodeSettings(
             domain=DOMAIN,
             realm=DOMAIN,
-            open=True,
-            users=dict.fromkeys(self.scenario.users),
+            open=not self.requires_auth,
+            users={name: user.password for name, user in users.items()},
             plan=self.system_plan,
             plans=self.plans,
         )
@@ -171,7 +176,7 @@ class _Runner(World):
             locality=Locality(domain=DOMAIN, listeners=tuple(_LISTENERS.values())),
             registrar=registrar,
             layer=TransactionLayer(ids),
-            auth=None,
+            auth=self._digest_server() if self.requires_auth else None,
         )
         if self.store is not None:
             restored = self.store.load(self._node_now(), self._wall())
@@ -184,6 +189,12 @@ class _Runner(World):
                     f"started: {len(restored)} bindings and {held} held messages from the store",
                 )
         return node
+
+    def _digest_server(self) -> DigestServer:
+        """The node's digest authentication: SHA-256 offered first, then MD5 (RFC 8760
+        §2.4); the secret follows from the seed (the same after a restart)."""
+        secret = hashlib.sha256(f"sipwake-replay:{self.scenario.seed}".encode()).digest()
+        return DigestServer(DOMAIN, secret, algorithms=("SHA-256", "MD5"))
 
     # -- World ------------------------------------------------------------------------------
     @property

@@ -14,13 +14,16 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sipwake.scenario.checks import evaluate
 from sipwake.scenario.model import Scenario, ScenarioFileError, load_scenario
 from sipwake.scenario.record import Replay
 from sipwake.scenario.report import ScenarioResult
 from sipwake.scenario.runner import replay
+
+if TYPE_CHECKING:
+    from sipwake.scenario.live import MockPush
 
 __all__ = ["Clock", "iter_results", "run_file", "run_paths", "run_scenario", "scenario_files"]
 
@@ -38,11 +41,13 @@ def scenario_files(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield path
 
 
-def _replay_real(scenario: Scenario, target: tuple[str, int] | None, full: bool) -> Replay:
+def _replay_real(
+    scenario: Scenario, target: tuple[str, int] | None, mocks: MockPush | None, full: bool
+) -> Replay:
     from sipwake.scenario.live import replay_live
 
     with tempfile.TemporaryDirectory(prefix="sipwake-live-") as tmp:
-        return asyncio.run(replay_live(scenario, Path(tmp), target=target, full=full))
+        return asyncio.run(replay_live(scenario, Path(tmp), target=target, mocks=mocks, full=full))
 
 
 def run_scenario(
@@ -51,12 +56,14 @@ def run_scenario(
     *,
     clock: Clock = "virtual",
     target: tuple[str, int] | None = None,
+    mocks: MockPush | None = None,
     full: bool = False,
 ) -> ScenarioResult:
-    """Replay one validated scenario and check its expectations."""
+    """Replay one validated scenario and check its expectations (``mocks``: where the
+    mock push services of a ``target`` replay listen)."""
     started = time.perf_counter()
     if clock == "real" or target is not None:
-        record = _replay_real(scenario, target, full)
+        record = _replay_real(scenario, target, mocks, full)
     else:
         record = replay(scenario)
     checks = evaluate(record)
@@ -74,6 +81,7 @@ def run_file(
     *,
     clock: Clock = "virtual",
     target: tuple[str, int] | None = None,
+    mocks: MockPush | None = None,
     full: bool = False,
 ) -> ScenarioResult:
     """Load, replay and check the scenario file at ``path``."""
@@ -81,7 +89,7 @@ def run_file(
         scenario = load_scenario(path)
     except ScenarioFileError as exc:
         return ScenarioResult(path=str(path), error=exc)
-    return run_scenario(scenario, str(path), clock=clock, target=target, full=full)
+    return run_scenario(scenario, str(path), clock=clock, target=target, mocks=mocks, full=full)
 
 
 def iter_results(
@@ -89,11 +97,12 @@ def iter_results(
     *,
     clock: Clock = "virtual",
     target: tuple[str, int] | None = None,
+    mocks: MockPush | None = None,
     full: bool = False,
 ) -> Iterator[ScenarioResult]:
     """Each scenario file under ``paths``, replayed as it comes."""
     for path in scenario_files(paths):
-        yield run_file(path, clock=clock, target=target, full=full)
+        yield run_file(path, clock=clock, target=target, mocks=mocks, full=full)
 
 
 def run_paths(
@@ -101,7 +110,8 @@ def run_paths(
     *,
     clock: Clock = "virtual",
     target: tuple[str, int] | None = None,
+    mocks: MockPush | None = None,
     full: bool = False,
 ) -> list[ScenarioResult]:
     """Every scenario file under ``paths``, each run whatever became of the others."""
-    return list(iter_results(paths, clock=clock, target=target, full=full))
+    return list(iter_results(paths, clock=clock, target=target, mocks=mocks, full=full))

@@ -100,8 +100,10 @@ def _uuid(ref: str) -> str:
 class World:
     """The cast and the timeline of one replay (see the module text)."""
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, *, embedded: bool = True) -> None:
         self.scenario = scenario
+        self.embedded = embedded
+        """Whether the server is sipwake's own (built by the replay), not a ``--target``."""
         self.record = Replay(scenario=scenario)
         self._agent_seq = 0
         self.devices: dict[str, DeviceAgent] = {}
@@ -180,6 +182,37 @@ class World:
                 self.callers[action.from_] = caller
                 self.agents.append(caller)
         self._refs = {id(s): ref for ref, s in scenario.calls() + scenario.messages()}
+        self._give_credentials()
+
+    @property
+    def requires_auth(self) -> bool:
+        """Whether the embedded server authenticates (some user of the scenario has a
+        password); it is open, as before, when none has."""
+        return any(u.password is not None for u in self.scenario.users.values())
+
+    def _give_credentials(self) -> None:
+        """Each device and caller that is a user with a password answers challenges."""
+        users = self.scenario.users
+        for agent in [*self.devices.values(), *self.callers.values()]:
+            user = users.get(agent.user)
+            if user is None or user.password is None:
+                continue
+            auth_user = user.auth_user
+            if self.embedded and auth_user not in (None, agent.user):
+                auth_user = None  # sipwake knows a user by its own name only
+            agent.set_credentials(user.password, auth_user)
+
+    def auth_notes(self) -> None:
+        """Notes at the start about authentication (the subclass calls it once)."""
+        if not self.embedded:
+            return
+        for name, user in self.scenario.users.items():
+            if user.auth_user not in (None, name):
+                self.note(
+                    SERVER,
+                    f"authenticates {name} as {name!r}: auth_user {user.auth_user!r} "
+                    "applies against --target only",
+                )
 
     # -- what a subclass provides ------------------------------------------------------
     @property
@@ -240,6 +273,11 @@ class World:
     # -- agents talk ---------------------------------------------------------------------
     def transmit(self, agent: UserAgent, transmits: Sequence[Transmit]) -> None:
         """What ``agent`` writes to the server: recorded, then sent (or lost)."""
+        for failure in agent.auth_failures:
+            self.note(agent.name, failure.removeprefix(f"{agent.who}: "))
+            if failure not in self.record.auth_failures:
+                self.record.auth_failures.append(failure)
+        agent.auth_failures.clear()
         for item in transmits:
             message = item.message
             self.record.messages += 1
@@ -487,7 +525,12 @@ class World:
             method = message.cseq.method
             if method == "INVITE" and message.status < 200 and message.status != 100:
                 record.provisional.append((self.now, message.status))
-            elif method in ("INVITE", "MESSAGE") and message.status >= 200 and not record.final:
+            elif (
+                method in ("INVITE", "MESSAGE")
+                and message.status >= 200
+                and not record.final
+                and not agent.will_answer(message)  # a challenge it answers: not the end
+            ):
                 record.final = (self.now, message.status)
             return
         if message.method == "MESSAGE" and isinstance(agent, DeviceAgent):

@@ -10,7 +10,7 @@ import pytest
 
 from sipwake.config import AuthConfig, Config, ListenerSpec, StoreConfig, TlsConfig
 from sipwake.scenario import evaluate, load_scenario, parse_scenario
-from sipwake.scenario.live import replay_live
+from sipwake.scenario.live import MockPush, replay_live
 from sipwake.server import Server
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
@@ -33,6 +33,19 @@ def _free_port() -> int:
     raise RuntimeError("no port free for both UDP and TCP")
 
 
+def _free_pair() -> int:
+    """A port with the next one free too (the mock APNs and FCM of target mode)."""
+    for _ in range(20):
+        port = _free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            try:
+                tcp.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no two consecutive free ports")
+
+
 async def test_target_mode_replays_against_a_running_sipwake(tmp_path: Path) -> None:
     port = _free_port()
     config = Config(
@@ -52,7 +65,10 @@ async def test_target_mode_replays_against_a_running_sipwake(tmp_path: Path) -> 
     await server.start()
     try:
         scenario = load_scenario(SCENARIOS / "foreground-rings-at-once.yaml")
-        record = await replay_live(scenario, tmp_path / "run", target=("127.0.0.1", port))
+        mocks = MockPush(port=_free_pair(), directory=tmp_path / "mock-push")
+        record = await replay_live(
+            scenario, tmp_path / "run", target=("127.0.0.1", port), mocks=mocks
+        )
     finally:
         await server.close()
     checks = evaluate(record)
