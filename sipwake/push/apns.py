@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -239,10 +239,11 @@ class _Http2Connection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport (uvloop's are not asyncio.Transport subclasses).
+        stream = cast(asyncio.Transport, transport)
+        self._transport = stream
         self._h2.initiate_connection()
-        transport.write(self._h2.data_to_send())
+        stream.write(self._h2.data_to_send())
 
     def data_received(self, data: bytes) -> None:
         try:
