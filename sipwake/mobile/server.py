@@ -10,27 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from sipwake.ids import Ids, SystemIds
 from sipwake.mobile.core import MobileCore, MobileOutput
 from sipwake.sip.peer import Peer
 from sipwake.voicemail.events import CallLogged, Dropped, SendDatagram
+from sipwake.voicemail.shell import CoreTimer, Datagrams
 
 __all__ = ["MobileServer"]
 
 logger = logging.getLogger("sipwake.mobile")
-
-
-class _Datagrams(asyncio.DatagramProtocol):
-    def __init__(self, deliver: Callable[[bytes, tuple[str, int]], None]) -> None:
-        self._deliver = deliver
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self._deliver(data, (str(addr[0]), int(addr[1])))
-
-    def error_received(self, exc: Exception) -> None:
-        logger.debug("mobile socket: %s", exc)
 
 
 class MobileServer:
@@ -56,8 +45,7 @@ class MobileServer:
         self._core: MobileCore | None = None
         self._sip: asyncio.DatagramTransport | None = None
         self._rtp: asyncio.DatagramTransport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._deadline: float | None = None
+        self._timer: CoreTimer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -78,11 +66,12 @@ class MobileServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
+        self._timer = CoreTimer(loop, self._on_timer)
         sip, _ = await loop.create_datagram_endpoint(
-            lambda: _Datagrams(self._on_sip), local_addr=(self.host, self._port)
+            lambda: Datagrams(self._on_sip, logger), local_addr=(self.host, self._port)
         )
         rtp, _ = await loop.create_datagram_endpoint(
-            lambda: _Datagrams(lambda _data, _addr: None), local_addr=(self.host, 0)
+            lambda: Datagrams(lambda _data, _addr: None, logger), local_addr=(self.host, 0)
         )
         self._sip = sip
         self._rtp = rtp
@@ -99,7 +88,6 @@ class MobileServer:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
         for transport in (self._sip, self._rtp):
             if transport is not None:
                 transport.close()
@@ -162,25 +150,14 @@ class MobileServer:
         self._rearm()
 
     def _rearm(self) -> None:
-        if self._core is None or self._loop is None:
-            return
-        deadline = self._core.next_deadline()
-        if deadline == self._deadline and self._timer is not None:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._deadline = deadline
-        if deadline is not None:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+        if self._core is not None and self._timer is not None:
+            self._timer.rearm(self._core)
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._deadline = None
-        if self._core is None or self._loop is None:
+    def _on_timer(self, now: float) -> None:
+        if self._core is None:
             return
         try:
-            outputs = self._core.handle_timeout(self._loop.time())
+            outputs = self._core.handle_timeout(now)
         except Exception:
             logger.exception("mobile: internal error in a timer")
             outputs = []

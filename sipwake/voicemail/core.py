@@ -48,40 +48,19 @@ Deviations and choices
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import assert_never
+from dataclasses import dataclass
 
-from sipwake.errors import LocalProtocolError, RemoteProtocolError, SipParseError
+from sipwake.errors import LocalProtocolError, RemoteProtocolError
 from sipwake.ids import Ids
-from sipwake.sip.message import Request, Response, make_response, parse_error_response
-from sipwake.sip.parser import parse_message
-from sipwake.sip.peer import Peer, mark_received, response_peer
-from sipwake.transaction import (
-    AckReceived,
-    CancelReceived,
-    MessageDropped,
-    Output,
-    RequestReceived,
-    RequestRejected,
-    ResponseReceived,
-    SendMessage,
-    ServerTransactionKey,
-    StrayResponse,
-    TimerConfig,
-    TransactionLayer,
-    TransactionTerminated,
-    TransactionTimedOut,
-    TransportFailed,
-)
-from sipwake.voicemail.dialog import build_bye
+from sipwake.sip.message import Request, Response, make_response
+from sipwake.sip.peer import Peer
+from sipwake.transaction import ServerTransactionKey, TimerConfig
 from sipwake.voicemail.events import (
     CallLogged,
-    CallStep,
     CloseMedia,
     Dropped,
     EndReason,
     OpenMedia,
-    SendDatagram,
     StoreMessage,
     VoicemailMessage,
     VoicemailOutput,
@@ -96,6 +75,7 @@ from sipwake.voicemail.sdp import (
     make_offer,
     parse_sdp,
 )
+from sipwake.voicemail.uas import UasCall, UasCore
 
 __all__ = ["ALLOW", "CallState", "VoicemailCore"]
 
@@ -114,16 +94,9 @@ class CallState(enum.Enum):
 
 
 @dataclass(slots=True, kw_only=True)
-class _Call:
-    ref: str
-    order: int
-    invite: Request
-    invite_key: ServerTransactionKey
-    source: Peer
+class _Call(UasCall):
     mailbox: Mailbox
-    local_tag: str
     offer: SessionDescription | None
-    session_id: int
     state: CallState = CallState.ANSWERING
     codec: Codec | None = None
     media_port: int | None = None
@@ -132,24 +105,10 @@ class _Call:
     recording: Recording | None = None
     answered_at: float | None = None
     started: float | None = None
-    ends_at: float | None = None
-    local_cseq: int = 0
-    # The 2xx being retransmitted until its ACK (RFC 3261 §13.3.1.4).
-    ok: Response | None = None
-    ok_cseq: int = 0
-    ok_peer: Peer | None = None
-    ok_interval: float = 0.0
-    ok_next: float | None = None
-    ok_give_up: float | None = None
-    route_set: list[str] = field(default_factory=list)
-
-    def deadline(self) -> float | None:
-        times = [t for t in (self.ok_next, self.ok_give_up, self.ends_at) if t is not None]
-        return min(times) if times else None
 
 
-class VoicemailCore:
-    """A recording UAS; see the module docstring."""
+class VoicemailCore(UasCore[_Call]):
+    """A recording UAS; see the module docstring (the skeleton is ``uas.UasCore``)."""
 
     def __init__(
         self,
@@ -163,23 +122,11 @@ class VoicemailCore:
     ) -> None:
         if not max_message_s > 0:
             raise ValueError(f"max_message_s: expected a positive number, got {max_message_s!r}")
-        self.host = host
-        self.port = port
+        super().__init__(host=host, port=port, ids=ids, timers=timers)
         self.max_message_s = max_message_s
-        self._ids = ids
-        self.layer = TransactionLayer(ids, timers)
-        self.timers = self.layer.timers
-        host_part = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        self.contact = f"<sip:{user}@{host_part}:{port}>"
-        self._calls: dict[str, _Call] = {}
-        self._by_invite: dict[ServerTransactionKey, str] = {}
-        self._dialogs: dict[tuple[str, str], str] = {}
-        self._created = 0
+        self.contact = f"<sip:{user}@{self._host_port}>"
 
     # -- introspection -------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self._calls)
-
     def state_of(self, call_ref: str) -> CallState | None:
         call = self._calls.get(call_ref)
         return None if call is None else call.state
@@ -189,22 +136,6 @@ class VoicemailCore:
         return None if call is None else call.media_port
 
     # -- inputs --------------------------------------------------------------------
-    def receive(self, data: bytes, source: Peer, now: float) -> list[VoicemailOutput]:
-        """One datagram from ``source`` on the SIP socket."""
-        try:
-            message = parse_message(data)
-        except SipParseError as exc:
-            response = parse_error_response(exc)
-            if response is not None:
-                return [SendDatagram(data=response.to_bytes(), peer=source)]
-            return [Dropped(reason=f"unparsable message: {exc.reason}", peer=source)]
-        if isinstance(message, Request):
-            try:
-                mark_received(message, source)
-            except SipParseError as exc:
-                return [Dropped(reason=exc.reason, peer=source)]
-        return self._run(self.layer.receive(message, source, now), now)
-
     def media_ready(self, call_ref: str, port: int, now: float) -> list[VoicemailOutput]:
         """The RTP socket for ``call_ref`` is bound on ``port``: answer the call."""
         call = self._calls.get(call_ref)
@@ -247,28 +178,6 @@ class VoicemailCore:
         call.recording.add(data)
         return []
 
-    def next_deadline(self) -> float | None:
-        """The earliest timer of the transaction layer or any call."""
-        deadlines = [d for d in (c.deadline() for c in self._calls.values()) if d is not None]
-        layer = self.layer.next_deadline()
-        if layer is not None:
-            deadlines.append(layer)
-        return min(deadlines) if deadlines else None
-
-    def handle_timeout(self, now: float) -> list[VoicemailOutput]:
-        """Fire every timer due at ``now``: the layer's, then the calls' in (deadline, order)."""
-        out = self._run(self.layer.handle_timeout(now), now)
-        while True:
-            due = [
-                (d, c.order, c)
-                for c in self._calls.values()
-                if (d := c.deadline()) is not None and d <= now
-            ]
-            if not due:
-                return out
-            _, _, call = min(due, key=lambda item: (item[0], item[1]))
-            out += self._call_timer(call, now)
-
     def close(self, now: float) -> list[VoicemailOutput]:
         """Shut down: refuse calls being answered, hang up (and store) the others."""
         out: list[VoicemailOutput] = []
@@ -280,51 +189,7 @@ class VoicemailCore:
                 out += self._hang_up(call, now, "shutdown")
         return out
 
-    # -- transaction layer outputs ---------------------------------------------------
-    def _run(self, outputs: list[Output], now: float) -> list[VoicemailOutput]:
-        out: list[VoicemailOutput] = []
-        for output in outputs:
-            match output:
-                case SendMessage(message=message, peer=peer):
-                    out.append(SendDatagram(data=message.to_bytes(), peer=peer))
-                case RequestReceived(request=request, source=source, transaction_key=key):
-                    out += self._on_request(request, source, key, now)
-                case AckReceived(request=ack, source=source):
-                    out += self._on_ack(ack, source, now)
-                case CancelReceived(invite_key=key):
-                    out += self._on_cancel(key, now)
-                case MessageDropped(reason=reason, source=source):
-                    out.append(Dropped(reason=reason, peer=source))
-                case StrayResponse(response=response, source=source):
-                    out.append(Dropped(reason=f"stray {response.status} response", peer=source))
-                case (
-                    ResponseReceived()
-                    | RequestRejected()
-                    | TransactionTimedOut()
-                    | TransportFailed()
-                    | TransactionTerminated()
-                ):
-                    pass  # responses to our BYEs need no action
-                case _:
-                    assert_never(output)
-        return out
-
     # -- requests --------------------------------------------------------------------
-    def _respond(
-        self,
-        key: ServerTransactionKey,
-        request: Request,
-        status: int,
-        now: float,
-        *,
-        tag: str | None = None,
-        extra: tuple[tuple[str, str], ...] = (),
-    ) -> list[VoicemailOutput]:
-        response = make_response(request, status, to_tag=tag or self._ids.tag())
-        for name, value in extra:
-            response.headers.add(name, value)
-        return self._run(self.layer.respond(key, response, now), now)
-
     def _on_request(
         self, request: Request, source: Peer, key: ServerTransactionKey, now: float
     ) -> list[VoicemailOutput]:
@@ -373,10 +238,9 @@ class VoicemailCore:
         if rejection is not None:
             detail = f"{request.from_.uri} → {request.uri}: refused"
             return [*rejection, CallLogged(call_ref="-", step="rejected", detail=detail)]
-        self._created += 1
         call = _Call(
             ref=self._ids.token(12),
-            order=self._created,
+            order=self._next_order(),
             invite=request,
             invite_key=key,
             source=source,
@@ -386,9 +250,7 @@ class VoicemailCore:
             session_id=int(self._ids.token(8), 16),
             route_set=list(request.headers.values("Record-Route")),
         )
-        self._calls[call.ref] = call
-        self._by_invite[key] = call.ref
-        self._dialogs[(request.call_id, call.local_tag)] = call.ref
+        self._add(call)
         trying = make_response(request, 100)
         out = self._run(self.layer.respond(key, trying, now), now)
         box = call.mailbox
@@ -397,16 +259,6 @@ class VoicemailCore:
         out.append(self._log(call, "invited", detail))
         out.append(OpenMedia(call_ref=call.ref))
         return out
-
-    def _dialog(self, request: Request) -> _Call | None:
-        tag = request.to.tag
-        if tag is None:
-            return None
-        ref = self._dialogs.get((request.call_id, tag))
-        call = self._calls.get(ref) if ref is not None else None
-        if call is None or request.from_.tag != call.invite.from_.tag:
-            return None
-        return call
 
     def _on_reinvite(
         self, request: Request, key: ServerTransactionKey, now: float
@@ -469,8 +321,7 @@ class VoicemailCore:
             return [Dropped(reason="ACK for no dialog of ours", peer=source)]
         if call.ok is None or ack.cseq.seq != call.ok_cseq:
             return []  # a retransmitted ACK
-        call.ok = None
-        call.ok_next = call.ok_give_up = None
+        self._stop_retransmit(call)
         if call.state is not CallState.ANSWERED:
             return []  # the ACK for a re-INVITE's 2xx
         out: list[VoicemailOutput] = []
@@ -493,9 +344,10 @@ class VoicemailCore:
         out.append(self._log(call, "recording", f"{codec_name}, up to {self.max_message_s:g} s"))
         return out
 
-    def _on_cancel(self, key: ServerTransactionKey, now: float) -> list[VoicemailOutput]:
-        ref = self._by_invite.get(key)
-        call = self._calls.get(ref) if ref is not None else None
+    def _on_cancel(
+        self, key: ServerTransactionKey, reason: str | None, now: float
+    ) -> list[VoicemailOutput]:
+        call = self._call_of(key)
         if call is None or call.state is not CallState.ANSWERING:
             return []
         out = self._respond(key, call.invite, 487, now, tag=call.local_tag)
@@ -518,23 +370,13 @@ class VoicemailCore:
         ok.set_body(call.sdp_body, "application/sdp")
         return ok
 
-    def _start_retransmit(self, call: _Call, ok: Response, request: Request, now: float) -> None:
-        call.ok = ok
-        call.ok_cseq = request.cseq.seq
-        call.ok_peer = response_peer(request.top_via, call.source)
-        call.ok_interval = self.timers.T1
-        call.ok_next = now + self.timers.T1
-        call.ok_give_up = now + 64 * self.timers.T1
-
     def _call_timer(self, call: _Call, now: float) -> list[VoicemailOutput]:
-        if call.ok_give_up is not None and call.ok_give_up <= now:
+        if self._ack_overdue(call, now):
             out = [self._log(call, "failed", "no ACK for the 200 OK")]
             return out + self._hang_up(call, now, "no-ack")
-        if call.ok_next is not None and call.ok_next <= now and call.ok is not None:
-            assert call.ok_peer is not None
-            call.ok_interval = min(2 * call.ok_interval, self.timers.T2)
-            call.ok_next = now + call.ok_interval
-            return [SendDatagram(data=call.ok.to_bytes(), peer=call.ok_peer)]
+        again = self._retransmit(call, now)
+        if again is not None:
+            return again
         if call.ends_at is not None and call.ends_at <= now:
             return self._hang_up(call, now, "max-length")
         raise LocalProtocolError(f"call {call.ref}: timer fired with nothing due")
@@ -543,19 +385,7 @@ class VoicemailCore:
         self, call: _Call, now: float, reason: EndReason, *, store: bool = True
     ) -> list[VoicemailOutput]:
         """Send BYE in the dialog (RFC 3261 §15.1.1), then end the call."""
-        call.local_cseq += 1
-        bye, peer = build_bye(
-            call.invite,
-            local_tag=call.local_tag,
-            route_set=call.route_set,
-            cseq=call.local_cseq,
-            host=self.host,
-            port=self.port,
-            ids=self._ids,
-            source=call.source,
-        )
-        _, outputs = self.layer.send_request(bye, peer, now)
-        out = self._run(outputs, now)
+        out = self._send_bye(call, now)
         return out + self._finish(call, now, reason, store=store)
 
     def _finish(
@@ -593,12 +423,3 @@ class VoicemailCore:
         self._forget(call)
         out.append(self._log(call, "failed", f"{status}: {detail}"))
         return out
-
-    def _forget(self, call: _Call) -> None:
-        self._calls.pop(call.ref, None)
-        self._by_invite.pop(call.invite_key, None)
-        self._dialogs.pop((call.invite.call_id, call.local_tag), None)
-
-    @staticmethod
-    def _log(call: _Call, step: CallStep, detail: str) -> CallLogged:
-        return CallLogged(call_ref=call.ref, step=step, detail=detail)

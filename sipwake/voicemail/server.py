@@ -14,7 +14,6 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
 
 from sipwake.ids import Ids, SystemIds
 from sipwake.sip.peer import Peer
@@ -30,6 +29,7 @@ from sipwake.voicemail.events import (
     VoicemailMessage,
     VoicemailOutput,
 )
+from sipwake.voicemail.shell import CoreTimer, Datagrams
 from sipwake.voicemail.store import SavedMessage, save_message
 
 __all__ = ["DEFAULT_DIRECTORY", "DEFAULT_PORT", "VoicemailServer"]
@@ -40,23 +40,6 @@ DEFAULT_PORT = 5090
 DEFAULT_DIRECTORY = "sipwake-voicemail"
 #: How long ``close`` waits for messages still being written.
 _SAVE_GRACE_S = 5.0
-
-
-class _Datagrams(asyncio.DatagramProtocol):
-    """Hands every datagram of one socket to a callback."""
-
-    def __init__(self, deliver: Callable[[bytes, tuple[str, int]], None]) -> None:
-        self._deliver = deliver
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self._deliver(data, (str(addr[0]), int(addr[1])))
-
-    def error_received(self, exc: Exception) -> None:
-        logger.debug("voicemail socket: %s", exc)
 
 
 class VoicemailServer:
@@ -95,8 +78,7 @@ class VoicemailServer:
         self._media: dict[str, asyncio.DatagramTransport] = {}
         self._opening: dict[str, asyncio.Task[None]] = {}
         self._saving: set[asyncio.Task[None]] = set()
-        self._timer: asyncio.TimerHandle | None = None
-        self._deadline: float | None = None
+        self._timer: CoreTimer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.saved = 0
         self.dropped = 0
@@ -123,8 +105,9 @@ class VoicemailServer:
         """Bind the SIP socket."""
         loop = asyncio.get_running_loop()
         self._loop = loop
+        self._timer = CoreTimer(loop, self._on_timer)
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Datagrams(self._on_sip), local_addr=(self.host, self._port)
+            lambda: Datagrams(self._on_sip, logger), local_addr=(self.host, self._port)
         )
         self._sip = transport
         port = self._port = int(transport.get_extra_info("sockname")[1])
@@ -150,7 +133,6 @@ class VoicemailServer:
             await asyncio.wait(list(self._saving), timeout=_SAVE_GRACE_S)
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
         for transport in self._media.values():
             transport.close()
         self._media.clear()
@@ -222,7 +204,7 @@ class VoicemailServer:
         assert self._loop is not None
         try:
             transport, _ = await self._loop.create_datagram_endpoint(
-                lambda: _Datagrams(lambda data, _addr: self._on_rtp(ref, data)),
+                lambda: Datagrams(lambda data, _addr: self._on_rtp(ref, data), logger),
                 local_addr=(self.host, 0),
             )
         except OSError as exc:
@@ -258,20 +240,9 @@ class VoicemailServer:
 
     # -- timer ---------------------------------------------------------------------
     def _rearm(self) -> None:
-        if self._core is None or self._loop is None:
-            return
-        deadline = self._core.next_deadline()
-        if deadline == self._deadline and self._timer is not None:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._deadline = deadline
-        if deadline is not None:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+        if self._core is not None and self._timer is not None:
+            self._timer.rearm(self._core)
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._deadline = None
+    def _on_timer(self, _now: float) -> None:
         if self._core is not None:
-            self._perform(self._safe(lambda now: self.core.handle_timeout(now)))
+            self._perform(self._safe(self.core.handle_timeout))

@@ -129,3 +129,14 @@ def test_config_picks_the_builtin_mobile_and_its_answer_time() -> None:
     )
     assert not gateway.uses_builtin_mobile
     assert gateway.call_plan("bob").twin == f"sip:{NUMBER}@127.0.0.1:5070"
+
+
+def test_unparsable_request_gets_400_with_the_reason() -> None:
+    core = _core()
+    broken = _invite().replace(b"Max-Forwards: 69", b"Max-Forwards: many")
+    out = core.receive(broken, PROXY, 0.0)
+    (response,) = _sent(out)
+    assert isinstance(response, Response)
+    assert response.status == 400
+    assert "Max-Forwards" in response.reason
+    assert core.calls() == []
