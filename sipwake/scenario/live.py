@@ -47,6 +47,7 @@ import itertools
 import json
 import logging
 import math
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,6 +170,12 @@ class LiveRunner(World):
         self.full = full
         self.record.clock = "real"
         self.record.target = f"{target[0]}:{target[1]}" if target is not None else None
+        if target is not None:
+            # The target outlives the run: each run registers in a REGISTER dialog of
+            # its own, or a second run of the same seed would be refused 500.
+            run = secrets.token_hex(4)
+            for device in self.devices.values():
+                device.new_registration_call_id(f"{device.ids.call_id()}-{run}")
         self.loop = asyncio.get_running_loop()
         self.t0 = self.loop.time() + _SETUP_S
         self.links: dict[str, _Link] = {}
