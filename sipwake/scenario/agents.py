@@ -577,6 +577,13 @@ class DeviceAgent(UserAgent):
         ]
         return self._send(self._request("REGISTER", f"sip:{self.domain}", fields), now)
 
+    def new_registration_call_id(self, call_id: str) -> None:
+        """REGISTER from now on with this Call-ID, CSeq from 1 (a server that keeps the
+        bindings of an earlier run with the same Call-ID would refuse a CSeq that is not
+        higher: RFC 3261 §10.3 step 7)."""
+        self._reg_call_id = call_id
+        self._reg_cseq = 0
+
     def suspend(self) -> None:
         """The app goes to the background: no more messages reach it."""
         self.state = "suspended"

@@ -19,6 +19,7 @@ from sipwake.scenario.model import (
     DeviceCancelledExpect,
     Expect,
     FinalStatusExpect,
+    ForwardedExpect,
     MessageDeliveredExpect,
     NoPushExpect,
     PushExpect,
@@ -69,7 +70,7 @@ def _sealed(push: PushRecordSeen, call: CallRecord, device: str) -> tuple[bool, 
     """Whether ``push`` carried the call only sealed and ``device`` opened it, and how."""
     payload = push.payload
     if payload is None:
-        return False, "its payload is not known (Web Push, or seen only at a --target)"
+        return False, "its payload is not known (Web Push: encrypted end to end)"
     if "enc" not in payload:
         shown = ", ".join(push.clear) or "no call details"
         return False, f"no enc in the payload ({shown} in clear)"
@@ -82,6 +83,25 @@ def _sealed(push: PushRecordSeen, call: CallRecord, device: str) -> tuple[bool, 
         return False, f"enc opened by {device}, but it names another call"
     who = push.opened.get("name") or push.opened.get("caller") or "an unnamed caller"
     return True, f"enc opened by {device} (call from {who}), nothing in clear"
+
+
+_URI = re.compile(r"<\s*sips?:([^@>;]+)@")
+
+
+def _names_user(value: str, user: str) -> bool:
+    """Whether a Diversion or History-Info entry's URI is ``user``'s (``<sip:user@…>``)."""
+    found = _URI.search(value)
+    return found is not None and found.group(1) == user
+
+
+def _param(value: str, name: str) -> str | None:
+    """A header parameter after the ``<uri>`` (``reason``, ``index``)."""
+    _, _, params = value.partition(">")
+    for part in params.split(";"):
+        key, _, val = part.strip().partition("=")
+        if key.lower() == name:
+            return val.strip().strip('"')
+    return None
 
 
 def _call_text(call: CallRecord) -> str:
@@ -141,6 +161,9 @@ class _Evaluator:
         if isinstance(spec, DeviceCancelledExpect):
             assert call is not None
             return self._device_cancelled(spec, call)
+        if isinstance(spec, ForwardedExpect):
+            assert call is not None
+            return self._forwarded(spec, call)
         if isinstance(spec, TimedExpect):
             assert call is not None
             times = call.voicemail if item.kind == "voicemail" else call.twin
@@ -170,7 +193,10 @@ class _Evaluator:
             expected += ", call details sealed" if spec.encrypted else ", without enc"
             sealed, how = _sealed(first, call, device)
             got += f"; {how}"
-            met = met and sealed == spec.encrypted
+            if spec.encrypted:
+                met = met and sealed
+            else:  # sent without enc (whether the device could open it does not matter)
+                met = met and first.payload is not None and "enc" not in first.payload
         return expected, got, met
 
     def _no_push(self, spec: NoPushExpect, call: CallRecord | None) -> tuple[str, str, bool]:
@@ -305,6 +331,47 @@ class _Evaluator:
             got += f"; the caller's final {call.final[1]} came at {_t(call.final[0])}"
             met = met and invited >= call.final[0]
         return expected, got, met
+
+    def _forwarded(self, spec: ForwardedExpect, call: CallRecord) -> tuple[str, str, bool]:
+        device = self._device(spec.to)
+        user = spec.diversion or call.callee
+        reason = f" reason={spec.reason}" if spec.reason else ""
+        expected = (
+            f"{call.id} forwarded to {device} at {spec.at:g} ± {spec.tolerance:g} s, "
+            f"Diversion{reason} and History-Info naming {user}"
+        )
+        mine = [f for f in call.forwards if f[1] == device]
+        if not mine:
+            invites = [at for at, who in call.device_invites if who == device]
+            if invites:
+                got = f"INVITE at {_t(invites[0])}, without Diversion or History-Info"
+            else:
+                got = f"no INVITE of {call.id} reached {device}; {_call_text(call)}"
+            return expected, got, False
+        at, _, diversion, history = mine[0]
+        got = f"INVITE at {_t(at)}"
+        off = at - spec.at
+        problems = []
+        if abs(off) > spec.tolerance + 1e-9:
+            problems.append(f"{abs(off):.3f} s {'late' if off > 0 else 'early'}")
+        matching = [d for d in diversion if _names_user(d, user)]
+        if not matching:
+            problems.append(f"Diversion: {', '.join(diversion) or 'none'}")
+        elif spec.reason is not None and _param(matching[0], "reason") != spec.reason:
+            problems.append(f"Diversion: {matching[0]}")
+        else:
+            got += f", Diversion: {matching[0]}"
+        # RFC 7044: the first entry is the original target (index 1), a later one the
+        # target the call went to (index 1.1…).
+        first = [h for h in history if _param(h, "index") == "1"]
+        later = [h for h in history if (_param(h, "index") or "").startswith("1.")]
+        if not first or not _names_user(first[0], user) or not later:
+            problems.append(f"History-Info: {', '.join(history) or 'none'}")
+        else:
+            got += f", History-Info {len(history)} entries"
+        if problems:
+            return expected, f"{got}; " + "; ".join(problems), False
+        return expected, got, True
 
     def _final(self, spec: FinalStatusExpect, call: CallRecord) -> tuple[str, str, bool]:
         who = "sender" if call.kind == "message" else "caller"

@@ -44,8 +44,10 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import json
 import logging
 import math
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,12 +81,14 @@ from sipwake.push.mockcli import (
 from sipwake.scenario.agents import HOST, DeviceAgent, Transmit, UserAgent
 from sipwake.scenario.model import (
     AnsweredExpect,
+    DeviceCancelledExpect,
     MessageDeliveredExpect,
     PushExpect,
     RingingExpect,
     Scenario,
     TimedExpect,
 )
+from sipwake.scenario.pushview import clear_in
 from sipwake.scenario.record import PushRecordSeen, Replay, label
 from sipwake.scenario.runner import fault_windows
 from sipwake.scenario.virtual import FaultWindow, PushSandbox
@@ -95,7 +99,7 @@ from sipwake.sip.peer import Peer
 from sipwake.transport import tls
 from sipwake.transport.base import ListenerConfig, LocalAddr, TransportManager
 
-__all__ = ["LiveRunner", "MockPush", "MockPushError", "replay_live"]
+__all__ = ["LiveRunner", "MockPush", "MockPushError", "horizon", "replay_live"]
 
 logger = logging.getLogger("sipwake.scenario.live")
 
@@ -166,6 +170,12 @@ class LiveRunner(World):
         self.full = full
         self.record.clock = "real"
         self.record.target = f"{target[0]}:{target[1]}" if target is not None else None
+        if target is not None:
+            # The target outlives the run: each run registers in a REGISTER dialog of
+            # its own, or a second run of the same seed would be refused 500.
+            run = secrets.token_hex(4)
+            for device in self.devices.values():
+                device.new_registration_call_id(f"{device.ids.call_id()}-{run}")
         self.loop = asyncio.get_running_loop()
         self.t0 = self.loop.time() + _SETUP_S
         self.links: dict[str, _Link] = {}
@@ -454,18 +464,7 @@ class LiveRunner(World):
                 return
 
     def _horizon(self) -> float:
-        """The last scenario time a step or an expectation names."""
-        times = [step.at for step in self.scenario.timeline]
-        starts = {ref: step.at for ref, step in self.scenario.calls() + self.scenario.messages()}
-        first = min(starts.values(), default=0.0)
-        for item in self.scenario.expect:
-            spec = item.spec
-            start = starts.get(getattr(spec, "call", None) or "", first)
-            if isinstance(spec, PushExpect | RingingExpect):
-                times.append(start + spec.within)
-            elif isinstance(spec, AnsweredExpect | TimedExpect | MessageDeliveredExpect):
-                times.append((spec.at or 0.0) + spec.tolerance)
-        return max(times, default=0.0)
+        return horizon(self.scenario)
 
     def _settled(self, horizon: float) -> bool:
         now = self.now
@@ -563,8 +562,12 @@ class LiveRunner(World):
         ref = device.name if device is not None else None
         return next((f for f in self.faults if f.applies(self.now, provider, ref)), None)
 
-    def mock_push_seen(self, provider: str, token: str, kind: str) -> None:
-        """A push reached a mock service (``--target``: how the agents see pushes)."""
+    def mock_push_seen(
+        self, provider: str, token: str, kind: str, payload: dict[str, Any] | None = None
+    ) -> None:
+        """A push reached a mock service (``--target``: how the agents see pushes);
+        ``payload`` is what it carries to the device (the APNs JSON body, the FCM
+        ``data``), so the device opens it and ``push.encrypted`` can be judged."""
         if self.target is None:
             return
         device = self.by_token.get(token)
@@ -586,6 +589,17 @@ class LiveRunner(World):
             device=ref,
             call=call,
         )
+        if payload is not None:
+            record.payload = payload
+            known = self.record.calls.get(call) if call is not None else None
+            if known is not None:
+                caller = self.callers.get(known.caller)
+                details = (
+                    ("caller", known.caller),
+                    ("name", caller.display_name if caller is not None else None),
+                    ("call-id", known.call_id),
+                )
+                record.clear = clear_in(payload, details)
         self.record.pushes.append(record)
         self.row(SERVER, PUSH, f"{kind} push ({provider}) for {ref or 'unknown device'}")
         self._guard(
@@ -674,8 +688,11 @@ class _ScenarioApns(MockApns):
             if fault.retry_after_s is not None:
                 extra["retry-after"] = str(math.ceil(fault.retry_after_s))
             return fault.status, fault.reason or "", extra
-        kind = "call" if headers.get("apns-push-type") == "voip" else "message"
-        self.runner.mock_push_seen("apns", token, kind)
+        payload = _json_object(body)
+        kind = str((payload or {}).get("type", ""))
+        if kind not in ("call", "cancel", "message"):  # another server's own payload
+            kind = "call" if headers.get("apns-push-type") == "voip" else "message"
+        self.runner.mock_push_seen("apns", token, kind, payload)
         return status, reason, extra
 
 
@@ -697,8 +714,34 @@ class _ScenarioFcm(MockFcm):
             raise _FcmRefusal(code, retry_after=retry)
         data = message.message.get("data") or {}
         kind = str(data.get("type", "call"))
-        self.runner.mock_push_seen("fcm", message.token, kind)
+        payload = dict(data) if isinstance(data, dict) else None
+        self.runner.mock_push_seen("fcm", message.token, kind, payload)
         return doc
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    """A push body as the device reads it (None: not a JSON object)."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def horizon(scenario: Scenario) -> float:
+    """The last scenario time a step or an expectation names: a real-time replay does
+    not stop before it (``within`` counts from the call, ``at`` with its tolerance)."""
+    times = [step.at for step in scenario.timeline]
+    starts = {ref: step.at for ref, step in scenario.calls() + scenario.messages()}
+    first = min(starts.values(), default=0.0)
+    for item in scenario.expect:
+        spec = item.spec
+        start = starts.get(getattr(spec, "call", None) or "", first)
+        if isinstance(spec, PushExpect | RingingExpect | DeviceCancelledExpect):
+            times.append(start + spec.within)
+        elif isinstance(spec, AnsweredExpect | TimedExpect | MessageDeliveredExpect):
+            times.append((spec.at or 0.0) + spec.tolerance)
+    return max(times, default=0.0)
 
 
 async def replay_live(

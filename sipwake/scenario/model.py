@@ -41,6 +41,7 @@ __all__ = [
     "DeviceCancelledExpect",
     "Expect",
     "FinalStatusExpect",
+    "ForwardedExpect",
     "HangupAction",
     "MessageAction",
     "MessageDeliveredExpect",
@@ -93,7 +94,9 @@ class ScenarioFileError(ScenarioError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True
+    )
 
 
 def _seconds(value: Any, *, allow_never: bool = False) -> Any:
@@ -245,6 +248,13 @@ class User(_Model):
     auth_user: str | None = Field(None, pattern=r"^[^\s\x00-\x1f\x7f]+$")
     """The digest user name when it is not the user's name (``--target`` servers only:
     sipwake knows a user by its name)."""
+    forward_no_answer: str | None = Field(None, pattern=_NAME)
+    """Another user of the scenario the user's calls are forwarded to when nobody answers
+    within the no-answer time (the plan's ``forward_no_answer``: ``sip:<user>@lab.test``;
+    it wins over ``pbx.voicemail``). The diverted INVITE carries Diversion (RFC 5806) and
+    History-Info (RFC 7044) naming this user."""
+    forward_busy: str | None = Field(None, pattern=_NAME)
+    """Another user of the scenario the user's calls go to when every device is busy."""
 
 
 # -- the timeline ---------------------------------------------------------------------------
@@ -337,9 +347,14 @@ class Step(_Model):
     hangup: HangupAction | None = None
     cancel: CancelAction | None = None
     suspend: str | None = None
-    """A device (``user.device``) goes to the background: its connection closes."""
+    """A device (``user.device``) goes to the background: a TCP/TLS device closes its
+    connection and stays registered with its push parameters (suspended: a call then
+    needs a push). A UDP device just stops answering; the server counts it as
+    foreground until ``udp_foreground_s`` after its last REGISTER."""
     resume: str | None = None
-    """A device comes back to the foreground: new connection, REGISTER."""
+    """A device comes to the foreground: it opens a new connection and registers again
+    (an offline device that never registered comes online: it registers now, and joins
+    a call that is still ringing)."""
     push_fails: PushFault | None = None
     message: MessageAction | None = None
     restart_server: RestartAction | None = None
@@ -451,6 +466,19 @@ class DeviceCancelledExpect(_ExpectBase):
     device rang for a call that had already ended)."""
 
 
+class ForwardedExpect(TimedExpect):
+    """The call is forwarded (no answer, busy) to device ``to``: its INVITE reaches ``to``
+    at ``at`` ± ``tolerance`` carrying a Diversion header (RFC 5806) and History-Info
+    (RFC 7044: the original target, then the diverted-to one) that name user
+    ``diversion``."""
+
+    to: str
+    diversion: str | None = Field(None, pattern=_NAME)
+    """The user the call was diverted from (default: the called user)."""
+    reason: str | None = None
+    """The Diversion ``reason`` (``no-answer``, ``user-busy``, ``unavailable``…)."""
+
+
 class FinalStatusExpect(_ExpectBase):
     """The final response the caller gets for its INVITE."""
 
@@ -479,6 +507,7 @@ class Expect(_Model):
     """The final response the caller (or a message's sender) gets."""
     message_delivered: MessageDeliveredExpect | None = None
     device_cancelled: DeviceCancelledExpect | None = None
+    forwarded: ForwardedExpect | None = None
 
     @property
     def kind(self) -> str:
@@ -514,6 +543,7 @@ _EXPECTS = (
     "final_status",
     "message_delivered",
     "device_cancelled",
+    "forwarded",
 )
 
 
@@ -603,6 +633,12 @@ def _reference_errors(scenario: Scenario) -> list[tuple[tuple[int | str, ...], s
             errors.append((loc, f"no {what} {ref!r} ({what}s: {', '.join(known) or 'none'})"))
 
     for name, user in scenario.users.items():
+        for field_name in ("forward_no_answer", "forward_busy"):
+            to = getattr(user, field_name)
+            if to is not None and (to not in scenario.users or to == name):
+                why = "the user itself" if to == name else "no such user"
+                users = ", ".join(scenario.users)
+                errors.append((("users", name, field_name), f"{to!r}: {why} (users: {users})"))
         seen: set[str] = set()
         for i, d in enumerate(user.devices):
             if d.name in seen:
@@ -652,8 +688,12 @@ def _reference_errors(scenario: Scenario) -> list[tuple[tuple[int | str, ...], s
         about_message = isinstance(spec, PushExpect | NoPushExpect) and spec.kind == "message"
         if not (isinstance(spec, NoPushExpect) and spec.call is None):
             call((*loc, "call"), spec.call, message=about_message)
-        if isinstance(spec, PushExpect | NoPushExpect | DeviceCancelledExpect):
+        if isinstance(spec, PushExpect | NoPushExpect | DeviceCancelledExpect | ForwardedExpect):
             device((*loc, "to"), spec.to)
+        diverted_from = spec.diversion if isinstance(spec, ForwardedExpect) else None
+        if diverted_from is not None and diverted_from not in scenario.users:
+            users = ", ".join(scenario.users)
+            errors.append(((*loc, "diversion"), f"no user {diverted_from!r} (users: {users})"))
         if isinstance(spec, AnsweredExpect):
             by = spec.by
             owner, _, rest = by.partition(".")

@@ -25,7 +25,7 @@ from sipwake.push.seal import open_sealed
 from sipwake.registrar.bindings import PUSH_KEY_HEADER
 from sipwake.sip.message import Response
 
-__all__ = ["clear_details", "device_payload", "open_push", "push_key_of"]
+__all__ = ["clear_details", "clear_in", "device_payload", "open_push", "push_key_of"]
 
 
 def device_payload(request: PushRequest, *, bundle: str, project: str) -> dict[str, Any] | None:
@@ -49,13 +49,21 @@ def device_payload(request: PushRequest, *, bundle: str, project: str) -> dict[s
 
 def clear_details(payload: dict[str, Any], request: PushRequest) -> tuple[str, ...]:
     """The call details of ``request`` readable in ``payload`` outside ``enc``."""
-    text = json.dumps({k: v for k, v in payload.items() if k != "enc"}, ensure_ascii=False)
     details = (
         ("caller", request.caller_number),
         ("name", request.caller),
         ("call-id", request.call_id),
         ("uuid", request.call_uuid),
     )
+    return clear_in(payload, details)
+
+
+def clear_in(
+    payload: dict[str, Any], details: tuple[tuple[str, str | None], ...]
+) -> tuple[str, ...]:
+    """Which of ``details`` (name, value) are readable in ``payload`` outside ``enc``
+    (a ``--target`` replay knows the call, not the server's push request)."""
+    text = json.dumps({k: v for k, v in payload.items() if k != "enc"}, ensure_ascii=False)
     return tuple(name for name, value in details if value and value in text)
 
 

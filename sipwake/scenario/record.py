@@ -74,6 +74,11 @@ class CallRecord:
     """The call's INVITE reaching devices: (time, ``user.device``)."""
     device_cancels: list[tuple[float, str, str | None]] = field(default_factory=list)
     """CANCELs of the call reaching devices: (time, ``user.device``, its Reason header)."""
+    forwards: list[tuple[float, str, tuple[str, ...], tuple[str, ...]]] = field(
+        default_factory=list
+    )
+    """The call's INVITE reaching devices with Diversion or History-Info (a forwarded
+    call): (time, ``user.device``, Diversion values, History-Info entries)."""
 
 
 @dataclass(slots=True, kw_only=True)

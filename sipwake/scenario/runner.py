@@ -146,7 +146,7 @@ class _Runner(World):
         self.plans = {
             name: self.plan(u, voicemail_uri=VOICEMAIL_URI, twin_gateway=twin_gateway)
             for name, u in scenario.users.items()
-            if u.mobile or u.dnd
+            if u.mobile or u.dnd or u.forward_no_answer or u.forward_busy
         }
         self.system_plan = self.plan(None, voicemail_uri=VOICEMAIL_URI, twin_gateway=twin_gateway)
         self.store = SqliteStore(store_dir / "replay.db") if store_dir is not None else None

@@ -42,6 +42,7 @@ from sipwake.scenario.record import (
     outcome_text,
 )
 from sipwake.scenario.record import label as label_of
+from sipwake.sip.grammar import split_commas
 from sipwake.sip.message import Request, Response
 
 __all__ = ["DOMAIN", "GATEWAY", "PUSH", "SERVER", "VOICEMAIL", "World", "push_params"]
@@ -256,12 +257,18 @@ class World:
         )
         twin = None
         dnd = None
+        forwards: dict[str, str | None] = {}
         if user is not None:
             if user.mobile is not None:
                 twin = twin_gateway.replace("{number}", user.mobile.number)
             dnd = True if user.dnd else None
+            for name in ("forward_no_answer", "forward_busy"):
+                to = getattr(user, name)
+                forwards[name] = f"sip:{to}@{DOMAIN}" if to is not None else None
         voicemail = voicemail_uri if pbx.voicemail else None
-        return plan_for(pbx.preset, voicemail=voicemail, twin=twin, dnd=dnd, **overrides)
+        return plan_for(
+            pbx.preset, voicemail=voicemail, twin=twin, dnd=dnd, **forwards, **overrides
+        )
 
     def spec(self, device: DeviceAgent) -> Device:
         _, spec = self.scenario.device_refs()[device.name]
@@ -296,8 +303,30 @@ class World:
     def suspend(self, device: DeviceAgent) -> None:
         self.disconnect(device)
         device.suspend()
-        closed = " (connection closed)" if device.transport != "udp" else ""
-        self.note(device.name, "suspended" + closed)
+        if device.transport == "udp":
+            how = " (UDP: the server counts it as foreground until udp_foreground_s)"
+        else:
+            how = " (connection closed)"
+        if not device.push_params:
+            how += ": no push provider, unreachable until it resumes"
+        self.note(device.name, "suspended" + how)
+
+    def resume(self, device: DeviceAgent) -> None:
+        """The app comes to the foreground: a new connection, REGISTER (an offline
+        device that never registered comes online)."""
+        if device.state == "foreground":
+            self.note(device.name, "resume: already in the foreground, nothing changes")
+            return
+        how = "new connection, REGISTER" if device.transport != "udp" else "REGISTER"
+        if device.state == "offline":
+            self.note(device.name, f"comes online: {how}")
+        else:
+            self.note(device.name, f"back in the foreground: {how}")
+        if device.network_down:
+            self.note(device.name, "no network: it registers when the network is back")
+            device.state = "foreground"
+            return
+        self.register(device)
 
     # -- the timeline ----------------------------------------------------------------------
     def run_step(self, step: Step) -> None:
@@ -334,11 +363,10 @@ class World:
             device = self.device(step.suspend)
             if device.state == "foreground":
                 self.suspend(device)
+            else:
+                self.note(device.name, f"suspend: already {device.state}, nothing changes")
         elif step.resume is not None:
-            device = self.device(step.resume)
-            if device.state != "foreground":
-                self.note(device.name, "back in the foreground")
-                self.register(device)
+            self.resume(self.device(step.resume))
         elif step.push_fails is not None:
             fault = step.push_fails
             scope = " ".join(x for x in (fault.provider, fault.device) if x) or "every push"
@@ -541,6 +569,14 @@ class World:
         elif message.method == "INVITE" and isinstance(agent, DeviceAgent):
             if message.to.tag is None:
                 record.device_invites.append((self.now, agent.name))
+                diversion = tuple(message.headers.values("Diversion"))
+                history = tuple(
+                    entry
+                    for value in message.headers.values("History-Info")
+                    for entry in split_commas(value)
+                )
+                if diversion or history:
+                    record.forwards.append((self.now, agent.name, diversion, history))
         elif message.method == "INVITE" and message.to.tag is None:
             if agent is self.voicemail:
                 record.voicemail.append(self.now)

@@ -154,3 +154,47 @@ async def test_flexisip_invite_then_cancel_reaches_the_phone_in_real_time(tmp_pa
     assert device == "bob.iphone"
     assert reason is not None
     assert "cause=200" in reason
+
+
+async def test_suspend_in_real_time_closes_the_connection_and_the_call_pushes(
+    tmp_path: Path,
+) -> None:
+    # The app goes to the background: its TLS connection really closes, the embedded
+    # server keeps the binding as suspended, and the next call is a push, not an INVITE.
+    text = _quicker(
+        "suspend-then-call-wakes-by-push.yaml",
+        ("  - at: 5\n    suspend: bob.iphone", "  - at: 0.2\n    suspend: bob.iphone"),
+        ("  - at: 10\n    call:", "  - at: 0.5\n    call:"),
+        ("wake_delay_s: 2", "wake_delay_s: 0.3"),
+        ("answer_after_s: 1", "answer_after_s: 0.2"),
+        ("at: 13.06, tolerance: 0.1", "at: 1.06, tolerance: 0.15"),
+    )
+    record = await replay_live(parse_scenario(text), tmp_path)
+    checks = evaluate(record)
+    assert all(c.met for c in checks), [str(c.error()) for c in checks if not c.met]
+    (push,) = [p for p in record.pushes if p.kind == "call"]
+    assert 0.5 <= push.at < 0.6
+    (invite,) = record.calls["call1"].device_invites
+    assert invite[0] > record.wakes[0][0]  # the INVITE came over the woken connection
+
+
+async def test_resume_in_real_time_brings_an_offline_phone_into_the_ringing_call(
+    tmp_path: Path,
+) -> None:
+    text = _quicker(
+        "late-registering-device-joins-ringing-call.yaml",
+        ("  - at: 1\n    call:", "  - at: 0.2\n    call:"),
+        ("  - at: 3\n    resume: bob.desk", "  - at: 0.6\n    resume: bob.desk"),
+        ("wake_delay_s: 8", "wake_delay_s: 1.2"),
+        ("answer_after_s: 1.5", "answer_after_s: 0.3"),
+        ("at: 4.51, tolerance: 0.1", "at: 0.91, tolerance: 0.15"),
+        ("within: 3.7", "within: 1.0"),
+    )
+    record = await replay_live(parse_scenario(text), tmp_path)
+    checks = evaluate(record)
+    assert all(c.met for c in checks), [str(c.error()) for c in checks if not c.met]
+    notes = [r.label for r in record.rows if r.src == "bob.desk" and not r.dst]
+    assert "comes online: new connection, REGISTER" in notes
+    ((at, who),) = record.calls["call1"].device_invites
+    assert who == "bob.desk"
+    assert 0.6 <= at < 0.75

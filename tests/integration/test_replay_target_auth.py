@@ -107,9 +107,14 @@ def _prepare_mock_dir(directory: Path, mock_port: int) -> dict[str, object]:
 
 
 @contextlib.contextmanager
-def _serve(tmp_path: Path, sip_port: int, push: dict[str, object]) -> Iterator[None]:
+def _serve(
+    tmp_path: Path,
+    sip_port: int,
+    push: dict[str, object],
+    calls: dict[str, object] | None = None,
+) -> Iterator[None]:
     """``sipwake serve`` with bob and carol (passwords), no --open, until stopped."""
-    config = {
+    config: dict[str, object] = {
         "domain": "lab.test",
         "listen": [
             f"udp:127.0.0.1:{sip_port}",
@@ -123,6 +128,8 @@ def _serve(tmp_path: Path, sip_port: int, push: dict[str, object]) -> Iterator[N
         "admin": None,
         "secret_file": str(tmp_path / "secret"),
     }
+    if calls is not None:
+        config["calls"] = calls
     path = tmp_path / "sipwake.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = subprocess.Popen(
@@ -200,6 +207,35 @@ def test_replay_against_an_authenticating_sipwake_wakes_the_iphone(tmp_path: Pat
     assert written["apns"]["base_url"] == f"https://127.0.0.1:{mock_port}"
     assert written["fcm"]["base_url"] == f"https://127.0.0.1:{mock_port + 1}"
     assert written["apns"]["key_file"] == push["apns"]["key_file"]  # type: ignore[index]
+
+
+def test_sealed_call_details_are_judged_at_the_target(tmp_path: Path) -> None:
+    # The target seals the call details (calls.encrypt_push): the replay sees the push
+    # body the mock APNs received, the phone opens enc with the key of its REGISTER's
+    # 200, and push.encrypted is judged on it (it used to be "payload not known").
+    sip_port = _ports(2, udp=True)
+    mock_port = _ports(2, udp=False)
+    mock_dir = tmp_path / "mock-push"
+    push = _prepare_mock_dir(mock_dir, mock_port)
+    sealed = SCENARIO.replace(
+        "push: {kind: call, to: bob.iphone, within: 0.5}",
+        "push: {kind: call, to: bob.iphone, within: 0.5, encrypted: true}",
+    )
+    clear = SCENARIO.replace(
+        "push: {kind: call, to: bob.iphone, within: 0.5}",
+        "push: {kind: call, to: bob.iphone, within: 0.5, encrypted: false}",
+    )  # the same seed: the second run registers the same phone in a new REGISTER dialog
+    with _serve(tmp_path, sip_port, push, calls={"encrypt_push": True}):
+        result = _replay(tmp_path, sealed, sip_port, mock_port, mock_dir)
+        wrong = _replay(tmp_path, clear, sip_port, mock_port, mock_dir)
+    out = result.stdout.decode()
+    assert result.returncode == 0, out + result.stderr.decode()
+    assert "enc opened by bob.iphone (call from Carol), nothing in clear" in out
+    assert "payload is not known" not in out
+    missed = wrong.stdout.decode()
+    assert wrong.returncode == 1, missed
+    assert "MISSED  push: expected a call push to bob.iphone within 0.5 s" in missed, missed
+    assert "without enc, got sent at" in missed, missed
 
 
 def test_a_wrong_password_against_the_target_fails_naming_the_user(tmp_path: Path) -> None:
