@@ -751,8 +751,7 @@ class Node:
         """
         users = []
         for aor in sorted(self.registrar.aors()):
-            user = aor.removeprefix("sip:").split("@", 1)[0]
-            plan = self.settings.plan_of(user)
+            plan = self._plan_of_aor(aor)
             devices = []
             found = self._devices(aor, now, plan)
             for device in found:
@@ -784,17 +783,19 @@ class Node:
             users.append({"aor": aor, "presence": presence, "dnd": plan.dnd, "devices": devices})
         return users
 
+    def _plan_of_aor(self, aor: str) -> CallPlan:
+        """The call plan of the user whose address-of-record is ``aor`` (``sip:user@domain``)."""
+        return self.settings.plan_of(aor.removeprefix("sip:").split("@", 1)[0])
+
     def presence_of(self, aor: str, now: float) -> Presence:
         """The user's presence from their devices (``available``, ``away``, ``offline``)."""
-        user = aor.removeprefix("sip:").split("@", 1)[0]
-        plan = self.settings.plan_of(user)
+        plan = self._plan_of_aor(aor)
         return presence_of(d.state for d in self._devices(aor, now, plan))
 
     def presence_changes_at(self, aor: str, now: float) -> float | None:
         """When the user's presence may next change by time alone: a UDP binding with push
         parameters turning suspended as its ``udp_foreground_s`` runs out."""
-        user = aor.removeprefix("sip:").split("@", 1)[0]
-        window = self.settings.plan_of(user).udp_foreground_s
+        window = self._plan_of_aor(aor).udp_foreground_s
         ends = [
             foreground_ends_at(b, now=now, udp_foreground_s=window)
             for b in self.registrar.lookup(aor, now)

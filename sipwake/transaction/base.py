@@ -85,11 +85,9 @@ class Transaction:
     def __repr__(self) -> str:
         return f"<{self.kind} {self.key}>"
 
-    @property
-    def settled(self) -> bool:
-        """The final response has been sent or received: the transaction only lingers to
-        absorb retransmissions (it no longer counts as pending)."""
-        raise NotImplementedError
+    #: The states in which the final response has been sent or received: the transaction
+    #: only lingers to absorb retransmissions (it no longer counts as pending).
+    settled_states: frozenset[enum.Enum] = frozenset()
 
     def next_deadline(self) -> float | None:
         """The earliest armed deadline, or ``None`` when no timer runs."""

@@ -100,9 +100,6 @@ class IctState(enum.Enum):
     TERMINATED = "Terminated"
 
 
-_ICT_SETTLED = frozenset({IctState.COMPLETED, IctState.ACCEPTED, IctState.TERMINATED})
-
-
 class IctInput(enum.Enum):
     """What drives an ICT: responses (remote), timers and the TU's CANCEL (local)."""
 
@@ -136,6 +133,7 @@ class InviteClientTransaction(Transaction):
     """An INVITE client transaction (RFC 3261 §17.1.1, RFC 6026 §7.2)."""
 
     kind = "ICT"
+    settled_states = frozenset({IctState.COMPLETED, IctState.ACCEPTED, IctState.TERMINATED})
 
     def __init__(
         self, *, key: ClientKey, request: Request, peer: Peer, config: TimerConfig
@@ -153,10 +151,6 @@ class InviteClientTransaction(Transaction):
     @property
     def terminated(self) -> bool:
         return self.state is IctState.TERMINATED
-
-    @property
-    def settled(self) -> bool:
-        return self.state in _ICT_SETTLED
 
     def start(self, now: float) -> list[Output]:
         """Send the INVITE; start Timer A (unreliable only) and Timer B."""
@@ -269,9 +263,6 @@ class NictState(enum.Enum):
     TERMINATED = "Terminated"
 
 
-_NICT_SETTLED = frozenset({NictState.COMPLETED, NictState.TERMINATED})
-
-
 class NictInput(enum.Enum):
     """What drives a NICT: responses (remote) and timers (local)."""
 
@@ -299,6 +290,7 @@ class NonInviteClientTransaction(Transaction):
     """A non-INVITE client transaction (RFC 3261 §17.1.2)."""
 
     kind = "NICT"
+    settled_states = frozenset({NictState.COMPLETED, NictState.TERMINATED})
 
     def __init__(
         self, *, key: ClientKey, request: Request, peer: Peer, config: TimerConfig
@@ -313,10 +305,6 @@ class NonInviteClientTransaction(Transaction):
     @property
     def terminated(self) -> bool:
         return self.state is NictState.TERMINATED
-
-    @property
-    def settled(self) -> bool:
-        return self.state in _NICT_SETTLED
 
     def start(self, now: float) -> list[Output]:
         """Send the request; start Timer E (unreliable only) and Timer F."""

@@ -422,7 +422,7 @@ class TransactionLayer:
                 self._settled.discard(key)
                 outputs.append(TransactionTerminated(transaction_key=key))
             return outputs
-        if txn.settled:
+        if txn.state in txn.settled_states:
             self._settled.add(key)
         deadline = txn.next_deadline()
         if deadline is None:

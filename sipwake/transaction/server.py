@@ -159,6 +159,7 @@ class InviteServerTransaction(_ServerTransaction):
     """An INVITE server transaction (RFC 3261 §17.2.1, RFC 6026 §7.1)."""
 
     kind = "IST"
+    settled_states = frozenset(set(IstState) - {IstState.PROCEEDING})
 
     def __init__(
         self, *, key: ServerTransactionKey, request: Request, source: Peer, config: TimerConfig
@@ -170,10 +171,6 @@ class InviteServerTransaction(_ServerTransaction):
     @property
     def terminated(self) -> bool:
         return self.state is IstState.TERMINATED
-
-    @property
-    def settled(self) -> bool:
-        return self.state is not IstState.PROCEEDING
 
     def start(self, now: float) -> list[Output]:
         """Arm the 100 Trying timer (a zero ``trying_delay`` sends 100 at once)."""
@@ -313,6 +310,7 @@ class NonInviteServerTransaction(_ServerTransaction):
     keeps_request = False
 
     kind = "NIST"
+    settled_states = frozenset({NistState.COMPLETED, NistState.TERMINATED})
 
     def __init__(
         self, *, key: ServerTransactionKey, request: Request, source: Peer, config: TimerConfig
@@ -323,10 +321,6 @@ class NonInviteServerTransaction(_ServerTransaction):
     @property
     def terminated(self) -> bool:
         return self.state is NistState.TERMINATED
-
-    @property
-    def settled(self) -> bool:
-        return self.state is NistState.COMPLETED or self.state is NistState.TERMINATED
 
     def start(self, now: float) -> list[Output]:
         """Nothing to send: a NIST never answers 100 on its own (RFC 4320 §4.1)."""
