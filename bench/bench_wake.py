@@ -595,6 +595,8 @@ async def run_bench(args: argparse.Namespace, workdir: Path) -> Run:
             "auth": {"open": True},
             "admin": None,
             "calls": {"no_answer_s": 30},
+            # Every simulated phone connects from 127.0.0.1; the default allows 100.
+            "limits": {"max_connections_per_source": 4 * args.devices},
             "push": {
                 "apns": {
                     "team_id": TEAM,

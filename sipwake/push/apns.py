@@ -161,6 +161,7 @@ _UNIQUE_HEADERS = frozenset({"apns-id", "apns-collapse-id"})
 
 #: Write as soon as this many new streams wait to go out, rather than at the end of the
 #: event loop's turn: the server starts on the first ones while we prepare the rest.
+#: A request alone in flight is written at once.
 _FLUSH_AFTER_STREAMS = 16
 
 
@@ -319,7 +320,8 @@ class _Http2Connection(asyncio.Protocol):
         self._streams[stream_id] = stream
         self._send_body(stream_id)
         self._unflushed += 1
-        if self._unflushed >= _FLUSH_AFTER_STREAMS:
+        if self._unflushed >= _FLUSH_AFTER_STREAMS or len(self._streams) == 1:
+            # Alone in flight, no batch is forming: a call is waiting on this push.
             self._flush()
         else:
             self._schedule_flush()

@@ -49,7 +49,7 @@ from sipwake.transport.common import (
     TransportName,
     TransportStats,
 )
-from sipwake.transport.tcp import StreamFlow, connect_stream, open_stream_server
+from sipwake.transport.tcp import Listening, StreamFlow, connect_stream, open_stream_server
 from sipwake.transport.udp import UdpEndpoint, open_udp
 from sipwake.transport.ws import open_ws_server
 
@@ -93,7 +93,7 @@ class TransportManager:
         self._server_contexts: dict[tuple[Path, Path], ssl.SSLContext] = {}
         self._bound: list[LocalAddr] = []
         self._udp: list[UdpEndpoint] = []
-        self._stream_servers: list[asyncio.Server] = []
+        self._stream_servers: list[Listening] = []
         self._ws_servers: list[WsServer] = []
         self._connecting: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None

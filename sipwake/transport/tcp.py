@@ -13,14 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import cast
+from typing import Protocol, cast
 
 from sipwake.errors import SipParseError
 from sipwake.sip.framing import PING, StreamFramer
 from sipwake.sip.peer import Peer
 from sipwake.transport.common import FlowTable, ListenerConfig, LocalAddr
+from sipwake.transport.sockstream import open_tcp_listener
 
-__all__ = ["StreamFlow", "connect_stream", "open_stream_server"]
+__all__ = ["Listening", "StreamFlow", "connect_stream", "open_stream_server"]
 
 logger = logging.getLogger("sipwake.transport")
 
@@ -149,12 +150,26 @@ class StreamFlow(asyncio.Protocol):
             self.closed.set_result(None)
 
 
+class Listening(Protocol):
+    """A TCP or TLS listener (``asyncio.Server`` or ``TcpListener``)."""
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
 async def open_stream_server(
     config: ListenerConfig, table: FlowTable, context: ssl.SSLContext | None
-) -> tuple[asyncio.Server, LocalAddr]:
+) -> tuple[Listening, LocalAddr]:
     """Listen for TCP (``context`` None) or TLS connections."""
     loop = asyncio.get_running_loop()
     holder: list[LocalAddr] = []
+    if context is None:
+        listener, local = await open_tcp_listener(
+            config, lambda: StreamFlow(table, holder[0], inbound=True)
+        )
+        holder.append(local)
+        return listener, local
     server = await loop.create_server(
         lambda: StreamFlow(table, holder[0], inbound=True),
         config.host,

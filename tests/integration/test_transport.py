@@ -216,6 +216,69 @@ async def test_tcp_response_goes_back_over_the_same_flow(make_node: NodeFactory)
     assert not node.manager.send(OK, peer)
 
 
+async def _inbound_flow(
+    node: Node, *, rcvbuf: int | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Peer]:
+    """A client connection (its receive buffer shrunk to ``rcvbuf``) and its peer."""
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    local = node.local("tcp")
+    sock.connect((local.host, local.port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 24)
+    writer.write(REGISTER)
+    _, peer, _ = await within(node.received.get())
+    return reader, writer, peer
+
+
+async def test_tcp_slow_reader_gets_everything_in_order(make_node: NodeFactory) -> None:
+    """What the kernel does not take at once is kept and sent, in order, when it can."""
+    node = await make_node("tcp", limits=TransportLimits(max_write_buffer=64 << 20))
+    reader, writer, peer = await _inbound_flow(node, rcvbuf=4096)
+    chunks = [bytes([65 + i % 26]) * 65536 for i in range(64)]  # 4 MiB
+    for chunk in chunks:
+        assert node.manager.send(chunk, peer)
+    got = await within(reader.readexactly(len(chunks) * 65536))
+    assert got == b"".join(chunks)
+    assert node.manager.flow_alive(peer.flow or 0)
+    await close_writer(writer)
+
+
+async def test_tcp_close_sends_what_is_buffered_first(make_node: NodeFactory) -> None:
+    node = await make_node("tcp", limits=TransportLimits(max_write_buffer=64 << 20))
+    reader, writer, peer = await _inbound_flow(node, rcvbuf=4096)
+    data = bytes(range(256)) * 16384  # 4 MiB: more than the socket buffers hold
+    assert node.manager.send(data, peer)
+    assert peer.flow is not None
+    assert node.manager.close_flow(peer.flow)
+    assert not node.manager.send(OK, peer)  # closing: nothing new goes in
+    assert await within(reader.read()) == data
+    assert await within(node.closed.get()) == peer.flow
+    await close_writer(writer)
+
+
+async def test_tcp_peer_that_does_not_read_loses_its_flow(make_node: NodeFactory) -> None:
+    node = await make_node("tcp", limits=TransportLimits(max_write_buffer=256 << 10))
+    _reader, writer, peer = await _inbound_flow(node, rcvbuf=4096)
+    sent = 0
+    while node.manager.send(b"x" * 65536, peer):
+        sent += 1
+        assert sent < 1000, "the flow was never given up"
+    assert await within(node.closed.get()) == peer.flow
+    assert not node.manager.flow_alive(peer.flow or 0)
+    await close_writer(writer)
+
+
+async def test_tcp_reset_by_the_peer_ends_the_flow(make_node: NodeFactory) -> None:
+    node = await make_node("tcp")
+    _reader, writer, peer = await _inbound_flow(node)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    writer.transport.abort()  # linger 0: RST
+    assert await within(node.closed.get()) == peer.flow
+    assert not node.manager.send(OK, peer)
+
+
 async def test_tcp_outgoing_connection_becomes_a_flow(make_node: NodeFactory) -> None:
     node = await make_node("tcp")
     accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
