@@ -175,6 +175,14 @@ class TransportManager:
         logger.debug("no flow to %s", peer)
         return False
 
+    def cork(self) -> None:
+        """Until ``uncork``, messages to one TCP or TLS connection are gathered and written
+        together (a REGISTER's 200 OK and the held INVITE it releases: one segment)."""
+        self._table.cork()
+
+    def uncork(self) -> None:
+        self._table.uncork()
+
     def _sent(self, ok: bool, data: bytes) -> bool:
         if ok:
             self._table.count_sent(len(data))

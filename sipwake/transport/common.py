@@ -123,6 +123,12 @@ class Flow(Protocol):
     def closing(self) -> bool: ...
 
 
+class Holding(Protocol):
+    """A flow that held messages back while the table was corked."""
+
+    def release(self) -> None: ...
+
+
 class FlowTable:
     """The open flows of one manager, their limits and counters."""
 
@@ -143,6 +149,8 @@ class FlowTable:
         self._keys: dict[int, tuple[str, str, int]] = {}
         self._per_ip: dict[str, int] = {}
         self.closing = False
+        self.held: list[Holding] | None = None
+        """While corked: the flows holding messages back (in the order they first did)."""
         self.flows_opened = 0
         self.flows_rejected = 0
         self.messages_received = 0
@@ -153,6 +161,18 @@ class FlowTable:
 
     def next_id(self) -> int:
         return next(self._ids)
+
+    def cork(self) -> None:
+        """Hold back what is sent over byte streams until ``uncork``: the messages one
+        step of the driver sends over one connection go out in one write."""
+        if self.held is None:
+            self.held = []
+
+    def uncork(self) -> None:
+        """Write what each flow held back, one write per flow."""
+        held, self.held = self.held, None
+        for flow in held or ():
+            flow.release()
 
     def admit(self, host: str, *, inbound: bool = True) -> bool:
         """Whether one more connection (from ``host`` if inbound) fits the limits."""

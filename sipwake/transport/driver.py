@@ -74,6 +74,10 @@ class MessageSink(Protocol):
 class Sender(Protocol):
     def send(self, data: bytes, peer: Peer) -> bool: ...
 
+    def cork(self) -> None: ...
+
+    def uncork(self) -> None: ...
+
 
 @runtime_checkable
 class _Backlogged(Protocol):
@@ -137,7 +141,7 @@ class Driver:
         except Exception:  # a bug must not take the server down with it
             logger.exception("internal error handling a message from %s", peer)
             return
-        self._perform(outputs)
+        self._step(outputs)
         self._rearm()
 
     # -- load sampling ------------------------------------------------------------------
@@ -175,14 +179,27 @@ class Driver:
     def on_send_failed(self, data: bytes, peer: Peer) -> None:
         """A message the transport accepted never went out (its connection failed)."""
         logger.info("could not send to %s: the connection failed", peer)
-        self._perform(self.node.send_failed(data, self.now()))
+        self._step(self.node.send_failed(data, self.now()))
         self._rearm()
 
     def on_flow_closed(self, flow: int) -> None:
-        self._perform(self.node.flow_closed(flow, self.now()))
+        self._step(self.node.flow_closed(flow, self.now()))
         self._rearm()
 
     # -- outputs and timers ------------------------------------------------------------
+    def _step(self, outputs: list[NodeOutput]) -> None:
+        """Perform what one step of the node asked for; what it sends over one connection
+        leaves in one write."""
+        sender = self.sender
+        if sender is None:
+            self._perform(outputs)
+            return
+        sender.cork()
+        try:
+            self._perform(outputs)
+        finally:
+            sender.uncork()
+
     def _perform(self, outputs: list[NodeOutput]) -> None:
         for output in outputs:
             match output:
@@ -260,7 +277,7 @@ class Driver:
         except Exception:
             logger.exception("internal error handling a push outcome")
             return
-        self._perform(outputs)
+        self._step(outputs)
         self._rearm()
 
     def _rearm(self) -> None:
@@ -282,7 +299,7 @@ class Driver:
         except Exception:
             logger.exception("internal error handling timers")
             outputs = []
-        self._perform(outputs)
+        self._step(outputs)
         self._rearm()
 
     def close(self) -> None:

@@ -44,6 +44,7 @@ class StreamFlow(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._transport: asyncio.Transport | None = None
         self._pending: list[bytes] = []
+        self._held: list[bytes] = []
         self._ended = False
         limits = table.limits
         self._framer = StreamFramer(max_header=limits.max_header, max_body=limits.max_message)
@@ -120,21 +121,39 @@ class StreamFlow(asyncio.Protocol):
         if self._transport is None:  # still connecting
             self._pending.append(data)
             return True
+        held = self._table.held
+        if held is not None:  # corked: written with the step's other messages
+            if not self._held:
+                held.append(self)
+            self._held.append(data)
+            return True
+        self._write(data)
+        return True
+
+    def release(self) -> None:
+        """Write what was held back while the table was corked, in one write."""
+        held, self._held = self._held, []
+        if held and not self.closing:
+            self._write(held[0] if len(held) == 1 else b"".join(held))
+
+    def _write(self, data: bytes) -> None:
+        assert self._transport is not None
         self._transport.write(data)
         self.last_activity = asyncio.get_running_loop().time()
         if self._transport.get_write_buffer_size() > self._table.limits.max_write_buffer:
             logger.warning("aborting flow %s: the peer does not read", self.peer)
             self.abort()
-        return True
 
     def close(self) -> None:
         """Flush what is buffered, then close."""
+        self.release()
         if self._transport is not None:
             self._transport.close()
         else:
             self.connect_failed()
 
     def abort(self) -> None:
+        self._held = []
         if self._transport is not None:
             self._transport.abort()
         else:
