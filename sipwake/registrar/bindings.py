@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sipwake.sip.grammar import format_params
 from sipwake.sip.peer import Peer
 from sipwake.sip.pushtarget import PUSH_PARAMS, PushTarget
 from sipwake.sip.uri import SipUri
@@ -124,14 +123,14 @@ class Binding:
         """The Contact header value listing this binding in a 2xx to REGISTER
         (RFC 3261 §10.3 step 8): ``<uri>;expires=N`` with the remaining seconds,
         plus ``q``, ``+sip.instance`` and ``reg-id`` as registered (RFC 5626 §6)."""
-        params: list[tuple[str, str | None]] = [("expires", str(math.ceil(self.remaining(now))))]
+        value = f"<{self.contact}>;expires={math.ceil(self.remaining(now))}"
         if self.q != 1.0:
-            params.append(("q", format_q(self.q)))
+            value += f";q={format_q(self.q)}"
         if self.instance is not None:
-            params.append(("+sip.instance", f'"<{self.instance}>"'))
+            value += f';+sip.instance="<{self.instance}>"'
         if self.reg_id is not None:
-            params.append(("reg-id", str(self.reg_id)))
-        return f"<{self.contact}>{format_params(tuple(params))}"
+            value += f";reg-id={self.reg_id}"
+        return value
 
 
 def format_q(q: float) -> str:

@@ -76,10 +76,13 @@ from sipwake.registrar.events import (
 from sipwake.registrar.validate import ContactPlan, RegisterPlan, Rejection, read_register
 from sipwake.sip.message import Request, Response, make_response
 from sipwake.sip.peer import Peer
+from sipwake.sip.uri import SipUri
 
 __all__ = ["RegisterResult", "Registrar", "http_date"]
 
 _BINDING_ID_LENGTH = 16
+#: The changes that leave a binding in place (its push key goes into the 200).
+_BOUND = (BindingAdded, BindingRefreshed)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,8 +149,7 @@ class Registrar:
         keys = [
             change.binding.seal_key
             for change in changes
-            if isinstance(change, BindingAdded | BindingRefreshed)
-            and change.binding.seal_key is not None
+            if isinstance(change, _BOUND) and change.binding.seal_key is not None
         ]
         response = self._accept(request, plan, bindings, source, now, to_tag, wall, keys)
         return RegisterResult(
@@ -238,7 +240,8 @@ class Registrar:
     def lookup(self, aor: str, now: float) -> list[Binding]:
         """The AOR's unexpired bindings, highest q first, then most recently registered."""
         live = [b for b in self._aors.get(aor, {}).values() if not b.expired(now)]
-        live.sort(key=lambda b: (-b.q, -b.registered_at))
+        if len(live) > 1:
+            live.sort(key=lambda b: (-b.q, -b.registered_at))
         return live
 
     def find_by_instance(self, aor: str, instance: str, now: float) -> list[Binding]:
@@ -293,7 +296,7 @@ class Registrar:
             current[binding_id] = Binding(
                 binding_id=binding_id,
                 aor=plan.aor,
-                contact=contact.uri.compact(),
+                contact=_kept_contact(match, contact),
                 expires_at=now + contact.expires_s,
                 registered_at=now,
                 call_id=plan.call_id,
@@ -374,7 +377,10 @@ class Registrar:
 
     # -- index maintenance ------------------------------------------------
     def _expire_aor(self, aor: str, now: float) -> list[RegistrarEvent]:
-        stale = [b for b in self._aors.get(aor, {}).values() if b.expired(now)]
+        bindings = self._aors.get(aor)
+        if bindings is None:
+            return []
+        stale = [b for b in bindings.values() if b.expired(now)]
         stale.sort(key=lambda b: b.expires_at)
         for binding in stale:
             self._drop(binding)
@@ -430,6 +436,8 @@ class Registrar:
 
 def _match(current: dict[str, Binding], contact: ContactPlan) -> Binding | None:
     """The binding a contact renews (see ``bindings`` for the order of identities)."""
+    if not current:
+        return None
     bindings = list(current.values())
     if contact.instance is not None:
         same = [b for b in bindings if b.instance == contact.instance]
@@ -456,6 +464,15 @@ def _match(current: dict[str, Binding], contact: ContactPlan) -> Binding | None:
         if hit is not None:
             return hit
     return next((b for b in bindings if b.contact.equivalent(contact.uri)), None)
+
+
+def _kept_contact(match: Binding | None, contact: ContactPlan) -> SipUri:
+    """The contact URI to hold, without its text (bindings live for hours): the renewed
+    binding's when it is the same value (compact already, unless restored from a store),
+    else a compact copy of the request's."""
+    if match is not None and match.contact == contact.uri:
+        return match.contact.compact()
+    return contact.uri.compact()
 
 
 def _check_order(binding: Binding, plan: RegisterPlan) -> None:

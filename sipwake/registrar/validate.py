@@ -41,7 +41,12 @@ from sipwake.sip.headers import (
     parse_name_addr,
 )
 from sipwake.sip.message import Request
-from sipwake.sip.pushtarget import PushTarget, is_push_query, push_target_from_uri
+from sipwake.sip.pushtarget import (
+    PushTarget,
+    is_push_query_params,
+    push_params,
+    push_target_from_params,
+)
 from sipwake.sip.uri import SipUri
 
 __all__ = ["ContactPlan", "RegisterPlan", "Rejection", "read_register"]
@@ -116,7 +121,7 @@ def read_register(request: Request, config: RegistrarConfig) -> RegisterPlan:
     cseq = request.cseq.seq
     contacts = request.contacts
     expires_header = request.expires
-    supported = frozenset(request.tokens("supported"))
+    supported = request.tokens("supported")
     path = tuple(request.headers.values("path"))
     user_agent = request.headers.get("User-Agent")
     if user_agent is not None and len(user_agent) <= 200:
@@ -149,7 +154,8 @@ def read_register(request: Request, config: RegistrarConfig) -> RegisterPlan:
         plans.append(plan)
     if too_brief:
         raise Rejection(423, headers=(("Min-Expires", str(too_brief)),))
-    outbound = any(p.reg_id is not None and p.expires_s > 0 for p in plans)
+    # reg-id is kept only when outbound was asked for (``_read_contact``).
+    outbound = outbound_asked and any(p.reg_id is not None and p.expires_s > 0 for p in plans)
     if outbound and len(request.via) > 1 and not _first_hop_outbound(path):
         raise Rejection(439)
     feature_caps = tuple(
@@ -182,23 +188,27 @@ def _read_contact(
     uri = contact.sip_uri
     if uri is None:
         raise Rejection(400, f"Contact #{index}: only sip and sips URIs can be registered")
-    requested = contact_expires(contact, default)
-    instance = contact_instance(contact)
-    reg_id = _reg_id(contact, index, instance)
-    if not outbound_asked:
-        reg_id = None  # RFC 5626 §6: without Supported: outbound, RFC 3261 rules apply
+    if contact.params:
+        requested = contact_expires(contact, default)
+        instance = contact_instance(contact)
+        reg_id = _reg_id(contact, index, instance)
+        if not outbound_asked:
+            reg_id = None  # RFC 5626 §6: without Supported: outbound, RFC 3261 rules apply
+        pnsreg = contact.has_param("+sip.pnsreg")
+        q = contact_q(contact)
+    else:  # the common shape: what the functions above read from no parameters
+        requested, instance, reg_id, pnsreg, q = default, None, None, False, 1.0
     push: PushTarget | None = None
-    pnsreg = contact.has_param("+sip.pnsreg")
     if requested > 0:
-        if is_push_query(uri):
-            raw = uri.param("pn-provider") or ""
-            provider = unquote(raw).lower()
+        found = push_params(uri)
+        if is_push_query_params(found):
+            provider = unquote(found["pn-provider"] or "").lower()
             if provider and provider not in config.push_providers:
                 raise Rejection(555)
             for name in [provider] if provider else sorted(config.push_providers):
                 caps[name] = caps.get(name, False)
         else:
-            push = push_target_from_uri(uri)
+            push = push_target_from_params(found)
             if push is not None:
                 if push.provider not in config.push_providers:
                     raise Rejection(555)
@@ -210,7 +220,7 @@ def _read_contact(
     plan = ContactPlan(
         uri=uri,
         expires_s=min(requested, maximum),
-        q=contact_q(contact),
+        q=q,
         instance=instance,
         reg_id=reg_id,
         push=push,

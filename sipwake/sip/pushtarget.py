@@ -36,9 +36,13 @@ from sipwake.sip.uri import SipUri
 
 __all__ = [
     "PUSH_PARAMS",
+    "PushParams",
     "PushTarget",
     "is_push_query",
+    "is_push_query_params",
     "mask_token",
+    "push_params",
+    "push_target_from_params",
     "push_target_from_uri",
     "redact",
 ]
@@ -171,8 +175,26 @@ class PushTarget:
         return f"{self.provider}:{mask_token(self.prid)}"
 
 
-def _value(uri: SipUri, name: str) -> str | None:
-    raw = uri.param(name)
+#: Push parameters by lower-case name (the first of a repeated name wins, as
+#: ``SipUri.param`` reads it): gathered in one pass over a URI's parameters.
+PushParams = dict[str, str | None]
+
+_PUSH_PREFIXES = ("pn-", "app-id")
+
+
+def push_params(uri: SipUri) -> PushParams:
+    """The parameters of ``uri`` that may carry push information (names starting ``pn-``
+    or ``app-id``), by lower-case name; empty when there are none."""
+    found: PushParams = {}
+    for name, value in uri.params:
+        key = name.lower()
+        if key.startswith(_PUSH_PREFIXES) and key not in found:
+            found[key] = value
+    return found
+
+
+def _value(params: PushParams, name: str) -> str | None:
+    raw = params.get(name)
     return unquote(raw) if raw is not None and "%" in raw else raw
 
 
@@ -182,22 +204,32 @@ def push_target_from_uri(uri: SipUri) -> PushTarget | None:
     A bare ``pn-provider`` (RFC 8599 capability query, §5.6.1) returns None too;
     ask ``is_push_query`` for that case.
     """
-    if not any(k.lower().startswith(("pn-", "app-id")) for k, _ in uri.params):
+    return push_target_from_params(push_params(uri))
+
+
+def push_target_from_params(params: PushParams) -> PushTarget | None:
+    """``push_target_from_uri`` on parameters already gathered by ``push_params``."""
+    if not params:
         return None
-    if uri.has_param("pn-provider"):
-        return _rfc8599(uri, _value(uri, "pn-provider") or "")
-    if uri.has_param("pn-type") or uri.has_param("pn-tok"):
-        return _legacy(uri)
+    if "pn-provider" in params:
+        return _rfc8599(params, _value(params, "pn-provider") or "")
+    if "pn-type" in params or "pn-tok" in params:
+        return _legacy(params)
     return None
 
 
 def is_push_query(uri: SipUri) -> bool:
     """RFC 8599 §5.6.1: ``pn-provider`` without ``pn-prid`` asks which services exist."""
-    return uri.has_param("pn-provider") and not uri.has_param("pn-prid")
+    return is_push_query_params(push_params(uri))
 
 
-def _int(uri: SipUri, name: str) -> int:
-    raw = _value(uri, name)
+def is_push_query_params(params: PushParams) -> bool:
+    """``is_push_query`` on parameters already gathered by ``push_params``."""
+    return "pn-provider" in params and "pn-prid" not in params
+
+
+def _int(params: PushParams, name: str) -> int:
+    raw = _value(params, name)
     if raw is None or raw == "":
         return 0
     if not raw.isdigit() or len(raw) > 6:
@@ -205,8 +237,8 @@ def _int(uri: SipUri, name: str) -> int:
     return int(raw)
 
 
-def _rfc8599(uri: SipUri, provider: str) -> PushTarget | None:
-    prid = _value(uri, "pn-prid")
+def _rfc8599(params: PushParams, provider: str) -> PushTarget | None:
+    prid = _value(params, "pn-prid")
     if prid is None:
         return None
     provider = provider.lower()
@@ -214,7 +246,7 @@ def _rfc8599(uri: SipUri, provider: str) -> PushTarget | None:
         raise SipParseError("Contact: pn-provider is empty but pn-prid is set")
     if not prid:
         raise SipParseError("Contact: pn-prid is empty")
-    param = _value(uri, "pn-param")
+    param = _value(params, "pn-param")
     base = provider.split(".", 1)[0]
     if base == "apns" and (not param or param.count(".") < 2):
         raise SipParseError(
@@ -223,18 +255,18 @@ def _rfc8599(uri: SipUri, provider: str) -> PushTarget | None:
         )
     if base == "webpush" and param:
         raise SipParseError("Contact: pn-param must not be used with webpush (RFC 8599 §12)")
-    p256dh, auth = _webpush_keys(uri, base)
+    p256dh, auth = _webpush_keys(params, base)
     return PushTarget(
         provider=provider,
         prid=prid,
         param=param,
-        purr=_value(uri, "pn-purr"),
+        purr=_value(params, "pn-purr"),
         sandbox=provider.endswith(".dev"),
         legacy=False,
-        silent=_value(uri, "pn-silent") == "1",
-        timeout_s=_int(uri, "pn-timeout"),
-        call_str=_value(uri, "pn-call-str"),
-        msg_str=_value(uri, "pn-msg-str"),
+        silent=_value(params, "pn-silent") == "1",
+        timeout_s=_int(params, "pn-timeout"),
+        call_str=_value(params, "pn-call-str"),
+        msg_str=_value(params, "pn-msg-str"),
         p256dh=p256dh,
         auth=auth,
     )
@@ -254,9 +286,9 @@ def _b64url_bytes(name: str, value: str, *, secret: bool = False) -> bytes:
         raise SipParseError(f"Contact: {name} must be base64url, got {shown}") from exc
 
 
-def _webpush_keys(uri: SipUri, base: str) -> tuple[str | None, str | None]:
+def _webpush_keys(params: PushParams, base: str) -> tuple[str | None, str | None]:
     """The sipwake ``pn-p256dh``/``pn-auth`` pair, checked (RFC 8291 §2, §3.2 sizes)."""
-    p256dh, auth = _value(uri, "pn-p256dh"), _value(uri, "pn-auth")
+    p256dh, auth = _value(params, "pn-p256dh"), _value(params, "pn-auth")
     if p256dh is None and auth is None:
         return None, None
     if base != "webpush":
@@ -276,15 +308,15 @@ def _webpush_keys(uri: SipUri, base: str) -> tuple[str | None, str | None]:
     return p256dh, auth
 
 
-def _legacy(uri: SipUri) -> PushTarget:
-    kind = (_value(uri, "pn-type") or "").lower()
-    token = _value(uri, "pn-tok")
+def _legacy(params: PushParams) -> PushTarget:
+    kind = (_value(params, "pn-type") or "").lower()
+    token = _value(params, "pn-tok")
     if not token:
         raise SipParseError("Contact: pn-tok missing or empty (Linphone push parameters)")
     provider = _LEGACY_PROVIDERS.get(kind)
     if provider is None:
         raise SipParseError(f"Contact: unknown pn-type {cut(kind)!r}")
-    app_id = _value(uri, "app-id") or ""
+    app_id = _value(params, "app-id") or ""
     sandbox = False
     param: str | None = app_id or None
     if provider == "apns":
@@ -293,7 +325,7 @@ def _legacy(uri: SipUri) -> PushTarget:
             if bundle.endswith(suffix):
                 bundle, sandbox = bundle[: -len(suffix)], dev
                 break
-        silent = _value(uri, "pn-silent") == "1"
+        silent = _value(params, "pn-silent") == "1"
         if silent and not bundle.endswith(".voip"):
             bundle += ".voip"
         # Legacy parameters carry no team id; keep the bundle as the topic.
@@ -304,10 +336,10 @@ def _legacy(uri: SipUri) -> PushTarget:
         param=param,
         sandbox=sandbox,
         legacy=True,
-        silent=_value(uri, "pn-silent") == "1",
-        timeout_s=_int(uri, "pn-timeout"),
-        call_str=_value(uri, "pn-call-str"),
-        msg_str=_value(uri, "pn-msg-str"),
+        silent=_value(params, "pn-silent") == "1",
+        timeout_s=_int(params, "pn-timeout"),
+        call_str=_value(params, "pn-call-str"),
+        msg_str=_value(params, "pn-msg-str"),
     )
 
 

@@ -8,7 +8,10 @@ from sipwake.errors import SipParseError
 from sipwake.sip.pushtarget import (
     PUSH_PARAMS,
     is_push_query,
+    is_push_query_params,
     mask_token,
+    push_params,
+    push_target_from_params,
     push_target_from_uri,
     redact,
 )
@@ -185,3 +188,44 @@ def test_webpush_keys_are_push_params_and_redacted() -> None:
     assert P256DH not in shown
     assert ENDPOINT not in shown
     assert f"pn-auth={mask_token(AUTH)}" in shown
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sip:a@h",
+        "sip:a@h;transport=tcp;ob",
+        f"sip:a@h;pn-provider=apns;pn-param=T.com.example.voip;pn-prid={TOKEN}",
+        "sip:a@h;PN-Provider=FCM;Pn-Prid=tok;PN-PARAM=proj",
+        "sip:a@h;pn-provider=fcm;pn-prid=first;pn-prid=second;pn-param=p",
+        "sip:a@h;pn-prid=x;pn-provider=fcm;pn-provider=apns",
+        "sip:a@h;pn-provider=webpush;pn-prid=https%3A%2F%2Fpush.example.org%2F1",
+        "sip:a@h;pn-provider=apns",
+        "sip:a@h;pn-provider;pn-prid",
+        "sip:a@h;app-idx=1;pn-foo=2",
+        "sip:a@h;pn-type=apple;APP-ID=org.example.voip.dev;pn-tok=t;pn-silent=1;pn-timeout=30",
+        "sip:a@h;pn-type=firebase;app-id=9;pn-tok=t;pn-call-str=hi;pn-msg-str=yo",
+    ],
+)
+def test_push_params_read_as_sip_uri_param(text: str) -> None:
+    """One pass over the parameters finds what ``SipUri.param`` finds, name by name
+    (case-insensitive, the first of a repeated name)."""
+    uri = _uri(text)
+    found = push_params(uri)
+    for name in [*PUSH_PARAMS, "app-idx", "pn-foo"]:
+        assert (name in found) == uri.has_param(name)
+        assert found.get(name) == uri.param(name)
+    assert all(name.startswith(("pn-", "app-id")) for name in found)
+    assert is_push_query_params(found) == (
+        uri.has_param("pn-provider") and not uri.has_param("pn-prid")
+    )
+    assert push_target_from_params(found) == push_target_from_uri(uri)
+    assert is_push_query(uri) == is_push_query_params(found)
+
+
+def test_push_params_first_of_a_repeated_name_wins() -> None:
+    target = push_target_from_uri(
+        _uri("sip:a@h;pn-provider=fcm;pn-prid=first;pn-param=p;PN-PRID=second")
+    )
+    assert target is not None
+    assert target.prid == "first"

@@ -18,6 +18,7 @@ from sipwake.registrar import (
     Registrar,
     RegistrarConfig,
 )
+from sipwake.registrar.validate import RegisterPlan, Rejection, read_register
 from sipwake.sip.message import Request
 from sipwake.sip.parser import parse_message
 from sipwake.sip.peer import Peer
@@ -743,3 +744,53 @@ def test_same_seed_same_bytes() -> None:
         ]
 
     assert run() == run()
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "<sip:alice@10.0.0.1>",
+        f"<sip:alice@10.0.0.1;{APNS}>",
+        "<sip:alice@10.0.0.1;pn-provider=fcm>",
+        "<sip:alice@10.0.0.1;pn-provider=xyz;pn-prid=t>",
+    ],
+)
+@pytest.mark.parametrize("expires", [None, 0, 30, 600, 99999])
+def test_contact_without_parameters_reads_as_with_a_neutral_one(
+    uri: str, expires: int | None
+) -> None:
+    """A Contact with no header parameters (read without looking them up) gets the plan
+    the general reading gives the same Contact with a parameter that changes nothing."""
+    config = RegistrarConfig(domains={"example.com"}, min_push_expires=60)
+    plans: list[RegisterPlan | tuple[int, str | None]] = []
+    for contact in (uri, f"{uri};x-neutral"):
+        try:
+            plans.append(read_register(register(contact, expires=expires), config))
+        except Rejection as rejection:  # the same refusal both ways
+            plans.append((rejection.status, rejection.reason))
+    assert plans[0] == plans[1]
+
+
+def test_refresh_with_the_same_contact_keeps_its_value() -> None:
+    reg = make_registrar()
+    first = reg.handle_register(register(f"<sip:alice@10.0.0.1:0050;{APNS}>"), UDP, 0.0)
+    again = reg.handle_register(register(f"<sip:alice@10.0.0.1:50;{APNS}>", cseq=2), UDP, 10.0)
+    moved = reg.handle_register(register(f"<sip:alice@10.0.0.2:50;{APNS}>", cseq=3), UDP, 20.0)
+    assert again.bindings[0].contact is first.bindings[0].contact
+    assert contacts_of(first) == [f"<sip:alice@10.0.0.1:50;{APNS}>;expires=3600"]
+    assert contacts_of(again) == [f"<sip:alice@10.0.0.1:50;{APNS}>;expires=3600"]
+    assert contacts_of(moved) == [f"<sip:alice@10.0.0.2:50;{APNS}>;expires=3600"]
+    assert isinstance(moved.changes[0], BindingRefreshed)
+    assert moved.changes[0].moved
+
+
+def test_contact_value_lists_every_parameter() -> None:
+    reg = make_registrar()
+    contact = '<sip:alice@10.0.0.1;ob>;q=0.25;+sip.instance="<urn:uuid:1>";reg-id=7;expires=100'
+    result = reg.handle_register(register(contact, headers=("Supported: outbound",)), TCP, 0.0)
+    assert contacts_of(result) == [
+        '<sip:alice@10.0.0.1;ob>;expires=100;q=0.25;+sip.instance="<urn:uuid:1>";reg-id=7'
+    ]
+    assert result.bindings[0].contact_value(99.5) == (
+        '<sip:alice@10.0.0.1;ob>;expires=1;q=0.25;+sip.instance="<urn:uuid:1>";reg-id=7'
+    )
