@@ -30,6 +30,7 @@ from sipwake.sip.headers import (
     check_via,
     parse_cseq,
     parse_uint,
+    via_from_shape,
 )
 from sipwake.sip.message import Headers, Message, Request, Response, canonical_name
 from sipwake.sip.uri import AbsoluteUri, SipUri, Uri, parse_uri
@@ -72,7 +73,7 @@ def parse_message(
     head = data[start:end].decode("utf-8", "surrogateescape")
     rest = data[end + sep :]
     lines = head.split("\r\n")
-    if "\n" in head and head.count("\n") != len(lines) - 1:
+    if head.count("\n") != len(lines) - 1:
         lines = [line.rstrip("\r") for line in head.split("\n")]
     headers = _fast_fields(lines) if "\n " not in head and "\n\t" not in head else None
     if headers is None:
@@ -91,6 +92,10 @@ def parse_message(
     else:
         message.body = rest[:length] if length < len(rest) else rest
     return message
+
+
+#: CSeq values repeat ("1 REGISTER", "2 BYE"…) and CSeq is a frozen value; errors are not cached.
+_cseq = functools.lru_cache(maxsize=1024)(parse_cseq)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -167,7 +172,8 @@ def _fast_fields(lines: list[str]) -> Headers | None:
     try:
         fields = [
             (name, value.strip(" \t"), keys[name + colon])
-            for name, colon, value in (line.partition(":") for line in lines[1:])
+            for line in lines[1:]
+            for name, colon, value in (line.partition(":"),)
         ]
     except KeyError:
         return None
@@ -250,15 +256,13 @@ def _check_fields(message: Message) -> int | None:
         if role is None:
             continue
         if role == _VIA:
-            if "," in value:
-                for part in split_commas(value):
-                    vias += 1
-                    if VIA_SHAPE.fullmatch(part) is None:
-                        check_via(part, f"Via #{vias}")
-            else:
+            for part in split_commas(value) if "," in value else (value,):
                 vias += 1
-                if VIA_SHAPE.fullmatch(value) is None:
-                    check_via(value, f"Via #{vias}")
+                m = VIA_SHAPE.fullmatch(part)
+                if m is None:
+                    check_via(part, f"Via #{vias}")
+                elif vias == 1:  # every message's top Via is read: build it from the match
+                    cache["via#0"] = via_from_shape(m)
         elif role == _CONTENT_LENGTH:
             lengths.add(parse_uint(value, "Content-Length"))
         elif role == _ADDR_LIST:
@@ -278,7 +282,7 @@ def _check_fields(message: Message) -> int | None:
                 if NAME_ADDR_SHAPE.fullmatch(value) is None:
                     check_name_addr(value, _NAME_ADDR_KEYS[key])
             elif role == _CSEQ:
-                cache["cseq"] = parse_cseq(value)
+                cache["cseq"] = _cseq(value)
             elif role == _CALL_ID:
                 if not value or " " in value or "\t" in value:
                     raise SipParseError(f"Call-ID: expected one word, got {cut(value)!r}")
