@@ -28,6 +28,7 @@ from sipwake.sip.headers import (
     parse_name_addr,
     parse_via,
 )
+from sipwake.sip.message import Headers
 from sipwake.sip.parser import parse_message
 from sipwake.sip.peer import Peer, response_peer
 from sipwake.sip.uri import _SIP_URI_RE, SipUri, _split_params, parse_uri
@@ -272,3 +273,49 @@ def test_response_peer_values(source: Peer, via: str) -> None:
         "SIP/2.0/TCP h;rport": source,
     }[via]
     _same(response_peer(parse_via(via), source), expected)
+
+
+# -- the Headers index -----------------------------------------------------------
+
+_NAMES = ["Via", "v", "VIA", "Route", "route", "Contact", "m", "X-Thing", "x-thing", "To"]
+_HEADER_VALUES = ["a", "b, c", "<sip:r@h;lr>, <sip:s@h>", "d", '"x, y" <sip:q@h>']
+_OPS = st.tuples(
+    st.sampled_from(["add", "insert", "set", "remove", "pop", "replace", "copy", "read"]),
+    st.sampled_from(_NAMES),
+    st.sampled_from(_HEADER_VALUES),
+)
+
+
+def _lookups(headers: Headers) -> list[object]:
+    return [
+        (name in headers, headers.get(name), headers.get_all(name), headers.values(name))
+        for name in _NAMES
+    ]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_OPS, max_size=25))
+def test_headers_index_follows_every_change(ops: list[tuple[str, str, str]]) -> None:
+    """After any sequence of changes, lookups agree with a Headers built afresh from the
+    same fields (whose index is built from the list)."""
+    headers = Headers([("Via", "SIP/2.0/UDP h"), ("To", "<sip:t@h>"), ("Route", "<sip:r@h>")])
+    for op, name, value in ops:
+        if op == "add":
+            headers.add(name, value)
+        elif op == "insert":
+            headers.insert(name, value)
+        elif op == "set":
+            headers.set(name, value)
+        elif op == "remove":
+            headers.remove(name)
+        elif op == "pop":
+            headers.pop_first_value(name)
+        elif op == "replace":
+            if name in headers:
+                headers.replace_first_value(name, value)
+        elif op == "copy":
+            headers = headers.copy()
+        else:
+            _lookups(headers)  # builds the index, which the next changes must keep
+        assert _lookups(headers) == _lookups(Headers(list(headers)))
+    assert 3 not in headers  # type: ignore[operator]
