@@ -20,6 +20,7 @@ __all__ = [
     "TOKEN",
     "Params",
     "is_token",
+    "parse_checked_params",
     "parse_params",
     "quote",
     "split_commas",
@@ -131,6 +132,20 @@ def parse_params(text: str, pos: int, where: str) -> Params:
     return tuple(params)
 
 
+def parse_checked_params(text: str) -> Params:
+    """``parse_params(text, 0, …)`` for a ``text`` already matched by ``PARAMS``: without
+    quotes or white space, splitting on ``;`` and ``=`` finds the same parameters."""
+    if '"' in text or " " in text or "\t" in text:
+        return parse_params(text, 0, "parameters")
+    if not text:
+        return ()
+    out: list[tuple[str, str | None]] = []
+    for item in text[1:].split(";"):
+        name, eq, value = item.partition("=")
+        out.append((name, value if eq else None))
+    return tuple(out)
+
+
 def find_param(params: Params, name: str) -> tuple[bool, str | None]:
     """Look a parameter up by case-insensitive name: ``(present, value)``."""
     lname = name.lower()
@@ -142,4 +157,4 @@ def find_param(params: Params, name: str) -> tuple[bool, str | None]:
 
 def format_params(params: Params) -> str:
     """Serialise parameters back to ``;name=value;flag``."""
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
+    return "".join([f";{k}" if v is None else f";{k}={v}" for k, v in params])

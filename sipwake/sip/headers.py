@@ -21,6 +21,7 @@ from sipwake.sip.grammar import (
     Params,
     find_param,
     format_params,
+    parse_checked_params,
     parse_params,
     quote,
     unquote,
@@ -52,10 +53,11 @@ _VIA_RE = re.compile(
 )
 #: Whole-value shapes, checked with one C-level match when a message is parsed;
 #: the typed values are built only when asked for (and must agree: a property
-#: test holds ``parse_*`` to never fail on a value these accept).
+#: test holds ``parse_*`` to never fail on a value these accept). VIA_SHAPE's
+#: groups (transport, host, port, parameters) let ``parse_via`` build from its match.
 VIA_SHAPE = re.compile(
-    rf"[ \t]*[Ss][Ii][Pp]{LWS}/{LWS}2\.0{LWS}/{LWS}{TOKEN}[ \t]+{HOST}"
-    rf"(?:{LWS}:{LWS}{PORT})?{PARAMS}"
+    rf"[ \t]*[Ss][Ii][Pp]{LWS}/{LWS}2\.0{LWS}/{LWS}({TOKEN})[ \t]+({HOST})"
+    rf"(?:{LWS}:{LWS}({PORT}))?({PARAMS})"
 )
 NAME_ADDR_SHAPE = re.compile(
     rf"[ \t]*(?:(?:{QUOTED_STRING}{LWS}|{TOKEN}(?:[ \t]+{TOKEN})*+{LWS})?"
@@ -116,9 +118,25 @@ class Via:
     def with_params(self, **values: str | None) -> Via:
         """A copy with parameters set; ``rport=None`` keeps a valueless flag."""
         names = {k.lower() for k in values}
-        kept = tuple(p for p in self.params if p[0].lower() not in names)
-        added = tuple((k, v) for k, v in values.items())
-        return Via(transport=self.transport, host=self.host, port=self.port, params=kept + added)
+        params = [p for p in self.params if p[0].lower() not in names]
+        params += values.items()
+        return Via._of(self.transport, self.host, self.port, tuple(params))
+
+    @classmethod
+    def _of(cls, transport: str, host: str, port: int | None, params: Params) -> Via:
+        """``Via(transport=…, host=…, port=…, params=…)`` without the generated frozen
+        ``__init__`` (an ``object.__setattr__`` call per field): for the parsers."""
+        via = _new(cls)
+        s = _VIA_SLOTS
+        s[0](via, transport)
+        s[1](via, host)
+        s[2](via, port)
+        s[3](via, params)
+        return via
+
+
+_new = object.__new__
+_VIA_SLOTS = tuple(Via.__dict__[name].__set__ for name in ("transport", "host", "port", "params"))
 
 
 def check_via(value: str, where: str) -> None:
@@ -137,6 +155,22 @@ def check_name_addr(value: str, where: str) -> None:
 
 def parse_via(value: str, where: str = "Via") -> Via:
     """Parse one via-parm."""
+    m = VIA_SHAPE.fullmatch(value)
+    if m is not None:
+        return via_from_shape(m)
+    return _parse_via(value, where)
+
+
+def via_from_shape(m: re.Match[str]) -> Via:
+    """The Via a ``VIA_SHAPE`` match spells (what ``_parse_via`` returns for that value)."""
+    transport, host, port, params = m.groups()
+    return Via._of(
+        transport.upper(), host, int(port) if port else None, parse_checked_params(params)
+    )
+
+
+def _parse_via(value: str, where: str) -> Via:
+    """The general path: any value, and the error that says what is wrong with it."""
     m = _VIA_RE.match(value.lstrip(" \t"))
     if m is None:
         raise SipParseError(f"{where}: expected 'SIP/2.0/<transport> host', got {cut(value)!r}")
@@ -149,7 +183,7 @@ def parse_via(value: str, where: str = "Via") -> Via:
     if port is not None and port > 65535:
         raise SipParseError(f"{where}: port {port} out of range")
     params = parse_params(value.lstrip(" \t"), m.end(), where)
-    return Via(transport=transport.upper(), host=m.group(4), port=port, params=params)
+    return Via._of(transport.upper(), m.group(4), port, params)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,7 +214,23 @@ class NameAddr:
 
     def with_param(self, name: str, value: str | None) -> NameAddr:
         kept = tuple(p for p in self.params if p[0].lower() != name.lower())
-        return NameAddr(uri=self.uri, display_name=self.display_name, params=(*kept, (name, value)))
+        return NameAddr._of(self.uri, self.display_name, (*kept, (name, value)))
+
+    @classmethod
+    def _of(cls, uri: Uri, display_name: str | None, params: Params) -> NameAddr:
+        """``NameAddr(uri=…, display_name=…, params=…)`` without the generated frozen
+        ``__init__`` (an ``object.__setattr__`` call per field): for the parsers."""
+        addr = _new(cls)
+        s = _NAME_ADDR_SLOTS
+        s[0](addr, uri)
+        s[1](addr, display_name)
+        s[2](addr, params)
+        return addr
+
+
+_NAME_ADDR_SLOTS = tuple(
+    NameAddr.__dict__[name].__set__ for name in ("uri", "display_name", "params")
+)
 
 
 def parse_name_addr(value: str, where: str) -> NameAddr:
@@ -215,7 +265,7 @@ def parse_name_addr(value: str, where: str) -> NameAddr:
         raise SipParseError(f"{where}: URI with ',', '?' or spaces must be in <>: {cut(text)!r}")
     uri = parse_uri(uri_text, where)
     params = parse_params(text, m.start(), where) if m is not None else ()
-    return NameAddr(uri=uri, display_name=None, params=params)
+    return NameAddr._of(uri, None, params)
 
 
 def _bracketed(text: str, lt: int, display: str | None, where: str) -> NameAddr:
@@ -227,7 +277,7 @@ def _bracketed(text: str, lt: int, display: str | None, where: str) -> NameAddr:
         raise SipParseError(f"{where}: spaces inside <> in {cut(text)!r}")
     uri = parse_uri(uri_text, where)
     params = parse_params(text, gt + 1, where)
-    return NameAddr(uri=uri, display_name=display, params=params)
+    return NameAddr._of(uri, display, params)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -107,22 +107,35 @@ def canonical_name(name: str) -> str:
 
 
 class Headers:
-    """Ordered, case-insensitive header fields ``(name, value)`` with a typed-value cache."""
+    """Ordered, case-insensitive header fields ``(name, value)`` with a typed-value cache.
 
-    __slots__ = ("_cache", "_fields")
+    The list of fields is the source of order; ``get`` and ``in`` look the first value of
+    a name up in an index built on the first lookup and kept in step by each change.
+    """
+
+    __slots__ = ("_cache", "_fields", "_first")
 
     def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
         self._fields: list[tuple[str, str, str]] = [
             (n, v, canonical_name(n)) for n, v in (fields or [])
         ]
         self._cache: dict[str, object] = {}
+        self._first: dict[str, str] | None = None
 
     @classmethod
     def _from_keyed(cls, fields: list[tuple[str, str, str]]) -> Headers:
         obj = cls.__new__(cls)
         obj._fields = fields
         obj._cache = {}
+        obj._first = None
         return obj
+
+    def _first_values(self) -> dict[str, str]:
+        """Canonical name → the value of its first field."""
+        first = self._first
+        if first is None:
+            first = self._first = {k: v for _, v, k in reversed(self._fields)}
+        return first
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((n, v) for n, v, _ in self._fields)
@@ -133,8 +146,7 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = canonical_name(name)
-        return any(k == key for _, _, k in self._fields)
+        return canonical_name(name) in self._first_values()
 
     def __repr__(self) -> str:
         return f"Headers({list(self)!r})"
@@ -146,11 +158,7 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first field's value, or ``default``."""
-        key = canonical_name(name)
-        for _, value, k in self._fields:
-            if k == key:
-                return value
-        return default
+        return self._first_values().get(canonical_name(name), default)
 
     def get_all(self, name: str) -> list[str]:
         """Every field's value, one per header line (not split on commas)."""
@@ -160,6 +168,8 @@ class Headers:
     def values(self, name: str) -> list[str]:
         """Every value: lines in order, each split on top-level commas for list headers."""
         key = canonical_name(name)
+        if key not in self._first_values():
+            return []
         lines = [v for _, v, k in self._fields if k == key]
         if key not in LIST_HEADERS:
             return lines
@@ -177,6 +187,8 @@ class Headers:
         """Append a field."""
         key = canonical_name(name)
         self._fields.append((name, value, key))
+        if self._first is not None:
+            self._first.setdefault(key, value)
         self._touch(key)
 
     def insert(self, name: str, value: str) -> None:
@@ -184,6 +196,8 @@ class Headers:
         key = canonical_name(name)
         index = next((i for i, f in enumerate(self._fields) if f[2] == key), 0)
         self._fields.insert(index, (name, value, key))
+        if self._first is not None:
+            self._first[key] = value
         self._touch(key)
 
     def set(self, name: str, value: str) -> None:
@@ -196,6 +210,8 @@ class Headers:
             self._fields.append(entry)
         else:
             self._fields.insert(index, entry)
+        if self._first is not None:
+            self._first[key] = value
         self._touch(key)
 
     def remove(self, name: str) -> int:
@@ -203,6 +219,8 @@ class Headers:
         key = canonical_name(name)
         before = len(self._fields)
         self._fields = [f for f in self._fields if f[2] != key]
+        if self._first is not None:
+            self._first.pop(key, None)
         self._touch(key)
         return before - len(self._fields)
 
@@ -218,6 +236,7 @@ class Headers:
                 del self._fields[i]
             else:
                 self._fields[i] = (n, ", ".join(parts[1:]), k)
+            self._first = None  # the next field of the name, if any, is now the first
             self._touch(key)
             return first
         return None
@@ -233,6 +252,8 @@ class Headers:
                 parts[0] = value
                 value = ", ".join(parts)
             self._fields[i] = (n, value, k)
+            if self._first is not None:
+                self._first[key] = value
             self._touch(key)
             return
         raise KeyError(name)

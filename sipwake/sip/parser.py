@@ -30,6 +30,7 @@ from sipwake.sip.headers import (
     check_via,
     parse_cseq,
     parse_uint,
+    via_from_shape,
 )
 from sipwake.sip.message import Headers, Message, Request, Response, canonical_name
 from sipwake.sip.uri import AbsoluteUri, SipUri, Uri, parse_uri
@@ -44,9 +45,9 @@ _REQUEST_LINE_LOOSE_RE = re.compile(rf"({TOKEN})[ \t]+(.*?)[ \t]+([A-Za-z0-9]+/[
 _STATUS_LINE_RE = re.compile(r"SIP/(\d+\.\d+) (\d{3}) ([^\r\n]*)")
 _HEADER_NAME_RE = re.compile(TOKEN)
 
-#: Headers every request must carry once (RFC 3261 §8.1.1); Max-Forwards is
-#: optional for RFC 2543 peers (RFC 4475 §3.4.1).
-_REQUIRED = ("via", "from", "to", "call-id", "cseq")
+#: Headers every request must carry once besides Via (RFC 3261 §8.1.1); Max-Forwards
+#: is optional for RFC 2543 peers (RFC 4475 §3.4.1).
+_REQUIRED = ("from", "to", "call-id", "cseq")
 
 
 def parse_message(
@@ -57,10 +58,10 @@ def parse_message(
     if len(data) > max_size:
         raise SipParseError(f"message of {len(data)} bytes exceeds the {max_size}-byte limit", 513)
     start = 0
-    while data.startswith(b"\r\n", start) or data.startswith(b"\n", start):
+    while data.startswith((b"\r\n", b"\n"), start):
         start += 2 if data[start] == 13 else 1
     end = data.find(b"\r\n\r\n", start)
-    lf_end = data.find(b"\n\n", start)
+    lf_end = data.find(b"\n\n", start, end) if end >= 0 else data.find(b"\n\n", start)
     if end < 0 or 0 <= lf_end < end:
         if lf_end < 0:
             if start >= len(data):
@@ -72,7 +73,7 @@ def parse_message(
     head = data[start:end].decode("utf-8", "surrogateescape")
     rest = data[end + sep :]
     lines = head.split("\r\n")
-    if "\n" in head and head.count("\n") != len(lines) - 1:
+    if head.count("\n") != len(lines) - 1:
         lines = [line.rstrip("\r") for line in head.split("\n")]
     headers = _fast_fields(lines) if "\n " not in head and "\n\t" not in head else None
     if headers is None:
@@ -91,6 +92,10 @@ def parse_message(
     else:
         message.body = rest[:length] if length < len(rest) else rest
     return message
+
+
+#: CSeq values repeat ("1 REGISTER", "2 BYE"…) and CSeq is a frozen value; errors are not cached.
+_cseq = functools.lru_cache(maxsize=1024)(parse_cseq)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -115,12 +120,13 @@ def _start_line(line: str, headers: Headers) -> Request | Response:
             raise SipParseError(
                 f"status line: expected 'SIP/2.0 <code> <reason>', got {cut(line)!r}"
             )
-        if m.group(1) != "2.0":
-            raise SipParseError(f"status line: version SIP/{m.group(1)} not supported", 505)
-        status = int(m.group(2))
+        version, code, reason = m.groups()
+        if version != "2.0":
+            raise SipParseError(f"status line: version SIP/{version} not supported", 505)
+        status = int(code)
         if status < 100 or status > 699:
             raise SipParseError(f"status line: code {status} outside 100-699")
-        return Response(status, m.group(3), headers)
+        return Response(status, reason, headers)
     m = _REQUEST_LINE_RE.fullmatch(line)
     if m is None:
         loose = _REQUEST_LINE_LOOSE_RE.fullmatch(line)
@@ -131,12 +137,13 @@ def _start_line(line: str, headers: Headers) -> Request | Response:
         raise SipParseError(
             f"request line: expected '<method> <uri> SIP/2.0' with single spaces, got {cut(line)!r}"
         )
-    if m.group(3) != "2.0":
-        raise SipParseError(f"request line: version SIP/{m.group(3)} not supported", 505)
-    uri = _request_uri(m.group(2))
+    method, uri_text, version = m.groups()
+    if version != "2.0":
+        raise SipParseError(f"request line: version SIP/{version} not supported", 505)
+    uri = _request_uri(uri_text)
     if isinstance(uri, SipUri) and uri.headers:
         raise SipParseError("Request-URI: a SIP Request-URI must not carry headers ('?')")
-    return Request(m.group(1), uri, headers)
+    return Request(method, uri, headers)
 
 
 #: Raw header name → canonical key, for names already checked to be tokens.
@@ -167,7 +174,8 @@ def _fast_fields(lines: list[str]) -> Headers | None:
     try:
         fields = [
             (name, value.strip(" \t"), keys[name + colon])
-            for name, colon, value in (line.partition(":") for line in lines[1:])
+            for line in lines[1:]
+            for name, colon, value in (line.partition(":"),)
         ]
     except KeyError:
         return None
@@ -242,50 +250,49 @@ _ROLES = {
 def _check_fields(message: Message) -> int | None:
     headers = message.headers
     cache = headers._cache
-    seen: set[str] = set()
-    lengths: set[int] = set()
+    via_shape = VIA_SHAPE.fullmatch
+    name_addr_shape = NAME_ADDR_SHAPE.fullmatch
+    seen: set[str] = set()  # the fields that must appear at most once
+    length: int | None = None
+    conflict = False
     vias = 0
     for _, value, key in headers._fields:
         role = _ROLES.get(key)
         if role is None:
             continue
         if role == _VIA:
+            for part in split_commas(value) if "," in value else (value,):
+                vias += 1
+                m = via_shape(part)
+                if m is None:
+                    check_via(part, f"Via #{vias}")
+                elif vias == 1:  # every message's top Via is read: build it from the match
+                    cache["via#0"] = via_from_shape(m)
+        elif role == _ADDR_LIST:
             if "," in value:
                 for part in split_commas(value):
-                    vias += 1
-                    if VIA_SHAPE.fullmatch(part) is None:
-                        check_via(part, f"Via #{vias}")
-            else:
-                vias += 1
-                if VIA_SHAPE.fullmatch(value) is None:
-                    check_via(value, f"Via #{vias}")
+                    check_name_addr(part, _NAME_ADDR_KEYS[key])
+            elif name_addr_shape(value) is None and not (key == "contact" and value == "*"):
+                check_name_addr(value, _NAME_ADDR_KEYS[key])
         elif role == _CONTENT_LENGTH:
-            lengths.add(parse_uint(value, "Content-Length"))
-        elif role == _ADDR_LIST:
-            if key == "contact" and value == "*":
-                continue
-            where = _NAME_ADDR_KEYS[key]
-            if "," not in value:
-                if NAME_ADDR_SHAPE.fullmatch(value) is None:
-                    check_name_addr(value, where)
-            else:
-                for part in split_commas(value):
-                    check_name_addr(part, where)
+            number = parse_uint(value, "Content-Length")
+            conflict = conflict or (length is not None and number != length)
+            length = number
         else:
             if key in seen:
                 raise SipParseError(f"{_NAMES.get(key, key)}: header appears more than once")
+            seen.add(key)
             if role == _FROM_TO:
-                if NAME_ADDR_SHAPE.fullmatch(value) is None:
+                if name_addr_shape(value) is None:
                     check_name_addr(value, _NAME_ADDR_KEYS[key])
             elif role == _CSEQ:
-                cache["cseq"] = parse_cseq(value)
+                cache["cseq"] = _cseq(value)
             elif role == _CALL_ID:
                 if not value or " " in value or "\t" in value:
                     raise SipParseError(f"Call-ID: expected one word, got {cut(value)!r}")
                 cache["call-id"] = value
             else:
                 cache["max-forwards"] = parse_uint(value, "Max-Forwards")
-        seen.add(key)
     if vias == 0:
         raise SipParseError("missing Via header")
     for key in _REQUIRED:
@@ -293,9 +300,8 @@ def _check_fields(message: Message) -> int | None:
             raise SipParseError(f"missing {_NAMES[key]} header")
     if "max-forwards" not in seen:
         cache["max-forwards"] = None
-    if len(lengths) > 1:
+    if conflict:
         raise SipParseError("Content-Length: conflicting values")
-    length = lengths.pop() if lengths else None
     cache["content-length"] = length
     if isinstance(message, Request):
         cseq_method = cache["cseq"].method  # type: ignore[attr-defined]

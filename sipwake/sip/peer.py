@@ -50,6 +50,8 @@ def response_peer(via: Via, source: Peer) -> Peer:
     if maddr:
         return Peer(transport="udp", host=maddr.strip("[]"), port=via.port or 5060)
     if via.wants_rport:
+        if source.transport == "udp" and source.flow is None:
+            return source  # the value built below
         return Peer(transport="udp", host=source.host, port=source.port)
     return Peer(transport="udp", host=source.host, port=via.port or 5060)
 
