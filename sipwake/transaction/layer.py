@@ -140,11 +140,11 @@ class TransactionLayer:
         self._transactions: dict[TransactionKey, AnyTransaction] = {}
         self._created = 0
         self._pushes = 0
-        #: (deadline, creation order, push number, key); stale entries are skipped.
-        self._heap: list[tuple[float, int, int, TransactionKey]] = []
-        self._scheduled: dict[TransactionKey, float] = {}
-        #: Transactions that have their final response (they only absorb retransmissions).
-        self._settled: set[TransactionKey] = set()
+        #: (deadline, creation order, push number, transaction): an entry is stale (and
+        #: skipped) unless the deadline is still the one ``txn.scheduled`` names.
+        self._heap: list[tuple[float, int, int, AnyTransaction]] = []
+        #: How many transactions have their final response (they only absorb retransmissions).
+        self._settled = 0
 
     # -- introspection -----------------------------------------------------
     def __len__(self) -> int:
@@ -153,7 +153,7 @@ class TransactionLayer:
     @property
     def pending(self) -> int:
         """Transactions without their final response yet (what ``max_transactions`` limits)."""
-        return len(self._transactions) - len(self._settled)
+        return len(self._transactions) - self._settled
 
     def __contains__(self, key: object) -> bool:
         return key in self._transactions
@@ -175,8 +175,8 @@ class TransactionLayer:
         """The earliest timer deadline of any transaction, or ``None``."""
         heap = self._heap
         while heap:
-            deadline, _, _, key = heap[0]
-            if self._scheduled.get(key) == deadline:
+            deadline, _, _, txn = heap[0]
+            if txn.scheduled == deadline:
                 return deadline
             heapq.heappop(heap)
         return None
@@ -186,11 +186,10 @@ class TransactionLayer:
         outputs: list[Output] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
-            deadline, _, _, key = heapq.heappop(heap)
-            if self._scheduled.get(key) != deadline:
+            deadline, _, _, txn = heapq.heappop(heap)
+            if txn.scheduled != deadline:
                 continue
-            del self._scheduled[key]
-            txn = self._transactions[key]
+            txn.scheduled = None
             outputs += self._settle(txn, txn.on_timer(now))
         return outputs
 
@@ -285,9 +284,7 @@ class TransactionLayer:
         txn = self._transactions.get(key)
         if not isinstance(txn, InviteClientTransaction | NonInviteClientTransaction):
             return []
-        del self._transactions[key]
-        self._scheduled.pop(key, None)
-        self._settled.discard(key)
+        self._remove(txn)
         return [TransportFailed(transaction_key=key), TransactionTerminated(transaction_key=key)]
 
     # -- network input -----------------------------------------------------
@@ -414,24 +411,30 @@ class TransactionLayer:
 
     def _settle(self, txn: AnyTransaction, outputs: list[Output]) -> list[Output]:
         """Remove ``txn`` if it terminated, else (re)schedule its next deadline."""
-        key = txn.key
-        if txn.terminated:
-            if self._transactions.get(key) is txn:
-                del self._transactions[key]
-                self._scheduled.pop(key, None)
-                self._settled.discard(key)
-                outputs.append(TransactionTerminated(transaction_key=key))
+        if txn.state is txn.terminated_state:
+            if self._transactions.get(txn.key) is txn:
+                self._remove(txn)
+                outputs.append(TransactionTerminated(transaction_key=txn.key))
             return outputs
-        if txn.state in txn.settled_states:
-            self._settled.add(key)
-        deadline = txn.next_deadline()
-        if deadline is None:
-            self._scheduled.pop(key, None)
-        elif self._scheduled.get(key) != deadline:
-            self._scheduled[key] = deadline
-            self._pushes += 1
-            heapq.heappush(self._heap, (deadline, txn.order, self._pushes, key))
+        if not txn.settled and txn.state in txn.settled_states:
+            txn.settled = True
+            self._settled += 1
+        deadlines = txn.deadlines
+        if not deadlines:
+            txn.scheduled = None
+        else:
+            deadline = min(deadlines.values())
+            if txn.scheduled != deadline:
+                txn.scheduled = deadline
+                self._pushes += 1
+                heapq.heappush(self._heap, (deadline, txn.order, self._pushes, txn))
         return outputs
+
+    def _remove(self, txn: AnyTransaction) -> None:
+        del self._transactions[txn.key]
+        txn.scheduled = None  # its heap entries are stale now
+        if txn.settled:
+            self._settled -= 1
 
 
 def _check(message: Request | Response) -> None:
@@ -444,5 +447,5 @@ def _check(message: Request | Response) -> None:
     message.call_id  # noqa: B018
     headers = message.headers
     for name in ("From", "To"):
-        if name not in headers:
+        if headers.get(name) is None:  # what ``in`` says, without a generator per field
             raise SipParseError(f"missing {name} header")
