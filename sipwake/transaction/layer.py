@@ -94,6 +94,7 @@ from sipwake.transaction.keys import (
     TransactionKey,
     client_key,
     server_key,
+    top_branch,
 )
 from sipwake.transaction.messages import build_cancel, overload_response
 from sipwake.transaction.server import (
@@ -291,6 +292,7 @@ class TransactionLayer:
     def receive(self, message: Request | Response, source: Peer, now: float) -> list[Output]:
         """A message from ``source``: match it to a transaction (RFC 3261 §17.1.3, §17.2.3)."""
         try:
+            branch = top_branch(message)  # the top Via first: its error is the one reported
             _check(message)
         except SipParseError as exc:
             return [MessageDropped(reason=exc.reason, source=source)]
@@ -298,12 +300,13 @@ class TransactionLayer:
             case Request():
                 return self._receive_request(message, source, now)
             case Response():
-                return self._receive_response(message, source, now)
+                return self._receive_response(message, branch, source, now)
             case _:
                 assert_never(message)
 
-    def _receive_response(self, response: Response, source: Peer, now: float) -> list[Output]:
-        branch = response.top_via.branch
+    def _receive_response(
+        self, response: Response, branch: str | None, source: Peer, now: float
+    ) -> list[Output]:
         key = ClientKey(branch=branch or "", method=response.cseq.method)
         txn = self._transactions.get(key) if branch else None
         match txn:
@@ -438,11 +441,11 @@ class TransactionLayer:
 
 
 def _check(message: Request | Response) -> None:
-    """Parse (and cache) the header fields matching needs; raises ``SipParseError``.
+    """Parse (and cache) the header fields matching needs besides the top Via (read by
+    ``top_branch``); raises ``SipParseError``.
 
     From and To need only be present here: matching reads the From tag of RFC 2543
     requests alone, and the parser has already checked the fields' shape."""
-    message.top_via  # noqa: B018
     message.cseq  # noqa: B018
     message.call_id  # noqa: B018
     headers = message.headers
