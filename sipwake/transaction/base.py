@@ -78,7 +78,7 @@ class Transaction(Generic[StateT, InputT]):
     Each machine sets the class attributes below. ``deadlines`` maps each armed
     timer to its absolute deadline. ``order`` is the creation order the layer
     assigns, used to break deadline ties; ``scheduled`` (the deadline the layer
-    has queued) and ``settled`` are the layer's bookkeeping.
+    has queued), ``settled`` and ``removed`` are the layer's bookkeeping.
     """
 
     kind = "transaction"
@@ -102,6 +102,7 @@ class Transaction(Generic[StateT, InputT]):
         self.order = 0
         self.scheduled: float | None = None
         self.settled = False
+        self.removed = False
         self.deadlines: dict[Timer, float] = {}
         self._immediate: list[Timer] = []
 

@@ -292,8 +292,7 @@ class TransactionLayer:
     def receive(self, message: Request | Response, source: Peer, now: float) -> list[Output]:
         """A message from ``source``: match it to a transaction (RFC 3261 §17.1.3, §17.2.3)."""
         try:
-            branch = top_branch(message)  # the top Via first: its error is the one reported
-            _check(message)
+            branch = _check(message)
         except SipParseError as exc:
             return [MessageDropped(reason=exc.reason, source=source)]
         match message:
@@ -415,7 +414,7 @@ class TransactionLayer:
     def _settle(self, txn: AnyTransaction, outputs: list[Output]) -> list[Output]:
         """Remove ``txn`` if it terminated, else (re)schedule its next deadline."""
         if txn.state is txn.terminated_state:
-            if self._transactions.get(txn.key) is txn:
+            if not txn.removed:
                 self._remove(txn)
                 outputs.append(TransactionTerminated(transaction_key=txn.key))
             return outputs
@@ -435,20 +434,29 @@ class TransactionLayer:
 
     def _remove(self, txn: AnyTransaction) -> None:
         del self._transactions[txn.key]
+        txn.removed = True
         txn.scheduled = None  # its heap entries are stale now
         if txn.settled:
             self._settled -= 1
 
 
-def _check(message: Request | Response) -> None:
-    """Parse (and cache) the header fields matching needs besides the top Via (read by
-    ``top_branch``); raises ``SipParseError``.
+def _check(message: Request | Response) -> str | None:
+    """Parse (and cache) the header fields matching needs; raises ``SipParseError``.
 
+    Returns a response's top Via branch (``top_branch``: a response's Via is read for
+    nothing else). A request's top Via is parsed and cached instead, as ``server_key``
+    reads its sent-by (the transport has usually parsed it already, to mark it received).
     From and To need only be present here: matching reads the From tag of RFC 2543
     requests alone, and the parser has already checked the fields' shape."""
+    if isinstance(message, Response):
+        branch = top_branch(message)
+    else:
+        message.top_via  # noqa: B018
+        branch = None
     message.cseq  # noqa: B018
     message.call_id  # noqa: B018
     headers = message.headers
     for name in ("From", "To"):
         if headers.get(name) is None:  # what ``in`` says, without a generator per field
             raise SipParseError(f"missing {name} header")
+    return branch
