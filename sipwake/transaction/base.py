@@ -170,12 +170,16 @@ class Transaction(Generic[StateT, InputT]):
 
     def _pop_due(self, now: float) -> Timer | None:
         """Remove and return the earliest timer due at ``now`` (ties in ``Timer`` order)."""
-        if not self.deadlines:
+        deadlines = self.deadlines
+        if len(deadlines) == 1:  # the usual case: no tie to break
+            ((timer, deadline),) = deadlines.items()
+        elif deadlines:
+            deadline, _, timer = min((d, _TIMER_ORDER[t], t) for t, d in deadlines.items())
+        else:
             return None
-        deadline, _, timer = min((d, _TIMER_ORDER[t], t) for t, d in self.deadlines.items())
         if deadline > now:
             return None
-        del self.deadlines[timer]
+        del deadlines[timer]
         return timer
 
     def _absorb(

@@ -120,6 +120,7 @@ AnyTransaction = (
     | InviteServerTransaction
     | NonInviteServerTransaction
 )
+ClientTransaction = InviteClientTransaction | NonInviteClientTransaction
 TransactionState = IctState | NictState | IstState | NistState
 
 
@@ -139,6 +140,9 @@ class TransactionLayer:
         self.max_transactions = max_transactions
         self.retry_after_s = retry_after_s
         self._transactions: dict[TransactionKey, AnyTransaction] = {}
+        #: The client transactions again, by ``(branch, CSeq method)``: a response is matched
+        #: without building a ``ClientKey`` (RFC 3261 §17.1.3).
+        self._clients: dict[tuple[str, str], ClientTransaction] = {}
         self._created = 0
         self._pushes = 0
         #: (deadline, creation order, push number, transaction): an entry is stale (and
@@ -306,15 +310,14 @@ class TransactionLayer:
     def _receive_response(
         self, response: Response, branch: str | None, source: Peer, now: float
     ) -> list[Output]:
-        key = ClientKey(branch=branch or "", method=response.cseq.method)
-        txn = self._transactions.get(key) if branch else None
+        txn = self._clients.get((branch, response.cseq.method)) if branch else None
         match txn:
             case InviteClientTransaction():
                 outputs = txn.process(ict_input(response), now, response)
                 outputs += self._flush_cancel(txn, now)
             case NonInviteClientTransaction():
                 outputs = txn.process(nict_input(response), now, response)
-            case InviteServerTransaction() | NonInviteServerTransaction() | None:
+            case None:
                 return [StrayResponse(response=response, source=source)]
             case _:
                 assert_never(txn)
@@ -396,6 +399,8 @@ class TransactionLayer:
         self._created += 1
         txn.order = self._created
         self._transactions[txn.key] = txn
+        if isinstance(txn, ClientTransaction):
+            self._clients[txn.client_key.branch, txn.client_key.method] = txn
         return self._settle(txn, txn.start(now))
 
     def _flush_cancel(self, txn: InviteClientTransaction, now: float) -> list[Output]:
@@ -434,6 +439,8 @@ class TransactionLayer:
 
     def _remove(self, txn: AnyTransaction) -> None:
         del self._transactions[txn.key]
+        if isinstance(txn, ClientTransaction):
+            del self._clients[txn.client_key.branch, txn.client_key.method]
         txn.removed = True
         txn.scheduled = None  # its heap entries are stale now
         if txn.settled:
