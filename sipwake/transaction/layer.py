@@ -211,12 +211,11 @@ class TransactionLayer:
             raise LocalProtocolError("an ACK has no client transaction: use send_stateless")
         try:
             key = client_key(request)
-            cseq_method = request.cseq.method
         except SipParseError as exc:
             raise LocalProtocolError(f"{request.method}: {exc.reason}") from exc
-        if cseq_method != request.method:
+        if key.method != request.method:
             raise LocalProtocolError(
-                f"CSeq method {cseq_method!r} differs from request method {request.method!r}"
+                f"CSeq method {key.method!r} differs from request method {request.method!r}"
             )
         if not key.branch.startswith(BRANCH_MAGIC):
             raise LocalProtocolError(
@@ -296,21 +295,22 @@ class TransactionLayer:
     def receive(self, message: Request | Response, source: Peer, now: float) -> list[Output]:
         """A message from ``source``: match it to a transaction (RFC 3261 §17.1.3, §17.2.3)."""
         try:
-            branch = _check(message)
+            client_match = _check(message)
         except SipParseError as exc:
             return [MessageDropped(reason=exc.reason, source=source)]
         match message:
             case Request():
                 return self._receive_request(message, source, now)
             case Response():
-                return self._receive_response(message, branch, source, now)
+                return self._receive_response(message, client_match, source, now)
             case _:
                 assert_never(message)
 
     def _receive_response(
-        self, response: Response, branch: str | None, source: Peer, now: float
+        self, response: Response, client_match: tuple[str | None, str], source: Peer, now: float
     ) -> list[Output]:
-        txn = self._clients.get((branch, response.cseq.method)) if branch else None
+        branch, method = client_match
+        txn = self._clients.get((branch, method)) if branch else None
         match txn:
             case InviteClientTransaction():
                 outputs = txn.process(ict_input(response), now, response)
@@ -447,23 +447,24 @@ class TransactionLayer:
             self._settled -= 1
 
 
-def _check(message: Request | Response) -> str | None:
+def _check(message: Request | Response) -> tuple[str | None, str]:
     """Parse (and cache) the header fields matching needs; raises ``SipParseError``.
 
-    Returns a response's top Via branch (``top_branch``: a response's Via is read for
-    nothing else). A request's top Via is parsed and cached instead, as ``server_key``
-    reads its sent-by (the transport has usually parsed it already, to mark it received).
-    From and To need only be present here: matching reads the From tag of RFC 2543
-    requests alone, and the parser has already checked the fields' shape."""
+    Returns what a response is matched on: its top Via branch (``top_branch``: a
+    response's Via is read for nothing else) and CSeq method (RFC 3261 §17.1.3). A
+    request's top Via is parsed and cached instead, as ``server_key`` reads its sent-by
+    (the transport has usually parsed it already, to mark it received). From and To
+    need only be present here: matching reads the From tag of RFC 2543 requests alone,
+    and the parser has already checked the fields' shape."""
     if isinstance(message, Response):
         branch = top_branch(message)
     else:
         message.top_via  # noqa: B018
         branch = None
-    message.cseq  # noqa: B018
+    method = message.cseq.method
     message.call_id  # noqa: B018
     headers = message.headers
     for name in ("From", "To"):
         if headers.get(name) is None:  # what ``in`` says, without a generator per field
             raise SipParseError(f"missing {name} header")
-    return branch
+    return branch, method
