@@ -145,9 +145,12 @@ class TransactionLayer:
         self._clients: dict[tuple[str, str], ClientTransaction] = {}
         self._created = 0
         self._pushes = 0
-        #: (deadline, creation order, push number, transaction): an entry is stale (and
-        #: skipped) unless the deadline is still the one ``txn.scheduled`` names.
-        self._heap: list[tuple[float, int, int, AnyTransaction]] = []
+        #: The transactions again, by creation order (``txn.order``): the timer heap names
+        #: them so, and a finished transaction is not kept alive by a stale entry.
+        self._by_order: dict[int, AnyTransaction] = {}
+        #: (deadline, creation order, push number): an entry is stale (and skipped) unless
+        #: its transaction is still there and ``txn.scheduled`` names the deadline.
+        self._heap: list[tuple[float, int, int]] = []
         #: How many transactions have their final response (they only absorb retransmissions).
         self._settled = 0
 
@@ -180,8 +183,9 @@ class TransactionLayer:
         """The earliest timer deadline of any transaction, or ``None``."""
         heap = self._heap
         while heap:
-            deadline, _, _, txn = heap[0]
-            if txn.scheduled == deadline:
+            deadline, order, _ = heap[0]
+            txn = self._by_order.get(order)
+            if txn is not None and txn.scheduled == deadline:
                 return deadline
             heapq.heappop(heap)
         return None
@@ -191,8 +195,9 @@ class TransactionLayer:
         outputs: list[Output] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
-            deadline, _, _, txn = heapq.heappop(heap)
-            if txn.scheduled != deadline:
+            deadline, order, _ = heapq.heappop(heap)
+            txn = self._by_order.get(order)
+            if txn is None or txn.scheduled != deadline:
                 continue
             txn.scheduled = None
             outputs += self._settle(txn, txn.on_timer(now))
@@ -399,6 +404,7 @@ class TransactionLayer:
         self._created += 1
         txn.order = self._created
         self._transactions[txn.key] = txn
+        self._by_order[txn.order] = txn
         if isinstance(txn, ClientTransaction):
             self._clients[txn.client_key.branch, txn.client_key.method] = txn
         return self._settle(txn, txn.start(now))
@@ -434,15 +440,15 @@ class TransactionLayer:
             if txn.scheduled != deadline:
                 txn.scheduled = deadline
                 self._pushes += 1
-                heapq.heappush(self._heap, (deadline, txn.order, self._pushes, txn))
+                heapq.heappush(self._heap, (deadline, txn.order, self._pushes))
         return outputs
 
     def _remove(self, txn: AnyTransaction) -> None:
         del self._transactions[txn.key]
         if isinstance(txn, ClientTransaction):
             del self._clients[txn.client_key.branch, txn.client_key.method]
+        del self._by_order[txn.order]
         txn.removed = True
-        txn.scheduled = None  # its heap entries are stale now
         if txn.settled:
             self._settled -= 1
 
