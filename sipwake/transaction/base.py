@@ -1,11 +1,12 @@
-"""What the four transaction machines share: a key, armed timers and the table lookup.
+"""What the four transaction machines share: a key, armed timers and the table driver.
 
 Each machine (``client.py``, ``server.py``) is a table ``(state, input) ->
-(handler, next_state)``. ``process`` looks the pair up (``lookup``), runs the
-handler (which returns outputs and arms or disarms timers), then enters the
-next state; entering Terminated disarms every timer. A timer armed with a zero
-delay (D, I, J, K over reliable transports) fires in the same call, so the
-transaction terminates at once as RFC 3261 §17 says.
+(handler, next_state)`` and the inputs its timers and the network feed it;
+``Transaction.process`` is the one driver for all four: it looks the pair up,
+runs the handler (which returns outputs and arms or disarms timers), then
+enters the next state; entering Terminated disarms every timer. A timer armed
+with a zero delay (D, I, J, K over reliable transports) fires in the same
+call, so the transaction terminates at once as RFC 3261 §17 says.
 
 A pair missing from a table is a local error (``LocalProtocolError``: the
 layer or the TU asked for something the RFC does not allow) unless the input
@@ -15,21 +16,27 @@ comes from the network: those are absorbed, since peer errors never raise.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Generic, TypeVar
 
 from sipwake.errors import LocalProtocolError
 from sipwake.sip.message import Request, Response
+from sipwake.sip.peer import Peer
+from sipwake.transaction.events import Output
 from sipwake.transaction.keys import TransactionKey
 from sipwake.transaction.timers import Timer, TimerConfig
 
-__all__ = ["Transaction", "lookup", "need_request", "need_response"]
+__all__ = ["Handler", "Transaction", "lookup", "need_request", "need_response"]
 
 StateT = TypeVar("StateT", bound=enum.Enum)
 InputT = TypeVar("InputT", bound=enum.Enum)
 EntryT = TypeVar("EntryT")
 
 _TIMER_ORDER = {timer: index for index, timer in enumerate(Timer)}
+
+#: A table handler: ``(transaction, now, message, source) -> outputs`` (``source`` is the
+#: peer a server transaction's request or ACK came from; client handlers ignore it).
+Handler = Callable[[Any, float, Request | Response | None, Peer | None], list[Output]]
 
 
 def lookup(
@@ -65,33 +72,85 @@ def need_request(message: Request | Response | None, input_: enum.Enum) -> Reque
     return message
 
 
-class Transaction:
-    """A transaction's identity and timers; the state and table live in the subclasses.
+class Transaction(Generic[StateT, InputT]):
+    """A transaction's identity, timers and state, driven through its machine's table.
 
-    ``deadlines`` maps each armed timer to its absolute deadline. ``order`` is
-    the creation order the layer assigns, used to break deadline ties.
+    Each machine sets the class attributes below. ``deadlines`` maps each armed
+    timer to its absolute deadline. ``order`` is the creation order the layer
+    assigns, used to break deadline ties; ``scheduled`` (the deadline the layer
+    has queued), ``settled`` and ``removed`` are the layer's bookkeeping.
     """
 
     kind = "transaction"
+    #: ``(state, input) -> (handler, next state)``: the RFC figure.
+    table: ClassVar[Mapping[tuple[Any, Any], tuple[Handler, Any]]]
+    #: Inputs that come from the network: a pair missing from the table absorbs them.
+    remote_inputs: ClassVar[frozenset[Any]]
+    #: The input each timer feeds the machine when it fires.
+    timer_inputs: ClassVar[Mapping[Timer, Any]]
+    terminated_state: ClassVar[Any]
+    #: The states in which the final response has been sent or received: the transaction
+    #: only lingers to absorb retransmissions (it no longer counts as pending).
+    settled_states: ClassVar[frozenset[Any]] = frozenset()
+
+    state: StateT
 
     def __init__(self, *, key: TransactionKey, config: TimerConfig, reliable: bool) -> None:
         self.key = key
         self.config = config
         self.reliable = reliable
         self.order = 0
+        self.scheduled: float | None = None
+        self.settled = False
+        self.removed = False
         self.deadlines: dict[Timer, float] = {}
         self._immediate: list[Timer] = []
 
     def __repr__(self) -> str:
         return f"<{self.kind} {self.key}>"
 
-    #: The states in which the final response has been sent or received: the transaction
-    #: only lingers to absorb retransmissions (it no longer counts as pending).
-    settled_states: frozenset[enum.Enum] = frozenset()
+    @property
+    def terminated(self) -> bool:
+        return self.state is self.terminated_state
+
+    def process(
+        self,
+        input_: InputT,
+        now: float,
+        message: Request | Response | None = None,
+        source: Peer | None = None,
+    ) -> list[Output]:
+        """Apply one input (see the machine's docstring); absorbed remote inputs give ``[]``."""
+        entry = self.table.get((self.state, input_))
+        if entry is None:
+            # Raises for a local input; a remote one is absorbed.
+            lookup(self.table, self.state, input_, self.remote_inputs, self)
+            return []
+        handler, next_state = entry
+        outputs = handler(self, now, message, source)
+        self.state = next_state
+        if next_state is self.terminated_state:
+            self._clear_timers()
+        elif self._immediate:
+            outputs += self._drain(now)
+        return outputs
+
+    def on_timer(self, now: float) -> list[Output]:
+        """Fire the earliest timer due at ``now``, if any."""
+        timer = self._pop_due(now)
+        return [] if timer is None else self.process(self.timer_inputs[timer], now)
 
     def next_deadline(self) -> float | None:
         """The earliest armed deadline, or ``None`` when no timer runs."""
         return min(self.deadlines.values(), default=None)
+
+    def _drain(self, now: float) -> list[Output]:
+        """Fire the timers armed with a zero delay, in the order they were armed."""
+        outputs: list[Output] = []
+        immediate = self._immediate
+        while immediate:
+            outputs += self.process(self.timer_inputs[immediate.pop(0)], now)
+        return outputs
 
     def _arm(self, timer: Timer, delay: float, now: float) -> None:
         """Start ``timer`` to fire ``delay`` seconds after ``now`` (at once if zero)."""
@@ -111,12 +170,19 @@ class Transaction:
 
     def _pop_due(self, now: float) -> Timer | None:
         """Remove and return the earliest timer due at ``now`` (ties in ``Timer`` order)."""
-        due = [(d, _TIMER_ORDER[t], t) for t, d in self.deadlines.items() if d <= now]
-        if not due:
+        deadlines = self.deadlines
+        if len(deadlines) == 1:  # the usual case: no tie to break
+            ((timer, deadline),) = deadlines.items()
+        elif deadlines:
+            deadline, _, timer = min((d, _TIMER_ORDER[t], t) for t, d in deadlines.items())
+        else:
             return None
-        timer = min(due)[2]
-        del self.deadlines[timer]
+        if deadline > now:
+            return None
+        del deadlines[timer]
         return timer
 
-    def _pop_immediate(self) -> Timer | None:
-        return self._immediate.pop(0) if self._immediate else None
+    def _absorb(
+        self, now: float, message: Request | Response | None, source: Peer | None
+    ) -> list[Output]:
+        return []

@@ -57,12 +57,9 @@ Deviations and choices
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable
-
 from sipwake.sip.message import Request, Response
 from sipwake.sip.peer import Peer
-from sipwake.transaction.base import Transaction, lookup, need_request, need_response
+from sipwake.transaction.base import Handler, Transaction, need_request, need_response
 from sipwake.transaction.events import (
     Output,
     ResponseReceived,
@@ -71,7 +68,7 @@ from sipwake.transaction.events import (
 )
 from sipwake.transaction.keys import ClientKey
 from sipwake.transaction.messages import build_ack
-from sipwake.transaction.timers import Timer, TimerConfig
+from sipwake.transaction.timers import IdentityEnum, Timer, TimerConfig
 
 __all__ = [
     "ICT_TABLE",
@@ -86,11 +83,13 @@ __all__ = [
     "nict_input",
 ]
 
+_Message = Request | Response | None
+
 
 # -- ICT -------------------------------------------------------------------
 
 
-class IctState(enum.Enum):
+class IctState(IdentityEnum):
     """INVITE client transaction states (RFC 3261 Figure 5, RFC 6026 Figure 5)."""
 
     CALLING = "Calling"
@@ -100,7 +99,7 @@ class IctState(enum.Enum):
     TERMINATED = "Terminated"
 
 
-class IctInput(enum.Enum):
+class IctInput(IdentityEnum):
     """What drives an ICT: responses (remote), timers and the TU's CANCEL (local)."""
 
     RECV_1XX = "1xx received"
@@ -129,10 +128,13 @@ def ict_input(response: Response) -> IctInput:
     return IctInput.RECV_2XX if response.status < 300 else IctInput.RECV_300_699
 
 
-class InviteClientTransaction(Transaction):
+class InviteClientTransaction(Transaction[IctState, IctInput]):
     """An INVITE client transaction (RFC 3261 §17.1.1, RFC 6026 §7.2)."""
 
     kind = "ICT"
+    remote_inputs = ICT_REMOTE_INPUTS
+    timer_inputs = _ICT_TIMER_INPUTS
+    terminated_state = IctState.TERMINATED
     settled_states = frozenset({IctState.COMPLETED, IctState.ACCEPTED, IctState.TERMINATED})
 
     def __init__(
@@ -148,10 +150,6 @@ class InviteClientTransaction(Transaction):
         self.cancel: Request | None = None
         self.cancel_sent = False
 
-    @property
-    def terminated(self) -> bool:
-        return self.state is IctState.TERMINATED
-
     def start(self, now: float) -> list[Output]:
         """Send the INVITE; start Timer A (unreliable only) and Timer B."""
         if not self.reliable:
@@ -159,52 +157,31 @@ class InviteClientTransaction(Transaction):
         self._arm(Timer.B, self.config.timer_b, now)
         return [SendMessage(message=self.request, peer=self.peer)]
 
-    def process(
-        self, input_: IctInput, now: float, message: Request | Response | None = None
-    ) -> list[Output]:
-        """Apply one input (see the module docstring); absorbed responses give ``[]``."""
-        entry = lookup(ICT_TABLE, self.state, input_, ICT_REMOTE_INPUTS, self)
-        if entry is None:
-            return []
-        handler, next_state = entry
-        outputs = handler(self, now, message)
-        self.state = next_state
-        if next_state is IctState.TERMINATED:
-            self._clear_timers()
-        while (timer := self._pop_immediate()) is not None:
-            outputs += self.process(_ICT_TIMER_INPUTS[timer], now)
-        return outputs
-
-    def on_timer(self, now: float) -> list[Output]:
-        """Fire the earliest timer due at ``now``, if any."""
-        timer = self._pop_due(now)
-        return [] if timer is None else self.process(_ICT_TIMER_INPUTS[timer], now)
-
     # -- handlers ----------------------------------------------------------
-    def _retransmit(self, now: float, message: Request | Response | None) -> list[Output]:
+    def _retransmit(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         self.interval_a *= 2
         self._arm(Timer.A, self.interval_a, now)
         return [SendMessage(message=self.request, peer=self.peer)]
 
-    def _time_out(self, now: float, message: Request | Response | None) -> list[Output]:
+    def _time_out(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         return [TransactionTimedOut(transaction_key=self.client_key)]
 
-    def _proceed(self, now: float, message: Request | Response | None) -> list[Output]:
+    def _proceed(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         response = need_response(message, IctInput.RECV_1XX)
         self._disarm(Timer.A, Timer.B)
         return [ResponseReceived(response=response, transaction_key=self.client_key)]
 
-    def _pass_up(self, now: float, message: Request | Response | None) -> list[Output]:
+    def _pass_up(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         response = need_response(message, IctInput.RECV_1XX)
         return [ResponseReceived(response=response, transaction_key=self.client_key)]
 
-    def _accept(self, now: float, message: Request | Response | None) -> list[Output]:
+    def _accept(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         response = need_response(message, IctInput.RECV_2XX)
         self._disarm(Timer.A, Timer.B)
         self._arm(Timer.M, self.config.timer_m, now)
         return [ResponseReceived(response=response, transaction_key=self.client_key)]
 
-    def _complete(self, now: float, message: Request | Response | None) -> list[Output]:
+    def _complete(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         response = need_response(message, IctInput.RECV_300_699)
         self._disarm(Timer.A, Timer.B)
         self.ack = build_ack(self.request, response)
@@ -214,25 +191,23 @@ class InviteClientTransaction(Transaction):
             SendMessage(message=self.ack, peer=self.peer),
         ]
 
-    def _resend_ack(self, now: float, message: Request | Response | None) -> list[Output]:
+    def _resend_ack(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         need_response(message, IctInput.RECV_300_699)
         return [] if self.ack is None else [SendMessage(message=self.ack, peer=self.peer)]
 
-    def _request_cancel(self, now: float, message: Request | Response | None) -> list[Output]:
+    def _request_cancel(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         self.cancel = need_request(message, IctInput.CANCEL)
         return []
 
-    def _terminate(self, now: float, message: Request | Response | None) -> list[Output]:
+    def _terminate(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         return []
 
-
-_IctHandler = Callable[[InviteClientTransaction, float, Request | Response | None], list[Output]]
 
 ICT = InviteClientTransaction
 _S = IctState
 _I = IctInput
 #: RFC 3261 Figure 5 + RFC 6026: ``(state, input) -> (handler, next state)``.
-ICT_TABLE: dict[tuple[IctState, IctInput], tuple[_IctHandler, IctState]] = {
+ICT_TABLE: dict[tuple[IctState, IctInput], tuple[Handler, IctState]] = {
     (_S.CALLING, _I.TIMER_A): (ICT._retransmit, _S.CALLING),
     (_S.CALLING, _I.TIMER_B): (ICT._time_out, _S.TERMINATED),
     (_S.CALLING, _I.RECV_1XX): (ICT._proceed, _S.PROCEEDING),
@@ -249,12 +224,13 @@ ICT_TABLE: dict[tuple[IctState, IctInput], tuple[_IctHandler, IctState]] = {
     (_S.ACCEPTED, _I.RECV_2XX): (ICT._pass_up, _S.ACCEPTED),
     (_S.ACCEPTED, _I.TIMER_M): (ICT._terminate, _S.TERMINATED),
 }
+ICT.table = ICT_TABLE  # the table names the methods above: attached once both exist
 
 
 # -- NICT ------------------------------------------------------------------
 
 
-class NictState(enum.Enum):
+class NictState(IdentityEnum):
     """Non-INVITE client transaction states (RFC 3261 Figure 6)."""
 
     TRYING = "Trying"
@@ -263,7 +239,7 @@ class NictState(enum.Enum):
     TERMINATED = "Terminated"
 
 
-class NictInput(enum.Enum):
+class NictInput(IdentityEnum):
     """What drives a NICT: responses (remote) and timers (local)."""
 
     RECV_1XX = "1xx received"
@@ -286,10 +262,13 @@ def nict_input(response: Response) -> NictInput:
     return NictInput.RECV_1XX if response.status < 200 else NictInput.RECV_200_699
 
 
-class NonInviteClientTransaction(Transaction):
+class NonInviteClientTransaction(Transaction[NictState, NictInput]):
     """A non-INVITE client transaction (RFC 3261 §17.1.2)."""
 
     kind = "NICT"
+    remote_inputs = NICT_REMOTE_INPUTS
+    timer_inputs = _NICT_TIMER_INPUTS
+    terminated_state = NictState.TERMINATED
     settled_states = frozenset({NictState.COMPLETED, NictState.TERMINATED})
 
     def __init__(
@@ -302,10 +281,6 @@ class NonInviteClientTransaction(Transaction):
         self.state = NictState.TRYING
         self.interval_e = config.timer_e
 
-    @property
-    def terminated(self) -> bool:
-        return self.state is NictState.TERMINATED
-
     def start(self, now: float) -> list[Output]:
         """Send the request; start Timer E (unreliable only) and Timer F."""
         if not self.reliable:
@@ -313,66 +288,43 @@ class NonInviteClientTransaction(Transaction):
         self._arm(Timer.F, self.config.timer_f, now)
         return [SendMessage(message=self.request, peer=self.peer)]
 
-    def process(
-        self, input_: NictInput, now: float, message: Request | Response | None = None
-    ) -> list[Output]:
-        """Apply one input (see the module docstring); absorbed responses give ``[]``."""
-        entry = lookup(NICT_TABLE, self.state, input_, NICT_REMOTE_INPUTS, self)
-        if entry is None:
-            return []
-        handler, next_state = entry
-        outputs = handler(self, now, message)
-        self.state = next_state
-        if next_state is NictState.TERMINATED:
-            self._clear_timers()
-        while (timer := self._pop_immediate()) is not None:
-            outputs += self.process(_NICT_TIMER_INPUTS[timer], now)
-        return outputs
-
-    def on_timer(self, now: float) -> list[Output]:
-        """Fire the earliest timer due at ``now``, if any."""
-        timer = self._pop_due(now)
-        return [] if timer is None else self.process(_NICT_TIMER_INPUTS[timer], now)
-
     # -- handlers ----------------------------------------------------------
-    def _retransmit_trying(self, now: float, message: Request | Response | None) -> list[Output]:
+    def _retransmit_trying(
+        self, now: float, message: _Message, source: Peer | None
+    ) -> list[Output]:
         self.interval_e = min(2 * self.interval_e, self.config.T2)
         self._arm(Timer.E, self.interval_e, now)
         return [SendMessage(message=self.request, peer=self.peer)]
 
     def _retransmit_proceeding(
-        self, now: float, message: Request | Response | None
+        self, now: float, message: _Message, source: Peer | None
     ) -> list[Output]:
         self.interval_e = self.config.T2
         self._arm(Timer.E, self.interval_e, now)
         return [SendMessage(message=self.request, peer=self.peer)]
 
-    def _time_out(self, now: float, message: Request | Response | None) -> list[Output]:
+    def _time_out(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         return [TransactionTimedOut(transaction_key=self.client_key)]
 
-    def _pass_up(self, now: float, message: Request | Response | None) -> list[Output]:
+    def _pass_up(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         response = need_response(message, NictInput.RECV_1XX)
         return [ResponseReceived(response=response, transaction_key=self.client_key)]
 
-    def _complete(self, now: float, message: Request | Response | None) -> list[Output]:
+    def _complete(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         response = need_response(message, NictInput.RECV_200_699)
         self._disarm(Timer.E, Timer.F)
         self._arm(Timer.K, self.config.timer_k(self.reliable), now)
         return [ResponseReceived(response=response, transaction_key=self.client_key)]
 
-    def _terminate(self, now: float, message: Request | Response | None) -> list[Output]:
+    def _terminate(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         return []
 
-
-_NictHandler = Callable[
-    [NonInviteClientTransaction, float, Request | Response | None], list[Output]
-]
 
 NICT = NonInviteClientTransaction
 _N = NictState
 _J = NictInput
 #: RFC 3261 Figure 6: ``(state, input) -> (handler, next state)``.
-NICT_TABLE: dict[tuple[NictState, NictInput], tuple[_NictHandler, NictState]] = {
+NICT_TABLE: dict[tuple[NictState, NictInput], tuple[Handler, NictState]] = {
     (_N.TRYING, _J.TIMER_E): (NICT._retransmit_trying, _N.TRYING),
     (_N.TRYING, _J.TIMER_F): (NICT._time_out, _N.TERMINATED),
     (_N.TRYING, _J.RECV_1XX): (NICT._pass_up, _N.PROCEEDING),
@@ -383,3 +335,4 @@ NICT_TABLE: dict[tuple[NictState, NictInput], tuple[_NictHandler, NictState]] = 
     (_N.PROCEEDING, _J.RECV_200_699): (NICT._complete, _N.COMPLETED),
     (_N.COMPLETED, _J.TIMER_K): (NICT._terminate, _N.TERMINATED),
 }
+NICT.table = NICT_TABLE

@@ -94,6 +94,7 @@ from sipwake.transaction.keys import (
     TransactionKey,
     client_key,
     server_key,
+    top_branch,
 )
 from sipwake.transaction.messages import build_cancel, overload_response
 from sipwake.transaction.server import (
@@ -119,6 +120,7 @@ AnyTransaction = (
     | InviteServerTransaction
     | NonInviteServerTransaction
 )
+ClientTransaction = InviteClientTransaction | NonInviteClientTransaction
 TransactionState = IctState | NictState | IstState | NistState
 
 
@@ -138,13 +140,19 @@ class TransactionLayer:
         self.max_transactions = max_transactions
         self.retry_after_s = retry_after_s
         self._transactions: dict[TransactionKey, AnyTransaction] = {}
+        #: The client transactions again, by ``(branch, CSeq method)``: a response is matched
+        #: without building a ``ClientKey`` (RFC 3261 §17.1.3).
+        self._clients: dict[tuple[str, str], ClientTransaction] = {}
         self._created = 0
         self._pushes = 0
-        #: (deadline, creation order, push number, key); stale entries are skipped.
-        self._heap: list[tuple[float, int, int, TransactionKey]] = []
-        self._scheduled: dict[TransactionKey, float] = {}
-        #: Transactions that have their final response (they only absorb retransmissions).
-        self._settled: set[TransactionKey] = set()
+        #: The transactions again, by creation order (``txn.order``): the timer heap names
+        #: them so, and a finished transaction is not kept alive by a stale entry.
+        self._by_order: dict[int, AnyTransaction] = {}
+        #: (deadline, creation order, push number): an entry is stale (and skipped) unless
+        #: its transaction is still there and ``txn.scheduled`` names the deadline.
+        self._heap: list[tuple[float, int, int]] = []
+        #: How many transactions have their final response (they only absorb retransmissions).
+        self._settled = 0
 
     # -- introspection -----------------------------------------------------
     def __len__(self) -> int:
@@ -153,7 +161,7 @@ class TransactionLayer:
     @property
     def pending(self) -> int:
         """Transactions without their final response yet (what ``max_transactions`` limits)."""
-        return len(self._transactions) - len(self._settled)
+        return len(self._transactions) - self._settled
 
     def __contains__(self, key: object) -> bool:
         return key in self._transactions
@@ -175,8 +183,9 @@ class TransactionLayer:
         """The earliest timer deadline of any transaction, or ``None``."""
         heap = self._heap
         while heap:
-            deadline, _, _, key = heap[0]
-            if self._scheduled.get(key) == deadline:
+            deadline, order, _ = heap[0]
+            txn = self._by_order.get(order)
+            if txn is not None and txn.scheduled == deadline:
                 return deadline
             heapq.heappop(heap)
         return None
@@ -186,11 +195,11 @@ class TransactionLayer:
         outputs: list[Output] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
-            deadline, _, _, key = heapq.heappop(heap)
-            if self._scheduled.get(key) != deadline:
+            deadline, order, _ = heapq.heappop(heap)
+            txn = self._by_order.get(order)
+            if txn is None or txn.scheduled != deadline:
                 continue
-            del self._scheduled[key]
-            txn = self._transactions[key]
+            txn.scheduled = None
             outputs += self._settle(txn, txn.on_timer(now))
         return outputs
 
@@ -207,12 +216,11 @@ class TransactionLayer:
             raise LocalProtocolError("an ACK has no client transaction: use send_stateless")
         try:
             key = client_key(request)
-            cseq_method = request.cseq.method
         except SipParseError as exc:
             raise LocalProtocolError(f"{request.method}: {exc.reason}") from exc
-        if cseq_method != request.method:
+        if key.method != request.method:
             raise LocalProtocolError(
-                f"CSeq method {cseq_method!r} differs from request method {request.method!r}"
+                f"CSeq method {key.method!r} differs from request method {request.method!r}"
             )
         if not key.branch.startswith(BRANCH_MAGIC):
             raise LocalProtocolError(
@@ -285,37 +293,36 @@ class TransactionLayer:
         txn = self._transactions.get(key)
         if not isinstance(txn, InviteClientTransaction | NonInviteClientTransaction):
             return []
-        del self._transactions[key]
-        self._scheduled.pop(key, None)
-        self._settled.discard(key)
+        self._remove(txn)
         return [TransportFailed(transaction_key=key), TransactionTerminated(transaction_key=key)]
 
     # -- network input -----------------------------------------------------
     def receive(self, message: Request | Response, source: Peer, now: float) -> list[Output]:
         """A message from ``source``: match it to a transaction (RFC 3261 §17.1.3, §17.2.3)."""
         try:
-            _check(message)
+            client_match = _check(message)
         except SipParseError as exc:
             return [MessageDropped(reason=exc.reason, source=source)]
         match message:
             case Request():
                 return self._receive_request(message, source, now)
             case Response():
-                return self._receive_response(message, source, now)
+                return self._receive_response(message, client_match, source, now)
             case _:
                 assert_never(message)
 
-    def _receive_response(self, response: Response, source: Peer, now: float) -> list[Output]:
-        branch = response.top_via.branch
-        key = ClientKey(branch=branch or "", method=response.cseq.method)
-        txn = self._transactions.get(key) if branch else None
+    def _receive_response(
+        self, response: Response, client_match: tuple[str | None, str], source: Peer, now: float
+    ) -> list[Output]:
+        branch, method = client_match
+        txn = self._clients.get((branch, method)) if branch else None
         match txn:
             case InviteClientTransaction():
                 outputs = txn.process(ict_input(response), now, response)
                 outputs += self._flush_cancel(txn, now)
             case NonInviteClientTransaction():
                 outputs = txn.process(nict_input(response), now, response)
-            case InviteServerTransaction() | NonInviteServerTransaction() | None:
+            case None:
                 return [StrayResponse(response=response, source=source)]
             case _:
                 assert_never(txn)
@@ -397,6 +404,9 @@ class TransactionLayer:
         self._created += 1
         txn.order = self._created
         self._transactions[txn.key] = txn
+        self._by_order[txn.order] = txn
+        if isinstance(txn, ClientTransaction):
+            self._clients[txn.client_key.branch, txn.client_key.method] = txn
         return self._settle(txn, txn.start(now))
 
     def _flush_cancel(self, txn: InviteClientTransaction, now: float) -> list[Output]:
@@ -414,35 +424,53 @@ class TransactionLayer:
 
     def _settle(self, txn: AnyTransaction, outputs: list[Output]) -> list[Output]:
         """Remove ``txn`` if it terminated, else (re)schedule its next deadline."""
-        key = txn.key
-        if txn.terminated:
-            if self._transactions.get(key) is txn:
-                del self._transactions[key]
-                self._scheduled.pop(key, None)
-                self._settled.discard(key)
-                outputs.append(TransactionTerminated(transaction_key=key))
+        if txn.state is txn.terminated_state:
+            if not txn.removed:
+                self._remove(txn)
+                outputs.append(TransactionTerminated(transaction_key=txn.key))
             return outputs
-        if txn.state in txn.settled_states:
-            self._settled.add(key)
-        deadline = txn.next_deadline()
-        if deadline is None:
-            self._scheduled.pop(key, None)
-        elif self._scheduled.get(key) != deadline:
-            self._scheduled[key] = deadline
-            self._pushes += 1
-            heapq.heappush(self._heap, (deadline, txn.order, self._pushes, key))
+        if not txn.settled and txn.state in txn.settled_states:
+            txn.settled = True
+            self._settled += 1
+        deadlines = txn.deadlines
+        if not deadlines:
+            txn.scheduled = None
+        else:
+            deadline = min(deadlines.values())
+            if txn.scheduled != deadline:
+                txn.scheduled = deadline
+                self._pushes += 1
+                heapq.heappush(self._heap, (deadline, txn.order, self._pushes))
         return outputs
 
+    def _remove(self, txn: AnyTransaction) -> None:
+        del self._transactions[txn.key]
+        if isinstance(txn, ClientTransaction):
+            del self._clients[txn.client_key.branch, txn.client_key.method]
+        del self._by_order[txn.order]
+        txn.removed = True
+        if txn.settled:
+            self._settled -= 1
 
-def _check(message: Request | Response) -> None:
+
+def _check(message: Request | Response) -> tuple[str | None, str]:
     """Parse (and cache) the header fields matching needs; raises ``SipParseError``.
 
-    From and To need only be present here: matching reads the From tag of RFC 2543
-    requests alone, and the parser has already checked the fields' shape."""
-    message.top_via  # noqa: B018
-    message.cseq  # noqa: B018
+    Returns what a response is matched on: its top Via branch (``top_branch``: a
+    response's Via is read for nothing else) and CSeq method (RFC 3261 §17.1.3). A
+    request's top Via is parsed and cached instead, as ``server_key`` reads its sent-by
+    (the transport has usually parsed it already, to mark it received). From and To
+    need only be present here: matching reads the From tag of RFC 2543 requests alone,
+    and the parser has already checked the fields' shape."""
+    if isinstance(message, Response):
+        branch = top_branch(message)
+    else:
+        message.top_via  # noqa: B018
+        branch = None
+    method = message.cseq.method
     message.call_id  # noqa: B018
     headers = message.headers
     for name in ("From", "To"):
-        if name not in headers:
+        if headers.get(name) is None:  # what ``in`` says, without a generator per field
             raise SipParseError(f"missing {name} header")
+    return branch, method

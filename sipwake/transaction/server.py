@@ -52,15 +52,15 @@ Deviations and choices
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from typing import TypeVar
 
 from sipwake.sip.message import Request, Response
 from sipwake.sip.peer import Peer, response_peer
-from sipwake.transaction.base import Transaction, lookup, need_request, need_response
+from sipwake.transaction.base import Handler, Transaction, need_request, need_response
 from sipwake.transaction.events import AckReceived, Output, SendMessage, TransactionTimedOut
 from sipwake.transaction.keys import ServerTransactionKey
 from sipwake.transaction.messages import trying_response
-from sipwake.transaction.timers import Timer, TimerConfig
+from sipwake.transaction.timers import IdentityEnum, Timer, TimerConfig
 
 __all__ = [
     "IST_TABLE",
@@ -76,9 +76,11 @@ __all__ = [
 ]
 
 _Message = Request | Response | None
+StateT = TypeVar("StateT", bound=enum.Enum)
+InputT = TypeVar("InputT", bound=enum.Enum)
 
 
-class _ServerTransaction(Transaction):
+class _ServerTransaction(Transaction[StateT, InputT]):
     """What IST and NIST share: the request, where responses go, the last response."""
 
     keeps_request = True
@@ -106,14 +108,11 @@ class _ServerTransaction(Transaction):
             return []
         return [SendMessage(message=self.response, peer=self.peer)]
 
-    def _absorb(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
-        return []
-
 
 # -- IST -------------------------------------------------------------------
 
 
-class IstState(enum.Enum):
+class IstState(IdentityEnum):
     """INVITE server transaction states (RFC 3261 Figure 7, RFC 6026 Figure 7)."""
 
     PROCEEDING = "Proceeding"
@@ -123,7 +122,7 @@ class IstState(enum.Enum):
     TERMINATED = "Terminated"
 
 
-class IstInput(enum.Enum):
+class IstInput(IdentityEnum):
     """What drives an IST: requests (remote), TU responses and timers (local)."""
 
     RECV_INVITE = "INVITE received"
@@ -155,10 +154,13 @@ def ist_send_input(response: Response) -> IstInput:
     return IstInput.SEND_2XX if response.status < 300 else IstInput.SEND_300_699
 
 
-class InviteServerTransaction(_ServerTransaction):
+class InviteServerTransaction(_ServerTransaction[IstState, IstInput]):
     """An INVITE server transaction (RFC 3261 §17.2.1, RFC 6026 §7.1)."""
 
     kind = "IST"
+    remote_inputs = IST_REMOTE_INPUTS
+    timer_inputs = _IST_TIMER_INPUTS
+    terminated_state = IstState.TERMINATED
     settled_states = frozenset(set(IstState) - {IstState.PROCEEDING})
 
     def __init__(
@@ -168,39 +170,10 @@ class InviteServerTransaction(_ServerTransaction):
         self.state = IstState.PROCEEDING
         self.interval_g = config.timer_g
 
-    @property
-    def terminated(self) -> bool:
-        return self.state is IstState.TERMINATED
-
     def start(self, now: float) -> list[Output]:
         """Arm the 100 Trying timer (a zero ``trying_delay`` sends 100 at once)."""
         self._arm(Timer.TRYING, self.config.trying_delay, now)
         return self._drain(now)
-
-    def process(
-        self, input_: IstInput, now: float, message: _Message = None, source: Peer | None = None
-    ) -> list[Output]:
-        """Apply one input (see the module docstring); absorbed requests give ``[]``."""
-        entry = lookup(IST_TABLE, self.state, input_, IST_REMOTE_INPUTS, self)
-        if entry is None:
-            return []
-        handler, next_state = entry
-        outputs = handler(self, now, message, source)
-        self.state = next_state
-        if next_state is IstState.TERMINATED:
-            self._clear_timers()
-        return outputs + self._drain(now)
-
-    def on_timer(self, now: float) -> list[Output]:
-        """Fire the earliest timer due at ``now``, if any."""
-        timer = self._pop_due(now)
-        return [] if timer is None else self.process(_IST_TIMER_INPUTS[timer], now)
-
-    def _drain(self, now: float) -> list[Output]:
-        outputs: list[Output] = []
-        while (timer := self._pop_immediate()) is not None:
-            outputs += self.process(_IST_TIMER_INPUTS[timer], now)
-        return outputs
 
     # -- handlers ----------------------------------------------------------
     def _send_trying(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
@@ -249,13 +222,11 @@ class InviteServerTransaction(_ServerTransaction):
         return [AckReceived(request=ack, source=source or self.source)]
 
 
-_IstHandler = Callable[[InviteServerTransaction, float, _Message, Peer | None], list[Output]]
-
 IST = InviteServerTransaction
 _S = IstState
 _I = IstInput
 #: RFC 3261 Figure 7 + RFC 6026: ``(state, input) -> (handler, next state)``.
-IST_TABLE: dict[tuple[IstState, IstInput], tuple[_IstHandler, IstState]] = {
+IST_TABLE: dict[tuple[IstState, IstInput], tuple[Handler, IstState]] = {
     (_S.PROCEEDING, _I.TIMER_TRYING): (IST._send_trying, _S.PROCEEDING),
     (_S.PROCEEDING, _I.SEND_1XX): (IST._send_provisional, _S.PROCEEDING),
     (_S.PROCEEDING, _I.RECV_INVITE): (IST._resend, _S.PROCEEDING),
@@ -272,12 +243,13 @@ IST_TABLE: dict[tuple[IstState, IstInput], tuple[_IstHandler, IstState]] = {
     (_S.ACCEPTED, _I.RECV_ACK): (IST._ack_to_tu, _S.ACCEPTED),
     (_S.ACCEPTED, _I.TIMER_L): (IST._absorb, _S.TERMINATED),
 }
+IST.table = IST_TABLE  # the table names the methods above: attached once both exist
 
 
 # -- NIST ------------------------------------------------------------------
 
 
-class NistState(enum.Enum):
+class NistState(IdentityEnum):
     """Non-INVITE server transaction states (RFC 3261 Figure 8)."""
 
     TRYING = "Trying"
@@ -286,7 +258,7 @@ class NistState(enum.Enum):
     TERMINATED = "Terminated"
 
 
-class NistInput(enum.Enum):
+class NistInput(IdentityEnum):
     """What drives a NIST: request retransmissions (remote), TU responses and Timer J."""
 
     RECV_REQUEST = "request received"
@@ -304,12 +276,15 @@ def nist_send_input(response: Response) -> NistInput:
     return NistInput.SEND_1XX if response.status < 200 else NistInput.SEND_200_699
 
 
-class NonInviteServerTransaction(_ServerTransaction):
+class NonInviteServerTransaction(_ServerTransaction[NistState, NistInput]):
     """A non-INVITE server transaction (RFC 3261 §17.2.2)."""
 
     keeps_request = False
 
     kind = "NIST"
+    remote_inputs = NIST_REMOTE_INPUTS
+    timer_inputs = _NIST_TIMER_INPUTS
+    terminated_state = NistState.TERMINATED
     settled_states = frozenset({NistState.COMPLETED, NistState.TERMINATED})
 
     def __init__(
@@ -318,34 +293,9 @@ class NonInviteServerTransaction(_ServerTransaction):
         super().__init__(key=key, request=request, source=source, config=config)
         self.state = NistState.TRYING
 
-    @property
-    def terminated(self) -> bool:
-        return self.state is NistState.TERMINATED
-
     def start(self, now: float) -> list[Output]:
         """Nothing to send: a NIST never answers 100 on its own (RFC 4320 §4.1)."""
         return []
-
-    def process(
-        self, input_: NistInput, now: float, message: _Message = None, source: Peer | None = None
-    ) -> list[Output]:
-        """Apply one input (see the module docstring); absorbed requests give ``[]``."""
-        entry = lookup(NIST_TABLE, self.state, input_, NIST_REMOTE_INPUTS, self)
-        if entry is None:
-            return []
-        handler, next_state = entry
-        outputs = handler(self, now, message, source)
-        self.state = next_state
-        if next_state is NistState.TERMINATED:
-            self._clear_timers()
-        while (timer := self._pop_immediate()) is not None:
-            outputs += self.process(_NIST_TIMER_INPUTS[timer], now)
-        return outputs
-
-    def on_timer(self, now: float) -> list[Output]:
-        """Fire the earliest timer due at ``now``, if any."""
-        timer = self._pop_due(now)
-        return [] if timer is None else self.process(_NIST_TIMER_INPUTS[timer], now)
 
     # -- handlers ----------------------------------------------------------
     def _send_provisional(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
@@ -357,13 +307,11 @@ class NonInviteServerTransaction(_ServerTransaction):
         return self._send(response)
 
 
-_NistHandler = Callable[[NonInviteServerTransaction, float, _Message, Peer | None], list[Output]]
-
 NIST = NonInviteServerTransaction
 _N = NistState
 _J = NistInput
 #: RFC 3261 Figure 8: ``(state, input) -> (handler, next state)``.
-NIST_TABLE: dict[tuple[NistState, NistInput], tuple[_NistHandler, NistState]] = {
+NIST_TABLE: dict[tuple[NistState, NistInput], tuple[Handler, NistState]] = {
     (_N.TRYING, _J.RECV_REQUEST): (NIST._absorb, _N.TRYING),
     (_N.TRYING, _J.SEND_1XX): (NIST._send_provisional, _N.PROCEEDING),
     (_N.TRYING, _J.SEND_200_699): (NIST._send_final, _N.COMPLETED),
@@ -373,3 +321,4 @@ NIST_TABLE: dict[tuple[NistState, NistInput], tuple[_NistHandler, NistState]] = 
     (_N.COMPLETED, _J.RECV_REQUEST): (NIST._resend, _N.COMPLETED),
     (_N.COMPLETED, _J.TIMER_J): (NIST._absorb, _N.TERMINATED),
 }
+NIST.table = NIST_TABLE

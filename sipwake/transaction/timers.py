@@ -29,10 +29,18 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-__all__ = ["Timer", "TimerConfig"]
+__all__ = ["IdentityEnum", "Timer", "TimerConfig"]
 
 
-class Timer(enum.Enum):
+class IdentityEnum(enum.Enum):
+    """An enum hashed by identity, as it already compares: ``Enum.__hash__`` hashes the
+    member's name in Python code, and the transaction tables, timers and state sets look
+    their members up in dicts and sets on every message."""
+
+    __hash__ = object.__hash__
+
+
+class Timer(IdentityEnum):
     """The transaction timers; the order breaks ties between equal deadlines."""
 
     A = "A"
