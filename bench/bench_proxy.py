@@ -47,8 +47,33 @@ REGISTER_RATES = [
     20000,
     25000,
     30000,
+    35000,
+    40000,
+    50000,
 ]
-CALL_RATES = [100, 200, 300, 400, 500, 600, 700, 800, 1000, 1250, 1500, 1750, 2000, 2500]
+CALL_RATES = [
+    100,
+    200,
+    300,
+    400,
+    500,
+    600,
+    700,
+    800,
+    1000,
+    1250,
+    1500,
+    1750,
+    2000,
+    2500,
+    3000,
+    3500,
+    4000,
+    5000,
+    6000,
+    8000,
+    10000,
+]
 
 
 def free_port() -> int:
@@ -155,6 +180,27 @@ def _answers(port: int) -> bool:
     return True
 
 
+def unregister_all(port: int, user: str) -> None:
+    """Remove every binding of ``user`` (``Contact: *``, RFC 3261 §10.2.2): each call step
+    registers a fresh SIPp UAS, and the last step's binding must not stay as a second,
+    dead branch of every INVITE."""
+    msg = (
+        "REGISTER sip:lab.test SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKunreg{time.monotonic_ns()};rport\r\n"
+        f"From: <sip:{user}@lab.test>;tag=1\r\nTo: <sip:{user}@lab.test>\r\n"
+        f"Call-ID: unreg{time.monotonic_ns()}\r\nCSeq: 1 REGISTER\r\nContact: *\r\n"
+        "Expires: 0\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(1.0)
+        s.bind(("127.0.0.1", 0))
+        s.sendto(msg, ("127.0.0.1", port))
+        reply = s.recv(4096)
+    status = reply.partition(b"\r\n")[0]
+    if not status.startswith(b"SIP/2.0 200"):
+        raise RuntimeError(f"unregistering {user}: {status!r}")
+
+
 def server_cmd(name: str, port: int, workdir: Path) -> list[str]:
     if name == "sipwake":
         return [
@@ -236,6 +282,7 @@ def bench_calls(name: str, workdir: Path, seconds: float) -> list[Step]:
     port = free_port()
     with started(server_cmd(name, port, workdir), port, workdir):
         for rate in CALL_RATES:
+            unregister_all(port, "bob")
             callee = free_port()
             ok, _, out = sipp(
                 [
