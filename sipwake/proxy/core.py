@@ -200,6 +200,7 @@ class Proxy:
             out += self._add_branch(ctx, target, now)
         if not ctx.branches and not hold:
             out += self._answer(ctx, 480, now)
+        self._release_finished(ctx)
         return out
 
     def add_target(
@@ -356,8 +357,10 @@ class Proxy:
                     CallAnswered(server_key=ctx.server_key, target=branch.target, status=status)
                 )
                 out += self._cancel_pending(ctx, now, reason=COMPLETED_ELSEWHERE)
+            self._release_finished(ctx)
             return out
         if ctx.final_sent:
+            self._release_finished(ctx)
             return []
         out = []
         if status >= 600:
@@ -367,7 +370,18 @@ class Proxy:
                 out.append(BranchesDone(server_key=ctx.server_key))
             else:
                 out += self._send_best(ctx, now)
+        self._release_finished(ctx)
         return out
+
+    def _release_finished(self, ctx: _Context) -> None:
+        """Forget a non-INVITE context once it has answered and every branch has its final:
+        its transactions linger 32 s (Timer J/K) to absorb retransmissions, but nothing can
+        reach the context any more (no CANCEL, no 2xx retransmission through a proxy for a
+        non-INVITE), and under load the messages it holds are what the collector walks."""
+        if ctx.final_sent and ctx.request.method != "INVITE" and not ctx.pending:
+            self._contexts.pop(ctx.server_key, None)
+            for client in ctx.branches:
+                self._by_client.pop(client, None)
 
     def client_timed_out(self, key: ClientKey, now: float) -> list[ProxyOutput]:
         """Timer B/F fired on a branch: treat it as a 408 from that branch (§16.7)."""

@@ -165,3 +165,43 @@ def test_a_request_the_transport_could_not_send_fails_the_branch_at_once(node: N
     assert finals[0].call_id == "node-call"
     # The client transaction is gone: nothing will retransmit or time out later.
     assert node.send_failed(forwarded.data, 1.2) == []
+
+
+CALLER = Peer(transport="udp", host="127.0.0.1", port=5080)
+MESSAGE = (
+    b"MESSAGE sip:alice@lab.test SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKm1;rport\r\n"
+    b"From: <sip:bob@lab.test>;tag=b\r\nTo: <sip:alice@lab.test>\r\n"
+    b"Call-ID: msg-1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+)
+
+
+def _sent_to(outputs: list[object], peer: Peer) -> list[bytes]:
+    return [o.data for o in outputs if isinstance(o, SendBytes) and o.peer == peer]
+
+
+def test_a_finished_non_invite_context_is_forgotten_while_its_transactions_linger(
+    node: Node,
+) -> None:
+    """The proxy keeps nothing of a MESSAGE once the 200 went back; the transactions,
+    which linger 32 s, still answer the caller's retransmission and absorb the device's."""
+    persist = node.receive(REGISTER, PHONE, LISTENER, 1.0)[0]
+    assert isinstance(persist, PersistChanges)
+    assert persist.token is not None
+    node.changes_stored(persist.token, True, 1.0)
+    (forwarded,) = _sent_to(node.receive(MESSAGE, CALLER, LISTENER, 2.0), PHONE)
+    request = parse_message(forwarded)
+    vias = [f"Via: {v}\r\n" for v in request.headers.values("via")]
+    ok = (
+        "SIP/2.0 200 OK\r\n" + "".join(vias) + "From: <sip:bob@lab.test>;tag=b\r\n"
+        "To: <sip:alice@lab.test>;tag=a1\r\nCall-ID: msg-1\r\nCSeq: 1 MESSAGE\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    answered = _responses(node.receive(ok, PHONE, LISTENER, 2.1))
+    assert [r.status for r in answered] == [200]
+    assert len(node.proxy) == 0
+    assert len(node.layer) == 3  # REGISTER and MESSAGE NISTs, our NICT to the phone
+    again = _responses(node.receive(MESSAGE, CALLER, LISTENER, 2.5))
+    assert [r.status for r in again] == [200]
+    assert _responses(node.receive(ok, PHONE, LISTENER, 2.6)) == []
