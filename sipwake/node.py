@@ -467,9 +467,7 @@ class Node:
     ) -> Sequence[WakeOutput]:
         """RFC 3856: we are the presence agent of our users. Only local users (who have
         authenticated, like a caller) may watch them, unless the server runs open."""
-        from_uri = request.from_.uri
-        local = isinstance(from_uri, SipUri) and self.locality.is_our_domain(from_uri.host)
-        if not (local or self.settings.open or self.auth is None):
+        if not (self._from_local_user(request) or self.settings.open or self.auth is None):
             return self._respond(key, request, 403, now, reason="Presence is for local users")
         return self.presence.subscribe(key, request, source, listener, aor, now)
 
@@ -481,9 +479,7 @@ class Node:
         listener: LocalAddress,
         now: float,
     ) -> tuple[Sequence[WakeOutput], list[NodeOutput]]:
-        from_uri = request.from_.uri
-        local_caller = isinstance(from_uri, SipUri) and self.locality.is_our_domain(from_uri.host)
-        if not local_caller:
+        if not self._from_local_user(request):
             return self._respond(key, request, 403, now, reason="Relaying denied"), []
         challenge = self._authorize(request, key, now, proxy=True)
         if challenge is not None:
@@ -491,6 +487,11 @@ class Node:
         uri = request.uri
         peer = uri_peer(uri) if isinstance(uri, SipUri) else None
         return self._forward(key, request, source, listener, peer, now), []
+
+    def _from_local_user(self, request: Request) -> bool:
+        """The request's From names a user of our domains."""
+        from_uri = request.from_.uri
+        return isinstance(from_uri, SipUri) and self.locality.is_our_domain(from_uri.host)
 
     def _forward(
         self,
@@ -595,11 +596,9 @@ class Node:
         """None when ``request`` may proceed; else the 401/407 challenge (or 403) to send."""
         if self.auth is None or self.settings.open or request.method in _NO_AUTH_METHODS:
             return None
-        from_uri = request.from_.uri
-        if proxy and not (
-            isinstance(from_uri, SipUri) and self.locality.is_our_domain(from_uri.host)
-        ):
+        if proxy and not self._from_local_user(request):
             return None  # calls from outside to our users are not ours to authenticate
+        from_uri = request.from_.uri
         header = "Proxy-Authorization" if proxy else "Authorization"
         stale = False
         for value in request.headers.get_all(header):

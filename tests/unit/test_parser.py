@@ -21,6 +21,7 @@ from sipwake.sip.headers import (
 from sipwake.sip.message import Headers, Request, Response, make_response
 from sipwake.sip.parser import parse_message
 from sipwake.sip.uri import SipUri, TelUri, parse_uri
+from tests.unit import protos
 
 INVITE = (
     b"INVITE sip:bob@biloxi.example.com SIP/2.0\r\n"
@@ -302,18 +303,6 @@ def test_via_shape_check_agrees_with_parser(value: str) -> None:
 
 # -- PROTOS c07-sip ----------------------------------------------------------
 
-_PLACEHOLDERS = {
-    b"<To>": b"bob@127.0.0.1",
-    b"<From>": b"protos@127.0.0.1",
-    b"<From-Address>": b"127.0.0.1",
-    b"<From-IP>": b"127.0.0.1",
-    b"<Local-Port>": b"5061",
-    b"<Branch-ID>": b"42",
-    b"<Call-ID>": b"protos-42",
-    b"<CSeq>": b"1",
-    b"<Teardown-Method>": b"CANCEL",
-}
-
 
 def _protos_messages(raw: bytes) -> list[bytes]:
     out = []
@@ -327,8 +316,7 @@ def _protos_messages(raw: bytes) -> list[bytes]:
 
 
 def _fill(template: bytes) -> bytes:
-    for key, value in _PLACEHOLDERS.items():
-        template = template.replace(key, value)
+    template = protos.fill(template)
     head, sep, body = template.partition(b"\n\n")
     if not sep:
         head, sep, body = template.partition(b"\r\n\r\n")

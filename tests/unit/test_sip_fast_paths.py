@@ -32,24 +32,11 @@ from sipwake.sip.message import Headers
 from sipwake.sip.parser import parse_message
 from sipwake.sip.peer import Peer, response_peer
 from sipwake.sip.uri import _SIP_URI_RE, SipUri, _split_params, parse_uri
+from tests.unit import protos
 
 _HEADER_LINE = re.compile(rb"^([A-Za-z-]+)[ \t]*:[ \t]*(.*?)[ \t]*\r?$", re.M)
 _VIA_NAMES = {b"via", b"v"}
 _ADDR_NAMES = {b"from", b"f", b"to", b"t", b"contact", b"m", b"route", b"record-route"}
-
-
-_PROTOS_FILL = {
-    b"<To>": b"bob@127.0.0.1",
-    b"<From>": b"protos@127.0.0.1",
-    b"<From-Address>": b"127.0.0.1",
-    b"<From-IP>": b"127.0.0.1",
-    b"<Local-Port>": b"5061",
-    b"<Branch-ID>": b"42",
-    b"<Call-ID>": b"protos-42",
-    b"<CSeq>": b"1",
-    b"<Teardown-Method>": b"CANCEL",
-    b"<Content-Length>": b"0",
-}
 
 
 def _corpus_messages(corpora: pathlib.Path) -> list[bytes]:
@@ -60,8 +47,7 @@ def _corpus_messages(corpora: pathlib.Path) -> list[bytes]:
         raw = path.read_bytes()
         length = int(raw[: raw.index(b" ")])  # the case's INVITE (the teardown follows)
         data = raw[raw.index(b" ") + 1 :][:length]
-        for key, value in _PROTOS_FILL.items():
-            data = data.replace(key, value)
+        data = protos.fill(data).replace(b"<Content-Length>", b"0")
         out.append(data.replace(b"Content-Length: 0", b""))
     return out
 
