@@ -1,7 +1,11 @@
 """REGISTER and call throughput through sipwake, next to Kamailio, driven by SIPp.
 
-    python bench/bench_proxy.py                 # both servers, prints a table
-    python bench/bench_proxy.py --only sipwake  # skip Kamailio
+    python bench/bench_proxy.py                 # all three, prints a table
+    python bench/bench_proxy.py --only sipwake  # one of them (repeatable)
+
+Three servers: sipwake as installed for development (interpreted), sipwake with its
+core compiled by mypyc (built into a temporary directory by bench/compiled.py, as
+``SIPWAKE_COMPILE=1 pip install .`` builds it), and Kamailio.
 
 For each server and each load (REGISTER with RFC 8599 push parameters, and calls
 INVITE/100/180/200/ACK/BYE/200 through the proxy to a SIPp UAS), the rate is
@@ -28,27 +32,31 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from compiled import build_compiled, missing_tools
+
 HERE = Path(__file__).resolve().parent
 SCENARIOS = HERE.parent / "tests" / "interop" / "scenarios"
 
 REGISTER_RATES = [
     1000,
     2000,
-    2500,
     3000,
-    3500,
     4000,
     5000,
     6000,
+    7000,
     8000,
+    9000,
     10000,
     12500,
     15000,
+    17500,
     20000,
     25000,
     30000,
     35000,
     40000,
+    45000,
     50000,
 ]
 CALL_RATES = [
@@ -65,12 +73,15 @@ CALL_RATES = [
     1500,
     1750,
     2000,
+    2250,
     2500,
+    2750,
     3000,
     3500,
     4000,
     5000,
     6000,
+    7000,
     8000,
     10000,
 ]
@@ -135,9 +146,11 @@ def sipp(args: list[str], limit: float, cwd: Path) -> tuple[int, int, str]:
 
 
 @contextlib.contextmanager
-def started(cmd: list[str], port: int, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+def started(
+    cmd: list[str], port: int, cwd: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     log = (cwd / f"{Path(cmd[0]).name}-{port}.log").open("wb")
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=log)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # ready when it answers an OPTIONS
@@ -201,8 +214,20 @@ def unregister_all(port: int, user: str) -> None:
         raise RuntimeError(f"unregistering {user}: {status!r}")
 
 
+#: Where ``--compiled`` built sipwake with its core compiled (bench/compiled.py).
+COMPILED_DIR: Path | None = None
+
+
+def server_env(name: str) -> dict[str, str] | None:
+    """The compiled variant is the same command with the compiled build first on the path."""
+    if name != "compiled":
+        return None
+    assert COMPILED_DIR is not None
+    return {**os.environ, "PYTHONPATH": str(COMPILED_DIR), "PYTHONSAFEPATH": "1"}
+
+
 def server_cmd(name: str, port: int, workdir: Path) -> list[str]:
-    if name == "sipwake":
+    if name in ("sipwake", "compiled"):
         return [
             sys.executable,
             "-m",
@@ -246,7 +271,7 @@ def bench_register(name: str, workdir: Path, seconds: float) -> list[Step]:
     steps: list[Step] = []
     port = free_port()
     users = users_file(workdir / "users.csv", int(max(REGISTER_RATES) * seconds))
-    with started(server_cmd(name, port, workdir), port, workdir):
+    with started(server_cmd(name, port, workdir), port, workdir, server_env(name)):
         for rate in REGISTER_RATES:
             total = int(rate * seconds)
             t0 = time.monotonic()
@@ -280,7 +305,7 @@ def bench_register(name: str, workdir: Path, seconds: float) -> list[Step]:
 def bench_calls(name: str, workdir: Path, seconds: float) -> list[Step]:
     steps: list[Step] = []
     port = free_port()
-    with started(server_cmd(name, port, workdir), port, workdir):
+    with started(server_cmd(name, port, workdir), port, workdir, server_env(name)):
         for rate in CALL_RATES:
             unregister_all(port, "bob")
             callee = free_port()
@@ -374,35 +399,53 @@ def best(steps: list[Step]) -> int:
     return max((s.rate for s in steps if s.passed), default=0)
 
 
+LABELS = {"sipwake": "sipwake", "compiled": "sipwake compiled", "kamailio": "kamailio"}
+
+
 def main() -> None:
+    global COMPILED_DIR
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--only", choices=["sipwake", "kamailio"], default=None)
+    ap.add_argument(
+        "--only",
+        choices=list(LABELS),
+        action="append",
+        help="measure only these (repeatable); default: all three",
+    )
     ap.add_argument("--seconds", type=float, default=6.0, help="length of each rate step")
     args = ap.parse_args()
     if shutil.which("sipp") is None:
         sys.exit("sipp is not installed (apt-get install sip-tester)")
-    servers = ["sipwake", "kamailio"] if args.only is None else [args.only]
+    servers = list(LABELS) if args.only is None else [s for s in LABELS if s in args.only]
     if "kamailio" in servers and shutil.which("kamailio") is None:
-        print("kamailio is not installed (apt-get install kamailio): measuring sipwake only")
+        print("kamailio is not installed (apt-get install kamailio): not measured")
         servers.remove("kamailio")
+    if "compiled" in servers and (reason := missing_tools()) is not None:
+        print(f"sipwake compiled not measured: {reason}")
+        servers.remove("compiled")
     results: dict[str, tuple[int, int]] = {}
     with tempfile.TemporaryDirectory(prefix="sipwake-bench-") as tmp:
+        if "compiled" in servers:
+            print("compiling sipwake's core with mypyc (about a minute)", file=sys.stderr)
+            COMPILED_DIR = build_compiled(Path(tmp) / "build")
         for name in servers:
             workdir = Path(tmp) / name
             workdir.mkdir()
             registers = best(bench_register(name, workdir, args.seconds))
             calls = best(bench_calls(name, workdir, args.seconds))
             results[name] = (registers, calls)
-    header = f"\n{'server':<10} {'REGISTER/s':>11} {'calls/s':>9}"
+    header = f"\n{'server':<17} {'REGISTER/s':>11} {'calls/s':>9}"
     print(f"{header}   (<= 1% failures, {args.seconds:g} s steps)")
     for name, (registers, calls) in results.items():
-        print(f"{name:<10} {registers:>11,} {calls:>9,}")
-    if "sipwake" in results and "kamailio" in results:
+        print(f"{LABELS[name]:<17} {registers:>11,} {calls:>9,}")
+    if "kamailio" in results:
         kr, kc = results["kamailio"]
-        sr, sc = results["sipwake"]
-        ratio_r = sr / kr if kr else float("nan")
-        ratio_c = sc / kc if kc else float("nan")
-        print(f"{'ratio':<10} {ratio_r:>11.2f} {ratio_c:>9.2f}   (target >= 0.50)")
+        for name in ("sipwake", "compiled"):
+            if name in results:
+                sr, sc = results[name]
+                ratio_r = sr / kr if kr else float("nan")
+                ratio_c = sc / kc if kc else float("nan")
+                label = f"ratio{' compiled' if name == 'compiled' else ''}"
+                print(f"{label:<17} {ratio_r:>11.2f} {ratio_c:>9.2f}   (target >= 0.50)")
     print(f"machine: {os.cpu_count()} cores; SIPp and the server share them")
 
 

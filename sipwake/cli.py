@@ -8,6 +8,7 @@ import click
 
 from sipwake import __version__
 from sipwake.errors import SipParseError
+from sipwake.sip.grammar import COMPILED
 
 __all__ = ["main"]
 
@@ -173,6 +174,8 @@ def _banner(server: object) -> None:
         click.echo(f"  listening  {listener.transport:<4} {listener.host_port}")
     store = "memory" if config.store.backend == "memory" else str(config.store.path)
     click.echo(f"  bindings   {store}")
+    core = "compiled (mypyc)" if COMPILED else "interpreted (README: Speed)"
+    click.echo(f"  core       {core}")
     if server.admin is not None:
         click.echo(f"  status     {server.admin.url}/status  (sipwake status)")
     if server.open or config.auth.open:

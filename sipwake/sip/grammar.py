@@ -13,6 +13,7 @@ import re
 from sipwake.errors import SipParseError, cut
 
 __all__ = [
+    "COMPILED",
     "HOST",
     "LWS",
     "PARAM_VALUE",
@@ -26,6 +27,11 @@ __all__ = [
     "split_commas",
     "unquote",
 ]
+
+#: True when this package runs compiled by mypyc (``SIPWAKE_COMPILE=1 pip install .``):
+#: the few constructors that bypass a frozen dataclass's ``__init__`` for speed in
+#: CPython take the plain constructor instead, which is already direct in C.
+COMPILED = not __file__.endswith(".py")
 
 #: RFC 3261 §25.1 token characters.
 TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"

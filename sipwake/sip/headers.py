@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sipwake.errors import SipParseError, cut
 from sipwake.sip.grammar import (
+    COMPILED,
     HOST,
     LWS,
     PARAMS,
@@ -126,6 +127,8 @@ class Via:
     def _of(cls, transport: str, host: str, port: int | None, params: Params) -> Via:
         """``Via(transport=…, host=…, port=…, params=…)`` without the generated frozen
         ``__init__`` (an ``object.__setattr__`` call per field): for the parsers."""
+        if COMPILED:  # mypyc's own constructor sets the fields directly
+            return cls(transport=transport, host=host, port=port, params=params)
         via = _new(cls)
         s = _VIA_SLOTS
         s[0](via, transport)
@@ -136,7 +139,11 @@ class Via:
 
 
 _new = object.__new__
-_VIA_SLOTS = tuple(Via.__dict__[name].__set__ for name in ("transport", "host", "port", "params"))
+_VIA_SLOTS = (
+    ()
+    if COMPILED
+    else tuple(vars(Via)[name].__set__ for name in ("transport", "host", "port", "params"))
+)
 
 
 def check_via(value: str, where: str) -> None:
@@ -220,6 +227,8 @@ class NameAddr:
     def _of(cls, uri: Uri, display_name: str | None, params: Params) -> NameAddr:
         """``NameAddr(uri=…, display_name=…, params=…)`` without the generated frozen
         ``__init__`` (an ``object.__setattr__`` call per field): for the parsers."""
+        if COMPILED:
+            return cls(uri=uri, display_name=display_name, params=params)
         addr = _new(cls)
         s = _NAME_ADDR_SLOTS
         s[0](addr, uri)
@@ -228,8 +237,10 @@ class NameAddr:
         return addr
 
 
-_NAME_ADDR_SLOTS = tuple(
-    NameAddr.__dict__[name].__set__ for name in ("uri", "display_name", "params")
+_NAME_ADDR_SLOTS = (
+    ()
+    if COMPILED
+    else tuple(vars(NameAddr)[name].__set__ for name in ("uri", "display_name", "params"))
 )
 
 
