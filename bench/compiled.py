@@ -1,6 +1,6 @@
 """Build sipwake with its core compiled by mypyc into a directory of its own.
 
-    python bench/compiled.py DIR     # then: PYTHONPATH=DIR python -m sipwake serve ...
+    python bench/compiled.py DIR   # then: PYTHONSAFEPATH=1 PYTHONPATH=DIR python -m sipwake serve
 
 What ``SIPWAKE_COMPILE=1 pip install .`` installs, without touching the installed
 sipwake: the source is copied to DIR and the core's modules are built there, in place,
@@ -65,7 +65,7 @@ def main() -> None:
     if reason is not None:
         sys.exit(f"cannot compile the core: {reason}")
     dest = build_compiled(Path(sys.argv[1]).resolve())
-    print(f"compiled core in {dest}: PYTHONPATH={dest} python -m sipwake serve ...")
+    print(f"compiled: PYTHONSAFEPATH=1 PYTHONPATH={dest} python -m sipwake serve")
 
 
 if __name__ == "__main__":
