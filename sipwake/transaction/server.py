@@ -47,6 +47,10 @@ Deviations and choices
 - The 100 Trying timer is named ``TRYING`` (RFC 3261 §17.2.1: "200 ms");
   ``TimerConfig.trying_delay = 0`` sends 100 as the transaction starts.
 - Transport errors (§17.2.4) are not modelled: the driver reports them.
+- Once the final response is sent the request is dropped and the response is
+  kept as the bytes that went out (``final``), re-sent read back from them
+  (``sent_response``): a settled transaction lingers up to 32 s and holds
+  nothing the garbage collector walks (``Transaction``'s docstring).
 """
 
 from __future__ import annotations
