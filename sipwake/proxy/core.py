@@ -111,17 +111,24 @@ ProxyOutput = Output | BranchesDone | CallAnswered
 @dataclass(slots=True)
 class _Branch:
     key: ClientKey
-    target: Target
-    request: Request
+    target: Target | None
+    """Whom it reaches, until the context has answered and the branch has its final."""
+    request: Request | None
+    """The request sent, until a final response arrives."""
     provisional: bool = False
+    status: int | None = None
+    """The first final status."""
     final: Response | None = None
+    """The first final response, until the context has answered."""
     timer_c: float | None = None
 
 
 @dataclass(slots=True)
 class _Context:
     server_key: ServerTransactionKey
-    request: Request
+    request: Request | None
+    """The request, until the context has answered and every branch has its final."""
+    method: str
     source: Peer
     listener: LocalAddress
     to_tag: str
@@ -132,7 +139,13 @@ class _Context:
 
     @property
     def pending(self) -> list[_Branch]:
-        return [b for b in self.branches.values() if b.final is None]
+        return [b for b in self.branches.values() if b.status is None]
+
+    def original(self) -> Request:
+        """The request, while the context may still answer it or fork it."""
+        if self.request is None:
+            raise LocalProtocolError(f"{self.server_key}: the context has finished")
+        return self.request
 
 
 class Proxy:
@@ -155,8 +168,10 @@ class Proxy:
         self._contexts: dict[ServerTransactionKey, _Context] = {}
         self._by_client: dict[ClientKey, _Context] = {}
         self._salt = ids.token(12)
-        #: Timer C deadlines: (deadline, push order, branch key); stale entries are skipped.
-        self._timer_heap: list[tuple[float, int, ClientKey]] = []
+        #: Timer C deadlines: (deadline, push order, branch, method), naming the branch's
+        #: ``ClientKey`` by its atomic parts: a stale entry (skipped) stays up to 180 s and
+        #: keeps nothing alive, and the collector does not track it.
+        self._timer_heap: list[tuple[float, int, str, str]] = []
         self._timer_seq = 0
 
     # -- introspection ------------------------------------------------------
@@ -187,6 +202,7 @@ class Proxy:
         ctx = _Context(
             server_key=key,
             request=request,
+            method=request.method,
             source=source,
             listener=listener,
             to_tag=self._ids.tag(),
@@ -220,7 +236,7 @@ class Proxy:
         ctx = self._contexts.get(key)
         if ctx is None or ctx.final_sent:
             return []
-        response = make_response(ctx.request, status, reason, to_tag=ctx.to_tag)
+        response = make_response(ctx.original(), status, reason, to_tag=ctx.to_tag)
         return self._respond(ctx, response, now)
 
     def cancel_branches(self, key: ServerTransactionKey, now: float) -> list[ProxyOutput]:
@@ -233,14 +249,14 @@ class Proxy:
     def pending_targets(self, key: ServerTransactionKey) -> list[Target]:
         """Targets of the branches still without a final response."""
         ctx = self._contexts.get(key)
-        return [] if ctx is None else [b.target for b in ctx.pending]
+        return [] if ctx is None else [b.target for b in ctx.pending if b.target is not None]
 
     def final_statuses(self, key: ServerTransactionKey) -> list[int]:
         """Final statuses received from the branches so far."""
         ctx = self._contexts.get(key)
         if ctx is None:
             return []
-        return [b.final.status for b in ctx.branches.values() if b.final is not None]
+        return [b.status for b in ctx.branches.values() if b.status is not None]
 
     def release(
         self, key: ServerTransactionKey, now: float, status: int = 480
@@ -345,13 +361,17 @@ class Proxy:
             if ctx.final_sent:
                 return []
             return self._respond(ctx, self._upstream(response), now)
-        if branch.final is not None and status >= 300:
+        if branch.status is not None and status >= 300:
             return []  # a retransmitted final of a branch already decided
-        branch.final = branch.final or response
+        if branch.status is None:
+            branch.status = status
+            branch.final = response
+            branch.request = None
         branch.timer_c = None
         if status < 300:
             out: list[ProxyOutput] = self._respond(ctx, self._upstream(response), now)
             if not ctx.final_sent:
+                assert branch.target is not None, "kept until the context has answered"
                 ctx.final_sent = True
                 out.append(
                     CallAnswered(server_key=ctx.server_key, target=branch.target, status=status)
@@ -374,14 +394,26 @@ class Proxy:
         return out
 
     def _release_finished(self, ctx: _Context) -> None:
-        """Forget a non-INVITE context once it has answered and every branch has its final:
-        its transactions linger 32 s (Timer J/K) to absorb retransmissions, but nothing can
-        reach the context any more (no CANCEL, no 2xx retransmission through a proxy for a
-        non-INVITE), and under load the messages it holds are what the collector walks."""
-        if ctx.final_sent and ctx.request.method != "INVITE" and not ctx.pending:
+        """Once a context has answered and every branch has its final, only late responses
+        reach it, while its transactions linger 32 s (Timers J, K, L, M) to absorb
+        retransmissions; under load what it holds is what the garbage collector walks.
+
+        A non-INVITE context is forgotten: nothing can reach it any more (no CANCEL, no 2xx
+        retransmission through a proxy for a non-INVITE). An INVITE context stays while its
+        server transaction lingers, as a late 2xx from a branch is still forwarded through
+        it (RFC 6026 §8.6), but keeps only what that reads: keys, where the request came
+        from, each branch's final status."""
+        if not ctx.final_sent or ctx.pending:
+            return
+        if ctx.method != "INVITE":
             self._contexts.pop(ctx.server_key, None)
             for client in ctx.branches:
                 self._by_client.pop(client, None)
+            return
+        ctx.request = None
+        for branch in ctx.branches.values():
+            branch.target = None
+            branch.final = None
 
     def client_timed_out(self, key: ClientKey, now: float) -> list[ProxyOutput]:
         """Timer B/F fired on a branch: treat it as a 408 from that branch (§16.7)."""
@@ -389,16 +421,17 @@ class Proxy:
         if ctx is None:
             return []
         branch = ctx.branches[key]
-        if branch.final is not None:
+        if branch.request is None:  # its final is in
             return []
         return self.response_received(make_response(branch.request, 408), key, now)
 
     def transport_failed(self, key: ClientKey, now: float) -> list[ProxyOutput]:
         """§16.9: a transport error on a branch counts as a 503 from it."""
         ctx = self._by_client.get(key)
-        if ctx is None or ctx.branches[key].final is not None:
+        request = None if ctx is None else ctx.branches[key].request
+        if ctx is None or request is None:  # unknown, or its final is in
             return []
-        return self.response_received(make_response(ctx.branches[key].request, 503), key, now)
+        return self.response_received(make_response(request, 503), key, now)
 
     def server_terminated(self, key: ServerTransactionKey) -> None:
         ctx = self._contexts.pop(key, None)
@@ -409,8 +442,8 @@ class Proxy:
     def client_terminated(self, key: ClientKey) -> None:
         ctx = self._by_client.get(key)
         if ctx is not None and ctx.final_sent and key in ctx.branches:
-            branch = ctx.branches[key]
-            if branch.final is not None and branch.final.status >= 300:
+            status = ctx.branches[key].status
+            if status is not None and status >= 300:
                 self._by_client.pop(key, None)
 
     def forward_response_stateless(self, response: Response) -> list[ProxyOutput]:
@@ -429,8 +462,8 @@ class Proxy:
     def next_deadline(self) -> float | None:
         heap = self._timer_heap
         while heap:
-            deadline, _, key = heap[0]
-            branch = self._branch(key)
+            deadline, _, client_branch, method = heap[0]
+            branch = self._branch(ClientKey(branch=client_branch, method=method))
             if branch is not None and branch.timer_c == deadline:
                 return deadline
             heapq.heappop(heap)  # stale: the branch ended or its Timer C moved
@@ -441,12 +474,12 @@ class Proxy:
         out: list[ProxyOutput] = []
         heap = self._timer_heap
         while heap and heap[0][0] <= now:
-            deadline, _, key = heapq.heappop(heap)
-            branch = self._branch(key)
+            deadline, _, client_branch, method = heapq.heappop(heap)
+            branch = self._branch(ClientKey(branch=client_branch, method=method))
             if branch is None or branch.timer_c != deadline:
                 continue
             branch.timer_c = None
-            if branch.final is not None:
+            if branch.request is None:  # its final is in
                 continue
             if branch.provisional:
                 out += self._cancel_branch(branch, now)
@@ -461,11 +494,12 @@ class Proxy:
     def _set_timer_c(self, branch: _Branch, deadline: float) -> None:
         branch.timer_c = deadline
         self._timer_seq += 1
-        heapq.heappush(self._timer_heap, (deadline, self._timer_seq, branch.key))
+        key = branch.key
+        heapq.heappush(self._timer_heap, (deadline, self._timer_seq, key.branch, key.method))
 
     # -- internals ----------------------------------------------------------------
     def _add_branch(self, ctx: _Context, target: Target, now: float) -> list[ProxyOutput]:
-        request = ctx.request.copy()
+        request = ctx.original().copy()
         request.uri = target.uri
         self._decrement_max_forwards(request)
         out_listener = self.locality.listener_for(target.peer.transport)
@@ -506,7 +540,7 @@ class Proxy:
         self, ctx: _Context, now: float, *, reason: str | None = None
     ) -> list[ProxyOutput]:
         out: list[ProxyOutput] = []
-        if ctx.request.method != "INVITE":
+        if ctx.method != "INVITE":
             return out
         for branch in ctx.pending:
             branch.timer_c = None
@@ -537,8 +571,10 @@ class Proxy:
         self, ctx: _Context, status: int, now: float, reason: str | None = None
     ) -> list[ProxyOutput]:
         ctx.final_sent = True
-        response = make_response(ctx.request, status, reason, to_tag=ctx.to_tag)
-        return self._respond(ctx, response, now)
+        response = make_response(ctx.original(), status, reason, to_tag=ctx.to_tag)
+        out = self._respond(ctx, response, now)
+        self._release_finished(ctx)
+        return out
 
     def _send_best(self, ctx: _Context, now: float) -> list[ProxyOutput]:
         finals = [b.final for b in ctx.branches.values() if b.final is not None]
@@ -548,7 +584,9 @@ class Proxy:
             return self._answer(ctx, 408, now)
         if best.status == 503:
             return self._answer(ctx, 500, now, "Next hop unavailable")
-        return self._respond(ctx, self._upstream(best), now)
+        out = self._respond(ctx, self._upstream(best), now)
+        self._release_finished(ctx)
+        return out
 
 
 def decline_reason(response: Response) -> str:

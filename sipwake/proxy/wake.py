@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import quote
 
+from sipwake.errors import LocalProtocolError
 from sipwake.ids import Ids
 from sipwake.proxy.core import COMPLETED_ELSEWHERE, Proxy, ProxyOutput, Target
 from sipwake.proxy.plan import CallPlan
@@ -154,16 +155,32 @@ class _Call:
     key: ServerTransactionKey
     aor: str
     plan: CallPlan
-    request: Request
+    request: Request | None
+    """The caller's INVITE, until the call is ``done``: the record then lingers with the
+    INVITE's server transaction (Timer L, 32 s), and keeps only what its events read."""
+    call_id: str
     no_answer_at: float
     started: float = 0.0
     twin_at: float | None = None
     wakes: dict[str, _Wake] = field(default_factory=dict)
-    forked: set[str] = field(default_factory=set)
+    forked: tuple[str, ...] = ()
+    """Binding ids with a branch: a tuple of str, which the garbage collector stops
+    tracking once it has seen it (a set it tracks as long as the call record lingers)."""
     diverted: bool = False
     done: bool = False
     reached: bool = False
     """Some device got a branch (no-answer cause 408 rather than 480)."""
+
+    def invite(self) -> Request:
+        """The caller's INVITE, while the call is not done."""
+        if self.request is None:
+            raise LocalProtocolError(f"call {self.ref} is done: its INVITE is gone")
+        return self.request
+
+    def finish(self) -> None:
+        """The call is decided: nothing reads its INVITE any more."""
+        self.done = True
+        self.request = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +269,7 @@ class WakeEngine:
             aor=aor,
             plan=plan,
             request=request,
+            call_id=request.call_id,
             no_answer_at=now + plan.no_answer_s,
         )
         caller = request.from_.uri
@@ -271,7 +289,7 @@ class WakeEngine:
         )
         self._track(call)
         for device in ring:
-            call.forked.add(device.binding.binding_id)
+            call.forked += (device.binding.binding_id,)
             call.reached = True
             out.append(self._event(call, now, "forked", _label(device.binding)))
         for device in wake:
@@ -318,7 +336,7 @@ class WakeEngine:
             if wake is not None:
                 wake.state = "registered"
                 out.append(self._event(call, now, "registered", _label(binding)))
-            call.forked.add(bid)
+            call.forked += (bid,)
             call.reached = True
             out += self._proxy.add_target(call.key, target, now)
             out.append(self._event(call, now, "forked", _label(binding)))
@@ -504,11 +522,11 @@ class WakeEngine:
         return PushRequest(
             kind=kind,
             target=wake.push,
-            call_id=call.request.call_id,
-            caller=_caller_name(call.request),
+            call_id=call.call_id,
+            caller=_caller_name(call.invite()),
             call_uuid=_uuid_from(call.ref),
             body=body,
-            caller_number=_caller_number(call.request),
+            caller_number=_caller_number(call.invite()),
             private=call.plan.encrypt_push,
             seal_key=wake.seal_key,
         )
@@ -532,7 +550,7 @@ class WakeEngine:
         if call.done:
             return []
         if self._proxy.answered(call.key):
-            call.done = True
+            call.finish()
             return []
         if self._proxy.pending_targets(call.key):
             return []
@@ -568,11 +586,11 @@ class WakeEngine:
         targets = self._resolve(uri, now)
         if not targets:
             return out + self._end(call, now, "failed", f"no route to {uri}", status=480)
-        headers = _diversion_headers(call.request, uri, cause, reason)
+        headers = _diversion_headers(call.invite(), uri, cause, reason)
         for target in targets:
             divert_uri = target.uri
             if uri == plan.voicemail and isinstance(divert_uri, SipUri):
-                aor_text = quote(str(call.request.uri), safe=":")
+                aor_text = quote(str(call.invite().uri), safe=":")
                 divert_uri = divert_uri.with_param("target", aor_text).with_param(
                     "cause", str(cause)
                 )
@@ -628,7 +646,7 @@ class WakeEngine:
         if call.done:
             return []
         out = self._notify_waking(call, now, notice, reason=reason)
-        call.done = True
+        call.finish()
         return out
 
     def _notify_waking(
@@ -667,9 +685,9 @@ class WakeEngine:
         owed.append(
             _Replay(
                 call_ref=call.ref,
-                call_id=call.request.call_id,
+                call_id=call.call_id,
                 aor=call.aor,
-                request=call.request,
+                request=call.invite(),
                 reason=reason,
                 until=until,
             )
@@ -704,7 +722,7 @@ class WakeEngine:
             at=now,
             step=step,
             detail=detail,
-            call_id=call.request.call_id,
+            call_id=call.call_id,
         )
 
 

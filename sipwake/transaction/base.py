@@ -32,7 +32,9 @@ StateT = TypeVar("StateT", bound=enum.Enum)
 InputT = TypeVar("InputT", bound=enum.Enum)
 EntryT = TypeVar("EntryT")
 
-_TIMER_ORDER = {timer: index for index, timer in enumerate(Timer)}
+#: Timer name → the timer, and its place in ``Timer`` (ties between equal deadlines).
+_TIMERS = {timer.name: timer for timer in Timer}
+_TIMER_ORDER = {timer.name: index for index, timer in enumerate(Timer)}
 
 #: A table handler: ``(transaction, now, message, source) -> outputs`` (``source`` is the
 #: peer a server transaction's request or ACK came from; client handlers ignore it).
@@ -75,10 +77,19 @@ def need_request(message: Request | Response | None, input_: enum.Enum) -> Reque
 class Transaction(Generic[StateT, InputT]):
     """A transaction's identity, timers and state, driven through its machine's table.
 
-    Each machine sets the class attributes below. ``deadlines`` maps each armed
-    timer to its absolute deadline. ``order`` is the creation order the layer
-    assigns, used to break deadline ties; ``scheduled`` (the deadline the layer
-    has queued), ``settled`` and ``removed`` are the layer's bookkeeping.
+    Each machine sets the class attributes below. ``armed`` maps the name of each
+    armed timer to its absolute deadline (``deadlines`` is the same keyed by
+    ``Timer``). ``order`` is the creation order the layer assigns, used to break
+    deadline ties; ``scheduled`` (the deadline the layer has queued), ``settled``
+    and ``removed`` are the layer's bookkeeping.
+
+    A settled transaction lingers up to 32 s (Timers D, J, L, M) to absorb
+    retransmissions, tens of thousands of them under load, and every object it
+    holds that the garbage collector tracks is walked by each full collection.
+    So it keeps only what its state still reads: each machine drops the parsed
+    messages it no longer needs, keeps what it may re-send as bytes, and the
+    timers here are kept in containers of atomic values (a dict keyed by timer
+    name, a tuple), which the collector does not track.
     """
 
     kind = "transaction"
@@ -103,8 +114,10 @@ class Transaction(Generic[StateT, InputT]):
         self.scheduled: float | None = None
         self.settled = False
         self.removed = False
-        self.deadlines: dict[Timer, float] = {}
-        self._immediate: list[Timer] = []
+        #: Armed timers: ``Timer.name`` → absolute deadline.
+        self.armed: dict[str, float] = {}
+        #: Timers armed with a zero delay, to fire before ``process`` returns.
+        self._immediate: tuple[Timer, ...] = ()
 
     def __repr__(self) -> str:
         return f"<{self.kind} {self.key}>"
@@ -140,47 +153,53 @@ class Transaction(Generic[StateT, InputT]):
         timer = self._pop_due(now)
         return [] if timer is None else self.process(self.timer_inputs[timer], now)
 
+    @property
+    def deadlines(self) -> dict[Timer, float]:
+        """Each armed timer and its absolute deadline (a new dict)."""
+        return {_TIMERS[name]: deadline for name, deadline in self.armed.items()}
+
     def next_deadline(self) -> float | None:
         """The earliest armed deadline, or ``None`` when no timer runs."""
-        return min(self.deadlines.values(), default=None)
+        return min(self.armed.values(), default=None)
 
     def _drain(self, now: float) -> list[Output]:
         """Fire the timers armed with a zero delay, in the order they were armed."""
         outputs: list[Output] = []
-        immediate = self._immediate
-        while immediate:
-            outputs += self.process(self.timer_inputs[immediate.pop(0)], now)
+        while self._immediate:
+            timer = self._immediate[0]
+            self._immediate = self._immediate[1:]
+            outputs += self.process(self.timer_inputs[timer], now)
         return outputs
 
     def _arm(self, timer: Timer, delay: float, now: float) -> None:
         """Start ``timer`` to fire ``delay`` seconds after ``now`` (at once if zero)."""
         if delay <= 0:
-            self.deadlines.pop(timer, None)
-            self._immediate.append(timer)
+            self.armed.pop(timer.name, None)
+            self._immediate += (timer,)
         else:
-            self.deadlines[timer] = now + delay
+            self.armed[timer.name] = now + delay
 
     def _disarm(self, *timers: Timer) -> None:
         for timer in timers:
-            self.deadlines.pop(timer, None)
+            self.armed.pop(timer.name, None)
 
     def _clear_timers(self) -> None:
-        self.deadlines.clear()
-        self._immediate.clear()
+        self.armed.clear()
+        self._immediate = ()
 
     def _pop_due(self, now: float) -> Timer | None:
         """Remove and return the earliest timer due at ``now`` (ties in ``Timer`` order)."""
-        deadlines = self.deadlines
-        if len(deadlines) == 1:  # the usual case: no tie to break
-            ((timer, deadline),) = deadlines.items()
-        elif deadlines:
-            deadline, _, timer = min((d, _TIMER_ORDER[t], t) for t, d in deadlines.items())
+        armed = self.armed
+        if len(armed) == 1:  # the usual case: no tie to break
+            ((name, deadline),) = armed.items()
+        elif armed:
+            deadline, _, name = min((d, _TIMER_ORDER[n], n) for n, d in armed.items())
         else:
             return None
         if deadline > now:
             return None
-        del deadlines[timer]
-        return timer
+        del armed[name]
+        return _TIMERS[name]
 
     def _absorb(
         self, now: float, message: Request | Response | None, source: Peer | None

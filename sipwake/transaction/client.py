@@ -53,12 +53,17 @@ Deviations and choices
   ``handle_timeout`` sends one retransmission, not a burst.
 - Transport errors (§17.1.4) are not modelled: the driver reports them to
   the TU directly.
+- Once a final response has arrived the request is dropped (nothing re-sends
+  it), and the ICT keeps its ACK as the bytes it sent: a finished transaction
+  lingers up to 32 s (Timers D, M) and holds nothing else the garbage
+  collector walks (``Transaction``'s docstring).
 """
 
 from __future__ import annotations
 
 from sipwake.sip.message import Request, Response
 from sipwake.sip.peer import Peer
+from sipwake.sip.uri import Uri
 from sipwake.transaction.base import Handler, Transaction, need_request, need_response
 from sipwake.transaction.events import (
     Output,
@@ -67,7 +72,7 @@ from sipwake.transaction.events import (
     TransactionTimedOut,
 )
 from sipwake.transaction.keys import ClientKey
-from sipwake.transaction.messages import build_ack
+from sipwake.transaction.messages import build_ack, sent_request
 from sipwake.transaction.timers import IdentityEnum, Timer, TimerConfig
 
 __all__ = [
@@ -142,12 +147,18 @@ class InviteClientTransaction(Transaction[IctState, IctInput]):
     ) -> None:
         super().__init__(key=key, config=config, reliable=peer.reliable)
         self.client_key = key
-        self.request = request
+        self.request: Request | None = request
+        """The INVITE, until a final response arrives."""
         self.peer = peer
         self.state = IctState.CALLING
         self.interval_a = config.timer_a
-        self.ack: Request | None = None
+        self.ack: bytes | None = None
+        """The ACK sent for a 3xx-6xx response, as sent (re-sent for its retransmissions)."""
+        self.ack_uri: Uri | None = None
+        """The ACK's Request-URI (the INVITE's), to read the ACK back with."""
+        self.cancelled = False
         self.cancel: Request | None = None
+        """The CANCEL the TU asked for, until the layer sends it (``cancel_sent``)."""
         self.cancel_sent = False
 
     def start(self, now: float) -> list[Output]:
@@ -155,13 +166,17 @@ class InviteClientTransaction(Transaction[IctState, IctInput]):
         if not self.reliable:
             self._arm(Timer.A, self.interval_a, now)
         self._arm(Timer.B, self.config.timer_b, now)
+        return self._send_request()
+
+    def _send_request(self) -> list[Output]:
+        assert self.request is not None, "the INVITE is kept until a final response"
         return [SendMessage(message=self.request, peer=self.peer)]
 
     # -- handlers ----------------------------------------------------------
     def _retransmit(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         self.interval_a *= 2
         self._arm(Timer.A, self.interval_a, now)
-        return [SendMessage(message=self.request, peer=self.peer)]
+        return self._send_request()
 
     def _time_out(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         return [TransactionTimedOut(transaction_key=self.client_key)]
@@ -179,24 +194,37 @@ class InviteClientTransaction(Transaction[IctState, IctInput]):
         response = need_response(message, IctInput.RECV_2XX)
         self._disarm(Timer.A, Timer.B)
         self._arm(Timer.M, self.config.timer_m, now)
+        self._finish()
         return [ResponseReceived(response=response, transaction_key=self.client_key)]
 
     def _complete(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         response = need_response(message, IctInput.RECV_300_699)
         self._disarm(Timer.A, Timer.B)
-        self.ack = build_ack(self.request, response)
+        assert self.request is not None, "the INVITE is kept until a final response"
+        ack = build_ack(self.request, response)
+        self.ack = ack.to_bytes()
+        self.ack_uri = ack.uri
         self._arm(Timer.D, self.config.timer_d(self.reliable), now)
+        self._finish()
         return [
             ResponseReceived(response=response, transaction_key=self.client_key),
-            SendMessage(message=self.ack, peer=self.peer),
+            SendMessage(message=ack, peer=self.peer),
         ]
+
+    def _finish(self) -> None:
+        """A final response arrived: the INVITE (and a CANCEL not sent) are not needed."""
+        self.request = None
+        self.cancel = None
 
     def _resend_ack(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         need_response(message, IctInput.RECV_300_699)
-        return [] if self.ack is None else [SendMessage(message=self.ack, peer=self.peer)]
+        if self.ack is None or self.ack_uri is None:
+            return []
+        return [SendMessage(message=sent_request(self.ack, self.ack_uri), peer=self.peer)]
 
     def _request_cancel(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         self.cancel = need_request(message, IctInput.CANCEL)
+        self.cancelled = True
         return []
 
     def _terminate(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
@@ -276,7 +304,8 @@ class NonInviteClientTransaction(Transaction[NictState, NictInput]):
     ) -> None:
         super().__init__(key=key, config=config, reliable=peer.reliable)
         self.client_key = key
-        self.request = request
+        self.request: Request | None = request
+        """The request, until a final response arrives."""
         self.peer = peer
         self.state = NictState.TRYING
         self.interval_e = config.timer_e
@@ -286,6 +315,10 @@ class NonInviteClientTransaction(Transaction[NictState, NictInput]):
         if not self.reliable:
             self._arm(Timer.E, self.interval_e, now)
         self._arm(Timer.F, self.config.timer_f, now)
+        return self._send_request()
+
+    def _send_request(self) -> list[Output]:
+        assert self.request is not None, "the request is kept until a final response"
         return [SendMessage(message=self.request, peer=self.peer)]
 
     # -- handlers ----------------------------------------------------------
@@ -294,14 +327,14 @@ class NonInviteClientTransaction(Transaction[NictState, NictInput]):
     ) -> list[Output]:
         self.interval_e = min(2 * self.interval_e, self.config.T2)
         self._arm(Timer.E, self.interval_e, now)
-        return [SendMessage(message=self.request, peer=self.peer)]
+        return self._send_request()
 
     def _retransmit_proceeding(
         self, now: float, message: _Message, source: Peer | None
     ) -> list[Output]:
         self.interval_e = self.config.T2
         self._arm(Timer.E, self.interval_e, now)
-        return [SendMessage(message=self.request, peer=self.peer)]
+        return self._send_request()
 
     def _time_out(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         return [TransactionTimedOut(transaction_key=self.client_key)]
@@ -314,6 +347,7 @@ class NonInviteClientTransaction(Transaction[NictState, NictInput]):
         response = need_response(message, NictInput.RECV_200_699)
         self._disarm(Timer.E, Timer.F)
         self._arm(Timer.K, self.config.timer_k(self.reliable), now)
+        self.request = None
         return [ResponseReceived(response=response, transaction_key=self.client_key)]
 
     def _terminate(self, now: float, message: _Message, source: Peer | None) -> list[Output]:

@@ -252,12 +252,15 @@ class TransactionLayer:
         txn = self._transactions.get(key)
         if not isinstance(txn, InviteClientTransaction):
             raise LocalProtocolError(f"{key}: no client INVITE transaction to cancel")
-        if txn.cancel is not None:
+        if txn.cancelled:
             raise LocalProtocolError(f"{key}: already cancelled")
         cancel_key = ClientKey(branch=txn.client_key.branch, method="CANCEL")
         if cancel_key in self._transactions:
             raise LocalProtocolError(f"{key}: a CANCEL with this branch was already sent")
-        outputs = txn.process(IctInput.CANCEL, now, build_cancel(txn.request, reason=reason))
+        invite = txn.request
+        if invite is None:  # a final response is in: the table refuses CANCEL (raises)
+            return cancel_key, txn.process(IctInput.CANCEL, now)
+        outputs = txn.process(IctInput.CANCEL, now, build_cancel(invite, reason=reason))
         outputs += self._flush_cancel(txn, now)
         return cancel_key, self._settle(txn, outputs)
 
@@ -411,14 +414,16 @@ class TransactionLayer:
 
     def _flush_cancel(self, txn: InviteClientTransaction, now: float) -> list[Output]:
         """Send a requested CANCEL once the INVITE is in Proceeding (RFC 3261 §9.1)."""
-        if txn.cancel is None or txn.cancel_sent or txn.state is not IctState.PROCEEDING:
+        cancel = txn.cancel
+        if cancel is None or txn.cancel_sent or txn.state is not IctState.PROCEEDING:
             return []
         txn.cancel_sent = True
+        txn.cancel = None  # its own transaction holds it from now on
         key = ClientKey(branch=txn.client_key.branch, method="CANCEL")
         if key in self._transactions:  # the TU sent its own CANCEL meanwhile
             return []
         nict = NonInviteClientTransaction(
-            key=key, request=txn.cancel, peer=txn.peer, config=self.timers
+            key=key, request=cancel, peer=txn.peer, config=self.timers
         )
         return self._start(nict, now)
 
@@ -432,11 +437,11 @@ class TransactionLayer:
         if not txn.settled and txn.state in txn.settled_states:
             txn.settled = True
             self._settled += 1
-        deadlines = txn.deadlines
-        if not deadlines:
+        armed = txn.armed
+        if not armed:
             txn.scheduled = None
         else:
-            deadline = min(deadlines.values())
+            deadline = min(armed.values())
             if txn.scheduled != deadline:
                 txn.scheduled = deadline
                 self._pushes += 1

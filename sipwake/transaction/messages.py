@@ -5,6 +5,8 @@
 - ``build_cancel``: the CANCEL for a pending INVITE (§9.1).
 - ``trying_response``: the IST's own 100 Trying (§8.2.6.1, §17.2.1).
 - ``overload_response``: 503 with Retry-After when the layer is full (§21.5.4).
+- ``sent_response``, ``sent_request``: what a transaction kept as the bytes it sent,
+  read back.
 
 Header values are copied as written, so what goes out matches what came in.
 """
@@ -14,12 +16,15 @@ from __future__ import annotations
 from sipwake.errors import LocalProtocolError
 from sipwake.ids import Ids
 from sipwake.sip.message import Headers, Request, Response, make_response
+from sipwake.sip.uri import Uri
 
 __all__ = [
     "add_via",
     "build_ack",
     "build_cancel",
     "overload_response",
+    "sent_request",
+    "sent_response",
     "trying_response",
 ]
 
@@ -113,3 +118,35 @@ def overload_response(request: Request, *, to_tag: str, retry_after_s: int) -> R
     response = make_response(request, 503, to_tag=to_tag)
     response.headers.add("Retry-After", str(retry_after_s))
     return response
+
+
+def sent_response(data: bytes) -> Response:
+    """The response ``Message.to_bytes`` wrote as ``data``, read back.
+
+    A transaction that lingers to re-send a message keeps it as bytes, which the garbage
+    collector does not track (a parsed message is a handful of objects it does). This is
+    not a parser: ``to_bytes`` writes the start line, one ``name: value`` line per field
+    and the body, all as they are, and this splits them apart again, so the message read
+    back writes exactly ``data`` again.
+    """
+    start, headers, body = _split(data)
+    _, status, reason = start.split(" ", 2)
+    return Response(int(status), reason, headers, body)
+
+
+def sent_request(data: bytes, uri: Uri) -> Request:
+    """The request ``Message.to_bytes`` wrote as ``data``, read back (see ``sent_response``);
+    ``uri`` is its Request-URI, the object itself, kept by the caller."""
+    start, headers, body = _split(data)
+    return Request(start.partition(" ")[0], uri, headers, body)
+
+
+def _split(data: bytes) -> tuple[str, Headers, bytes]:
+    head, _, body = data.partition(b"\r\n\r\n")
+    start, *lines = head.decode("utf-8", "surrogateescape").split("\r\n")
+    return start, Headers([_field(line) for line in lines]), body
+
+
+def _field(line: str) -> tuple[str, str]:
+    name, _, value = line.partition(": ")
+    return name, value

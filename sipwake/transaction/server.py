@@ -47,6 +47,10 @@ Deviations and choices
 - The 100 Trying timer is named ``TRYING`` (RFC 3261 §17.2.1: "200 ms");
   ``TimerConfig.trying_delay = 0`` sends 100 as the transaction starts.
 - Transport errors (§17.2.4) are not modelled: the driver reports them.
+- Once the final response is sent the request is dropped and the response is
+  kept as the bytes that went out (``final``), re-sent read back from them
+  (``sent_response``): a settled transaction lingers up to 32 s and holds
+  nothing the garbage collector walks (``Transaction``'s docstring).
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ from sipwake.sip.peer import Peer, response_peer
 from sipwake.transaction.base import Handler, Transaction, need_request, need_response
 from sipwake.transaction.events import AckReceived, Output, SendMessage, TransactionTimedOut
 from sipwake.transaction.keys import ServerTransactionKey
-from sipwake.transaction.messages import trying_response
+from sipwake.transaction.messages import sent_response, trying_response
 from sipwake.transaction.timers import IdentityEnum, Timer, TimerConfig
 
 __all__ = [
@@ -81,9 +85,14 @@ InputT = TypeVar("InputT", bound=enum.Enum)
 
 
 class _ServerTransaction(Transaction[StateT, InputT]):
-    """What IST and NIST share: the request, where responses go, the last response."""
+    """What IST and NIST share: the request, where responses go, the last response.
 
-    keeps_request = True
+    Once the final response is sent only that response matters (re-sent for a
+    retransmitted request, its To tag read for a CANCEL or an RFC 2543 ACK), and the
+    transaction may linger 32 s (Timer J, L, H): it drops the request and keeps the
+    final response as the bytes that went out (``final``), which the garbage collector
+    does not track; ``response`` reads it back when asked.
+    """
 
     def __init__(
         self, *, key: ServerTransactionKey, request: Request, source: Peer, config: TimerConfig
@@ -91,22 +100,35 @@ class _ServerTransaction(Transaction[StateT, InputT]):
         super().__init__(key=key, config=config, reliable=source.reliable)
         self.server_key = key
         self.request: Request | None = request
-        """A NIST drops it once its final response is sent: only that response is needed
-        then, and the finished transaction lingers for Timer J (32 s on UDP)."""
+        """The request, until the final response is sent."""
         self.source = source
         self.peer = response_peer(request.top_via, source)
-        self.response: Response | None = None
+        self.provisional: Response | None = None
+        """The last provisional response, until the final one is sent."""
+        self.final: bytes | None = None
+        """The final response as sent (the last one, if the TU re-sent a 2xx)."""
+
+    @property
+    def response(self) -> Response | None:
+        """The last response sent (a final one read back from ``final``), or ``None``."""
+        if self.final is not None:
+            return sent_response(self.final)
+        return self.provisional
 
     def _send(self, response: Response) -> list[Output]:
-        self.response = response
-        if response.status >= 200 and not self.keeps_request:
+        if response.status >= 200:
+            self.final = response.to_bytes()
+            self.provisional = None
             self.request = None
+        else:
+            self.provisional = response
         return [SendMessage(message=response, peer=self.peer)]
 
     def _resend(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
-        if self.response is None:
+        response = self.response
+        if response is None:
             return []
-        return [SendMessage(message=self.response, peer=self.peer)]
+        return [SendMessage(message=response, peer=self.peer)]
 
 
 # -- IST -------------------------------------------------------------------
@@ -177,7 +199,7 @@ class InviteServerTransaction(_ServerTransaction[IstState, IstInput]):
 
     # -- handlers ----------------------------------------------------------
     def _send_trying(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
-        if self.response is not None or self.request is None:
+        if self.provisional is not None or self.request is None:
             return []
         return self._send(trying_response(self.request))
 
@@ -278,8 +300,6 @@ def nist_send_input(response: Response) -> NistInput:
 
 class NonInviteServerTransaction(_ServerTransaction[NistState, NistInput]):
     """A non-INVITE server transaction (RFC 3261 §17.2.2)."""
-
-    keeps_request = False
 
     kind = "NIST"
     remote_inputs = NIST_REMOTE_INPUTS

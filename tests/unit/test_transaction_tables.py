@@ -124,23 +124,28 @@ def build_nist(peer: Peer) -> NonInviteServerTransaction:
 
 def ict_message(txn: InviteClientTransaction, input_: enum.Enum) -> Request | Response | None:
     statuses = {IctInput.RECV_1XX: 180, IctInput.RECV_2XX: 200, IctInput.RECV_300_699: 486}
+    # txn.request is released once a final response arrives; this is the same request.
+    invite = txn.request or request("INVITE")
     if input_ is IctInput.CANCEL:
-        return build_cancel(txn.request)
-    return response(txn.request, statuses[input_]) if input_ in statuses else None
+        return build_cancel(invite)
+    return response(invite, statuses[input_]) if input_ in statuses else None
 
 
 def nict_message(txn: NonInviteClientTransaction, input_: enum.Enum) -> Request | Response | None:
     statuses = {NictInput.RECV_1XX: 100, NictInput.RECV_200_699: 200}
-    return response(txn.request, statuses[input_]) if input_ in statuses else None
+    req = txn.request or request("OPTIONS")  # released once a final response arrives
+    return response(req, statuses[input_]) if input_ in statuses else None
 
 
 def ist_message(txn: InviteServerTransaction, input_: enum.Enum) -> Request | Response | None:
     statuses = {IstInput.SEND_1XX: 180, IstInput.SEND_2XX: 200, IstInput.SEND_300_699: 486}
+    # txn.request is released once a final response is sent; this is the same request.
+    invite = request("INVITE")
     if input_ is IstInput.RECV_INVITE:
-        return request("INVITE")
+        return invite
     if input_ is IstInput.RECV_ACK:
-        return build_ack(txn.request, response(txn.request, 486))
-    return response(txn.request, statuses[input_]) if input_ in statuses else None
+        return build_ack(invite, response(invite, 486))
+    return response(invite, statuses[input_]) if input_ in statuses else None
 
 
 def nist_message(txn: NonInviteServerTransaction, input_: enum.Enum) -> Request | Response | None:
@@ -274,7 +279,8 @@ def test_random_runs_follow_the_table(
             continue
         now = max(now, deadline)
         state = txn.state
-        timer = min(txn.deadlines, key=lambda t: (txn.deadlines[t], list(Timer).index(t)))
+        deadlines = txn.deadlines
+        timer = min(deadlines, key=lambda t: (deadlines[t], list(Timer).index(t)))
         input_ = machine.inputs[f"TIMER_{timer.name}"]
         txn.on_timer(now)  # never a LocalProtocolError: an armed timer belongs to the state
         assert txn.state is expected_state(machine, state, input_, peer)
