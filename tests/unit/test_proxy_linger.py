@@ -15,6 +15,7 @@ from sipwake.registrar.registrar import Registrar
 from sipwake.sip.message import Headers, Message
 from sipwake.sip.peer import Peer
 from sipwake.transaction.layer import TransactionLayer
+from tests.unit.objects import attributes
 
 LISTENER = LocalAddress(transport="udp", host="127.0.0.1", port=5060)
 CALLER = Peer(transport="udp", host="127.0.0.1", port=5080)
@@ -136,7 +137,7 @@ def test_a_finished_call_holds_no_parsed_message() -> None:
     assert call.done
     assert call.request is None
     for txn in node.layer._transactions.values():
-        held = [v for v in vars(txn).values() if isinstance(v, Message | Headers)]
+        held = [v for v in attributes(txn) if isinstance(v, Message | Headers)]
         assert held == [], txn
 
 

@@ -38,6 +38,7 @@ from sipwake.transaction.server import (
     NistState,
     NonInviteServerTransaction,
 )
+from tests.unit.objects import attributes
 
 UA = Peer(transport="udp", host="198.51.100.7", port=40000)
 HOP = Peer(transport="udp", host="192.0.2.20", port=5060)
@@ -101,7 +102,7 @@ def sends(outputs: list[Output]) -> list[tuple[bytes, Peer]]:
 
 def holds_no_message(txn: AnyTransaction) -> bool:
     """Nothing the transaction holds is a parsed message, and its timers are untracked."""
-    held = [v for v in vars(txn).values() if isinstance(v, Message | Headers)]
+    held = [v for v in attributes(txn) if isinstance(v, Message | Headers)]
     return not held and not gc.is_tracked(txn.armed) and txn._immediate == ()
 
 
