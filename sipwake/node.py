@@ -224,18 +224,18 @@ class Node:
         return self._run(self.layer.receive(message, source, now), now, listener)
 
     def next_deadline(self) -> float | None:
-        deadlines = [
-            d
-            for d in (
-                self.layer.next_deadline(),
-                self.proxy.next_deadline(),
-                self.registrar.next_deadline(),
-                self.wake.next_deadline(),
-                self.presence.next_deadline(),
-            )
-            if d is not None
-        ]
-        return min(deadlines, default=None)
+        # The driver asks after every message: a plain loop, no intermediate list.
+        earliest: float | None = None
+        for deadline in (
+            self.layer.next_deadline(),
+            self.proxy.next_deadline(),
+            self.registrar.next_deadline(),
+            self.wake.next_deadline(),
+            self.presence.next_deadline(),
+        ):
+            if deadline is not None and (earliest is None or deadline < earliest):
+                earliest = deadline
+        return earliest
 
     def handle_timeout(self, now: float) -> list[NodeOutput]:
         out: list[NodeOutput] = []

@@ -127,20 +127,19 @@ class Server:
             nonce_lifetime=config.auth.nonce_lifetime_s,
         )
         self._stop = asyncio.Event()
-        holder: dict[str, Driver] = {}
 
         def receive(data: bytes, peer: Peer, local: LocalAddr) -> None:
-            driver = holder.get("driver")
+            driver = self._driver
             if driver is not None:  # nothing is served before the node is ready
                 driver.on_bytes(data, peer, local)
 
         def flow_closed(flow: int) -> None:
-            driver = holder.get("driver")
+            driver = self._driver
             if driver is not None:
                 driver.on_flow_closed(flow)
 
         def send_failed(data: bytes, peer: Peer) -> None:
-            driver = holder.get("driver")
+            driver = self._driver
             if driver is not None:
                 driver.on_send_failed(data, peer)
 
@@ -256,7 +255,6 @@ class Server:
             calls=self.recorder,
         )
         driver.sender = self._transports
-        holder["driver"] = driver
         self._driver = driver
         driver._rearm()
         address = config.admin_address

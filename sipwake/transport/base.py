@@ -93,6 +93,8 @@ class TransportManager:
         self._server_contexts: dict[tuple[Path, Path], ssl.SSLContext] = {}
         self._bound: list[LocalAddr] = []
         self._udp: list[UdpEndpoint] = []
+        self._udp_routes: dict[str, tuple[UdpEndpoint, str]] = {}
+        """Peer host -> the listener a datagram to it leaves from, and the bare address."""
         self._stream_servers: list[Listening] = []
         self._ws_servers: list[WsServer] = []
         self._connecting: set[asyncio.Task[None]] = set()
@@ -118,6 +120,7 @@ class TransportManager:
             case "udp":
                 endpoint = await open_udp(config, self._table)
                 self._udp.append(endpoint)
+                self._udp_routes.clear()
                 return endpoint.local
             case "tcp" | "tls":
                 context = self._server_context(config) if config.transport == "tls" else None
@@ -189,22 +192,37 @@ class TransportManager:
         return ok
 
     def _send_udp(self, data: bytes, peer: Peer, local: LocalAddr | None) -> bool:
+        if local is None:  # the common case, remembered per host (the listeners are fixed)
+            route = self._udp_routes.get(peer.host)
+            if route is None:
+                route = self._udp_route(peer, None)
+                if route is None:
+                    return False
+                if len(self._udp_routes) >= _UDP_ROUTES_KEPT:
+                    self._udp_routes.clear()
+                self._udp_routes[peer.host] = route
+        else:
+            route = self._udp_route(peer, local)
+            if route is None:
+                return False
+        endpoint, host = route
+        return endpoint.send(data, host, peer.port)
+
+    def _udp_route(self, peer: Peer, local: LocalAddr | None) -> tuple[UdpEndpoint, str] | None:
+        """The listener to send to ``peer`` from (``local`` if it fits, else the first of the
+        peer's address family) and the bare IP address; None, with a warning, if none fits."""
         host = peer.host.strip("[]")
         version = _ip_version(host)
         if version is None:
             logger.warning("UDP to %s: expected an IP address, resolve the host first", peer)
-            return False
+            return None
         family = socket.AF_INET6 if version == 6 else socket.AF_INET
-        if local is None:
-            for endpoint in self._udp:  # the common case: the first listener of that family
-                if endpoint.family == family:
-                    return endpoint.send(data, host, peer.port)
         endpoints = [e for e in self._udp if e.family == family]
         endpoints.sort(key=lambda e: e.local != local)  # the requested listener first
         if endpoints:
-            return endpoints[0].send(data, host, peer.port)
+            return endpoints[0], host
         logger.warning("UDP to %s: no IPv%d listener", peer, version)
-        return False
+        return None
 
     def _client_context(self) -> ssl.SSLContext:
         if self._tls_client is None:
@@ -299,6 +317,9 @@ class TransportManager:
                 await self._sweeper
         logger.info("transports closed")
 
+
+#: Peer hosts whose UDP route is remembered (then the memory starts afresh).
+_UDP_ROUTES_KEPT = 4096
 
 _IPV4_RE = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
 

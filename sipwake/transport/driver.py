@@ -115,6 +115,7 @@ class Driver:
         self._deadline: float | None = None
         self.dropped = 0
         self._listeners: dict[LocalAddr, LocalAddress] = {}
+        self._last_listener: tuple[LocalAddr, LocalAddress] | None = None
         if node.load is None and shed_load:
             node.load = LoadMeter(high=0.9, low=0.5)
         self._sampler: asyncio.TimerHandle | None = None
@@ -127,10 +128,8 @@ class Driver:
 
     # -- transport callbacks ---------------------------------------------------------
     def on_bytes(self, data: bytes, peer: Peer, local: LocalAddr) -> None:
-        listener = self._listeners.get(local)
-        if listener is None:
-            listener = LocalAddress(transport=local.transport, host=local.host, port=local.port)
-            self._listeners[local] = listener
+        last = self._last_listener  # as a rule, the same ``local`` object every time
+        listener = last[1] if last is not None and last[0] is local else self._listener(local)
         if self.trace:
             trace_logger.info("recv %s <- %s\n%s", listener.transport, peer, _show(data))
         now = self.now()
@@ -143,6 +142,15 @@ class Driver:
             return
         self._step(outputs)
         self._rearm()
+
+    def _listener(self, local: LocalAddr) -> LocalAddress:
+        """The node's name for the listener ``local`` (remembered, with the last one used)."""
+        listener = self._listeners.get(local)
+        if listener is None:
+            listener = LocalAddress(transport=local.transport, host=local.host, port=local.port)
+            self._listeners[local] = listener
+        self._last_listener = (local, listener)
+        return listener
 
     # -- load sampling ------------------------------------------------------------------
     def _start_sampling(self) -> None:
@@ -202,7 +210,15 @@ class Driver:
 
     def _perform(self, outputs: list[NodeOutput]) -> None:
         for output in outputs:
-            match output:
+            match output:  # the most frequent output first
+                case SendBytes(data=data, peer=peer):
+                    if self.calls is not None:
+                        self.calls.message_bytes("out", peer, data, self.now())
+                    if self.trace:
+                        trace_logger.info("send -> %s\n%s", peer, _show(data))
+                    if self.sender is not None and not self.sender.send(data, peer):
+                        logger.info("could not send to %s (flow gone)", peer)
+                        self._perform(self.node.send_failed(data, self.now(), output.message))
                 case PersistChanges(events=events, token=token):
                     ok = True
                     if self.sink is not None:
@@ -213,14 +229,6 @@ class Driver:
                             ok = False
                     if token is not None:
                         self._perform(self.node.changes_stored(token, ok, self.now()))
-                case SendBytes(data=data, peer=peer, message=message):
-                    if self.calls is not None:
-                        self.calls.message_bytes("out", peer, data, self.now())
-                    if self.trace:
-                        trace_logger.info("send -> %s\n%s", peer, _show(data))
-                    if self.sender is not None and not self.sender.send(data, peer):
-                        logger.info("could not send to %s (flow gone)", peer)
-                        self._perform(self.node.send_failed(data, self.now(), message))
                 case Dropped(reason=reason, peer=peer):
                     self.dropped += 1
                     logger.debug("dropped message from %s: %s", peer, reason)

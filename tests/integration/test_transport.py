@@ -147,10 +147,51 @@ async def test_udp_ignores_keepalives_and_drops_oversized(make_node: NodeFactory
     assert node.manager.stats().messages_dropped == 1
 
 
-async def test_udp_send_needs_an_ip_address(make_node: NodeFactory) -> None:
+async def test_udp_send_needs_an_ip_address(
+    make_node: NodeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     node = await make_node("udp")
-    assert not node.manager.send(OK, Peer(transport="udp", host="phone.invalid", port=5060))
-    assert not node.manager.send(OK, Peer(transport="udp", host="::1", port=5060))  # no IPv6
+    for _ in range(2):  # a failure is not remembered: each attempt warns again
+        assert not node.manager.send(OK, Peer(transport="udp", host="phone.invalid", port=5060))
+        assert not node.manager.send(OK, Peer(transport="udp", host="::1", port=5060))  # no v6
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert (
+        warnings
+        == [
+            "UDP to udp:phone.invalid:5060: expected an IP address, resolve the host first",
+            "UDP to udp:[::1]:5060: no IPv6 listener",
+        ]
+        * 2
+    )
+
+
+async def test_udp_remembered_route_agrees_with_the_listener_asked_for(
+    make_node: NodeFactory,
+) -> None:
+    """Without ``local`` the first listener sends (its route remembered per host); with
+    ``local`` the one asked for, every time, in any order."""
+    node = await make_node("udp", "udp")
+    first, second = node.manager.bound()
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        port = sock.getsockname()[1]
+        plain = Peer(transport="udp", host="127.0.0.1", port=port)
+        bracketed = Peer(transport="udp", host="[127.0.0.1]", port=port)
+        for peer, local, expected in [
+            (plain, None, first),
+            (plain, second, second),
+            (plain, None, first),
+            (bracketed, None, first),
+            (bracketed, second, second),
+            (plain, first, first),
+            (bracketed, None, first),
+        ]:
+            assert node.manager.send(OK, peer, local=local)
+            reply, source = await within(loop.sock_recvfrom(sock, 65535))
+            assert (reply, source[1]) == (OK, expected.port)
+    assert node.manager.stats().messages_sent == 7
 
 
 # TCP

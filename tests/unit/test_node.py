@@ -205,3 +205,27 @@ def test_a_finished_non_invite_context_is_forgotten_while_its_transactions_linge
     again = _responses(node.receive(MESSAGE, CALLER, LISTENER, 2.5))
     assert [r.status for r in again] == [200]
     assert _responses(node.receive(ok, PHONE, LISTENER, 2.6)) == []
+
+
+def test_next_deadline_is_the_earliest_of_every_core(node: Node) -> None:
+    assert node.next_deadline() is None  # nothing pending anywhere
+    outputs = node.receive(REGISTER, PHONE, LISTENER, 1.0)
+    persist = outputs[0]
+    assert isinstance(persist, PersistChanges)
+    assert persist.token is not None
+    node.changes_stored(persist.token, True, 1.0)
+    cores = [
+        node.layer.next_deadline(),  # Timer J of the REGISTER's transaction
+        node.proxy.next_deadline(),
+        node.registrar.next_deadline(),  # the binding's expiry
+        node.wake.next_deadline(),
+        node.presence.next_deadline(),
+    ]
+    assert node.layer.next_deadline() is not None
+    assert node.registrar.next_deadline() == 601.0
+    assert node.next_deadline() == min(d for d in cores if d is not None)
+    now = node.layer.next_deadline()
+    assert now is not None
+    node.handle_timeout(now)  # the transaction ends: the binding's expiry is next
+    assert node.layer.next_deadline() is None
+    assert node.next_deadline() == 601.0

@@ -1,0 +1,100 @@
+"""The driver on the running loop, around a stand-in node: what it hands the node and the
+order in which it performs the node's outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from sipwake.node import Dropped, NodeOutput, PersistChanges, SendBytes
+from sipwake.proxy.routing import LocalAddress
+from sipwake.registrar.events import RegistrarEvent
+from sipwake.sip.peer import Peer
+from sipwake.transport.common import LocalAddr
+from sipwake.transport.driver import Driver
+
+pytestmark = pytest.mark.timeout(5)
+
+PHONE = Peer(transport="udp", host="127.0.0.1", port=5070)
+UDP = LocalAddr(transport="udp", host="127.0.0.1", port=5060)
+TCP = LocalAddr(transport="tcp", host="127.0.0.1", port=5060)
+
+
+@dataclass
+class StandIn:
+    """Answers each message with the outputs queued for it; records what it was given."""
+
+    load: None = None
+    answers: list[list[NodeOutput]] = field(default_factory=list)
+    stored: dict[int, list[NodeOutput]] = field(default_factory=dict)
+    listeners: list[LocalAddress] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+
+    def receive(
+        self, data: bytes, source: Peer, listener: LocalAddress, now: float
+    ) -> list[NodeOutput]:
+        self.listeners.append(listener)
+        return self.answers.pop(0) if self.answers else []
+
+    def changes_stored(self, token: int, ok: bool, now: float) -> list[NodeOutput]:
+        self.log.append(f"stored {token} {ok}")
+        return self.stored.pop(token, [])
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def handle_timeout(self, now: float) -> list[NodeOutput]:
+        return []
+
+
+@dataclass
+class Recorder:
+    log: list[str]
+
+    def send(self, data: bytes, peer: Peer) -> bool:
+        self.log.append(f"send {data.decode()}")
+        return True
+
+    def cork(self) -> None:
+        self.log.append("cork")
+
+    def uncork(self) -> None:
+        self.log.append("uncork")
+
+    def apply(self, events: tuple[RegistrarEvent, ...], now: float) -> None:
+        self.log.append("apply")
+
+
+async def test_each_message_names_the_listener_it_arrived_on() -> None:
+    node = StandIn()
+    driver = Driver(node, shed_load=False)  # type: ignore[arg-type]
+    equal_udp = LocalAddr(transport="udp", host="127.0.0.1", port=5060)  # another object
+    arrivals = [UDP, UDP, TCP, UDP, equal_udp, equal_udp, TCP]
+    for local in arrivals:
+        driver.on_bytes(b"x", PHONE, local)
+    assert node.listeners == [
+        LocalAddress(transport=a.transport, host=a.host, port=a.port) for a in arrivals
+    ]
+    assert node.listeners[0] is node.listeners[4]  # one LocalAddress per listener
+    driver.close()
+
+
+async def test_outputs_are_performed_in_order_inside_one_cork() -> None:
+    node = StandIn()
+    recorder = Recorder(node.log)
+    driver = Driver(node, sink=recorder, shed_load=False)  # type: ignore[arg-type]
+    driver.sender = recorder
+    node.answers.append(
+        [
+            SendBytes(data=b"1", peer=PHONE),
+            PersistChanges(events=(), token=7),
+            Dropped(reason="test"),
+            SendBytes(data=b"3", peer=PHONE),
+        ]
+    )
+    node.stored[7] = [SendBytes(data=b"2", peer=PHONE)]
+    driver.on_bytes(b"x", PHONE, UDP)
+    assert node.log == ["cork", "send 1", "apply", "stored 7 True", "send 2", "send 3", "uncork"]
+    assert driver.dropped == 1
+    driver.close()
