@@ -188,10 +188,12 @@ class Server:
         restored = self._store.load(loop.time(), time.time()) if self._store is not None else []
         registrar.restore(restored)
         # Few of sipwake's objects form cycles: collect rarely, and never walk what start-up
-        # built (the restored bindings) again.
+        # built (the restored bindings) again. A gen1 collection walks up to 20,000 x 10
+        # young objects, about 50 ms (with x 50 it was 0.3 s: long enough for UDP peers
+        # to retransmit); the total work is the same, in shorter pauses.
         gc.collect()
         gc.freeze()
-        gc.set_threshold(20_000, 50, 100)
+        gc.set_threshold(20_000, 10, 100)
         locality = Locality(
             domain=config.domain,
             aliases=frozenset(config.aliases) | {"localhost"},
