@@ -311,8 +311,10 @@ class Node:
                     if events:
                         out.append(PersistChanges(events=tuple(events)))
                         more = self.presence.changed({e.binding.aor for e in events}, now)
-                case SendMessage(message=message, peer=peer):
-                    out.append(SendBytes(data=message.to_bytes(), peer=peer, message=message))
+                case SendMessage(message=message, peer=peer, data=data):
+                    if data is None:
+                        data = message.to_bytes()
+                    out.append(SendBytes(data=data, peer=peer, message=message))
                 case RequestReceived(request=request, source=source, transaction_key=key):
                     more, extra = self._on_request(request, source, key, listener, now)
                     out += extra

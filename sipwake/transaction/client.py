@@ -208,7 +208,7 @@ class InviteClientTransaction(Transaction[IctState, IctInput]):
         self._finish()
         return [
             ResponseReceived(response=response, transaction_key=self.client_key),
-            SendMessage(message=ack, peer=self.peer),
+            SendMessage(message=ack, peer=self.peer, data=self.ack),
         ]
 
     def _finish(self) -> None:
@@ -220,7 +220,8 @@ class InviteClientTransaction(Transaction[IctState, IctInput]):
         need_response(message, IctInput.RECV_300_699)
         if self.ack is None or self.ack_uri is None:
             return []
-        return [SendMessage(message=sent_request(self.ack, self.ack_uri), peer=self.peer)]
+        ack = sent_request(self.ack, self.ack_uri)
+        return [SendMessage(message=ack, peer=self.peer, data=self.ack)]
 
     def _request_cancel(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         self.cancel = need_request(message, IctInput.CANCEL)

@@ -9,7 +9,7 @@ registrar, a UA).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sipwake.sip.message import Request, Response
 from sipwake.sip.peer import Peer
@@ -33,10 +33,13 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SendMessage:
-    """Write ``message`` to ``peer`` (over ``peer.flow`` when it names a connection)."""
+    """Write ``message`` to ``peer`` (over ``peer.flow`` when it names a connection).
+    ``data`` is its bytes when the transaction already has them (a final response or an
+    ACK it keeps to re-send): the caller writes those rather than serialise it again."""
 
     message: Request | Response
     peer: Peer
+    data: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -116,19 +116,19 @@ class _ServerTransaction(Transaction[StateT, InputT]):
         return self.provisional
 
     def _send(self, response: Response) -> list[Output]:
-        if response.status >= 200:
-            self.final = response.to_bytes()
-            self.provisional = None
-            self.request = None
-        else:
+        if response.status < 200:
             self.provisional = response
-        return [SendMessage(message=response, peer=self.peer)]
+            return [SendMessage(message=response, peer=self.peer)]
+        self.final = response.to_bytes()
+        self.provisional = None
+        self.request = None
+        return [SendMessage(message=response, peer=self.peer, data=self.final)]
 
     def _resend(self, now: float, message: _Message, source: Peer | None) -> list[Output]:
         response = self.response
         if response is None:
             return []
-        return [SendMessage(message=response, peer=self.peer)]
+        return [SendMessage(message=response, peer=self.peer, data=self.final)]
 
 
 # -- IST -------------------------------------------------------------------
