@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from sipwake.ids import SeededIds
-from sipwake.node import Node, NodeSettings, PersistChanges, SendBytes
+from sipwake.node import Node, PersistChanges, SendBytes
 from sipwake.overload import LoadMeter
-from sipwake.proxy.routing import LocalAddress, Locality
-from sipwake.registrar.config import RegistrarConfig
-from sipwake.registrar.registrar import Registrar
+from sipwake.proxy.routing import LocalAddress
 from sipwake.sip.message import Response
 from sipwake.sip.parser import parse_message
 from sipwake.sip.peer import Peer
-from sipwake.transaction.layer import TransactionLayer
+from tests.unit.wakelab import open_node
 
 LISTENER = LocalAddress(transport="udp", host="127.0.0.1", port=5060)
 PHONE = Peer(transport="udp", host="127.0.0.1", port=5070)
@@ -28,18 +25,7 @@ REGISTER = (
 
 @pytest.fixture
 def node() -> Node:
-    ids = SeededIds(0)
-    registrar = Registrar(
-        ids=ids, config=RegistrarConfig(domains={"lab.test"}, canonical_domain="lab.test")
-    )
-    return Node(
-        settings=NodeSettings(domain="lab.test", realm="lab.test", open=True),
-        ids=ids,
-        locality=Locality(domain="lab.test", listeners=(LISTENER,)),
-        registrar=registrar,
-        layer=TransactionLayer(ids),
-        auth=None,
-    )
+    return open_node(LISTENER)
 
 
 def _responses(outputs: list[object]) -> list[Response]:

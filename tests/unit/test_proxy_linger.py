@@ -7,15 +7,12 @@ import gc
 
 import pytest
 
-from sipwake.ids import SeededIds
-from sipwake.node import Node, NodeSettings, PersistChanges, SendBytes
-from sipwake.proxy.routing import LocalAddress, Locality
-from sipwake.registrar.config import RegistrarConfig
-from sipwake.registrar.registrar import Registrar
+from sipwake.node import Node, PersistChanges, SendBytes
+from sipwake.proxy.routing import LocalAddress
 from sipwake.sip.message import Headers, Message
 from sipwake.sip.peer import Peer
-from sipwake.transaction.layer import TransactionLayer
 from tests.unit.objects import attributes
+from tests.unit.wakelab import open_node
 
 LISTENER = LocalAddress(transport="udp", host="127.0.0.1", port=5060)
 CALLER = Peer(transport="udp", host="127.0.0.1", port=5080)
@@ -31,18 +28,7 @@ REGISTER = (
 
 
 def build_node() -> Node:
-    ids = SeededIds(0)
-    registrar = Registrar(
-        ids=ids, config=RegistrarConfig(domains={"lab.test"}, canonical_domain="lab.test")
-    )
-    node = Node(
-        settings=NodeSettings(domain="lab.test", realm="lab.test", open=True),
-        ids=ids,
-        locality=Locality(domain="lab.test", listeners=(LISTENER,)),
-        registrar=registrar,
-        layer=TransactionLayer(ids),
-        auth=None,
-    )
+    node = open_node(LISTENER)
     feed(node, REGISTER, CALLEE, 0.0)
     return node
 

@@ -26,6 +26,26 @@ from sipwake.transaction.layer import TransactionLayer
 UDP = LocalAddress(transport="udp", host="127.0.0.1", port=5060)
 TCP = LocalAddress(transport="tcp", host="127.0.0.1", port=5060)
 TLS = LocalAddress(transport="tls", host="127.0.0.1", port=5061)
+
+
+def open_node(*listeners: LocalAddress, plan: CallPlan | None = None) -> Node:
+    """A node as ``sipwake serve --open --memory`` builds it for ``lab.test``, on seeded ids."""
+    ids = SeededIds(0)
+    registrar = Registrar(
+        ids=ids, config=RegistrarConfig(domains={"lab.test"}, canonical_domain="lab.test")
+    )
+    return Node(
+        settings=NodeSettings(
+            domain="lab.test", realm="lab.test", open=True, plan=plan or CallPlan()
+        ),
+        ids=ids,
+        locality=Locality(domain="lab.test", listeners=listeners),
+        registrar=registrar,
+        layer=TransactionLayer(ids),
+        auth=None,
+    )
+
+
 CALLER = Peer(transport="udp", host="127.0.0.1", port=6000)
 TEAM_PARAM = "TEAM123456.org.lab.phone.voip"
 
@@ -63,18 +83,7 @@ class WakeLab:
     _calls: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
-        ids = SeededIds(0)
-        registrar = Registrar(
-            ids=ids, config=RegistrarConfig(domains={"lab.test"}, canonical_domain="lab.test")
-        )
-        self.node = Node(
-            settings=NodeSettings(domain="lab.test", realm="lab.test", open=True, plan=self.plan),
-            ids=ids,
-            locality=Locality(domain="lab.test", listeners=(UDP, TCP, TLS)),
-            registrar=registrar,
-            layer=TransactionLayer(ids),
-            auth=None,
-        )
+        self.node = open_node(UDP, TCP, TLS, plan=self.plan)
 
     # -- the clock ----------------------------------------------------------------------
     def advance(self, delay: float) -> None:
