@@ -14,10 +14,16 @@ from setuptools import setup
 
 HERE = Path(__file__).resolve().parent
 
-#: The modules every message goes through: parser, transactions, registrar, node, proxy.
-#: The asyncio shell (transports, driver, push clients) stays interpreted.
-COMPILED = ("sipwake/sip", "sipwake/transaction", "sipwake/registrar", "sipwake/proxy")
-COMPILED_FILES = ("sipwake/node.py", "sipwake/ids.py", "sipwake/overload.py")
+#: The modules every message goes through: parser, transactions, registrar, node, proxy,
+#: presence. The asyncio shell (transports, driver, push clients) stays interpreted.
+COMPILED = (
+    "sipwake/sip",
+    "sipwake/transaction",
+    "sipwake/registrar",
+    "sipwake/proxy",
+    "sipwake/presence",
+)
+COMPILED_FILES = ("sipwake/node.py", "sipwake/ids.py", "sipwake/overload.py", "sipwake/frozen.py")
 
 
 def compiled_sources() -> list[str]:

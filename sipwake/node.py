@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sipwake.errors import AuthError, SipParseError
+from sipwake.frozen import slot_setters
 from sipwake.ids import Ids
 from sipwake.overload import LoadMeter
 from sipwake.presence import Presence, PresenceAgent, presence_of
@@ -83,7 +84,7 @@ _CLOSED_FLOWS_KEPT = 65536
 _NO_AUTH_METHODS = frozenset({"ACK", "CANCEL", "BYE", "PRACK", "UPDATE", "INFO", "NOTIFY"})
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class SendBytes:
     """Write ``data`` to ``peer``; ``message`` is kept for traces and call records."""
 
@@ -91,14 +92,33 @@ class SendBytes:
     peer: Peer
     message: Request | Response | None = None
 
+    def __init__(
+        self, *, data: bytes, peer: Peer, message: Request | Response | None = None
+    ) -> None:
+        s = _SEND_BYTES_SLOTS
+        s[0](self, data)
+        s[1](self, peer)
+        s[2](self, message)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+_SEND_BYTES_SLOTS = slot_setters(SendBytes)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class PersistChanges:
     """Store these binding changes, then tell the node with ``changes_stored(token, ok)``
     (``token`` None: nothing waits for them, e.g. expiries)."""
 
     events: tuple[RegistrarEvent, ...]
     token: int | None = None
+
+    def __init__(self, *, events: tuple[RegistrarEvent, ...], token: int | None = None) -> None:
+        s = _PERSIST_CHANGES_SLOTS
+        s[0](self, events)
+        s[1](self, token)
+
+
+_PERSIST_CHANGES_SLOTS = slot_setters(PersistChanges)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,7 +150,7 @@ NodeOutput = (
 )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class _Unconfirmed:
     """A REGISTER whose binding changes are being stored; its response waits for that."""
 
@@ -139,6 +159,25 @@ class _Unconfirmed:
     response: Response
     events: tuple[RegistrarEvent, ...]
     listener: LocalAddress
+
+    def __init__(
+        self,
+        *,
+        key: ServerTransactionKey,
+        request: Request,
+        response: Response,
+        events: tuple[RegistrarEvent, ...],
+        listener: LocalAddress,
+    ) -> None:
+        s = _UNCONFIRMED_SLOTS
+        s[0](self, key)
+        s[1](self, request)
+        s[2](self, response)
+        s[3](self, events)
+        s[4](self, listener)
+
+
+_UNCONFIRMED_SLOTS = slot_setters(_Unconfirmed)
 
 
 @dataclass(slots=True, kw_only=True)

@@ -46,6 +46,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sipwake.errors import LocalProtocolError
+from sipwake.frozen import slot_setters
 from sipwake.ids import Ids
 from sipwake.proxy.routing import LocalAddress, Locality, stateless_branch
 from sipwake.sip.message import Request, Response, make_response
@@ -73,7 +74,7 @@ _DIALOG_METHODS = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Target:
     """Where to fork: the Request-URI to use, the next hop, and a pre-loaded route (Path)."""
 
@@ -87,6 +88,27 @@ class Target:
     headers: tuple[tuple[str, str], ...] = ()
     """Header fields added to this branch's request only (Diversion, History-Info)."""
 
+    def __init__(
+        self,
+        *,
+        uri: Uri,
+        peer: Peer,
+        route: tuple[str, ...] = (),
+        label: str = "",
+        binding_id: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        s = _TARGET_SLOTS
+        s[0](self, uri)
+        s[1](self, peer)
+        s[2](self, route)
+        s[3](self, label)
+        s[4](self, binding_id)
+        s[5](self, headers)
+
+
+_TARGET_SLOTS = slot_setters(Target)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BranchesDone:
@@ -96,7 +118,7 @@ class BranchesDone:
     server_key: ServerTransactionKey
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class CallAnswered:
     """The first 2xx of a context was forwarded: this target answered."""
 
@@ -104,11 +126,20 @@ class CallAnswered:
     target: Target
     status: int
 
+    def __init__(self, *, server_key: ServerTransactionKey, target: Target, status: int) -> None:
+        s = _CALL_ANSWERED_SLOTS
+        s[0](self, server_key)
+        s[1](self, target)
+        s[2](self, status)
+
+
+_CALL_ANSWERED_SLOTS = slot_setters(CallAnswered)
+
 
 ProxyOutput = Output | BranchesDone | CallAnswered
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True, init=False)
 class _Branch:
     key: ClientKey
     target: Target | None
@@ -122,8 +153,27 @@ class _Branch:
     """The first final response, until the context has answered."""
     timer_c: float | None = None
 
+    def __init__(  # written: compiled with the core (sipwake/frozen.py)
+        self,
+        *,
+        key: ClientKey,
+        target: Target | None,
+        request: Request | None,
+        provisional: bool = False,
+        status: int | None = None,
+        final: Response | None = None,
+        timer_c: float | None = None,
+    ) -> None:
+        self.key = key
+        self.target = target
+        self.request = request
+        self.provisional = provisional
+        self.status = status
+        self.final = final
+        self.timer_c = timer_c
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, kw_only=True, init=False)
 class _Context:
     server_key: ServerTransactionKey
     request: Request | None
@@ -136,6 +186,29 @@ class _Context:
     final_sent: bool = False
     holding: bool = False
     """Kept open with no live branch (a device is being woken): don't answer yet."""
+
+    def __init__(  # written: compiled with the core (sipwake/frozen.py)
+        self,
+        *,
+        server_key: ServerTransactionKey,
+        request: Request | None,
+        method: str,
+        source: Peer,
+        listener: LocalAddress,
+        to_tag: str,
+        branches: dict[ClientKey, _Branch] | None = None,
+        final_sent: bool = False,
+        holding: bool = False,
+    ) -> None:
+        self.server_key = server_key
+        self.request = request
+        self.method = method
+        self.source = source
+        self.listener = listener
+        self.to_tag = to_tag
+        self.branches = {} if branches is None else branches
+        self.final_sent = final_sent
+        self.holding = holding
 
     @property
     def pending(self) -> list[_Branch]:

@@ -46,6 +46,7 @@ from typing import Literal
 from urllib.parse import quote
 
 from sipwake.errors import LocalProtocolError
+from sipwake.frozen import slot_setters
 from sipwake.ids import Ids
 from sipwake.proxy.core import COMPLETED_ELSEWHERE, Proxy, ProxyOutput, Target
 from sipwake.proxy.plan import CallPlan
@@ -89,7 +90,7 @@ CallStep = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Device:
     """One binding of the called user, classified by the node."""
 
@@ -97,6 +98,15 @@ class Device:
     state: ClientState
     target: Target | None
     """How to reach it now (None: not reachable without a wake)."""
+
+    def __init__(self, *, binding: Binding, state: ClientState, target: Target | None) -> None:
+        s = _DEVICE_SLOTS
+        s[0](self, binding)
+        s[1](self, state)
+        s[2](self, target)
+
+
+_DEVICE_SLOTS = slot_setters(Device)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,7 +129,7 @@ class DropPushTarget:
     prid: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class CallEvent:
     """One step of a call's timeline (call records, ``sipwake calls show``)."""
 
@@ -130,6 +140,27 @@ class CallEvent:
     detail: str = ""
     call_id: str = ""
     """The caller's SIP Call-ID (the same on every branch)."""
+
+    def __init__(
+        self,
+        *,
+        call_ref: str,
+        aor: str,
+        at: float,
+        step: CallStep,
+        detail: str = "",
+        call_id: str = "",
+    ) -> None:
+        s = _CALL_EVENT_SLOTS
+        s[0](self, call_ref)
+        s[1](self, aor)
+        s[2](self, at)
+        s[3](self, step)
+        s[4](self, detail)
+        s[5](self, call_id)
+
+
+_CALL_EVENT_SLOTS = slot_setters(CallEvent)
 
 
 WakeOutput = ProxyOutput | SendPush | DropPushTarget | CallEvent
@@ -149,7 +180,7 @@ class _Wake:
     """The device's push key (``calls.encrypt_push`` seals call details with it)."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True, init=False)
 class _Call:
     ref: str
     key: ServerTransactionKey
@@ -170,6 +201,39 @@ class _Call:
     done: bool = False
     reached: bool = False
     """Some device got a branch (no-answer cause 408 rather than 480)."""
+
+    def __init__(  # written: compiled with the core (sipwake/frozen.py)
+        self,
+        *,
+        ref: str,
+        key: ServerTransactionKey,
+        aor: str,
+        plan: CallPlan,
+        request: Request | None,
+        call_id: str,
+        no_answer_at: float,
+        started: float = 0.0,
+        twin_at: float | None = None,
+        wakes: dict[str, _Wake] | None = None,
+        forked: tuple[str, ...] = (),
+        diverted: bool = False,
+        done: bool = False,
+        reached: bool = False,
+    ) -> None:
+        self.ref = ref
+        self.key = key
+        self.aor = aor
+        self.plan = plan
+        self.request = request
+        self.call_id = call_id
+        self.no_answer_at = no_answer_at
+        self.started = started
+        self.twin_at = twin_at
+        self.wakes = {} if wakes is None else wakes
+        self.forked = forked
+        self.diverted = diverted
+        self.done = done
+        self.reached = reached
 
     def invite(self) -> Request:
         """The caller's INVITE, while the call is not done."""

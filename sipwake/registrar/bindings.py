@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from sipwake.frozen import slot_setters
 from sipwake.sip.peer import Peer
 from sipwake.sip.pushtarget import PUSH_PARAMS, PushTarget
 from sipwake.sip.uri import SipUri
@@ -54,7 +55,7 @@ PUSH_KEY_HEADER = "Sipwake-Push-Key"
 SECURE_TRANSPORTS = frozenset({"tls", "wss"})
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Binding:
     """One contact registered for an AOR (RFC 3261 §10.3, RFC 5626 §6, RFC 8599 §5)."""
 
@@ -86,6 +87,44 @@ class Binding:
     """The Contact carried the ``+sip.pnsreg`` media feature tag (RFC 8599 §4.1.3)."""
     seal_key: bytes | None = None
     """The device's push key (see the module text); None: registered without TLS."""
+
+    def __init__(
+        self,
+        *,
+        binding_id: str,
+        aor: str,
+        contact: SipUri,
+        expires_at: float,
+        registered_at: float,
+        call_id: str,
+        cseq: int,
+        source: Peer,
+        q: float = 1.0,
+        instance: str | None = None,
+        reg_id: int | None = None,
+        path: tuple[str, ...] = (),
+        push: PushTarget | None = None,
+        user_agent: str | None = None,
+        pnsreg: bool = False,
+        seal_key: bytes | None = None,
+    ) -> None:
+        s = _BINDING_SLOTS
+        s[0](self, binding_id)
+        s[1](self, aor)
+        s[2](self, contact)
+        s[3](self, expires_at)
+        s[4](self, registered_at)
+        s[5](self, call_id)
+        s[6](self, cseq)
+        s[7](self, q)
+        s[8](self, instance)
+        s[9](self, reg_id)
+        s[10](self, path)
+        s[11](self, source)
+        s[12](self, push)
+        s[13](self, user_agent)
+        s[14](self, pnsreg)
+        s[15](self, seal_key)
 
     def __repr__(self) -> str:
         return (
@@ -131,6 +170,9 @@ class Binding:
         if self.reg_id is not None:
             value += f";reg-id={self.reg_id}"
         return value
+
+
+_BINDING_SLOTS = slot_setters(Binding)
 
 
 def format_q(q: float) -> str:

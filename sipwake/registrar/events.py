@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from sipwake.frozen import slot_setters
 from sipwake.registrar.bindings import Binding
 
 __all__ = [
@@ -36,11 +37,18 @@ RemovalReason = Literal["unregistered", "limit", "removed"]
 flow without push…)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class BindingAdded:
     """A new binding (no earlier binding of the same identity)."""
 
     binding: Binding
+
+    def __init__(self, *, binding: Binding) -> None:
+        s = _BINDING_ADDED_SLOTS
+        s[0](self, binding)
+
+
+_BINDING_ADDED_SLOTS = slot_setters(BindingAdded)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

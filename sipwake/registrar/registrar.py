@@ -55,6 +55,7 @@ from datetime import UTC, datetime
 from typing import assert_never
 
 from sipwake.errors import LocalProtocolError, RemoteProtocolError, cut
+from sipwake.frozen import slot_setters
 from sipwake.ids import Ids
 from sipwake.registrar.bindings import (
     PUSH_KEY_BYTES,
@@ -85,7 +86,7 @@ _BINDING_ID_LENGTH = 16
 _BOUND = (BindingAdded, BindingRefreshed)
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class RegisterResult:
     """What a REGISTER did: the response to send and the binding changes, in order."""
 
@@ -96,9 +97,26 @@ class RegisterResult:
     bindings: tuple[Binding, ...] = ()
     """The AOR's current bindings after the request (what a 200 lists)."""
 
+    def __init__(
+        self,
+        *,
+        response: Response,
+        changes: tuple[RegistrarEvent, ...] = (),
+        aor: str | None = None,
+        bindings: tuple[Binding, ...] = (),
+    ) -> None:
+        s = _REGISTER_RESULT_SLOTS
+        s[0](self, response)
+        s[1](self, changes)
+        s[2](self, aor)
+        s[3](self, bindings)
+
     @property
     def accepted(self) -> bool:
         return 200 <= self.response.status < 300
+
+
+_REGISTER_RESULT_SLOTS = slot_setters(RegisterResult)
 
 
 class Registrar:

@@ -32,6 +32,7 @@ import sys
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from sipwake.frozen import slot_setters
 from sipwake.registrar.config import SUPPORTED_EXTENSIONS, RegistrarConfig
 from sipwake.sip.headers import (
     NameAddr,
@@ -68,7 +69,7 @@ class Rejection(Exception):
         self.headers = headers
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class ContactPlan:
     """One Contact of a REGISTER, checked: what to bind and for how long."""
 
@@ -82,8 +83,31 @@ class ContactPlan:
     push: PushTarget | None = None
     pnsreg: bool = False
 
+    def __init__(
+        self,
+        *,
+        uri: SipUri,
+        expires_s: int,
+        q: float = 1.0,
+        instance: str | None = None,
+        reg_id: int | None = None,
+        push: PushTarget | None = None,
+        pnsreg: bool = False,
+    ) -> None:
+        s = _CONTACT_PLAN_SLOTS
+        s[0](self, uri)
+        s[1](self, expires_s)
+        s[2](self, q)
+        s[3](self, instance)
+        s[4](self, reg_id)
+        s[5](self, push)
+        s[6](self, pnsreg)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+_CONTACT_PLAN_SLOTS = slot_setters(ContactPlan)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class RegisterPlan:
     """A REGISTER that passed every check (RFC 3261 §10.3 steps 1-7)."""
 
@@ -102,6 +126,35 @@ class RegisterPlan:
     feature_caps: tuple[str, ...]
     """``Feature-Caps`` values for the 200, one per push provider (RFC 8599 §5.4)."""
     user_agent: str | None
+
+    def __init__(
+        self,
+        *,
+        aor: str,
+        call_id: str,
+        cseq: int,
+        wildcard: bool,
+        contacts: tuple[ContactPlan, ...],
+        path: tuple[str, ...],
+        echo_path: bool,
+        outbound: bool,
+        feature_caps: tuple[str, ...],
+        user_agent: str | None,
+    ) -> None:
+        s = _REGISTER_PLAN_SLOTS
+        s[0](self, aor)
+        s[1](self, call_id)
+        s[2](self, cseq)
+        s[3](self, wildcard)
+        s[4](self, contacts)
+        s[5](self, path)
+        s[6](self, echo_path)
+        s[7](self, outbound)
+        s[8](self, feature_caps)
+        s[9](self, user_agent)
+
+
+_REGISTER_PLAN_SLOTS = slot_setters(RegisterPlan)
 
 
 def read_register(request: Request, config: RegistrarConfig) -> RegisterPlan:

@@ -29,8 +29,8 @@ __all__ = [
 ]
 
 #: True when this package runs compiled by mypyc (``SIPWAKE_COMPILE=1 pip install .``):
-#: the few constructors that bypass a frozen dataclass's ``__init__`` for speed in
-#: CPython take the plain constructor instead, which is already direct in C.
+#: ``Headers._from_keyed`` then takes its own (compiled) constructor, since
+#: ``object.__new__`` refuses a compiled class.
 COMPILED = not __file__.endswith(".py")
 
 #: RFC 3261 §25.1 token characters.

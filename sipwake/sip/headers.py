@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 
 from sipwake.errors import SipParseError, cut
+from sipwake.frozen import slot_setters
 from sipwake.sip.grammar import (
-    COMPILED,
     HOST,
     LWS,
     PARAMS,
@@ -127,9 +127,7 @@ class Via:
     def _of(cls, transport: str, host: str, port: int | None, params: Params) -> Via:
         """``Via(transport=…, host=…, port=…, params=…)`` without the generated frozen
         ``__init__`` (an ``object.__setattr__`` call per field): for the parsers."""
-        if COMPILED:  # mypyc's own constructor sets the fields directly
-            return cls(transport=transport, host=host, port=port, params=params)
-        via = _new(cls)
+        via = Via.__new__(Via)
         s = _VIA_SLOTS
         s[0](via, transport)
         s[1](via, host)
@@ -138,12 +136,7 @@ class Via:
         return via
 
 
-_new = object.__new__
-_VIA_SLOTS = (
-    ()
-    if COMPILED
-    else tuple(vars(Via)[name].__set__ for name in ("transport", "host", "port", "params"))
-)
+_VIA_SLOTS = slot_setters(Via)
 
 
 def check_via(value: str, where: str) -> None:
@@ -227,9 +220,7 @@ class NameAddr:
     def _of(cls, uri: Uri, display_name: str | None, params: Params) -> NameAddr:
         """``NameAddr(uri=…, display_name=…, params=…)`` without the generated frozen
         ``__init__`` (an ``object.__setattr__`` call per field): for the parsers."""
-        if COMPILED:
-            return cls(uri=uri, display_name=display_name, params=params)
-        addr = _new(cls)
+        addr = NameAddr.__new__(NameAddr)
         s = _NAME_ADDR_SLOTS
         s[0](addr, uri)
         s[1](addr, display_name)
@@ -237,11 +228,7 @@ class NameAddr:
         return addr
 
 
-_NAME_ADDR_SLOTS = (
-    ()
-    if COMPILED
-    else tuple(vars(NameAddr)[name].__set__ for name in ("uri", "display_name", "params"))
-)
+_NAME_ADDR_SLOTS = slot_setters(NameAddr)
 
 
 def parse_name_addr(value: str, where: str) -> NameAddr:

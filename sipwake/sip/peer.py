@@ -39,6 +39,19 @@ class Peer:
         flow = f"#{self.flow}" if self.flow is not None else ""
         return f"{self.transport}:{host}:{self.port}{flow}"
 
+    def __eq__(self, other: object) -> bool:  # the generated one, compiled with the core
+        if not isinstance(other, Peer):
+            return NotImplemented
+        return (
+            self.transport == other.transport
+            and self.host == other.host
+            and self.port == other.port
+            and self.flow == other.flow
+        )
+
+    def __hash__(self) -> int:  # the generated one's value (a written __eq__ drops it)
+        return hash((self.transport, self.host, self.port, self.flow))
+
 
 def response_peer(via: Via, source: Peer) -> Peer:
     """Where to send a response to a request that arrived from ``source`` (RFC 3261 §18.2.2,

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from sipwake.errors import SipParseError, cut
+from sipwake.frozen import slot_setters
 from sipwake.sip.uri import SipUri
 
 __all__ = [
@@ -91,7 +92,7 @@ def mask_token(token: str, keep: int = 4) -> str:
     return f"{token[:keep]}…{token[-keep:]}"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class PushTarget:
     """Where and how to push one device (RFC 8599 or Linphone legacy parameters)."""
 
@@ -115,6 +116,36 @@ class PushTarget:
     auth: str | None = None
     """Web Push: the subscription's authentication secret (base64url, 16 bytes decoded),
     the sipwake ``pn-auth`` extension. A secret: never in ``repr`` or logs."""
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        prid: str,
+        param: str | None = None,
+        purr: str | None = None,
+        sandbox: bool = False,
+        legacy: bool = False,
+        silent: bool = False,
+        timeout_s: int = 0,
+        call_str: str | None = None,
+        msg_str: str | None = None,
+        p256dh: str | None = None,
+        auth: str | None = None,
+    ) -> None:
+        s = _PUSH_TARGET_SLOTS
+        s[0](self, provider)
+        s[1](self, prid)
+        s[2](self, param)
+        s[3](self, purr)
+        s[4](self, sandbox)
+        s[5](self, legacy)
+        s[6](self, silent)
+        s[7](self, timeout_s)
+        s[8](self, call_str)
+        s[9](self, msg_str)
+        s[10](self, p256dh)
+        s[11](self, auth)
 
     def __repr__(self) -> str:
         return (
@@ -174,9 +205,11 @@ class PushTarget:
         """A loggable description: provider and masked token."""
         return f"{self.provider}:{mask_token(self.prid)}"
 
+    #: Push parameters by lower-case name (the first of a repeated name wins, as
+    #: ``SipUri.param`` reads it): gathered in one pass over a URI's parameters.
 
-#: Push parameters by lower-case name (the first of a repeated name wins, as
-#: ``SipUri.param`` reads it): gathered in one pass over a URI's parameters.
+
+_PUSH_TARGET_SLOTS = slot_setters(PushTarget)
 PushParams = dict[str, str | None]
 
 _PUSH_PREFIXES = ("pn-", "app-id")

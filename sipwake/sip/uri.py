@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote as _pct_unquote
 
 from sipwake.errors import SipParseError, cut
+from sipwake.frozen import slot_setters
 from sipwake.sip.grammar import (
-    COMPILED,
     HOSTNAME,
     IPV6_REF,
     PORT,
@@ -176,18 +176,7 @@ class SipUri:
         copies with other parameters: the generated frozen ``__init__`` costs an
         ``object.__setattr__`` call per field, the slot descriptors set them directly
         (about 40% of the time)."""
-        if COMPILED:  # mypyc's own constructor sets the fields directly
-            return cls(
-                scheme=scheme,
-                user=user,
-                password=password,
-                host=host,
-                port=port,
-                params=params,
-                headers=headers,
-                _text=text,
-            )
-        uri = _new(cls)
+        uri = SipUri.__new__(SipUri)
         s = _SIP_URI_SLOTS
         s[0](uri, scheme)
         s[1](uri, user)
@@ -293,16 +282,8 @@ class AbsoluteUri:
 
 Uri = SipUri | TelUri | AbsoluteUri
 
-_new = object.__new__
 #: ``__set__`` of each slot of SipUri, in ``SipUri._of``'s argument order.
-_SIP_URI_SLOTS = (
-    ()
-    if COMPILED
-    else tuple(
-        vars(SipUri)[name].__set__
-        for name in ("scheme", "user", "password", "host", "port", "params", "headers", "_text")
-    )
-)
+_SIP_URI_SLOTS = slot_setters(SipUri)
 
 
 def parse_uri(text: str, where: str = "URI") -> Uri:

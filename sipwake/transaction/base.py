@@ -35,6 +35,8 @@ EntryT = TypeVar("EntryT")
 #: Timer name → the timer, and its place in ``Timer`` (ties between equal deadlines).
 _TIMERS = {timer.name: timer for timer in Timer}
 _TIMER_ORDER = {timer.name: index for index, timer in enumerate(Timer)}
+#: Timer → its name (``Timer.name`` is a Python-level property: slow on every message).
+_NAMES = {timer: timer.name for timer in Timer}
 
 #: A table handler: ``(transaction, now, message, source) -> outputs`` (``source`` is the
 #: peer a server transaction's request or ACK came from; client handlers ignore it).
@@ -174,14 +176,14 @@ class Transaction(Generic[StateT, InputT]):
     def _arm(self, timer: Timer, delay: float, now: float) -> None:
         """Start ``timer`` to fire ``delay`` seconds after ``now`` (at once if zero)."""
         if delay <= 0:
-            self.armed.pop(timer.name, None)
+            self.armed.pop(_NAMES[timer], None)
             self._immediate += (timer,)
         else:
-            self.armed[timer.name] = now + delay
+            self.armed[_NAMES[timer]] = now + delay
 
     def _disarm(self, *timers: Timer) -> None:
         for timer in timers:
-            self.armed.pop(timer.name, None)
+            self.armed.pop(_NAMES[timer], None)
 
     def _clear_timers(self) -> None:
         self.armed.clear()

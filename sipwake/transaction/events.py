@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sipwake.frozen import slot_setters
 from sipwake.sip.message import Request, Response
 from sipwake.sip.peer import Peer
 from sipwake.transaction.keys import ClientKey, ServerTransactionKey, TransactionKey
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class SendMessage:
     """Write ``message`` to ``peer`` (over ``peer.flow`` when it names a connection).
     ``data`` is its bytes when the transaction already has them (a final response or an
@@ -41,8 +42,19 @@ class SendMessage:
     peer: Peer
     data: bytes | None = field(default=None, compare=False, repr=False)
 
+    def __init__(
+        self, *, message: Request | Response, peer: Peer, data: bytes | None = None
+    ) -> None:
+        s = _SEND_MESSAGE_SLOTS
+        s[0](self, message)
+        s[1](self, peer)
+        s[2](self, data)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+_SEND_MESSAGE_SLOTS = slot_setters(SendMessage)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class RequestReceived:
     """A new server transaction: the TU must answer it with ``TransactionLayer.respond``."""
 
@@ -50,16 +62,35 @@ class RequestReceived:
     source: Peer
     transaction_key: ServerTransactionKey
 
+    def __init__(
+        self, *, request: Request, source: Peer, transaction_key: ServerTransactionKey
+    ) -> None:
+        s = _REQUEST_RECEIVED_SLOTS
+        s[0](self, request)
+        s[1](self, source)
+        s[2](self, transaction_key)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+_REQUEST_RECEIVED_SLOTS = slot_setters(RequestReceived)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class ResponseReceived:
     """A response for one of the TU's client transactions (retransmitted 2xx included)."""
 
     response: Response
     transaction_key: ClientKey
 
+    def __init__(self, *, response: Response, transaction_key: ClientKey) -> None:
+        s = _RESPONSE_RECEIVED_SLOTS
+        s[0](self, response)
+        s[1](self, transaction_key)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+_RESPONSE_RECEIVED_SLOTS = slot_setters(ResponseReceived)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class AckReceived:
     """An ACK that is not part of an INVITE transaction: the ACK for a 2xx (RFC 3261 §17.2.3).
 
@@ -68,6 +99,14 @@ class AckReceived:
 
     request: Request
     source: Peer
+
+    def __init__(self, *, request: Request, source: Peer) -> None:
+        s = _ACK_RECEIVED_SLOTS
+        s[0](self, request)
+        s[1](self, source)
+
+
+_ACK_RECEIVED_SLOTS = slot_setters(AckReceived)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,11 +147,18 @@ class TransportFailed:
     transaction_key: ClientKey
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class TransactionTerminated:
     """The transaction reached Terminated and was removed from the layer."""
 
     transaction_key: TransactionKey
+
+    def __init__(self, *, transaction_key: TransactionKey) -> None:
+        s = _TRANSACTION_TERMINATED_SLOTS
+        s[0](self, transaction_key)
+
+
+_TRANSACTION_TERMINATED_SLOTS = slot_setters(TransactionTerminated)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

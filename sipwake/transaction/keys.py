@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from sipwake.frozen import slot_setters
 from sipwake.ids import BRANCH_MAGIC
 from sipwake.sip.grammar import HOST, PORT, TOKEN, TOKEN_CHARS
 from sipwake.sip.message import Request, Response
@@ -46,21 +47,44 @@ _PLAIN_VIA = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class ClientKey:
     """A client transaction: our branch and the request method (RFC 3261 §17.1.3)."""
 
     branch: str
     method: str
 
+    def __init__(self, *, branch: str, method: str) -> None:
+        s = _CLIENT_KEY_SLOTS
+        s[0](self, branch)
+        s[1](self, method)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+    def __hash__(self) -> int:  # the generated one's value, compiled with the core
+        return hash((self.branch, self.method))
+
+
+_CLIENT_KEY_SLOTS = slot_setters(ClientKey)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class ServerKey:
     """A server transaction for an RFC 3261 request: branch, sent-by, method (§17.2.3)."""
 
     branch: str
     sent_by: tuple[str, int | None]
     method: str
+
+    def __init__(self, *, branch: str, sent_by: tuple[str, int | None], method: str) -> None:
+        s = _SERVER_KEY_SLOTS
+        s[0](self, branch)
+        s[1](self, sent_by)
+        s[2](self, method)
+
+    def __hash__(self) -> int:  # the generated one's value, compiled with the core
+        return hash((self.branch, self.sent_by, self.method))
+
+
+_SERVER_KEY_SLOTS = slot_setters(ServerKey)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
