@@ -121,6 +121,41 @@ async def test_udp_round_trip(make_node: NodeFactory) -> None:
         assert source == (local.host, local.port)  # from the listener socket (RFC 3581 §4)
 
 
+async def test_udp_burst_is_answered_after_it_in_order(tmp_path: Path) -> None:
+    """Datagrams waiting together are read as one batch; what handling them sends is held
+    until the batch is handled, then leaves in order (one kernel pass, not one per message)."""
+    loop = asyncio.get_running_loop()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.setblocking(False)
+    sent_before_batch_end: list[bool] = []
+    manager: TransportManager | None = None
+
+    def answer(data: bytes, peer: Peer, local: LocalAddr) -> None:
+        assert manager is not None
+        number = data.split(b" ", 2)[1]
+        assert manager.send(b"ANSWER " + number, peer)
+        try:
+            client.recv(100)
+        except BlockingIOError:
+            sent_before_batch_end.append(False)
+        else:
+            sent_before_batch_end.append(True)
+
+    manager = TransportManager(answer, tls_dir=tmp_path / "tls")
+    await manager.start([ListenerConfig(transport="udp", host="127.0.0.1")])
+    try:
+        (local,) = manager.bound()
+        for n in range(20):  # all queued before the loop gets to read any
+            client.sendto(b"REQUEST %d" % n, (local.host, local.port))
+        answers = [(await within(loop.sock_recvfrom(client, 100)))[0] for _ in range(20)]
+        assert answers == [b"ANSWER %d" % n for n in range(20)]
+        assert sent_before_batch_end == [False] * 20
+    finally:
+        client.close()
+        await manager.close()
+
+
 async def test_udp_sends_from_the_listener_asked_for(make_node: NodeFactory) -> None:
     node = await make_node("udp", "udp")
     first, second = node.manager.bound()
