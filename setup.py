@@ -2,7 +2,7 @@
 
 Everything else about the package is in pyproject.toml. Without the variable (the default,
 and what ``pip install -e`` is for) sipwake is pure Python. Compiled, the same source
-runs as C extension modules: about a quarter less CPU per message (README, "Speed").
+runs as C extension modules: a quarter to a half less CPU per message (README, "Speed").
 """
 
 from __future__ import annotations
