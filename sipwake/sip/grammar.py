@@ -28,9 +28,8 @@ __all__ = [
     "unquote",
 ]
 
-#: True when this package runs compiled by mypyc (``SIPWAKE_COMPILE=1 pip install .``):
-#: ``Headers._from_keyed`` then takes its own (compiled) constructor, since
-#: ``object.__new__`` refuses a compiled class.
+#: True when this package runs compiled by mypyc (``SIPWAKE_COMPILE=1 pip install .``);
+#: ``sipwake serve`` prints which core runs.
 COMPILED = not __file__.endswith(".py")
 
 #: RFC 3261 §25.1 token characters.

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from sipwake.errors import SipParseError
-from sipwake.sip.grammar import COMPILED, split_commas
+from sipwake.sip.grammar import split_commas
 from sipwake.sip.headers import (
     CSeq,
     NameAddr,
@@ -62,7 +62,6 @@ COMPACT_FORMS = {
     "y": "Identity",
 }
 _COMPACT_KEYS = {k: v.lower() for k, v in COMPACT_FORMS.items()}
-_new = object.__new__
 
 #: Headers whose values may be comma lists (split on top-level commas).
 #: WWW-Authenticate, Authorization, Date and friends are not: their values hold commas.
@@ -125,7 +124,7 @@ class Headers:
 
     @classmethod
     def _from_keyed(cls, fields: list[tuple[str, str, str]]) -> Headers:
-        obj = cls() if COMPILED else _new(cls)
+        obj = Headers.__new__(Headers)  # object.__new__ refuses the compiled class
         obj._fields = fields
         obj._cache = {}
         obj._first = None

@@ -138,33 +138,27 @@ class UdpEndpoint:
                 return False
             held.append((data, (host, port)))
             return True
+        return self._send_now(data, (host, port))
+
+    def _send_now(self, data: bytes, addr: tuple[str, int]) -> bool:
         if self._queue:  # keep the order: behind what already waits
-            return self._enqueue(data, (host, port))
+            return self._enqueue(data, addr)
         try:
-            self._sock.sendto(data, (host, port))
+            self._sock.sendto(data, addr)
         except (BlockingIOError, InterruptedError):
             self._loop.add_writer(self._sock.fileno(), self._write_ready)
-            return self._enqueue(data, (host, port))
+            return self._enqueue(data, addr)
         except OSError as exc:
-            logger.debug("UDP %s: could not send to %s:%d: %s", self.local, host, port, exc)
+            logger.debug("UDP %s: could not send to %s:%d: %s", self.local, *addr, exc)
             return False
         return True
 
     def _send_held(self, held: list[tuple[bytes, tuple[str, int]]]) -> None:
-        """Send what a batch produced, in order (queued behind anything already waiting)."""
-        sendto = self._sock.sendto
-        for index, (data, addr) in enumerate(held):
-            if self._queue:
-                self._queue.extend(held[index:])
-                return
-            try:
-                sendto(data, addr)
-            except (BlockingIOError, InterruptedError):
-                self._loop.add_writer(self._sock.fileno(), self._write_ready)
-                self._queue.extend(held[index:])
-                return
-            except OSError as exc:
-                logger.info("UDP %s: could not send to %s:%d: %s", self.local, *addr, exc)
+        """Send what a batch produced, in order; nobody waits on the outcome, so a datagram
+        the kernel refuses is logged here."""
+        for data, addr in held:
+            if not self._send_now(data, addr):
+                logger.info("UDP %s: could not send to %s:%d", self.local, *addr)
 
     def _enqueue(self, data: bytes, addr: tuple[str, int]) -> bool:
         if len(self._queue) >= SEND_QUEUE_LIMIT:
