@@ -32,15 +32,18 @@ from sipwake.sip.uri import (
     OTHER_URI,
     SIP_ADDR_SPEC,
     SIP_URI,
+    SIP_URI_PARTS,
     SipUri,
     Uri,
     parse_uri,
+    sip_uri_from_parts,
 )
 
 __all__ = [
     "CSeq",
     "NameAddr",
     "Via",
+    "name_addr_from_match",
     "parse_cseq",
     "parse_name_addr",
     "parse_uint",
@@ -64,6 +67,13 @@ NAME_ADDR_SHAPE = re.compile(
     rf"[ \t]*(?:(?:{QUOTED_STRING}{LWS}|{TOKEN}(?:[ \t]+{TOKEN})*+{LWS})?"
     rf"<(?:{SIP_URI}|{OTHER_URI})>"
     rf"|(?:{SIP_ADDR_SPEC}|{OTHER_ADDR_SPEC})){PARAMS}"
+)
+#: The usual name-addr, ``[display-name] <sip:…> *(;param)``, in groups that build it from
+#: the one match that also checks it (``name_addr_from_match``): quoted display name, token
+#: display name, the URI's text, its seven parts (``SIP_URI_PARTS``), the parameters.
+SIP_NAME_ADDR = re.compile(
+    rf"[ \t]*(?:({QUOTED_STRING}){LWS}|({TOKEN}(?:[ \t]+{TOKEN})*+){LWS})?"
+    rf"<({SIP_URI_PARTS})>({PARAMS})"
 )
 _CSEQ_RE = re.compile(rf"(\d{{1,20}})[ \t]+({TOKEN})")
 _DISPLAY_TOKENS_RE = re.compile(rf"{TOKEN}(?:[ \t]+{TOKEN})*")
@@ -233,6 +243,23 @@ _NAME_ADDR_SLOTS = slot_setters(NameAddr)
 
 def parse_name_addr(value: str, where: str) -> NameAddr:
     """Parse a name-addr or addr-spec with header parameters."""
+    m = SIP_NAME_ADDR.fullmatch(value)
+    if m is not None:
+        return name_addr_from_match(m)
+    return _parse_name_addr(value, where)
+
+
+def name_addr_from_match(m: re.Match[str]) -> NameAddr:
+    """The NameAddr a ``SIP_NAME_ADDR`` match spells (what ``_parse_name_addr`` returns
+    for that value)."""
+    quoted, tokens, text, scheme, user, password, host, port, uparams, uheaders, params = m.groups()
+    uri = sip_uri_from_parts(scheme, user, password, host, port, uparams, uheaders, text)
+    display = unquote(quoted) if quoted is not None else tokens
+    return NameAddr._of(uri, display, parse_checked_params(params))
+
+
+def _parse_name_addr(value: str, where: str) -> NameAddr:
+    """The general path: any value, and the error that says what is wrong with it."""
     text = value.strip(" \t")
     if not text:
         raise SipParseError(f"{where}: empty value")

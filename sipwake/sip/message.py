@@ -18,6 +18,7 @@ from sipwake.sip.headers import (
     CSeq,
     NameAddr,
     Via,
+    name_addr_from_match,
     parse_cseq,
     parse_name_addr,
     parse_uint,
@@ -100,6 +101,14 @@ LIST_HEADERS = frozenset(
 )
 
 
+#: Cache entries the parser derives from a header besides its typed value: the top Via
+#: alone, and the ``SIP_NAME_ADDR`` match of a From, To or lone Contact.
+_DERIVED_KEYS = {"via": "via#0", "from": "from#m", "to": "to#m", "contact": "contact#m"}
+
+#: What a cache lookup returns for a value not built yet (None is a value: no Max-Forwards).
+_MISSING = object()
+
+
 def canonical_name(name: str) -> str:
     """Lower-case long form of a header name (``V`` → ``via``)."""
     key = name.lower()
@@ -179,9 +188,11 @@ class Headers:
         return out
 
     def _touch(self, key: str) -> None:
-        self._cache.pop(key, None)
-        if key == "via":
-            self._cache.pop("via#0", None)
+        cache = self._cache
+        cache.pop(key, None)
+        derived = _DERIVED_KEYS.get(key)
+        if derived is not None:
+            cache.pop(derived, None)
 
     def add(self, name: str, value: str) -> None:
         """Append a field."""
@@ -258,15 +269,6 @@ class Headers:
             return
         raise KeyError(name)
 
-    def typed(self, key: str, build: Callable[[], T]) -> T:
-        """The cached typed value of header ``key`` (a canonical name), built once."""
-        try:
-            return self._cache[key]  # type: ignore[return-value]
-        except KeyError:
-            value = build()
-            self._cache[key] = value
-            return value
-
 
 class Message:
     """What requests and responses share: headers, body and typed accessors."""
@@ -280,14 +282,19 @@ class Message:
         self.body = body
 
     # -- typed accessors (cached) -----------------------------------------
+    def _typed(self, key: str, build: Callable[[Message], T]) -> T:
+        """The cached typed value of header ``key`` (a canonical name), built once."""
+        cache = self.headers._cache
+        value = cache.get(key, _MISSING)
+        if value is _MISSING:
+            value = build(self)
+            cache[key] = value
+        return value  # type: ignore[return-value]
+
     @property
     def via(self) -> list[Via]:
         """Every Via value, topmost first."""
-        h = self.headers
-        return h.typed(
-            "via",
-            lambda: [parse_via(v, f"Via #{i + 1}") for i, v in enumerate(h.values("via"))],
-        )
+        return self._typed("via", _build_vias)
 
     @property
     def top_via(self) -> Via:
@@ -316,96 +323,45 @@ class Message:
 
     @property
     def cseq(self) -> CSeq:
-        return self.headers.typed("cseq", lambda: parse_cseq(self._single("CSeq")))
+        return self._typed("cseq", _build_cseq)
 
     @property
     def call_id(self) -> str:
-        return self.headers.typed("call-id", lambda: self._single("Call-ID"))
+        return self._typed("call-id", _build_call_id)
 
     @property
     def from_(self) -> NameAddr:
-        return self.headers.typed("from", lambda: parse_name_addr(self._single("From"), "From"))
+        return self._typed("from", _build_from)
 
     @property
     def to(self) -> NameAddr:
-        return self.headers.typed("to", lambda: parse_name_addr(self._single("To"), "To"))
+        return self._typed("to", _build_to)
 
     @property
     def contacts(self) -> list[NameAddr] | None:
         """Contact values; ``None`` means the ``Contact: *`` wildcard."""
-        h = self.headers
-
-        def build() -> list[NameAddr] | None:
-            values = h.values("contact")
-            if values == ["*"]:
-                return None
-            if "*" in values:
-                raise SipParseError("Contact: '*' must be the only value")
-            return [parse_name_addr(v, f"Contact #{i + 1}") for i, v in enumerate(values)]
-
-        return h.typed("contact", build)
+        return self._typed("contact", _build_contacts)
 
     @property
     def max_forwards(self) -> int | None:
-        h = self.headers
-
-        def build() -> int | None:
-            raw = self._optional_single("Max-Forwards")
-            return None if raw is None else parse_uint(raw, "Max-Forwards")
-
-        return h.typed("max-forwards", build)
+        return self._typed("max-forwards", _build_max_forwards)
 
     @property
     def expires(self) -> int | None:
         """The Expires header (out-of-range values read as 3600, RFC 4475 §3.1.2.4)."""
-        h = self.headers
-
-        def build() -> int | None:
-            raw = self._optional_single("Expires")
-            if raw is None:
-                return None
-            text = raw.strip()
-            if not text.isdigit():
-                raise SipParseError(f"Expires: expected a number, got {text[:80]!r}")
-            return int(text) if len(text) <= 10 and int(text) <= 2**32 - 1 else 3600
-
-        return h.typed("expires", build)
+        return self._typed("expires", _build_expires)
 
     @property
     def content_length(self) -> int | None:
-        h = self.headers
-
-        def build() -> int | None:
-            raw = h.get_all("content-length")
-            if not raw:
-                return None
-            values = {parse_uint(v, "Content-Length") for v in raw}
-            if len(values) > 1:
-                raise SipParseError("Content-Length: conflicting values")
-            return values.pop()
-
-        return h.typed("content-length", build)
+        return self._typed("content-length", _build_content_length)
 
     @property
     def routes(self) -> list[NameAddr]:
-        h = self.headers
-        return h.typed(
-            "route",
-            lambda: [
-                parse_name_addr(v, f"Route #{i + 1}") for i, v in enumerate(h.values("route"))
-            ],
-        )
+        return self._typed("route", _build_routes)
 
     @property
     def record_routes(self) -> list[NameAddr]:
-        h = self.headers
-        return h.typed(
-            "record-route",
-            lambda: [
-                parse_name_addr(v, f"Record-Route #{i + 1}")
-                for i, v in enumerate(h.values("record-route"))
-            ],
-        )
+        return self._typed("record-route", _build_record_routes)
 
     def tokens(self, name: str) -> list[str]:
         """A token-list header (Supported, Require, Allow…) as lower-case tokens."""
@@ -446,6 +402,82 @@ class Message:
         if content_type is not None:
             self.headers.set("Content-Type", content_type)
         self.headers.set("Content-Length", str(len(body)))
+
+
+# -- builders of the typed values (module functions: a property makes no closure) ------
+def _build_vias(m: Message) -> list[Via]:
+    return [parse_via(v, f"Via #{i + 1}") for i, v in enumerate(m.headers.values("via"))]
+
+
+def _build_cseq(m: Message) -> CSeq:
+    return parse_cseq(m._single("CSeq"))
+
+
+def _build_call_id(m: Message) -> str:
+    return m._single("Call-ID")
+
+
+def _name_addr(m: Message, name: str, match_key: str) -> NameAddr:
+    """From or To: from the parser's match when it kept one, else parsed."""
+    match = m.headers._cache.get(match_key)
+    if match is not None:
+        return name_addr_from_match(match)  # type: ignore[arg-type]
+    return parse_name_addr(m._single(name), name)
+
+
+def _build_from(m: Message) -> NameAddr:
+    return _name_addr(m, "From", "from#m")
+
+
+def _build_to(m: Message) -> NameAddr:
+    return _name_addr(m, "To", "to#m")
+
+
+def _build_contacts(m: Message) -> list[NameAddr] | None:
+    match = m.headers._cache.get("contact#m")
+    if match is not None:
+        return [name_addr_from_match(match)]  # type: ignore[arg-type]
+    values = m.headers.values("contact")
+    if values == ["*"]:
+        return None
+    if "*" in values:
+        raise SipParseError("Contact: '*' must be the only value")
+    return [parse_name_addr(v, f"Contact #{i + 1}") for i, v in enumerate(values)]
+
+
+def _build_max_forwards(m: Message) -> int | None:
+    raw = m._optional_single("Max-Forwards")
+    return None if raw is None else parse_uint(raw, "Max-Forwards")
+
+
+def _build_expires(m: Message) -> int | None:
+    raw = m._optional_single("Expires")
+    if raw is None:
+        return None
+    text = raw.strip()
+    if not text.isdigit():
+        raise SipParseError(f"Expires: expected a number, got {text[:80]!r}")
+    return int(text) if len(text) <= 10 and int(text) <= 2**32 - 1 else 3600
+
+
+def _build_content_length(m: Message) -> int | None:
+    raw = m.headers.get_all("content-length")
+    if not raw:
+        return None
+    values = {parse_uint(v, "Content-Length") for v in raw}
+    if len(values) > 1:
+        raise SipParseError("Content-Length: conflicting values")
+    return values.pop()
+
+
+def _build_routes(m: Message) -> list[NameAddr]:
+    values = m.headers.values("route")
+    return [parse_name_addr(v, f"Route #{i + 1}") for i, v in enumerate(values)]
+
+
+def _build_record_routes(m: Message) -> list[NameAddr]:
+    values = m.headers.values("record-route")
+    return [parse_name_addr(v, f"Record-Route #{i + 1}") for i, v in enumerate(values)]
 
 
 class Request(Message):

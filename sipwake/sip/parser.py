@@ -25,6 +25,7 @@ from sipwake.errors import SipParseError, cut
 from sipwake.sip.grammar import TOKEN, split_commas
 from sipwake.sip.headers import (
     NAME_ADDR_SHAPE,
+    SIP_NAME_ADDR,
     VIA_SHAPE,
     check_name_addr,
     check_via,
@@ -232,6 +233,10 @@ def _check(message: Message) -> int | None:
         raise
 
 
+#: Where ``_check_fields`` keeps the ``SIP_NAME_ADDR`` match of a From, To or lone Contact
+#: (``Message.from_``, ``.to`` and ``.contacts`` build from it).
+_MATCH_KEYS = {"from": "from#m", "to": "to#m"}
+
 _VIA, _FROM_TO, _ADDR_LIST, _CSEQ, _CALL_ID, _MAX_FORWARDS, _CONTENT_LENGTH = range(7)
 _ROLES = {
     "via": _VIA,
@@ -251,11 +256,13 @@ def _check_fields(message: Message) -> int | None:
     headers = message.headers
     cache = headers._cache
     via_shape = VIA_SHAPE.fullmatch
+    sip_name_addr = SIP_NAME_ADDR.fullmatch
     name_addr_shape = NAME_ADDR_SHAPE.fullmatch
     seen: set[str] = set()  # the fields that must appear at most once
     length: int | None = None
     conflict = False
     vias = 0
+    contacts = 0
     for _, value, key in headers._fields:
         role = _ROLES.get(key)
         if role is None:
@@ -272,8 +279,20 @@ def _check_fields(message: Message) -> int | None:
             if "," in value:
                 for part in split_commas(value):
                     check_name_addr(part, _NAME_ADDR_KEYS[key])
-            elif name_addr_shape(value) is None and not (key == "contact" and value == "*"):
+                if key == "contact":
+                    contacts += 2
+                continue
+            m = sip_name_addr(value)
+            if (
+                m is None
+                and name_addr_shape(value) is None
+                and not (key == "contact" and value == "*")
+            ):
                 check_name_addr(value, _NAME_ADDR_KEYS[key])
+            if key == "contact":  # a REGISTER's or a dialog's one Contact: kept to build
+                contacts += 1
+                if m is not None:
+                    cache["contact#m"] = m
         elif role == _CONTENT_LENGTH:
             number = parse_uint(value, "Content-Length")
             conflict = conflict or (length is not None and number != length)
@@ -283,7 +302,10 @@ def _check_fields(message: Message) -> int | None:
                 raise SipParseError(f"{_NAMES.get(key, key)}: header appears more than once")
             seen.add(key)
             if role == _FROM_TO:
-                if name_addr_shape(value) is None:
+                m = sip_name_addr(value)
+                if m is not None:  # the usual shape: kept, so reading it does not match again
+                    cache[_MATCH_KEYS[key]] = m
+                elif name_addr_shape(value) is None:
                     check_name_addr(value, _NAME_ADDR_KEYS[key])
             elif role == _CSEQ:
                 cache["cseq"] = _cseq(value)
@@ -293,6 +315,8 @@ def _check_fields(message: Message) -> int | None:
                 cache["call-id"] = value
             else:
                 cache["max-forwards"] = parse_uint(value, "Max-Forwards")
+    if contacts > 1:  # only a lone Contact is built from its match
+        cache.pop("contact#m", None)
     if vias == 0:
         raise SipParseError("missing Via header")
     for key in _REQUIRED:

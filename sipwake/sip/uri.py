@@ -322,6 +322,27 @@ def _parse_sip_uri(text: str) -> SipUri | None:
     if m is None:
         return None
     scheme, user, password, host, port_text, param_text, header_text = m.groups()
+    return sip_uri_from_parts(
+        scheme, user, password, host, port_text, param_text, header_text, text
+    )
+
+
+#: ``_SIP_URI_RE``'s pattern, for a regex that matches a SIP URI among other things and
+#: builds it from its seven named groups with ``sip_uri_from_parts``.
+SIP_URI_PARTS = _SIP_URI_RE.pattern
+
+
+def sip_uri_from_parts(
+    scheme: str,
+    user: str | None,
+    password: str | None,
+    host: str,
+    port_text: str | None,
+    param_text: str,
+    header_text: str | None,
+    text: str,
+) -> SipUri:
+    """The SipUri whose ``SIP_URI_PARTS`` groups matched ``text``."""
     headers: tuple[tuple[str, str], ...] = ()
     if header_text:
         pairs = []

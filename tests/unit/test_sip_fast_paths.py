@@ -1,8 +1,10 @@
 """The parser's fast paths agree with the general ones, on the same inputs.
 
 Fast paths: ``parse_via`` building from a ``VIA_SHAPE`` match (and the parser caching
-that top Via), ``parse_checked_params`` splitting shape-checked parameters, the
-``_of`` constructors of the frozen values, the parse caches (SIP URIs, CSeq).
+that top Via), ``parse_name_addr`` building from a ``SIP_NAME_ADDR`` match (and the
+parser keeping the match of From, To and a lone Contact), ``parse_checked_params``
+splitting shape-checked parameters, the ``_of`` constructors of the frozen values, the
+parse caches (SIP URIs, CSeq).
 Inputs: the header values of the torture corpora (RFC 4475, RFC 5118, a sample
 of PROTOS c07-sip) and generated ones.
 """
@@ -20,10 +22,12 @@ from hypothesis import strategies as st
 from sipwake.errors import SipParseError
 from sipwake.sip.grammar import parse_checked_params, parse_params, split_commas
 from sipwake.sip.headers import (
+    SIP_NAME_ADDR,
     VIA_SHAPE,
     CSeq,
     NameAddr,
     Via,
+    _parse_name_addr,
     _parse_via,
     parse_name_addr,
     parse_via,
@@ -142,6 +146,123 @@ def test_parser_caches_the_top_via_it_checked(corpora: pathlib.Path) -> None:
         assert msg.top_via == msg.via[0]
         checked += 1
     assert checked > 500
+
+
+def _check_name_addr(value: str) -> None:
+    """parse_name_addr (fast when SIP_NAME_ADDR matches) and the general path give the
+    same NameAddr, URI included, or the same error."""
+    try:
+        general = _parse_name_addr(value, "To")
+    except SipParseError as exc:
+        reason = exc.reason
+    else:
+        reason = ""
+    if reason:
+        assert SIP_NAME_ADDR.fullmatch(value) is None
+        with pytest.raises(SipParseError) as fast_exc:
+            parse_name_addr(value, "To")
+        assert fast_exc.value.reason == reason
+        return
+    fast = parse_name_addr(value, "To")
+    _same(fast, general)
+    _same(fast.uri, general.uri)
+    if isinstance(fast.uri, SipUri):
+        assert isinstance(general.uri, SipUri)
+        assert fast.uri._text == general.uri._text
+
+
+def test_name_addr_fast_path_agrees_on_corpora(corpora: pathlib.Path) -> None:
+    values = _values(corpora, _ADDR_NAMES)
+    assert len(values) > 1000
+    shaped = 0
+    for value in values:
+        _check_name_addr(value)
+        shaped += SIP_NAME_ADDR.fullmatch(value) is not None
+    assert shaped > 500
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "<sip:u1@127.0.0.1:5070;pn-provider=apns;pn-prid=00ab>;expires=600",
+        '"Alice \\"A\\"" <sips:alice:pw@Example.COM;Transport=TCP?Subject=x&y=>;tag=1',
+        "Bob  Smith\t<sip:bob@[2001:db8::1]:5061>",
+        '<sip:a@h> ; tag = x ; q="0.5"',
+        "<SIP:a@h;lr>",
+        "< sip:a@h>",
+        "<sip:a@h>;;tag=x",
+        "<sip:a@h",
+        "<sip:a@h:65536>",
+        "sip:a@h;tag=x",
+        "<tel:+1-555>;tag=t",
+        '"unterminated <sip:a@h>',
+    ],
+)
+def test_name_addr_fast_path_agrees_on_odd_values(value: str) -> None:
+    _check_name_addr(value)
+
+
+_NAME_ADDR_ALPHABET = st.sampled_from(list('ab <sip:@>;=?&"\\\t-.%41[]:'))
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.lists(_NAME_ADDR_ALPHABET, max_size=30).map("".join))
+def test_name_addr_fast_path_agrees_on_generated_values(value: str) -> None:
+    _check_name_addr(value)
+
+
+def test_parser_keeps_the_name_addr_matches_it_checked(corpora: pathlib.Path) -> None:
+    """From, To and a lone Contact built from the parser's match equal those parsed from
+    the header text; several Contacts are all parsed from the text."""
+    kept = 0
+    for data in _corpus_messages(corpora):
+        try:
+            msg = parse_message(data)
+        except SipParseError:
+            continue
+        cache = msg.headers._cache
+        kept += "to#m" in cache
+        for name, value in (("From", msg.from_), ("To", msg.to)):
+            text = msg.headers.get_all(name)[0]
+            assert (f"{name.lower()}#m" in cache) == (SIP_NAME_ADDR.fullmatch(text) is not None)
+            _same(value, _parse_name_addr(text, name))
+        try:
+            general = [
+                _parse_name_addr(v, "Contact") for v in msg.headers.values("contact") if v != "*"
+            ]
+        except SipParseError:
+            continue
+        contacts = msg.contacts
+        if contacts is not None:
+            assert len(contacts) == len(general)
+            for a, b in zip(contacts, general, strict=True):
+                _same(a, b)
+    assert kept > 500
+
+
+def test_changing_a_header_drops_its_kept_match() -> None:
+    msg = parse_message(
+        b"REGISTER sip:lab.test SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        b"From: <sip:a@lab.test>;tag=1\r\nTo: <sip:a@lab.test>\r\nCall-ID: c\r\n"
+        b"CSeq: 1 REGISTER\r\nContact: <sip:a@127.0.0.1:5070>\r\n\r\n"
+    )
+    msg.headers.set("To", "<sip:b@lab.test>")
+    msg.headers.set("From", "<sip:c@lab.test>;tag=2")
+    msg.headers.add("Contact", "<sip:a@127.0.0.2>")
+    assert str(msg.to.uri) == "sip:b@lab.test"
+    assert msg.from_.tag == "2"
+    assert [str(c.uri) for c in msg.contacts or []] == ["sip:a@127.0.0.1:5070", "sip:a@127.0.0.2"]
+
+
+def test_two_contact_lines_are_not_read_from_one_match() -> None:
+    msg = parse_message(
+        b"REGISTER sip:lab.test SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        b"From: <sip:a@lab.test>;tag=1\r\nTo: <sip:a@lab.test>\r\nCall-ID: c\r\n"
+        b"CSeq: 1 REGISTER\r\nContact: <sip:a@127.0.0.1:5070>\r\n"
+        b"Contact: <sip:a@127.0.0.2>;expires=0\r\n\r\n"
+    )
+    assert "contact#m" not in msg.headers._cache
+    assert [c.param("expires") for c in msg.contacts or []] == [None, "0"]
 
 
 def _old_sip_uri(text: str) -> SipUri:
