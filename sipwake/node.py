@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sipwake.errors import AuthError, SipParseError
-from sipwake.frozen import slot_setters
+from sipwake.frozen import interpreted_init
 from sipwake.ids import Ids
 from sipwake.overload import LoadMeter
 from sipwake.presence import Presence, PresenceAgent, presence_of
@@ -95,13 +95,12 @@ class SendBytes:
     def __init__(
         self, *, data: bytes, peer: Peer, message: Request | Response | None = None
     ) -> None:
-        s = _SEND_BYTES_SLOTS
-        s[0](self, data)
-        s[1](self, peer)
-        s[2](self, message)
+        self.data = data  # type: ignore[misc]
+        self.peer = peer  # type: ignore[misc]
+        self.message = message  # type: ignore[misc]
 
 
-_SEND_BYTES_SLOTS = slot_setters(SendBytes)
+interpreted_init(SendBytes)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, init=False)
@@ -113,12 +112,11 @@ class PersistChanges:
     token: int | None = None
 
     def __init__(self, *, events: tuple[RegistrarEvent, ...], token: int | None = None) -> None:
-        s = _PERSIST_CHANGES_SLOTS
-        s[0](self, events)
-        s[1](self, token)
+        self.events = events  # type: ignore[misc]
+        self.token = token  # type: ignore[misc]
 
 
-_PERSIST_CHANGES_SLOTS = slot_setters(PersistChanges)
+interpreted_init(PersistChanges)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,15 +167,14 @@ class _Unconfirmed:
         events: tuple[RegistrarEvent, ...],
         listener: LocalAddress,
     ) -> None:
-        s = _UNCONFIRMED_SLOTS
-        s[0](self, key)
-        s[1](self, request)
-        s[2](self, response)
-        s[3](self, events)
-        s[4](self, listener)
+        self.key = key  # type: ignore[misc]
+        self.request = request  # type: ignore[misc]
+        self.response = response  # type: ignore[misc]
+        self.events = events  # type: ignore[misc]
+        self.listener = listener  # type: ignore[misc]
 
 
-_UNCONFIRMED_SLOTS = slot_setters(_Unconfirmed)
+interpreted_init(_Unconfirmed)
 
 
 @dataclass(slots=True, kw_only=True)

@@ -46,7 +46,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sipwake.errors import LocalProtocolError
-from sipwake.frozen import slot_setters
+from sipwake.frozen import interpreted_init
 from sipwake.ids import Ids
 from sipwake.proxy.routing import LocalAddress, Locality, stateless_branch
 from sipwake.sip.message import Request, Response, make_response
@@ -98,16 +98,15 @@ class Target:
         binding_id: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
     ) -> None:
-        s = _TARGET_SLOTS
-        s[0](self, uri)
-        s[1](self, peer)
-        s[2](self, route)
-        s[3](self, label)
-        s[4](self, binding_id)
-        s[5](self, headers)
+        self.uri = uri  # type: ignore[misc]
+        self.peer = peer  # type: ignore[misc]
+        self.route = route  # type: ignore[misc]
+        self.label = label  # type: ignore[misc]
+        self.binding_id = binding_id  # type: ignore[misc]
+        self.headers = headers  # type: ignore[misc]
 
 
-_TARGET_SLOTS = slot_setters(Target)
+interpreted_init(Target)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,13 +126,12 @@ class CallAnswered:
     status: int
 
     def __init__(self, *, server_key: ServerTransactionKey, target: Target, status: int) -> None:
-        s = _CALL_ANSWERED_SLOTS
-        s[0](self, server_key)
-        s[1](self, target)
-        s[2](self, status)
+        self.server_key = server_key  # type: ignore[misc]
+        self.target = target  # type: ignore[misc]
+        self.status = status  # type: ignore[misc]
 
 
-_CALL_ANSWERED_SLOTS = slot_setters(CallAnswered)
+interpreted_init(CallAnswered)
 
 
 ProxyOutput = Output | BranchesDone | CallAnswered

@@ -46,7 +46,7 @@ from typing import Literal
 from urllib.parse import quote
 
 from sipwake.errors import LocalProtocolError
-from sipwake.frozen import slot_setters
+from sipwake.frozen import interpreted_init
 from sipwake.ids import Ids
 from sipwake.proxy.core import COMPLETED_ELSEWHERE, Proxy, ProxyOutput, Target
 from sipwake.proxy.plan import CallPlan
@@ -100,13 +100,12 @@ class Device:
     """How to reach it now (None: not reachable without a wake)."""
 
     def __init__(self, *, binding: Binding, state: ClientState, target: Target | None) -> None:
-        s = _DEVICE_SLOTS
-        s[0](self, binding)
-        s[1](self, state)
-        s[2](self, target)
+        self.binding = binding  # type: ignore[misc]
+        self.state = state  # type: ignore[misc]
+        self.target = target  # type: ignore[misc]
 
 
-_DEVICE_SLOTS = slot_setters(Device)
+interpreted_init(Device)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,16 +150,15 @@ class CallEvent:
         detail: str = "",
         call_id: str = "",
     ) -> None:
-        s = _CALL_EVENT_SLOTS
-        s[0](self, call_ref)
-        s[1](self, aor)
-        s[2](self, at)
-        s[3](self, step)
-        s[4](self, detail)
-        s[5](self, call_id)
+        self.call_ref = call_ref  # type: ignore[misc]
+        self.aor = aor  # type: ignore[misc]
+        self.at = at  # type: ignore[misc]
+        self.step = step  # type: ignore[misc]
+        self.detail = detail  # type: ignore[misc]
+        self.call_id = call_id  # type: ignore[misc]
 
 
-_CALL_EVENT_SLOTS = slot_setters(CallEvent)
+interpreted_init(CallEvent)
 
 
 WakeOutput = ProxyOutput | SendPush | DropPushTarget | CallEvent

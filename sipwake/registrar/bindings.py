@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sipwake.frozen import slot_setters
+from sipwake.frozen import interpreted_init
 from sipwake.sip.peer import Peer
 from sipwake.sip.pushtarget import PUSH_PARAMS, PushTarget
 from sipwake.sip.uri import SipUri
@@ -108,23 +108,22 @@ class Binding:
         pnsreg: bool = False,
         seal_key: bytes | None = None,
     ) -> None:
-        s = _BINDING_SLOTS
-        s[0](self, binding_id)
-        s[1](self, aor)
-        s[2](self, contact)
-        s[3](self, expires_at)
-        s[4](self, registered_at)
-        s[5](self, call_id)
-        s[6](self, cseq)
-        s[7](self, q)
-        s[8](self, instance)
-        s[9](self, reg_id)
-        s[10](self, path)
-        s[11](self, source)
-        s[12](self, push)
-        s[13](self, user_agent)
-        s[14](self, pnsreg)
-        s[15](self, seal_key)
+        self.binding_id = binding_id  # type: ignore[misc]
+        self.aor = aor  # type: ignore[misc]
+        self.contact = contact  # type: ignore[misc]
+        self.expires_at = expires_at  # type: ignore[misc]
+        self.registered_at = registered_at  # type: ignore[misc]
+        self.call_id = call_id  # type: ignore[misc]
+        self.cseq = cseq  # type: ignore[misc]
+        self.q = q  # type: ignore[misc]
+        self.instance = instance  # type: ignore[misc]
+        self.reg_id = reg_id  # type: ignore[misc]
+        self.path = path  # type: ignore[misc]
+        self.source = source  # type: ignore[misc]
+        self.push = push  # type: ignore[misc]
+        self.user_agent = user_agent  # type: ignore[misc]
+        self.pnsreg = pnsreg  # type: ignore[misc]
+        self.seal_key = seal_key  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return (
@@ -172,7 +171,7 @@ class Binding:
         return value
 
 
-_BINDING_SLOTS = slot_setters(Binding)
+interpreted_init(Binding)
 
 
 def format_q(q: float) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from sipwake.frozen import slot_setters
+from sipwake.frozen import interpreted_init
 from sipwake.registrar.bindings import Binding
 
 __all__ = [
@@ -44,11 +44,10 @@ class BindingAdded:
     binding: Binding
 
     def __init__(self, *, binding: Binding) -> None:
-        s = _BINDING_ADDED_SLOTS
-        s[0](self, binding)
+        self.binding = binding  # type: ignore[misc]
 
 
-_BINDING_ADDED_SLOTS = slot_setters(BindingAdded)
+interpreted_init(BindingAdded)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -55,7 +55,7 @@ from datetime import UTC, datetime
 from typing import assert_never
 
 from sipwake.errors import LocalProtocolError, RemoteProtocolError, cut
-from sipwake.frozen import slot_setters
+from sipwake.frozen import interpreted_init
 from sipwake.ids import Ids
 from sipwake.registrar.bindings import (
     PUSH_KEY_BYTES,
@@ -105,18 +105,17 @@ class RegisterResult:
         aor: str | None = None,
         bindings: tuple[Binding, ...] = (),
     ) -> None:
-        s = _REGISTER_RESULT_SLOTS
-        s[0](self, response)
-        s[1](self, changes)
-        s[2](self, aor)
-        s[3](self, bindings)
+        self.response = response  # type: ignore[misc]
+        self.changes = changes  # type: ignore[misc]
+        self.aor = aor  # type: ignore[misc]
+        self.bindings = bindings  # type: ignore[misc]
 
     @property
     def accepted(self) -> bool:
         return 200 <= self.response.status < 300
 
 
-_REGISTER_RESULT_SLOTS = slot_setters(RegisterResult)
+interpreted_init(RegisterResult)
 
 
 class Registrar:

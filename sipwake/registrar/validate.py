@@ -32,7 +32,7 @@ import sys
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from sipwake.frozen import slot_setters
+from sipwake.frozen import interpreted_init
 from sipwake.registrar.config import SUPPORTED_EXTENSIONS, RegistrarConfig
 from sipwake.sip.headers import (
     NameAddr,
@@ -94,17 +94,16 @@ class ContactPlan:
         push: PushTarget | None = None,
         pnsreg: bool = False,
     ) -> None:
-        s = _CONTACT_PLAN_SLOTS
-        s[0](self, uri)
-        s[1](self, expires_s)
-        s[2](self, q)
-        s[3](self, instance)
-        s[4](self, reg_id)
-        s[5](self, push)
-        s[6](self, pnsreg)
+        self.uri = uri  # type: ignore[misc]
+        self.expires_s = expires_s  # type: ignore[misc]
+        self.q = q  # type: ignore[misc]
+        self.instance = instance  # type: ignore[misc]
+        self.reg_id = reg_id  # type: ignore[misc]
+        self.push = push  # type: ignore[misc]
+        self.pnsreg = pnsreg  # type: ignore[misc]
 
 
-_CONTACT_PLAN_SLOTS = slot_setters(ContactPlan)
+interpreted_init(ContactPlan)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, init=False)
@@ -141,20 +140,19 @@ class RegisterPlan:
         feature_caps: tuple[str, ...],
         user_agent: str | None,
     ) -> None:
-        s = _REGISTER_PLAN_SLOTS
-        s[0](self, aor)
-        s[1](self, call_id)
-        s[2](self, cseq)
-        s[3](self, wildcard)
-        s[4](self, contacts)
-        s[5](self, path)
-        s[6](self, echo_path)
-        s[7](self, outbound)
-        s[8](self, feature_caps)
-        s[9](self, user_agent)
+        self.aor = aor  # type: ignore[misc]
+        self.call_id = call_id  # type: ignore[misc]
+        self.cseq = cseq  # type: ignore[misc]
+        self.wildcard = wildcard  # type: ignore[misc]
+        self.contacts = contacts  # type: ignore[misc]
+        self.path = path  # type: ignore[misc]
+        self.echo_path = echo_path  # type: ignore[misc]
+        self.outbound = outbound  # type: ignore[misc]
+        self.feature_caps = feature_caps  # type: ignore[misc]
+        self.user_agent = user_agent  # type: ignore[misc]
 
 
-_REGISTER_PLAN_SLOTS = slot_setters(RegisterPlan)
+interpreted_init(RegisterPlan)
 
 
 def read_register(request: Request, config: RegistrarConfig) -> RegisterPlan:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from sipwake.errors import SipParseError, cut
-from sipwake.frozen import slot_setters
+from sipwake.frozen import interpreted_init
 from sipwake.sip.grammar import (
     HOST,
     LWS,
@@ -81,7 +81,7 @@ _QUOTED_RE = re.compile(QUOTED_STRING)
 _ADDR_SPEC_END_RE = re.compile(r"[ \t]*;")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Via:
     """One Via value (RFC 3261 §20.42, RFC 3581 rport)."""
 
@@ -89,6 +89,14 @@ class Via:
     host: str
     port: int | None = None
     params: Params = ()
+
+    def __init__(
+        self, *, transport: str, host: str, port: int | None = None, params: Params = ()
+    ) -> None:
+        self.transport = transport  # type: ignore[misc]
+        self.host = host  # type: ignore[misc]
+        self.port = port  # type: ignore[misc]
+        self.params = params  # type: ignore[misc]
 
     def __str__(self) -> str:
         port = f":{self.port}" if self.port is not None else ""
@@ -131,22 +139,10 @@ class Via:
         names = {k.lower() for k in values}
         params = [p for p in self.params if p[0].lower() not in names]
         params += values.items()
-        return Via._of(self.transport, self.host, self.port, tuple(params))
-
-    @classmethod
-    def _of(cls, transport: str, host: str, port: int | None, params: Params) -> Via:
-        """``Via(transport=…, host=…, port=…, params=…)`` without the generated frozen
-        ``__init__`` (an ``object.__setattr__`` call per field): for the parsers."""
-        via = Via.__new__(Via)
-        s = _VIA_SLOTS
-        s[0](via, transport)
-        s[1](via, host)
-        s[2](via, port)
-        s[3](via, params)
-        return via
+        return Via(transport=self.transport, host=self.host, port=self.port, params=tuple(params))
 
 
-_VIA_SLOTS = slot_setters(Via)
+interpreted_init(Via)
 
 
 def check_via(value: str, where: str) -> None:
@@ -174,8 +170,11 @@ def parse_via(value: str, where: str = "Via") -> Via:
 def via_from_shape(m: re.Match[str]) -> Via:
     """The Via a ``VIA_SHAPE`` match spells (what ``_parse_via`` returns for that value)."""
     transport, host, port, params = m.groups()
-    return Via._of(
-        transport.upper(), host, int(port) if port else None, parse_checked_params(params)
+    return Via(
+        transport=transport.upper(),
+        host=host,
+        port=int(port) if port else None,
+        params=parse_checked_params(params),
     )
 
 
@@ -193,16 +192,21 @@ def _parse_via(value: str, where: str) -> Via:
     if port is not None and port > 65535:
         raise SipParseError(f"{where}: port {port} out of range")
     params = parse_params(value.lstrip(" \t"), m.end(), where)
-    return Via._of(transport.upper(), m.group(4), port, params)
+    return Via(transport=transport.upper(), host=m.group(4), port=port, params=params)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class NameAddr:
     """``[display-name] <URI> *(;param)`` or ``addr-spec *(;param)`` (RFC 3261 §20.10)."""
 
     uri: Uri
     display_name: str | None = None
     params: Params = ()
+
+    def __init__(self, *, uri: Uri, display_name: str | None = None, params: Params = ()) -> None:
+        self.uri = uri  # type: ignore[misc]
+        self.display_name = display_name  # type: ignore[misc]
+        self.params = params  # type: ignore[misc]
 
     def __str__(self) -> str:
         name = f"{quote(self.display_name)} " if self.display_name is not None else ""
@@ -224,21 +228,10 @@ class NameAddr:
 
     def with_param(self, name: str, value: str | None) -> NameAddr:
         kept = tuple(p for p in self.params if p[0].lower() != name.lower())
-        return NameAddr._of(self.uri, self.display_name, (*kept, (name, value)))
-
-    @classmethod
-    def _of(cls, uri: Uri, display_name: str | None, params: Params) -> NameAddr:
-        """``NameAddr(uri=…, display_name=…, params=…)`` without the generated frozen
-        ``__init__`` (an ``object.__setattr__`` call per field): for the parsers."""
-        addr = NameAddr.__new__(NameAddr)
-        s = _NAME_ADDR_SLOTS
-        s[0](addr, uri)
-        s[1](addr, display_name)
-        s[2](addr, params)
-        return addr
+        return NameAddr(uri=self.uri, display_name=self.display_name, params=(*kept, (name, value)))
 
 
-_NAME_ADDR_SLOTS = slot_setters(NameAddr)
+interpreted_init(NameAddr)
 
 
 def parse_name_addr(value: str, where: str) -> NameAddr:
@@ -255,7 +248,7 @@ def name_addr_from_match(m: re.Match[str]) -> NameAddr:
     quoted, tokens, text, scheme, user, password, host, port, uparams, uheaders, params = m.groups()
     uri = sip_uri_from_parts(scheme, user, password, host, port, uparams, uheaders, text)
     display = unquote(quoted) if quoted is not None else tokens
-    return NameAddr._of(uri, display, parse_checked_params(params))
+    return NameAddr(uri=uri, display_name=display, params=parse_checked_params(params))
 
 
 def _parse_name_addr(value: str, where: str) -> NameAddr:
@@ -290,7 +283,7 @@ def _parse_name_addr(value: str, where: str) -> NameAddr:
         raise SipParseError(f"{where}: URI with ',', '?' or spaces must be in <>: {cut(text)!r}")
     uri = parse_uri(uri_text, where)
     params = parse_params(text, m.start(), where) if m is not None else ()
-    return NameAddr._of(uri, None, params)
+    return NameAddr(uri=uri, params=params)
 
 
 def _bracketed(text: str, lt: int, display: str | None, where: str) -> NameAddr:
@@ -302,7 +295,7 @@ def _bracketed(text: str, lt: int, display: str | None, where: str) -> NameAddr:
         raise SipParseError(f"{where}: spaces inside <> in {cut(text)!r}")
     uri = parse_uri(uri_text, where)
     params = parse_params(text, gt + 1, where)
-    return NameAddr._of(uri, display, params)
+    return NameAddr(uri=uri, display_name=display, params=params)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from sipwake.errors import SipParseError, cut
-from sipwake.frozen import slot_setters
+from sipwake.frozen import interpreted_init
 from sipwake.sip.uri import SipUri
 
 __all__ = [
@@ -133,19 +133,18 @@ class PushTarget:
         p256dh: str | None = None,
         auth: str | None = None,
     ) -> None:
-        s = _PUSH_TARGET_SLOTS
-        s[0](self, provider)
-        s[1](self, prid)
-        s[2](self, param)
-        s[3](self, purr)
-        s[4](self, sandbox)
-        s[5](self, legacy)
-        s[6](self, silent)
-        s[7](self, timeout_s)
-        s[8](self, call_str)
-        s[9](self, msg_str)
-        s[10](self, p256dh)
-        s[11](self, auth)
+        self.provider = provider  # type: ignore[misc]
+        self.prid = prid  # type: ignore[misc]
+        self.param = param  # type: ignore[misc]
+        self.purr = purr  # type: ignore[misc]
+        self.sandbox = sandbox  # type: ignore[misc]
+        self.legacy = legacy  # type: ignore[misc]
+        self.silent = silent  # type: ignore[misc]
+        self.timeout_s = timeout_s  # type: ignore[misc]
+        self.call_str = call_str  # type: ignore[misc]
+        self.msg_str = msg_str  # type: ignore[misc]
+        self.p256dh = p256dh  # type: ignore[misc]
+        self.auth = auth  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return (
@@ -209,7 +208,7 @@ class PushTarget:
     #: ``SipUri.param`` reads it): gathered in one pass over a URI's parameters.
 
 
-_PUSH_TARGET_SLOTS = slot_setters(PushTarget)
+interpreted_init(PushTarget)
 PushParams = dict[str, str | None]
 
 _PUSH_PREFIXES = ("pn-", "app-id")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote as _pct_unquote
 
 from sipwake.errors import SipParseError, cut
-from sipwake.frozen import slot_setters
+from sipwake.frozen import interpreted_init
 from sipwake.sip.grammar import (
     HOSTNAME,
     IPV6_REF,
@@ -86,7 +86,7 @@ def _unesc(text: str) -> str:
     return _pct_unquote(text, errors="surrogateescape") if "%" in text else text
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class SipUri:
     """A ``sip:`` or ``sips:`` URI, as written (RFC 3261 §19.1.1)."""
 
@@ -98,6 +98,27 @@ class SipUri:
     params: Params = ()
     headers: tuple[tuple[str, str], ...] = ()
     _text: str = field(default="", compare=False, repr=False)
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        scheme: str = "sip",
+        user: str | None = None,
+        password: str | None = None,
+        port: int | None = None,
+        params: Params = (),
+        headers: tuple[tuple[str, str], ...] = (),
+        _text: str = "",
+    ) -> None:
+        self.scheme = scheme  # type: ignore[misc]
+        self.user = user  # type: ignore[misc]
+        self.password = password  # type: ignore[misc]
+        self.host = host  # type: ignore[misc]
+        self.port = port  # type: ignore[misc]
+        self.params = params  # type: ignore[misc]
+        self.headers = headers  # type: ignore[misc]
+        self._text = _text  # type: ignore[misc]
 
     def __str__(self) -> str:
         if self._text:
@@ -142,8 +163,14 @@ class SipUri:
 
     def _with_params(self, params: Params) -> SipUri:
         """``self.replace(params=params)``."""
-        return SipUri._of(
-            self.scheme, self.user, self.password, self.host, self.port, params, self.headers, ""
+        return SipUri(
+            scheme=self.scheme,
+            user=self.user,
+            password=self.password,
+            host=self.host,
+            port=self.port,
+            params=params,
+            headers=self.headers,
         )
 
     def replace(self, **changes: object) -> SipUri:
@@ -159,34 +186,6 @@ class SipUri:
         }
         values.update(changes)
         return SipUri(**values)  # type: ignore[arg-type]
-
-    @classmethod
-    def _of(
-        cls,
-        scheme: str,
-        user: str | None,
-        password: str | None,
-        host: str,
-        port: int | None,
-        params: Params,
-        headers: tuple[tuple[str, str], ...],
-        text: str,
-    ) -> SipUri:
-        """The same value as ``SipUri(scheme=…, …, _text=text)``, for the parser and the
-        copies with other parameters: the generated frozen ``__init__`` costs an
-        ``object.__setattr__`` call per field, the slot descriptors set them directly
-        (about 40% of the time)."""
-        uri = SipUri.__new__(SipUri)
-        s = _SIP_URI_SLOTS
-        s[0](uri, scheme)
-        s[1](uri, user)
-        s[2](uri, password)
-        s[3](uri, host)
-        s[4](uri, port)
-        s[5](uri, params)
-        s[6](uri, headers)
-        s[7](uri, text)
-        return uri
 
     # -- derived values ---------------------------------------------------
     @property
@@ -282,8 +281,7 @@ class AbsoluteUri:
 
 Uri = SipUri | TelUri | AbsoluteUri
 
-#: ``__set__`` of each slot of SipUri, in ``SipUri._of``'s argument order.
-_SIP_URI_SLOTS = slot_setters(SipUri)
+interpreted_init(SipUri)
 
 
 def parse_uri(text: str, where: str = "URI") -> Uri:
@@ -350,13 +348,13 @@ def sip_uri_from_parts(
             name, _, value = item.partition("=")
             pairs.append((name, value))
         headers = tuple(pairs)
-    return SipUri._of(
-        scheme,
-        user,
-        password,
-        host,
-        int(port_text) if port_text else None,
-        _split_params(param_text),
-        headers,
-        text,
+    return SipUri(
+        scheme=scheme,
+        user=user,
+        password=password,
+        host=host,
+        port=int(port_text) if port_text else None,
+        params=_split_params(param_text),
+        headers=headers,
+        _text=text,
     )

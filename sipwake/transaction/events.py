@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sipwake.frozen import slot_setters
+from sipwake.frozen import interpreted_init
 from sipwake.sip.message import Request, Response
 from sipwake.sip.peer import Peer
 from sipwake.transaction.keys import ClientKey, ServerTransactionKey, TransactionKey
@@ -45,13 +45,12 @@ class SendMessage:
     def __init__(
         self, *, message: Request | Response, peer: Peer, data: bytes | None = None
     ) -> None:
-        s = _SEND_MESSAGE_SLOTS
-        s[0](self, message)
-        s[1](self, peer)
-        s[2](self, data)
+        self.message = message  # type: ignore[misc]
+        self.peer = peer  # type: ignore[misc]
+        self.data = data  # type: ignore[misc]
 
 
-_SEND_MESSAGE_SLOTS = slot_setters(SendMessage)
+interpreted_init(SendMessage)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, init=False)
@@ -65,13 +64,12 @@ class RequestReceived:
     def __init__(
         self, *, request: Request, source: Peer, transaction_key: ServerTransactionKey
     ) -> None:
-        s = _REQUEST_RECEIVED_SLOTS
-        s[0](self, request)
-        s[1](self, source)
-        s[2](self, transaction_key)
+        self.request = request  # type: ignore[misc]
+        self.source = source  # type: ignore[misc]
+        self.transaction_key = transaction_key  # type: ignore[misc]
 
 
-_REQUEST_RECEIVED_SLOTS = slot_setters(RequestReceived)
+interpreted_init(RequestReceived)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, init=False)
@@ -82,12 +80,11 @@ class ResponseReceived:
     transaction_key: ClientKey
 
     def __init__(self, *, response: Response, transaction_key: ClientKey) -> None:
-        s = _RESPONSE_RECEIVED_SLOTS
-        s[0](self, response)
-        s[1](self, transaction_key)
+        self.response = response  # type: ignore[misc]
+        self.transaction_key = transaction_key  # type: ignore[misc]
 
 
-_RESPONSE_RECEIVED_SLOTS = slot_setters(ResponseReceived)
+interpreted_init(ResponseReceived)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, init=False)
@@ -101,12 +98,11 @@ class AckReceived:
     source: Peer
 
     def __init__(self, *, request: Request, source: Peer) -> None:
-        s = _ACK_RECEIVED_SLOTS
-        s[0](self, request)
-        s[1](self, source)
+        self.request = request  # type: ignore[misc]
+        self.source = source  # type: ignore[misc]
 
 
-_ACK_RECEIVED_SLOTS = slot_setters(AckReceived)
+interpreted_init(AckReceived)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,11 +150,10 @@ class TransactionTerminated:
     transaction_key: TransactionKey
 
     def __init__(self, *, transaction_key: TransactionKey) -> None:
-        s = _TRANSACTION_TERMINATED_SLOTS
-        s[0](self, transaction_key)
+        self.transaction_key = transaction_key  # type: ignore[misc]
 
 
-_TRANSACTION_TERMINATED_SLOTS = slot_setters(TransactionTerminated)
+interpreted_init(TransactionTerminated)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sipwake.frozen import slot_setters
+from sipwake.frozen import interpreted_init
 from sipwake.ids import BRANCH_MAGIC
 from sipwake.sip.grammar import HOST, PORT, TOKEN, TOKEN_CHARS
 from sipwake.sip.message import Request, Response
@@ -55,15 +55,14 @@ class ClientKey:
     method: str
 
     def __init__(self, *, branch: str, method: str) -> None:
-        s = _CLIENT_KEY_SLOTS
-        s[0](self, branch)
-        s[1](self, method)
+        self.branch = branch  # type: ignore[misc]
+        self.method = method  # type: ignore[misc]
 
     def __hash__(self) -> int:  # the generated one's value, compiled with the core
         return hash((self.branch, self.method))
 
 
-_CLIENT_KEY_SLOTS = slot_setters(ClientKey)
+interpreted_init(ClientKey)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, init=False)
@@ -75,16 +74,15 @@ class ServerKey:
     method: str
 
     def __init__(self, *, branch: str, sent_by: tuple[str, int | None], method: str) -> None:
-        s = _SERVER_KEY_SLOTS
-        s[0](self, branch)
-        s[1](self, sent_by)
-        s[2](self, method)
+        self.branch = branch  # type: ignore[misc]
+        self.sent_by = sent_by  # type: ignore[misc]
+        self.method = method  # type: ignore[misc]
 
     def __hash__(self) -> int:  # the generated one's value, compiled with the core
         return hash((self.branch, self.sent_by, self.method))
 
 
-_SERVER_KEY_SLOTS = slot_setters(ServerKey)
+interpreted_init(ServerKey)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

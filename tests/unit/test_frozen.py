@@ -1,12 +1,17 @@
 """The frozen dataclasses with a written ``__init__`` (sipwake/frozen.py) build what the
 generated ``__init__`` would: every field a keyword, the same defaults, every slot set,
-and still frozen."""
+and still frozen. Interpreted, the ``__init__`` that runs is the one ``interpreted_init``
+makes from the written one's signature; the written bodies, which run compiled, are read
+here to hold them to storing each parameter in its field."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib
+import inspect
 import pkgutil
+import textwrap
 
 import pytest
 
@@ -112,6 +117,97 @@ def test_frozen_ones_still_frozen_and_all_equal_by_value(cls: type) -> None:
             setattr(obj, dataclasses.fields(cls)[0].name, 1)
     assert obj == cls(**values)
     assert dataclasses.replace(obj) == obj
+
+
+FROZEN = [cls for cls in CLASSES if cls.__dataclass_params__.frozen]  # type: ignore[attr-defined]
+
+
+@needs_source
+@pytest.mark.parametrize("cls", FROZEN, ids=lambda cls: cls.__name__)
+def test_frozen_classes_run_the_interpreted_init_made_from_the_written_one(cls: type) -> None:
+    """Without ``interpreted_init`` a frozen class refuses its written stores."""
+    init = vars(cls)["__init__"]
+    written = getattr(init, "__wrapped__", None)
+    assert written is not None, f"{cls.__name__} is not given to interpreted_init"
+    assert inspect.signature(written) == inspect.signature(init, follow_wrapped=False)
+
+
+def _stores(function: object) -> list[tuple[str, str]]:
+    """``(field, parameter)`` of each ``self.<field> = <parameter>`` statement of a written
+    ``__init__``; fails on any other statement (the docstring aside)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))  # type: ignore[arg-type]
+    init = tree.body[0]
+    assert isinstance(init, ast.FunctionDef)
+    body = init.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    out = []
+    for stmt in body:
+        assert isinstance(stmt, ast.Assign), ast.unparse(stmt)
+        (target,) = stmt.targets
+        assert isinstance(target, ast.Attribute), ast.unparse(stmt)
+        assert isinstance(target.value, ast.Name)
+        assert target.value.id == "self"
+        assert isinstance(stmt.value, ast.Name), ast.unparse(stmt)
+        out.append((target.attr, stmt.value.id))
+    return out
+
+
+@needs_source
+@pytest.mark.parametrize("cls", FROZEN, ids=lambda cls: cls.__name__)
+def test_written_bodies_store_each_parameter_in_its_field(cls: type) -> None:
+    written = vars(cls)["__init__"].__wrapped__
+    stores = _stores(written)
+    assert all(field == parameter for field, parameter in stores), stores
+    fields = sorted(f.name for f in dataclasses.fields(cls))
+    assert sorted(field for field, _ in stores) == fields
+    assert sorted(list(inspect.signature(written).parameters)[1:]) == fields
+
+
+def test_a_written_body_that_computes_is_refused() -> None:
+    def __init__(self: object, *, a: int, b: int = 0) -> None:
+        self.a = a  # type: ignore[attr-defined]
+        self.b = b + 1  # type: ignore[attr-defined]
+
+    with pytest.raises(AssertionError):
+        _stores(__init__)
+
+
+def test_a_written_signature_that_differs_from_the_fields_is_refused() -> None:
+    from sipwake.frozen import interpreted_init
+
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True, init=False)
+    class Point:
+        x: int
+        y: int = 0
+
+        def __init__(self, *, x: int, z: int = 0) -> None:
+            self.x = x  # type: ignore[misc]
+
+    with pytest.raises(TypeError, match=r"Point.__init__ takes \['x', 'z'\], not its fields"):
+        interpreted_init(Point)
+
+
+def test_interpreted_init_keeps_the_class_frozen_and_sets_defaults() -> None:
+    from sipwake.frozen import interpreted_init
+
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True, init=False)
+    class Point:
+        x: int
+        y: int = 7
+
+        def __init__(self, *, x: int, y: int = 7) -> None:
+            self.x = x  # type: ignore[misc]
+            self.y = y  # type: ignore[misc]
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Point(x=1)  # the written stores, refused by the frozen class when interpreted
+    interpreted_init(Point)
+    point = Point(x=1)
+    assert (point.x, point.y) == (1, 7)
+    assert point == Point(x=1, y=7)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        point.x = 2  # type: ignore[misc]
 
 
 def test_written_hash_and_eq_agree_with_the_fields() -> None:

@@ -3,15 +3,14 @@
 Fast paths: ``parse_via`` building from a ``VIA_SHAPE`` match (and the parser caching
 that top Via), ``parse_name_addr`` building from a ``SIP_NAME_ADDR`` match (and the
 parser keeping the match of From, To and a lone Contact), ``parse_checked_params``
-splitting shape-checked parameters, the ``_of`` constructors of the frozen values, the
-parse caches (SIP URIs, CSeq).
+splitting shape-checked parameters, the parse caches (SIP URIs, CSeq). The written
+constructors of the frozen values are held to their fields in test_frozen.py.
 Inputs: the header values of the torture corpora (RFC 4475, RFC 5118, a sample
 of PROTOS c07-sip) and generated ones.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 import re
 
@@ -25,8 +24,6 @@ from sipwake.sip.headers import (
     SIP_NAME_ADDR,
     VIA_SHAPE,
     CSeq,
-    NameAddr,
-    Via,
     _parse_name_addr,
     _parse_via,
     parse_name_addr,
@@ -266,7 +263,7 @@ def test_two_contact_lines_are_not_read_from_one_match() -> None:
 
 
 def _old_sip_uri(text: str) -> SipUri:
-    """A SipUri built as the parser built it before SipUri._of and the parse cache."""
+    """A SipUri built field by field from the URI regex, as the parser first did."""
     m = _SIP_URI_RE.fullmatch(text)
     assert m is not None
     headers = m.group("headers")
@@ -317,30 +314,6 @@ def test_sip_uri_copies_agree_with_replace() -> None:
         uri.replace(params=((("lr", None)), ("pn-prid", "ab"), ("transport", "udp"))),
     )
     _same(uri.without_params("LR", "pn-prid"), uri.replace(params=(("Transport", "TCP"),)))
-
-
-@pytest.mark.parametrize(
-    ("fast", "slow"),
-    [
-        (
-            Via._of("UDP", "h", 5060, (("branch", "z9hG4bK1"),)),
-            Via(transport="UDP", host="h", port=5060, params=(("branch", "z9hG4bK1"),)),
-        ),
-        (
-            NameAddr._of(SipUri(host="h"), "Bob", (("tag", "1"),)),
-            NameAddr(uri=SipUri(host="h"), display_name="Bob", params=(("tag", "1"),)),
-        ),
-        (
-            SipUri._of("sip", "u", None, "h", 5, (("lr", None),), (), "sip:u@h:5;lr"),
-            SipUri(user="u", host="h", port=5, params=(("lr", None),), _text="sip:u@h:5;lr"),
-        ),
-    ],
-)
-def test_fast_constructors_build_equal_frozen_values(fast: object, slow: object) -> None:
-    _same(fast, slow)
-    assert type(fast) is type(slow)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        fast.params = ()  # type: ignore[misc]
 
 
 def test_via_with_params_replaces_case_insensitively_and_appends_in_order() -> None:
