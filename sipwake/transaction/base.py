@@ -150,6 +150,11 @@ class Transaction(Generic[StateT, InputT]):
             outputs += self._drain(now)
         return outputs
 
+    def end(self) -> None:
+        """Terminate now, with no output: the layer ends a settled transaction early."""
+        self.state = self.terminated_state
+        self._clear_timers()
+
     def on_timer(self, now: float) -> list[Output]:
         """Fire the earliest timer due at ``now``, if any."""
         timer = self._pop_due(now)

@@ -40,9 +40,11 @@ retransmission) is answered ``503 Service Unavailable`` with ``Retry-After:
 retry_after_s`` by the layer itself, without a transaction:
 ``SendMessage(503)`` then ``RequestRejected``. Settled transactions, which
 only linger to absorb retransmissions (Timer J keeps a UDP REGISTER's for
-32 s), do not count: a registrar taking 3,000 REGISTERs/s holds ~100,000 of
-them (about 3 KB each). They are bounded too, at ``LINGER_FACTOR`` times the limit in
-all.
+32 s), do not count: a registrar taking 10,000 REGISTERs/s holds 320,000 of
+them. They are bounded too, at ``LINGER_FACTOR`` times the limit, and past that
+bound the one settled longest ago ends at once, as its last timer would end it
+(``TransactionTerminated``; counted in ``ended_early``): under load the window in
+which retransmissions are absorbed shrinks, and new requests are still served.
 
 Deviations and choices
 ======================
@@ -51,6 +53,11 @@ Deviations and choices
   Call-ID, From tag, CSeq and top Via in the key decide.
 - A CANCEL matching an IST that has already sent its final response is
   answered 200 and has no other effect (§9.2).
+- Past ``LINGER_FACTOR * max_transactions`` settled transactions the oldest ends
+  before its timer (J, L, M, D, K, I, or H for an IST still awaiting its ACK): a
+  retransmission arriving after that is handled as a new request, or passed up as a
+  stray response. Refusing new requests instead would let a retransmission window
+  of 32 s cap the rate a registrar serves (10,000 REGISTERs/s settle 320,000).
 - The 200 to a CANCEL reuses the To tag of the INVITE's last response, or
   a fresh one; ``received``/``rport`` (§18.2.1, RFC 3581) are the
   transport's to add before ``receive``; responses go to
@@ -60,6 +67,7 @@ Deviations and choices
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from typing import assert_never
 
 from sipwake.errors import LocalProtocolError, SipParseError
@@ -111,8 +119,9 @@ from sipwake.transaction.timers import TimerConfig
 
 __all__ = ["LINGER_FACTOR", "AnyTransaction", "TransactionLayer", "TransactionState"]
 
-#: Transactions in all (pending and settled) may reach this many times ``max_transactions``.
-LINGER_FACTOR = 4
+#: Settled transactions may reach this many times ``max_transactions``; past it the one
+#: settled longest ago ends early.
+LINGER_FACTOR = 3
 
 AnyTransaction = (
     InviteClientTransaction
@@ -153,6 +162,11 @@ class TransactionLayer:
         self._heap: list[tuple[float, int, int]] = []
         #: How many transactions have their final response (they only absorb retransmissions).
         self._settled = 0
+        #: The creation orders of settled transactions, in the order they settled (an order
+        #: whose transaction is gone is skipped, and dropped when the queue is rebuilt).
+        self._settle_queue: deque[int] = deque()
+        #: How many settled transactions ended before their timer, past the linger bound.
+        self.ended_early = 0
 
     # -- introspection -----------------------------------------------------
     def __len__(self) -> int:
@@ -349,9 +363,7 @@ class TransactionLayer:
         if request.method == "CANCEL":
             return self._receive_cancel(request, source, key, now)
         limit = self.max_transactions
-        if limit is not None and (
-            self.pending >= limit or len(self._transactions) >= limit * LINGER_FACTOR
-        ):
+        if limit is not None and self.pending >= limit:
             response = overload_response(
                 request, to_tag=self._ids.tag(), retry_after_s=self.retry_after_s
             )
@@ -437,6 +449,9 @@ class TransactionLayer:
         if not txn.settled and txn.state in txn.settled_states:
             txn.settled = True
             self._settled += 1
+            limit = self.max_transactions
+            if limit is not None:
+                outputs += self._queue_settled(txn, limit)
         armed = txn.armed
         if not armed:
             txn.scheduled = None
@@ -447,6 +462,26 @@ class TransactionLayer:
                 self._pushes += 1
                 heapq.heappush(self._heap, (deadline, txn.order, self._pushes))
         return outputs
+
+    def _queue_settled(self, txn: AnyTransaction, limit: int) -> list[Output]:
+        """Note that ``txn`` settled; past the bound, end the transaction settled longest
+        ago, as its last timer would (see "Deviations and choices")."""
+        queue = self._settle_queue
+        queue.append(txn.order)
+        if len(queue) > 2 * self._settled + 64:  # mostly orders of transactions gone
+            queue = self._settle_queue = deque(o for o in queue if o in self._by_order)
+        if self._settled <= limit * LINGER_FACTOR:
+            return []
+        while queue:
+            oldest = self._by_order.get(queue.popleft())
+            if oldest is None:
+                continue
+            oldest.end()
+            oldest.scheduled = None
+            self._remove(oldest)
+            self.ended_early += 1
+            return [TransactionTerminated(transaction_key=oldest.key)]
+        return []
 
     def _remove(self, txn: AnyTransaction) -> None:
         del self._transactions[txn.key]

@@ -86,6 +86,8 @@ class _Backlogged(Protocol):
 
 #: Seconds between two load samples.
 SAMPLE_INTERVAL = 0.25
+#: Samples without an early ending before the driver says the endings stopped (10 s).
+QUIET_SAMPLES = 40
 
 
 class Driver:
@@ -120,8 +122,11 @@ class Driver:
             node.load = LoadMeter(high=0.9, low=0.5)
         self._sampler: asyncio.TimerHandle | None = None
         self._cpu_mark = (0.0, 0.0)
-        if node.load is not None:
-            self._start_sampling()
+        #: ``node.layer.ended_early`` when last sampled, and whether it was rising then.
+        self._ended_mark = node.layer.ended_early
+        self._ending = False
+        self._quiet = 0
+        self._start_sampling()
 
     def now(self) -> float:
         return self._loop.time()
@@ -158,10 +163,36 @@ class Driver:
         self._sampler = self._loop.call_later(SAMPLE_INTERVAL, self._sample)
 
     def _sample(self) -> None:
-        """Every quarter second: how full the UDP queue is, else how busy this process is."""
+        """Every quarter second: whether settled transactions end early, and the load."""
+        self._note_early_endings()
         meter = self.node.load
-        if meter is None:
-            return
+        if meter is not None:
+            self._observe_load(meter)
+        self._sampler = self._loop.call_later(SAMPLE_INTERVAL, self._sample)
+
+    def _note_early_endings(self) -> None:
+        """Say when the transaction layer starts (and stops) ending settled transactions
+        before their timer: retransmissions are then absorbed for less than 32 s."""
+        layer = self.node.layer
+        ended = layer.ended_early
+        ending = ended > self._ended_mark
+        self._ended_mark = ended
+        self._quiet = 0 if ending else self._quiet + 1
+        if ending and not self._ending:
+            self._ending = True
+            logger.warning(
+                "%d settled transactions held (the bound): the oldest now end before their "
+                "timer, and retransmissions are absorbed for less than 32 s",
+                len(layer) - layer.pending,
+            )
+        elif self._ending and self._quiet >= QUIET_SAMPLES:
+            self._ending = False
+            logger.warning(
+                "settled transactions end on their timers again (%d ended early so far)", ended
+            )
+
+    def _observe_load(self, meter: LoadMeter) -> None:
+        """How full the UDP queue is, else how busy this process is."""
         backlog = self.sender.udp_backlog() if isinstance(self.sender, _Backlogged) else None
         wall, cpu = time.monotonic(), time.process_time()
         last_wall, last_cpu = self._cpu_mark
@@ -182,7 +213,6 @@ class Driver:
                 )
             else:
                 logger.warning("load back to normal: accepting every request")
-        self._sampler = self._loop.call_later(SAMPLE_INTERVAL, self._sample)
 
     def on_send_failed(self, data: bytes, peer: Peer) -> None:
         """A message the transport accepted never went out (its connection failed)."""

@@ -22,10 +22,22 @@ TCP = LocalAddr(transport="tcp", host="127.0.0.1", port=5060)
 
 
 @dataclass
+class Layer:
+    """What the driver reads of the transaction layer (its early endings, for the log)."""
+
+    ended_early: int = 0
+    pending: int = 0
+
+    def __len__(self) -> int:
+        return 0
+
+
+@dataclass
 class StandIn:
     """Answers each message with the outputs queued for it; records what it was given."""
 
     load: None = None
+    layer: Layer = field(default_factory=Layer)
     answers: list[list[NodeOutput]] = field(default_factory=list)
     stored: dict[int, list[NodeOutput]] = field(default_factory=dict)
     listeners: list[LocalAddress] = field(default_factory=list)

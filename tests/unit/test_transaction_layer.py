@@ -252,30 +252,69 @@ def test_answered_transactions_do_not_count_against_the_limit() -> None:
     """A UDP REGISTER's NIST lingers 32 s after its 200 (Timer J) only to absorb
     retransmissions: those are not pending work, and a busy registrar holds many."""
     layer = TransactionLayer(SeededIds(0), max_transactions=2)
-    for i in range(2 * LINGER_FACTOR - 1):
+    for i in range(2 * LINGER_FACTOR):
         request = register(f"z9hG4bKreg{i}")
         key = received_key(layer.receive(request, UA, 0.0))
         layer.respond(key, make_response(request, 200, to_tag="t"), 0.0)
-    assert (len(layer), layer.pending) == (2 * LINGER_FACTOR - 1, 0)
+    assert (len(layer), layer.pending) == (2 * LINGER_FACTOR, 0)
     # Two pending ones fill the limit; a third is refused although nothing else is.
     first = received_key(layer.receive(register("z9hG4bKopen1"), UA, 0.1))
-    assert layer.pending == 1
-    out = layer.receive(register("z9hG4bKopen2"), UA, 0.1)
-    assert [type(o) for o in out] == [
-        SendMessage,
-        RequestRejected,
-    ]  # 2 x LINGER_FACTOR in all: the cap
-    layer.respond(first, make_response(register("z9hG4bKopen1"), 200, to_tag="t"), 0.1)
-    layer.handle_timeout(32.0)  # Timer J: the first ones go
-    assert layer.pending == 0
-    assert len(layer) == 1
-    second = received_key(layer.receive(register("z9hG4bKopen2"), UA, 32.1))
-    assert layer.pending == 1
-    assert [type(o) for o in layer.receive(register("z9hG4bKopen3"), UA, 32.1)] == [RequestReceived]
+    second = received_key(layer.receive(register("z9hG4bKopen2"), UA, 0.1))
     assert layer.pending == 2
-    out = layer.receive(register("z9hG4bKopen4"), UA, 32.2)
+    out = layer.receive(register("z9hG4bKopen3"), UA, 0.1)
     assert [type(o) for o in out] == [SendMessage, RequestRejected]
-    assert second in layer
+    assert isinstance(out[0], SendMessage)
+    assert out[0].message.status == 503
+    layer.respond(first, make_response(register("z9hG4bKopen1"), 200, to_tag="t"), 0.1)
+    layer.respond(second, make_response(register("z9hG4bKopen2"), 200, to_tag="t"), 0.1)
+    layer.handle_timeout(32.0)  # Timer J: the first ones go
+    assert (len(layer), layer.pending) == (2, 0)
+    assert layer.ended_early == 2  # the two settled longest ago, past 2 x LINGER_FACTOR
+
+
+def test_past_the_linger_bound_the_oldest_settled_transaction_ends_early() -> None:
+    """Settled transactions are bounded at LINGER_FACTOR x max_transactions: past it the
+    one settled longest ago ends (TransactionTerminated) instead of new requests being
+    refused, so a 32 s retransmission window never caps the rate a registrar serves."""
+    layer = TransactionLayer(SeededIds(0), max_transactions=2)
+    bound = 2 * LINGER_FACTOR
+    keys = []
+    for i in range(bound + 3):
+        request = register(f"z9hG4bKreg{i}")
+        key = received_key(layer.receive(request, UA, i / 10))
+        out = layer.respond(key, make_response(request, 200, to_tag="t"), i / 10)
+        ended = [o.transaction_key for o in out if isinstance(o, TransactionTerminated)]
+        assert ended == ([keys[i - bound]] if i >= bound else [])
+        keys.append(key)
+    assert (len(layer), layer.pending, layer.ended_early) == (bound, 0, 3)
+    assert all(k not in layer for k in keys[:3])
+    assert all(k in layer for k in keys[3:])
+    # A kept one still absorbs its retransmission with the 200 it sent ...
+    out = layer.receive(register("z9hG4bKreg3"), UA, 1.0)
+    assert [type(o) for o in out] == [SendMessage]
+    assert isinstance(out[0], SendMessage)
+    assert out[0].message.status == 200
+    # ... one that ended early meets its retransmission as a new request.
+    out = layer.receive(register("z9hG4bKreg0"), UA, 1.0)
+    assert [type(o) for o in out] == [RequestReceived]
+    # Timers of the ended ones are gone with them: only the kept ones' Timer J fire.
+    later = layer.handle_timeout(40.0)
+    gone = [o.transaction_key for o in later if isinstance(o, TransactionTerminated)]
+    assert gone == keys[3:]
+
+
+def test_the_settle_queue_stays_bounded_without_eviction() -> None:
+    """Transactions that end on their own timers leave no trace in the queue of settled
+    orders (it is rebuilt when mostly stale)."""
+    layer = TransactionLayer(SeededIds(0), max_transactions=1000)
+    for i in range(5000):
+        request = register(f"z9hG4bKq{i}")
+        key = received_key(layer.receive(request, UA, float(i)))
+        layer.respond(key, make_response(request, 200, to_tag="t"), float(i))
+        layer.handle_timeout(float(i))
+    assert len(layer) <= 33
+    assert layer.ended_early == 0
+    assert len(layer._settle_queue) <= 2 * len(layer) + 65
 
 
 # -- timers ----------------------------------------------------------------------
