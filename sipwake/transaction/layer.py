@@ -46,6 +46,13 @@ bound the one settled longest ago ends at once, as its last timer would end it
 (``TransactionTerminated``; counted in ``ended_early``): under load the window in
 which retransmissions are absorbed shrinks, and new requests are still served.
 
+Completed non-INVITE server transactions over UDP, the bulk of what lingers (every
+REGISTER's, 32 s each), are not kept as machines: their key maps to the bytes of the
+final response and where they went (``_completed``), which a retransmission gets
+again until Timer J, in the order they completed. That is what Figure 8's Completed
+state does, in two thirds of the memory, holding nothing the garbage collector walks
+but the key. They are the first to end early past the bound.
+
 Deviations and choices
 ======================
 - RFC 2543 matching compares the To tag only for an ACK (with the tag of
@@ -104,7 +111,7 @@ from sipwake.transaction.keys import (
     server_key,
     top_branch,
 )
-from sipwake.transaction.messages import build_cancel, overload_response
+from sipwake.transaction.messages import build_cancel, overload_response, sent_response
 from sipwake.transaction.server import (
     InviteServerTransaction,
     IstInput,
@@ -130,6 +137,9 @@ AnyTransaction = (
     | NonInviteServerTransaction
 )
 ClientTransaction = InviteClientTransaction | NonInviteClientTransaction
+#: A completed UDP NIST: Timer J's deadline, the final response as sent, and the
+#: transport, host, port and flow of the peer it went to.
+_Completed = tuple[float, bytes, str, str, int, int | None]
 TransactionState = IctState | NictState | IstState | NistState
 
 
@@ -167,10 +177,15 @@ class TransactionLayer:
         self._settle_queue: deque[int] = deque()
         #: How many settled transactions ended before their timer, past the linger bound.
         self.ended_early = 0
+        #: Completed UDP NISTs: key → (Timer J deadline, final response as sent, and the
+        #: transport, host, port and flow it went to); ``_completed_order`` holds the same
+        #: keys in the order they completed (so by deadline).
+        self._completed: dict[TransactionKey, _Completed] = {}
+        self._completed_order: deque[TransactionKey] = deque()
 
     # -- introspection -----------------------------------------------------
     def __len__(self) -> int:
-        return len(self._transactions)
+        return len(self._transactions) + len(self._completed)
 
     @property
     def pending(self) -> int:
@@ -178,11 +193,11 @@ class TransactionLayer:
         return len(self._transactions) - self._settled
 
     def __contains__(self, key: object) -> bool:
-        return key in self._transactions
+        return key in self._transactions or key in self._completed
 
     def counts(self) -> dict[str, int]:
         """How many transactions of each kind (``ICT``, ``NICT``, ``IST``, ``NIST``) exist."""
-        counts = {"ICT": 0, "NICT": 0, "IST": 0, "NIST": 0}
+        counts = {"ICT": 0, "NICT": 0, "IST": 0, "NIST": len(self._completed)}
         for txn in self._transactions.values():
             counts[txn.kind] += 1
         return counts
@@ -190,32 +205,44 @@ class TransactionLayer:
     def state_of(self, key: TransactionKey) -> TransactionState | None:
         """The transaction's state, or ``None`` once it is gone (or never existed)."""
         txn = self._transactions.get(key)
-        return None if txn is None else txn.state
+        if txn is None:
+            return NistState.COMPLETED if key in self._completed else None
+        return txn.state
 
     # -- timers ------------------------------------------------------------
     def next_deadline(self) -> float | None:
         """The earliest timer deadline of any transaction, or ``None``."""
         heap = self._heap
+        first = self._completed[self._completed_order[0]][0] if self._completed_order else None
         while heap:
             deadline, order, _ = heap[0]
             txn = self._by_order.get(order)
             if txn is not None and txn.scheduled == deadline:
-                return deadline
+                return deadline if first is None else min(deadline, first)
             heapq.heappop(heap)
-        return None
+        return first
 
     def handle_timeout(self, now: float) -> list[Output]:
         """Fire every timer due at ``now``, in (deadline, creation order)."""
         outputs: list[Output] = []
         heap = self._heap
-        while heap and heap[0][0] <= now:
-            deadline, order, _ = heapq.heappop(heap)
-            txn = self._by_order.get(order)
-            if txn is None or txn.scheduled != deadline:
-                continue
-            txn.scheduled = None
-            outputs += self._settle(txn, txn.on_timer(now))
-        return outputs
+        order_ = self._completed_order
+        completed = self._completed
+        while True:
+            first = completed[order_[0]][0] if order_ else None
+            if heap and heap[0][0] <= now and (first is None or heap[0][0] <= first):
+                deadline, order, _ = heapq.heappop(heap)
+                txn = self._by_order.get(order)
+                if txn is None or txn.scheduled != deadline:
+                    continue
+                txn.scheduled = None
+                outputs += self._settle(txn, txn.on_timer(now))
+            elif first is not None and first <= now:  # Timer J of a completed NIST
+                key = order_.popleft()
+                del completed[key]
+                outputs.append(TransactionTerminated(transaction_key=key))
+            else:
+                return outputs
 
     # -- client side -------------------------------------------------------
     def send_request(
@@ -298,6 +325,11 @@ class TransactionLayer:
                 outputs = txn.process(ist_send_input(response), now, response)
             case NonInviteServerTransaction():
                 outputs = txn.process(nist_send_input(response), now, response)
+            case None if key in self._completed:  # Figure 8: Completed takes no response
+                raise LocalProtocolError(
+                    f"<NIST {key}>: input {nist_send_input(response).name} not allowed in state "
+                    f"{NistState.COMPLETED.name}"
+                )
             case InviteClientTransaction() | NonInviteClientTransaction() | None:
                 raise LocalProtocolError(f"{key}: no server transaction to respond in")
             case _:
@@ -350,6 +382,12 @@ class TransactionLayer:
             return self._receive_ack(request, source, now)
         key = server_key(request)
         txn = self._transactions.get(key)
+        if txn is None and self._completed:
+            done = self._completed.get(key)
+            if done is not None:  # Figure 8: Completed re-sends its final response
+                _, data, transport, host, port, flow = done
+                peer = Peer(transport=transport, host=host, port=port, flow=flow)
+                return [SendMessage(message=sent_response(data), peer=peer, data=data)]
         match txn:
             case InviteServerTransaction():
                 return self._settle(txn, txn.process(IstInput.RECV_INVITE, now, request, source))
@@ -446,6 +484,8 @@ class TransactionLayer:
                 self._remove(txn)
                 outputs.append(TransactionTerminated(transaction_key=txn.key))
             return outputs
+        if txn.state is NistState.COMPLETED and not txn.reliable:
+            return self._complete(txn, outputs)
         if not txn.settled and txn.state in txn.settled_states:
             txn.settled = True
             self._settled += 1
@@ -463,6 +503,22 @@ class TransactionLayer:
                 heapq.heappush(self._heap, (deadline, txn.order, self._pushes))
         return outputs
 
+    def _complete(self, txn: NonInviteServerTransaction, outputs: list[Output]) -> list[Output]:
+        """Keep a NIST that completed over UDP as its final response alone (see the module
+        docstring) until Timer J."""
+        data = txn.final
+        deadline = txn.armed.get("J")
+        if data is None or deadline is None:  # Figure 8: it sent one, and armed Timer J
+            raise LocalProtocolError(f"{txn!r}: Completed without a final response or Timer J")
+        self._remove(txn)
+        peer = txn.peer
+        self._completed[txn.key] = (deadline, data, peer.transport, peer.host, peer.port, peer.flow)
+        self._completed_order.append(txn.key)
+        limit = self.max_transactions
+        if limit is not None and self._settled + len(self._completed) > limit * LINGER_FACTOR:
+            outputs += self._end_oldest_settled()
+        return outputs
+
     def _queue_settled(self, txn: AnyTransaction, limit: int) -> list[Output]:
         """Note that ``txn`` settled; past the bound, end the transaction settled longest
         ago, as its last timer would (see "Deviations and choices")."""
@@ -470,8 +526,20 @@ class TransactionLayer:
         queue.append(txn.order)
         if len(queue) > 2 * self._settled + 64:  # mostly orders of transactions gone
             queue = self._settle_queue = deque(o for o in queue if o in self._by_order)
-        if self._settled <= limit * LINGER_FACTOR:
+        if self._settled + len(self._completed) <= limit * LINGER_FACTOR:
             return []
+        return self._end_oldest_settled()
+
+    def _end_oldest_settled(self) -> list[Output]:
+        """End a settled transaction before its timer: the completed NIST that completed
+        first if any (its retransmission is the cheapest to meet again), else the
+        transaction settled longest ago."""
+        self.ended_early += 1
+        if self._completed_order:
+            key = self._completed_order.popleft()
+            del self._completed[key]
+            return [TransactionTerminated(transaction_key=key)]
+        queue = self._settle_queue
         while queue:
             oldest = self._by_order.get(queue.popleft())
             if oldest is None:
@@ -479,8 +547,8 @@ class TransactionLayer:
             oldest.end()
             oldest.scheduled = None
             self._remove(oldest)
-            self.ended_early += 1
             return [TransactionTerminated(transaction_key=oldest.key)]
+        self.ended_early -= 1
         return []
 
     def _remove(self, txn: AnyTransaction) -> None:

@@ -228,10 +228,49 @@ def test_nist_completed_resends_the_same_bytes_and_holds_no_message() -> None:
     layer.respond(nist.server_key, ok, 0.1)
     assert nist.state is NistState.COMPLETED
     assert holds_no_message(nist)
+    # Over UDP the layer keeps the final response and its peer, not the machine: nothing
+    # it holds for the transaction is walked by the collector but the key.
+    assert nist.removed
+    assert layer.state_of(nist.key) is NistState.COMPLETED
+    assert nist.key in layer
+    assert (len(layer), layer.pending, layer.counts()["NIST"]) == (1, 0, 1)
+    held = layer._completed[nist.key]
+    gc.collect()
+    assert not gc.is_tracked(held)
+    assert not any(gc.is_tracked(v) for v in held)
     for now in (0.5, 4.0, 31.0):
         assert sends(layer.receive(parse(BYE), UA, now)) == [(ok.to_bytes(), UA)]
     assert layer.next_deadline() == pytest.approx(32.1)  # Timer J
     assert layer.handle_timeout(32.1) == [TransactionTerminated(transaction_key=nist.key)]
+    assert (len(layer), layer.state_of(nist.key), layer.next_deadline()) == (0, None, None)
+    with pytest.raises(LocalProtocolError):
+        layer.respond(nist.server_key, ok, 33.0)
+
+
+def test_a_completed_nist_takes_no_second_response() -> None:
+    layer = TransactionLayer(SeededIds(0))
+    bye = parse(BYE)
+    nist = server_txn(layer, bye)
+    layer.respond(nist.server_key, answer(bye, 200), 0.1)
+    with pytest.raises(LocalProtocolError, match="SEND_200_699 not allowed in state COMPLETED"):
+        layer.respond(nist.server_key, answer(bye, 500), 0.2)
+
+
+def test_completed_nists_and_machines_time_out_in_deadline_order() -> None:
+    """A completed NIST's Timer J and the machines' timers fire in one deadline order."""
+    layer = TransactionLayer(SeededIds(0))
+    bye = parse(BYE)
+    nist = server_txn(layer, bye)
+    layer.respond(nist.server_key, answer(bye, 200), 1.0)  # Timer J at 33.0
+    invite = parse(INVITE)
+    ist = server_txn(layer, invite)
+    layer.respond(ist.server_key, answer(invite, 200), 0.5)  # Timer L at 32.5
+    assert layer.next_deadline() == pytest.approx(32.5)
+    out = layer.handle_timeout(40.0)
+    assert [o.transaction_key for o in out if isinstance(o, TransactionTerminated)] == [
+        ist.key,
+        nist.key,
+    ]
 
 
 # -- client transactions ---------------------------------------------------------------------
