@@ -1,8 +1,9 @@
 """A store in memory: the ``BindingStore`` contract without a disk (tests, replays).
 
-It keeps the encoded rows, not the bindings, so a load behaves as after a
-restart (times converted through the wall clock, flows forgotten), exactly
-as with ``SqliteStore``.
+A load behaves as after a restart (times converted through the wall clock, flows
+forgotten), exactly as with ``SqliteStore``: each binding is kept with the clocks of its
+write (bindings are immutable) and goes through the row codec when loaded, not when
+written, so a REGISTER costs a dict store here rather than an encoding.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sipwake.push.base import PushRecord
 from sipwake.registrar.bindings import Binding
 from sipwake.registrar.events import RegistrarEvent
 from sipwake.store.base import StoreError, net_writes
-from sipwake.store.codec import BindingRow, decode, encode
+from sipwake.store.codec import decode, encode
 
 __all__ = ["MemoryStore"]
 
@@ -45,7 +46,8 @@ class MemoryStore:
             raise ValueError(f"max_pushes must be > 0, got {max_pushes}")
         if max_calls <= 0:
             raise ValueError(f"max_calls must be > 0, got {max_calls}")
-        self._rows: dict[str, BindingRow] = {}
+        #: binding_id → (binding, monotonic and wall-clock time of its write).
+        self._rows: dict[str, tuple[Binding, float, float]] = {}
         self._pushes: deque[PushRecord] = deque(maxlen=max_pushes)
         self._calls: OrderedDict[str, _Call] = OrderedDict()
         self.max_calls = max_calls
@@ -56,10 +58,14 @@ class MemoryStore:
 
     def load(self, now: float, wall: float) -> list[Binding]:
         self._check()
-        for binding_id in [k for k, r in self._rows.items() if r.expires_wall <= wall]:
-            del self._rows[binding_id]
-        rows = sorted(self._rows.values(), key=lambda r: (r.aor, r.registered_wall))
-        return [decode(row, now, wall) for row in rows]
+        rows = [encode(*kept) for kept in self._rows.values()]
+        for row in rows:
+            if row.expires_wall <= wall:
+                del self._rows[row.binding_id]
+        live = sorted(
+            (r for r in rows if r.expires_wall > wall), key=lambda r: (r.aor, r.registered_wall)
+        )
+        return [decode(row, now, wall) for row in live]
 
     def apply(self, changes: Iterable[RegistrarEvent], now: float, wall: float) -> None:
         self._check()
@@ -67,11 +73,11 @@ class MemoryStore:
             if binding is None:
                 self._rows.pop(binding_id, None)
             else:
-                self._rows[binding_id] = encode(binding, now, wall)
+                self._rows[binding_id] = (binding, now, wall)
 
     def upsert(self, binding: Binding, now: float, wall: float) -> None:
         self._check()
-        self._rows[binding.binding_id] = encode(binding, now, wall)
+        self._rows[binding.binding_id] = (binding, now, wall)
 
     def delete(self, binding_id: str) -> None:
         self._check()
