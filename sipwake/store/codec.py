@@ -8,7 +8,7 @@ stored (see ``base``). Decoding raises ``StoreError`` naming the binding.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sipwake.errors import SipwakeError
@@ -74,12 +74,21 @@ COLUMNS = (
 )
 
 
+#: The PushTarget fields in name order: the push column's JSON keys, as
+#: ``json.dumps(asdict(push), sort_keys=True)`` writes them (without its deep copy).
+_PUSH_FIELDS = tuple(sorted(f.name for f in fields(PushTarget)))
+
+
+def _push_json(push: PushTarget) -> str:
+    return json.dumps({name: getattr(push, name) for name in _PUSH_FIELDS})
+
+
 def encode(binding: Binding, now: float, wall: float) -> BindingRow:
     """The row for ``binding``; monotonic times become wall-clock times."""
     source = {
-        "transport": binding.source.transport,
         "host": binding.source.host,
         "port": binding.source.port,
+        "transport": binding.source.transport,
     }
     return BindingRow(
         binding_id=binding.binding_id,
@@ -92,9 +101,9 @@ def encode(binding: Binding, now: float, wall: float) -> BindingRow:
         q=binding.q,
         instance=binding.instance,
         reg_id=binding.reg_id,
-        path=json.dumps(list(binding.path)),
-        source=json.dumps(source, sort_keys=True),
-        push=None if binding.push is None else json.dumps(asdict(binding.push), sort_keys=True),
+        path=json.dumps(list(binding.path)) if binding.path else "[]",
+        source=json.dumps(source),  # keys in name order, as sort_keys would write them
+        push=None if binding.push is None else _push_json(binding.push),
         user_agent=binding.user_agent,
         pnsreg=int(binding.pnsreg),
         seal_key=binding.seal_key,
