@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol
 
 from sipwake.node import (
     CallEvent,
@@ -77,11 +77,6 @@ class Sender(Protocol):
     def cork(self) -> None: ...
 
     def uncork(self) -> None: ...
-
-
-@runtime_checkable
-class _Backlogged(Protocol):
-    def udp_backlog(self) -> float | None: ...
 
 
 #: Seconds between two load samples.
@@ -193,7 +188,9 @@ class Driver:
 
     def _observe_load(self, meter: LoadMeter) -> None:
         """How full the UDP queue is, else how busy this process is."""
-        backlog = self.sender.udp_backlog() if isinstance(self.sender, _Backlogged) else None
+        # A sender may tell how full its UDP queue is (``TransportManager.udp_backlog``).
+        queue_fill = getattr(self.sender, "udp_backlog", None)
+        backlog: float | None = queue_fill() if queue_fill is not None else None
         wall, cpu = time.monotonic(), time.process_time()
         last_wall, last_cpu = self._cpu_mark
         self._cpu_mark = (wall, cpu)
