@@ -29,9 +29,9 @@ from sipwake.sip.headers import (
     parse_name_addr,
     parse_via,
 )
-from sipwake.sip.message import Headers
+from sipwake.sip.message import Headers, Request
 from sipwake.sip.parser import parse_message
-from sipwake.sip.peer import Peer, response_peer
+from sipwake.sip.peer import Peer, mark_received, response_peer
 from sipwake.sip.uri import _SIP_URI_RE, SipUri, _split_params, parse_uri
 from tests.unit import protos
 
@@ -321,6 +321,57 @@ def test_via_with_params_replaces_case_insensitively_and_appends_in_order() -> N
     marked = via.with_params(received="1.2.3.4", rport="5070")
     assert marked.params == (("branch", "z9hG4bK1"), ("received", "1.2.3.4"), ("rport", "5070"))
     assert str(marked) == "SIP/2.0/UDP h;branch=z9hG4bK1;received=1.2.3.4;rport=5070"
+
+
+def _marked_by_with_params(via: str, source: Peer) -> str:
+    top = parse_via(via)
+    if top.wants_rport:
+        return str(top.with_params(received=source.host, rport=str(source.port)))
+    return str(top.with_params(received=source.host))
+
+
+def _check_mark_received(via: str) -> None:
+    """``mark_received`` writes the Via that ``with_params`` builds (RFC 3581 §4)."""
+    source = Peer(transport="udp", host="192.0.2.9", port=40000)
+    request = parse_message(
+        (
+            f"OPTIONS sip:h SIP/2.0\r\nVia: {via}\r\nFrom: <sip:a@h>;tag=1\r\n"
+            "To: <sip:h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+    )
+    assert isinstance(request, Request)
+    mark_received(request, source)
+    expected = _marked_by_with_params(via, source)
+    assert request.headers.get("Via") == expected
+    assert str(request.top_via) == expected
+
+
+def test_mark_received_agrees_with_with_params_on_corpora(corpora: pathlib.Path) -> None:
+    checked = 0
+    for value in _values(corpora, _VIA_NAMES):
+        try:
+            parse_via(value)
+        except SipParseError:
+            continue
+        if "," in value:
+            continue  # one via-parm per test message
+        _check_mark_received(value)
+        checked += 1
+    assert checked > 500
+
+
+@pytest.mark.parametrize(
+    "via",
+    [
+        "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1;rport",
+        "SIP/2.0/UDP h;RPORT;branch=z9hG4bK1;Received=x",
+        "SIP/2.0/UDP h;rport=9;branch=z9hG4bK1;received=x;rport",
+        "SIP/2.0/UDP h;branch=z9hG4bK1",
+        "SIP/2.0/UDP h",
+    ],
+)
+def test_mark_received_agrees_with_with_params(via: str) -> None:
+    _check_mark_received(via)
 
 
 def test_cseq_cache_keeps_values_and_errors() -> None:
