@@ -317,9 +317,14 @@ class Driver:
 
     def _rearm(self) -> None:
         deadline = self.node.next_deadline()
-        if deadline == self._deadline and self._timer is not None:
-            return
         if self._timer is not None:
+            armed = self._deadline
+            if armed is not None and (deadline is None or armed <= deadline):
+                # The wake-up armed comes no later than the next deadline: it serves (when
+                # it comes early, nothing is due and it arms the next). A deadline that
+                # only moves later, as a busy layer's oldest settled transaction does on
+                # every message, costs no timer handle per message.
+                return
             self._timer.cancel()
             self._timer = None
         self._deadline = deadline

@@ -3,6 +3,7 @@ order in which it performs the node's outputs."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 import pytest
@@ -60,10 +61,15 @@ class StandIn:
         self.log.append(f"stored {token} {ok}")
         return self.stored.pop(token, [])
 
+    deadlines: list[float] = field(default_factory=list)  # pending, earliest first
+    timeouts: list[float] = field(default_factory=list)  # when handle_timeout ran
+
     def next_deadline(self) -> float | None:
-        return None
+        return self.deadlines[0] if self.deadlines else None
 
     def handle_timeout(self, now: float) -> list[NodeOutput]:
+        self.timeouts.append(now)
+        self.deadlines = [d for d in self.deadlines if d > now]
         return []
 
 
@@ -116,4 +122,52 @@ async def test_outputs_are_performed_in_order_inside_one_cork() -> None:
     driver.on_bytes(b"x", PHONE, UDP)
     assert node.log == ["cork", "send 1", "apply", "stored 7 True", "send 2", "send 3", "uncork"]
     assert driver.dropped == 1
+    driver.close()
+
+
+async def test_a_deadline_moving_later_keeps_the_armed_wake_up() -> None:
+    """A deadline that moves later (a busy layer ending its oldest settled transaction on
+    each message) keeps the timer armed; an earlier one re-arms it; every deadline is
+    handled when due, none before."""
+    loop = asyncio.get_running_loop()
+    node = StandIn()
+    driver = Driver(node, shed_load=False)  # type: ignore[arg-type]
+    start = loop.time()
+    node.deadlines = [start + 0.05]
+    driver.on_bytes(b"x", PHONE, UDP)
+    armed = driver._timer
+    assert armed is not None
+    for k in range(1, 20):  # the earliest deadline moves later on every message
+        node.deadlines = [start + 0.05 + k * 0.01]
+        driver.on_bytes(b"x", PHONE, UDP)
+        assert driver._timer is armed
+    node.deadlines = [start + 0.02, start + 0.25]  # an earlier one re-arms
+    driver.on_bytes(b"x", PHONE, UDP)
+    assert driver._timer is not armed
+    assert armed.cancelled()
+    await asyncio.sleep(0.4)
+    assert node.deadlines == []
+    assert len(node.timeouts) == 2
+    assert start + 0.02 <= node.timeouts[0] < start + 0.2
+    assert start + 0.25 <= node.timeouts[1] < start + 0.4
+    driver.close()
+
+
+async def test_an_early_wake_up_finds_nothing_due_and_arms_the_next() -> None:
+    loop = asyncio.get_running_loop()
+    node = StandIn()
+    driver = Driver(node, shed_load=False)  # type: ignore[arg-type]
+    start = loop.time()
+    node.deadlines = [start + 0.02]
+    driver.on_bytes(b"x", PHONE, UDP)
+    node.deadlines = [start + 0.1]  # moved later: the wake-up at +0.02 comes early
+    driver.on_bytes(b"x", PHONE, UDP)
+    await asyncio.sleep(0.06)
+    assert len(node.timeouts) == 1
+    assert node.deadlines == [start + 0.1]  # nothing was due
+    assert driver._timer is not None  # armed for the next
+    await asyncio.sleep(0.1)
+    assert len(node.timeouts) == 2
+    assert node.timeouts[1] >= start + 0.1
+    assert node.deadlines == []
     driver.close()
