@@ -110,6 +110,8 @@ class Driver:
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None
+        #: The rearm that follows the messages of one loop iteration (see ``on_bytes``).
+        self._rearm_soon: asyncio.Handle | None = None
         self.dropped = 0
         self._listeners: dict[LocalAddr, LocalAddress] = {}
         self._last_listener: tuple[LocalAddr, LocalAddress] | None = None
@@ -141,6 +143,14 @@ class Driver:
             logger.exception("internal error handling a message from %s", peer)
             return
         self._step(outputs)
+        # The timer is set once after the messages read in this loop iteration (a UDP
+        # batch), not after each: no timer can fire before then, and the next deadline
+        # asks every part of the node.
+        if self._rearm_soon is None:
+            self._rearm_soon = self._loop.call_soon(self._rearm_after_batch)
+
+    def _rearm_after_batch(self) -> None:
+        self._rearm_soon = None
         self._rearm()
 
     def _listener(self, local: LocalAddr) -> LocalAddress:
@@ -348,6 +358,9 @@ class Driver:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._rearm_soon is not None:
+            self._rearm_soon.cancel()
+            self._rearm_soon = None
         if self._sampler is not None:
             self._sampler.cancel()
             self._sampler = None

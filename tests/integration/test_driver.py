@@ -135,14 +135,17 @@ async def test_a_deadline_moving_later_keeps_the_armed_wake_up() -> None:
     start = loop.time()
     node.deadlines = [start + 0.05]
     driver.on_bytes(b"x", PHONE, UDP)
+    await asyncio.sleep(0)
     armed = driver._timer
     assert armed is not None
     for k in range(1, 20):  # the earliest deadline moves later on every message
         node.deadlines = [start + 0.05 + k * 0.01]
         driver.on_bytes(b"x", PHONE, UDP)
+        await asyncio.sleep(0)
         assert driver._timer is armed
     node.deadlines = [start + 0.02, start + 0.25]  # an earlier one re-arms
     driver.on_bytes(b"x", PHONE, UDP)
+    await asyncio.sleep(0)
     assert driver._timer is not armed
     assert armed.cancelled()
     await asyncio.sleep(0.4)
@@ -160,8 +163,10 @@ async def test_an_early_wake_up_finds_nothing_due_and_arms_the_next() -> None:
     start = loop.time()
     node.deadlines = [start + 0.02]
     driver.on_bytes(b"x", PHONE, UDP)
+    await asyncio.sleep(0)
     node.deadlines = [start + 0.1]  # moved later: the wake-up at +0.02 comes early
     driver.on_bytes(b"x", PHONE, UDP)
+    await asyncio.sleep(0)
     await asyncio.sleep(0.06)
     assert len(node.timeouts) == 1
     assert node.deadlines == [start + 0.1]  # nothing was due
@@ -171,3 +176,29 @@ async def test_an_early_wake_up_finds_nothing_due_and_arms_the_next() -> None:
     assert node.timeouts[1] >= start + 0.1
     assert node.deadlines == []
     driver.close()
+
+
+async def test_the_timer_is_set_once_after_the_messages_of_a_loop_iteration() -> None:
+    loop = asyncio.get_running_loop()
+    node = StandIn()
+    asked = 0
+
+    def next_deadline() -> float | None:
+        nonlocal asked
+        asked += 1
+        return start + 0.05
+
+    node.next_deadline = next_deadline  # type: ignore[method-assign]
+    driver = Driver(node, shed_load=False)  # type: ignore[arg-type]
+    start = loop.time()
+    for _ in range(10):  # one batch of datagrams
+        driver.on_bytes(b"x", PHONE, UDP)
+    assert driver._timer is None
+    assert asked == 0
+    await asyncio.sleep(0)
+    assert asked == 1
+    timer = driver._timer
+    assert timer is not None
+    assert timer.when() == start + 0.05
+    driver.close()
+    assert timer.cancelled()
