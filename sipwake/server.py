@@ -258,6 +258,7 @@ class Server:
         )
         driver.sender = self._transports
         self._driver = driver
+        self._transports.receive_with(driver.on_bytes)
         driver._rearm()
         address = config.admin_address
         if address is not None:

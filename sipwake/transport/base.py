@@ -266,6 +266,11 @@ class TransportManager:
     def stats(self) -> TransportStats:
         return self._table.stats()
 
+    def receive_with(self, receive: ReceiveCallback) -> None:
+        """Messages received from now on go to ``receive`` (the driver's ``on_bytes``, once
+        the node is ready: a compiled call per message, no interpreted closure between)."""
+        self._table.receive_with(receive)
+
     async def _sweep(self, idle_timeout: float) -> None:
         loop = asyncio.get_running_loop()
         interval = max(0.05, min(idle_timeout / 4, 30.0))

@@ -261,6 +261,9 @@ class FlowTable:
         except Exception:
             logger.exception("receive callback failed for a message from %s", peer)
 
+    def receive_with(self, receive: ReceiveCallback) -> None:
+        self._receive = receive
+
     def count_sent(self, size: int) -> None:
         self.messages_sent += 1
         self.bytes_sent += size

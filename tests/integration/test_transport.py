@@ -121,6 +121,26 @@ async def test_udp_round_trip(make_node: NodeFactory) -> None:
         assert source == (local.host, local.port)  # from the listener socket (RFC 3581 §4)
 
 
+async def test_received_messages_go_to_the_receiver_set_last(make_node: NodeFactory) -> None:
+    node = await make_node("udp", "tcp")
+    later: asyncio.Queue[tuple[bytes, Peer, LocalAddr]] = asyncio.Queue()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        udp = node.local("udp")
+        sock.sendto(REGISTER, (udp.host, udp.port))
+        assert (await within(node.received.get()))[0] == REGISTER
+        node.manager.receive_with(lambda data, peer, local: later.put_nowait((data, peer, local)))
+        sock.sendto(MESSAGE, (udp.host, udp.port))
+        data, _, arrived_on = await within(later.get())
+        assert (data, arrived_on) == (MESSAGE, udp)
+    _reader, writer = await tcp_client(node.local("tcp"))
+    writer.write(REGISTER)
+    data, _, arrived_on = await within(later.get())
+    assert (data, arrived_on) == (REGISTER, node.local("tcp"))
+    assert node.received.empty()
+    await close_writer(writer)
+
+
 async def test_udp_burst_is_answered_after_it_in_order(tmp_path: Path) -> None:
     """Datagrams waiting together are read as one batch; what handling them sends is held
     until the batch is handled, then leaves in order (one kernel pass, not one per message)."""
