@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from serving import running
 from sipua import Ua, udp_address
 
 from sipwake.config import Config, ListenerSpec, StoreConfig, TlsConfig, UserConfig
@@ -30,12 +31,8 @@ async def lab(tmp_path: Path) -> AsyncIterator[Server]:
         },
         secret_file=tmp_path / "secret",
     )
-    server = Server(config)
-    await server.start()
-    try:
+    async with running(config) as server:
         yield server
-    finally:
-        await server.close()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from serving import running
 from websockets.asyncio.client import connect as ws_connect
 
 from sipwake.config import Config, ListenerSpec, StoreConfig, TlsConfig, UserConfig
@@ -37,12 +38,8 @@ async def flows_lab(tmp_path: Path) -> AsyncIterator[Server]:
         secret_file=tmp_path / "secret",
         auth={"open": True},  # type: ignore[arg-type]
     )
-    server = Server(config)
-    await server.start()
-    try:
+    async with running(config) as server:
         yield server
-    finally:
-        await server.close()
 
 
 def _port(server: Server, transport: str) -> int:

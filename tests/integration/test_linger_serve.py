@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from serving import running
 from sipua import udp_address
 
 from sipwake.config import AuthConfig, Config, LimitsConfig, ListenerSpec, StoreConfig, TlsConfig
@@ -35,12 +36,8 @@ async def small(tmp_path: Path) -> AsyncIterator[Server]:
         limits=LimitsConfig(max_transactions=LIMIT),
         secret_file=tmp_path / "secret",
     )
-    server = Server(config)
-    await server.start()
-    try:
+    async with running(config) as server:
         yield server
-    finally:
-        await server.close()
 
 
 def register(i: int, port: int) -> bytes:

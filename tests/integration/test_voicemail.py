@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from serving import running
 from sipua import Ua, udp_address
 
 from sipwake.config import CallsConfig, Config, ListenerSpec, StoreConfig, TlsConfig, UserConfig
@@ -290,12 +291,8 @@ async def pbx(vm: Voicemail, tmp_path: Path) -> AsyncIterator[Server]:
         calls=CallsConfig(voicemail=vm.uri),
         secret_file=tmp_path / "secret",
     )
-    server = Server(config)
-    await server.start()
-    try:
+    async with running(config) as server:
         yield server
-    finally:
-        await server.close()
 
 
 async def test_call_to_an_offline_user_is_diverted_and_recorded(pbx: Server, vm: Voicemail) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from serving import running
 from sipua import Ua, udp_address
 
 from sipwake.config import Config, ListenerSpec, StoreConfig, TlsConfig, UserConfig
@@ -107,12 +108,8 @@ class TcpPhone:
 @pytest.fixture
 async def wake_lab(tmp_path: Path) -> AsyncIterator[Server]:
     config = _lab_config(tmp_path, calls={"no_answer_s": 8.0})
-    server = Server(config)
-    await server.start()
-    try:
+    async with running(config) as server:
         yield server
-    finally:
-        await server.close()
 
 
 def _tcp_port(server: Server) -> int:
