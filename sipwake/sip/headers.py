@@ -141,6 +141,24 @@ class Via:
         params += values.items()
         return Via(transport=self.transport, host=self.host, port=self.port, params=tuple(params))
 
+    def received_from(self, host: str, port: int) -> Via:
+        """RFC 3261 §18.2.1 and RFC 3581 §4: a copy with ``received=host``, and
+        ``rport=port`` when the client asked for it. What ``with_params(received=…[,
+        rport=…])`` builds, in one pass over the parameters: every request received
+        goes through it."""
+        params: list[tuple[str, str | None]] = []
+        wants_rport = False
+        for param in self.params:
+            name = param[0].lower()
+            if name == "rport":
+                wants_rport = True
+            elif name != "received":
+                params.append(param)
+        params.append(("received", host))
+        if wants_rport:
+            params.append(("rport", str(port)))
+        return Via(transport=self.transport, host=self.host, port=self.port, params=tuple(params))
+
 
 interpreted_init(Via)
 

@@ -72,20 +72,4 @@ def response_peer(via: Via, source: Peer) -> Peer:
 def mark_received(request: Request, source: Peer) -> None:
     """RFC 3261 §18.2.1 and RFC 3581 §4: ``received`` (always) and ``rport`` (when asked)
     on the top Via of a request that arrived from ``source``."""
-    top = request.top_via
-    # What ``top.with_params(received=…[, rport=…])`` builds, in one pass over the
-    # parameters (this runs for every request received).
-    params: list[tuple[str, str | None]] = []
-    wants_rport = False
-    for param in top.params:
-        name = param[0].lower()
-        if name == "rport":
-            wants_rport = True
-        elif name != "received":
-            params.append(param)
-    params.append(("received", source.host))
-    if wants_rport:
-        params.append(("rport", str(source.port)))
-    request.replace_top_via(
-        Via(transport=top.transport, host=top.host, port=top.port, params=tuple(params))
-    )
+    request.replace_top_via(request.top_via.received_from(source.host, source.port))

@@ -213,7 +213,7 @@ class TransactionLayer:
     def next_deadline(self) -> float | None:
         """The earliest timer deadline of any transaction, or ``None``."""
         heap = self._heap
-        first = self._completed[self._completed_order[0]][0] if self._completed_order else None
+        first = self._first_completed_deadline()
         while heap:
             deadline, order, _ = heap[0]
             txn = self._by_order.get(order)
@@ -226,10 +226,8 @@ class TransactionLayer:
         """Fire every timer due at ``now``, in (deadline, creation order)."""
         outputs: list[Output] = []
         heap = self._heap
-        order_ = self._completed_order
-        completed = self._completed
         while True:
-            first = completed[order_[0]][0] if order_ else None
+            first = self._first_completed_deadline()
             if heap and heap[0][0] <= now and (first is None or heap[0][0] <= first):
                 deadline, order, _ = heapq.heappop(heap)
                 txn = self._by_order.get(order)
@@ -238,11 +236,19 @@ class TransactionLayer:
                 txn.scheduled = None
                 outputs += self._settle(txn, txn.on_timer(now))
             elif first is not None and first <= now:  # Timer J of a completed NIST
-                key = order_.popleft()
-                del completed[key]
-                outputs.append(TransactionTerminated(transaction_key=key))
+                outputs.append(self._end_first_completed())
             else:
                 return outputs
+
+    def _first_completed_deadline(self) -> float | None:
+        """Timer J of the completed NIST that completed first (so the earliest)."""
+        order = self._completed_order
+        return self._completed[order[0]][0] if order else None
+
+    def _end_first_completed(self) -> TransactionTerminated:
+        key = self._completed_order.popleft()
+        del self._completed[key]
+        return TransactionTerminated(transaction_key=key)
 
     # -- client side -------------------------------------------------------
     def send_request(
@@ -489,9 +495,8 @@ class TransactionLayer:
         if not txn.settled and txn.state in txn.settled_states:
             txn.settled = True
             self._settled += 1
-            limit = self.max_transactions
-            if limit is not None:
-                outputs += self._queue_settled(txn, limit)
+            if self.max_transactions is not None:
+                outputs += self._queue_settled(txn)
         armed = txn.armed
         if not armed:
             txn.scheduled = None
@@ -514,31 +519,30 @@ class TransactionLayer:
         peer = txn.peer
         self._completed[txn.key] = (deadline, data, peer.transport, peer.host, peer.port, peer.flow)
         self._completed_order.append(txn.key)
-        limit = self.max_transactions
-        if limit is not None and self._settled + len(self._completed) > limit * LINGER_FACTOR:
+        if self._past_linger_bound():
             outputs += self._end_oldest_settled()
         return outputs
 
-    def _queue_settled(self, txn: AnyTransaction, limit: int) -> list[Output]:
+    def _past_linger_bound(self) -> bool:
+        limit = self.max_transactions
+        return limit is not None and self._settled + len(self._completed) > limit * LINGER_FACTOR
+
+    def _queue_settled(self, txn: AnyTransaction) -> list[Output]:
         """Note that ``txn`` settled; past the bound, end the transaction settled longest
         ago, as its last timer would (see "Deviations and choices")."""
         queue = self._settle_queue
         queue.append(txn.order)
         if len(queue) > 2 * self._settled + 64:  # mostly orders of transactions gone
-            queue = self._settle_queue = deque(o for o in queue if o in self._by_order)
-        if self._settled + len(self._completed) <= limit * LINGER_FACTOR:
-            return []
-        return self._end_oldest_settled()
+            self._settle_queue = deque(o for o in queue if o in self._by_order)
+        return self._end_oldest_settled() if self._past_linger_bound() else []
 
     def _end_oldest_settled(self) -> list[Output]:
         """End a settled transaction before its timer: the completed NIST that completed
         first if any (its retransmission is the cheapest to meet again), else the
         transaction settled longest ago."""
-        self.ended_early += 1
         if self._completed_order:
-            key = self._completed_order.popleft()
-            del self._completed[key]
-            return [TransactionTerminated(transaction_key=key)]
+            self.ended_early += 1
+            return [self._end_first_completed()]
         queue = self._settle_queue
         while queue:
             oldest = self._by_order.get(queue.popleft())
@@ -547,8 +551,8 @@ class TransactionLayer:
             oldest.end()
             oldest.scheduled = None
             self._remove(oldest)
+            self.ended_early += 1
             return [TransactionTerminated(transaction_key=oldest.key)]
-        self.ended_early -= 1
         return []
 
     def _remove(self, txn: AnyTransaction) -> None:

@@ -109,7 +109,6 @@ class Driver:
         self.sender: Sender | None = None
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
-        self._deadline: float | None = None
         #: The rearm that follows the messages of one loop iteration (see ``on_bytes``).
         self._rearm_soon: asyncio.Handle | None = None
         self.dropped = 0
@@ -328,8 +327,7 @@ class Driver:
     def _rearm(self) -> None:
         deadline = self.node.next_deadline()
         if self._timer is not None:
-            armed = self._deadline
-            if armed is not None and (deadline is None or armed <= deadline):
+            if deadline is None or self._timer.when() <= deadline:
                 # The wake-up armed comes no later than the next deadline: it serves (when
                 # it comes early, nothing is due and it arms the next). A deadline that
                 # only moves later, as a busy layer's oldest settled transaction does on
@@ -337,13 +335,11 @@ class Driver:
                 return
             self._timer.cancel()
             self._timer = None
-        self._deadline = deadline
         if deadline is not None:
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._deadline = None
         try:
             outputs = self.node.handle_timeout(self.now())
         except Exception:

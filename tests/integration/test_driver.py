@@ -125,6 +125,14 @@ async def test_outputs_are_performed_in_order_inside_one_cork() -> None:
     driver.close()
 
 
+async def message_then(driver: Driver, node: StandIn, deadlines: list[float]) -> None:
+    """One message after which the node's pending deadlines are ``deadlines``; then the
+    loop turns once, as after a batch of datagrams."""
+    node.deadlines = deadlines
+    driver.on_bytes(b"x", PHONE, UDP)
+    await asyncio.sleep(0)
+
+
 async def test_a_deadline_moving_later_keeps_the_armed_wake_up() -> None:
     """A deadline that moves later (a busy layer ending its oldest settled transaction on
     each message) keeps the timer armed; an earlier one re-arms it; every deadline is
@@ -133,19 +141,13 @@ async def test_a_deadline_moving_later_keeps_the_armed_wake_up() -> None:
     node = StandIn()
     driver = Driver(node, shed_load=False)  # type: ignore[arg-type]
     start = loop.time()
-    node.deadlines = [start + 0.05]
-    driver.on_bytes(b"x", PHONE, UDP)
-    await asyncio.sleep(0)
+    await message_then(driver, node, [start + 0.05])
     armed = driver._timer
     assert armed is not None
     for k in range(1, 20):  # the earliest deadline moves later on every message
-        node.deadlines = [start + 0.05 + k * 0.01]
-        driver.on_bytes(b"x", PHONE, UDP)
-        await asyncio.sleep(0)
+        await message_then(driver, node, [start + 0.05 + k * 0.01])
         assert driver._timer is armed
-    node.deadlines = [start + 0.02, start + 0.25]  # an earlier one re-arms
-    driver.on_bytes(b"x", PHONE, UDP)
-    await asyncio.sleep(0)
+    await message_then(driver, node, [start + 0.02, start + 0.25])  # an earlier one re-arms
     assert driver._timer is not armed
     assert armed.cancelled()
     await asyncio.sleep(0.4)
@@ -161,12 +163,9 @@ async def test_an_early_wake_up_finds_nothing_due_and_arms_the_next() -> None:
     node = StandIn()
     driver = Driver(node, shed_load=False)  # type: ignore[arg-type]
     start = loop.time()
-    node.deadlines = [start + 0.02]
-    driver.on_bytes(b"x", PHONE, UDP)
-    await asyncio.sleep(0)
-    node.deadlines = [start + 0.1]  # moved later: the wake-up at +0.02 comes early
-    driver.on_bytes(b"x", PHONE, UDP)
-    await asyncio.sleep(0)
+    await message_then(driver, node, [start + 0.02])
+    # Moved later: the wake-up at +0.02 comes early.
+    await message_then(driver, node, [start + 0.1])
     await asyncio.sleep(0.06)
     assert len(node.timeouts) == 1
     assert node.deadlines == [start + 0.1]  # nothing was due
