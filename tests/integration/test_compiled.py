@@ -17,7 +17,15 @@ import pytest
 from bench.compiled import ROOT, build_compiled, missing_tools
 
 MISSING = missing_tools()
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"cannot compile: {MISSING}")
+#: The build may take up to ``BUILD_TIMEOUT_S`` on a small machine (about 5 minutes on 2
+#: busy cores) and the child test run up to ``RUN_TIMEOUT_S``: the suite-wide 120 s
+#: pytest-timeout would kill the build, which counts as the first test's setup.
+BUILD_TIMEOUT_S = 900
+RUN_TIMEOUT_S = 900
+pytestmark = [
+    pytest.mark.skipif(MISSING is not None, reason=f"cannot compile: {MISSING}"),
+    pytest.mark.timeout(BUILD_TIMEOUT_S + RUN_TIMEOUT_S + 60),
+]
 
 #: Against the compiled core: every unit test, real SIPp calls through the proxy, and
 #: ``sipwake serve`` as a subprocess (restart, kill -9, trace masking).
@@ -35,7 +43,7 @@ SUITES = (
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The environment under which Python imports the compiled core first."""
-    dest = build_compiled(tmp_path_factory.mktemp("compiled"), timeout=900)
+    dest = build_compiled(tmp_path_factory.mktemp("compiled"), timeout=BUILD_TIMEOUT_S)
     return {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(dest), str(ROOT)]),
@@ -71,7 +79,7 @@ def test_the_compiled_core_passes_the_tests(compiled: dict[str, str]) -> None:
         env=compiled,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=RUN_TIMEOUT_S,
         check=False,
     )
     tail = (proc.stdout + proc.stderr)[-4000:]
