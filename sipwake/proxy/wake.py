@@ -181,6 +181,8 @@ class _Wake:
 @dataclass(slots=True, kw_only=True, init=False)
 class _Call:
     ref: str
+    uuid: str
+    """The call's UUID in pushes (CallKit's call identity): 122 random bits."""
     key: ServerTransactionKey
     aor: str
     plan: CallPlan
@@ -204,6 +206,7 @@ class _Call:
         self,
         *,
         ref: str,
+        uuid: str,
         key: ServerTransactionKey,
         aor: str,
         plan: CallPlan,
@@ -219,6 +222,7 @@ class _Call:
         reached: bool = False,
     ) -> None:
         self.ref = ref
+        self.uuid = uuid
         self.key = key
         self.aor = aor
         self.plan = plan
@@ -327,6 +331,7 @@ class WakeEngine:
         ref = self._ids.token(10)
         call = _Call(
             ref=ref,
+            uuid=_uuid_from(self._ids.token(32)),
             key=key,
             aor=aor,
             plan=plan,
@@ -586,7 +591,7 @@ class WakeEngine:
             target=wake.push,
             call_id=call.call_id,
             caller=_caller_name(call.invite()),
-            call_uuid=_uuid_from(call.ref),
+            call_uuid=call.uuid,
             body=body,
             caller_number=_caller_number(call.invite()),
             private=call.plan.encrypt_push,
@@ -814,10 +819,11 @@ def _last_ios_device(devices: list[Device]) -> list[Device]:
     return [d for d in devices if d not in ios or d is newest]
 
 
-def _uuid_from(token: str) -> str:
-    """A UUID-shaped id for CallKit, derived from the call reference (deterministic)."""
-    digits = "".join(f"{ord(c):02x}" for c in token)[:32].ljust(32, "0")
-    return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-8{digits[17:20]}-{digits[20:32]}"
+def _uuid_from(digits: str) -> str:
+    """A version 4 UUID (RFC 9562 §5.4) from 32 random hex digits: the version and
+    variant nibbles set, 122 bits left random."""
+    variant = "89ab"[int(digits[16], 16) & 3]
+    return f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{variant}{digits[17:20]}-{digits[20:32]}"
 
 
 def _diversion_headers(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from sipwake.node import ForgetMessage, KeepMessage, PersistChanges
 from sipwake.proxy.plan import PRESETS, CallPlan, plan_for
@@ -57,6 +58,31 @@ def test_suspended_device_is_pushed_held_and_forked_when_it_registers() -> None:
     assert lab.to_caller()[-1] == 200
     assert lab.steps()[:4] == ["received", "push-sent", "ringback", "push-result"]
     assert lab.steps()[-3:] == ["registered", "forked", "answered"]
+
+
+def test_each_call_has_its_own_random_v4_uuid_in_its_pushes() -> None:
+    """CallKit identifies a call by the push's UUID: one per call, random (RFC 9562 §5.4),
+    the same in every push of that call (the call push and the cancel push)."""
+    lab = WakeLab()
+    phone = _iphone()
+    _suspended(lab, phone)
+    uuids = []
+    call_id = ""
+    for _ in range(3):
+        call_id = lab.call("bob")
+        uuids.append(lab.pushes("call")[-1].request.call_uuid)
+    assert len(set(uuids)) == 3
+    for value in uuids:
+        assert value is not None
+        assert re.fullmatch(
+            r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", value
+        )
+        digits = value.replace("-", "")
+        assert len(set(digits)) > 6  # not a padded or ASCII-derived value
+        assert not digits.endswith("0000")
+    lab.cancel(call_id)
+    (cancel,) = lab.pushes("cancel")
+    assert cancel.request.call_uuid == uuids[-1]
 
 
 def test_register_answer_is_sent_before_the_held_invite() -> None:
