@@ -12,8 +12,10 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import venv
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,6 +57,34 @@ def test_the_readme_test_command_is_the_last_thing_ci_runs() -> None:
     lines = [line for line in ci_lines() if line and not line.startswith("#")]
     assert "set -euo pipefail" in lines
     assert lines[-1] == readme_commands()["test"]
+
+
+def test_readme_webhook_verifier_accepts_sipwake_signatures_and_refuses_others() -> None:
+    """The receiver code README gives (section Webhook) checks what sipwake signs."""
+    from sipwake.push.base import PushRequest
+    from sipwake.push.webhook import SIGNATURE_HEADER, build_webhook_request
+    from sipwake.sip.pushtarget import PushTarget
+
+    section = (ROOT / "README.md").read_text().split("### Webhook", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None, "README's Webhook section has no python block"
+    scope: dict[str, Any] = {}
+    exec(compile(code.group(1), "README.md (Webhook)", "exec"), scope)
+    verify = scope["verify"]
+    request = PushRequest(
+        kind="call",
+        target=PushTarget(provider="apns", prid="ab" * 32, param="T.org.lab.phone.voip"),
+        call_id="c1",
+        caller="Alice",
+    )
+    now = time.time()
+    signed = build_webhook_request(request, "s3cret", wall_now=now)
+    header = signed.headers[SIGNATURE_HEADER.lower()]
+    assert verify(b"s3cret", header, signed.body)
+    assert not verify(b"other", header, signed.body)
+    assert not verify(b"s3cret", header, signed.body + b" ")
+    old = build_webhook_request(request, "s3cret", wall_now=now - 3600)
+    assert not verify(b"s3cret", old.headers[SIGNATURE_HEADER.lower()], old.body)
 
 
 @pytest.mark.timeout(900)

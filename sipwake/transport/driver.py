@@ -307,11 +307,12 @@ class Driver:
         if self.calls is not None:
             self.calls.push_done(push, outcome)
         logger.info(
-            "push %s to %s (%s %s): %s%s in %.1f ms",
+            "push %s to %s (%s %s) via %s: %s%s in %.1f ms",
             push.request.kind,
             push.aor or "?",
             target.provider,
             mask_token(target.prid),
+            outcome.provider,  # the provider that sent it: a webhook, the sandbox, ...
             outcome.status,
             f" {outcome.reason}" if outcome.reason else "",
             outcome.latency * 1000,

@@ -284,14 +284,8 @@ async def test_status_shows_client_state_and_presence(tmp_path: Path) -> None:
         assert device["push"]["provider"] == "apns"
         assert TOKEN not in out.decode()  # masked
         assert device["push"]["token"] == f"{TOKEN[:4]}…{TOKEN[-4:]}"
-        table = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "sipwake",
-            "status",
-            "--url",
-            server.admin.url,
-            stdout=asyncio.subprocess.PIPE,
+        table = await asyncio.create_subprocess_exec(  # found through ./sipwake-admin
+            sys.executable, "-m", "sipwake", "status", cwd=tmp_path, stdout=asyncio.subprocess.PIPE
         )
         text, _ = await asyncio.wait_for(table.communicate(), 20)
         assert b"suspended" in text
@@ -435,3 +429,46 @@ async def test_flexisip_phone_waking_after_the_caller_gave_up_gets_invite_then_c
         alice.close()
         await phone.suspend()
         await server.close()
+
+
+async def test_push_log_names_the_provider_that_sent_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An APNs device's push that a webhook carries is logged as the webhook's, not as if
+    APNs had delivered it (README: Webhook)."""
+    from tests.integration.test_push_webhook import HookServer
+
+    hook = HookServer()
+    await hook.start()
+    config = _lab_config(
+        tmp_path,
+        calls={"no_answer_s": 8.0},
+        push={"webhook": {"url": hook.url, "secret": "hook-secret"}},
+    )
+    caplog.set_level("INFO", logger="sipwake")
+    try:
+        async with running(config) as server:
+            phone = TcpPhone(_tcp_port(server))
+            assert (await phone.register()).status == 200
+            await phone.suspend()
+            alice = await Ua("alice", "a", udp_address(server), "lab.test").start()
+            try:
+                alice.send(alice.request("INVITE", "sip:bob@lab.test", to="<sip:bob@lab.test>"))
+                for _ in range(50):
+                    if hook.received:
+                        break
+                    await asyncio.sleep(0.05)
+                assert hook.received, "the webhook got no push"
+                for _ in range(50):
+                    if "push call to sip:bob@lab.test" in caplog.text:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                alice.close()
+    finally:
+        await hook.close()
+    (line,) = [r.getMessage() for r in caplog.records if "push call to" in r.getMessage()]
+    assert "(apns " in line  # the device's push service
+    assert "via webhook: delivered" in line  # what carried it
+    assert "hook-secret" not in caplog.text
+    assert TOKEN not in caplog.text  # masked
