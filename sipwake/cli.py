@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -11,6 +13,8 @@ from sipwake.errors import SipParseError
 from sipwake.sip.grammar import COMPILED
 
 __all__ = ["main"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -93,6 +97,14 @@ def parse_cmd(source: click.utils.LazyFile, stream: bool) -> None:
 @click.option("--domain", default=None, help="SIP domain served (default lab.test).")
 @click.option("--db", "db", default=None, help="SQLite file for bindings (default ./sipwake.db).")
 @click.option("--memory", is_flag=True, help="Keep bindings in memory only.")
+@click.option(
+    "--admin",
+    "admin",
+    default=None,
+    metavar="HOST:PORT|auto|off",
+    help="Status/admin endpoint (sipwake status, mobile): auto (default: 127.0.0.1, the "
+    "first SIP port + 4 or any free port), HOST:PORT, or off.",
+)
 @click.option("--trace", is_flag=True, help="Print every SIP message sent and received (masked).")
 @click.option(
     "--log-level",
@@ -111,6 +123,7 @@ def serve_cmd(
     domain: str | None,
     db: str | None,
     memory: bool,
+    admin: str | None,
     trace: bool,
     log_level: str,
     log_format: str,
@@ -140,6 +153,14 @@ def serve_cmd(
                 update={"backend": "memory" if memory else "sqlite", **({"path": db} if db else {})}
             )
             updates["store"] = store
+        if admin is not None:
+            from pydantic import ValidationError
+
+            try:  # checked as the file's ``admin:`` is
+                updates["admin"] = type(config).model_validate({"admin": admin}).admin
+            except ValidationError as exc:
+                message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+                raise click.BadParameter(message, param_hint="--admin") from exc
         if updates:
             config = config.model_copy(update=updates)
     except ConfigError as exc:
@@ -150,7 +171,7 @@ def serve_cmd(
 
     async def run() -> None:
         await server.start()
-        _banner(server)
+        _banner(server, config_path)
         await server.run()
 
     try:
@@ -164,7 +185,7 @@ def serve_cmd(
         sys.exit(2)
 
 
-def _banner(server: object) -> None:
+def _banner(server: object, config_path: str | None = None) -> None:
     from sipwake.server import Server
 
     assert isinstance(server, Server)
@@ -177,43 +198,78 @@ def _banner(server: object) -> None:
     core = "compiled (mypyc)" if COMPILED else "interpreted (README: Speed)"
     click.echo(f"  core       {core}")
     if server.admin is not None:
-        click.echo(f"  status     {server.admin.url}/status  (sipwake status)")
+        click.echo(
+            f"  admin      {server.admin.url}  (sipwake status, sipwake mobile: found "
+            f"through {config.admin_file})"
+        )
+    else:
+        click.echo("  admin      off")
+    for what, how in server.describe():
+        click.echo(f"  {what:<10} {how}")
     if server.open or config.auth.open:
         click.echo("  WARNING: --open: registrations and calls are accepted without authentication")
     click.echo("  users (register as USER@DOMAIN with this password):")
+    source = config_path or "the configuration"
     for name, password in server.passwords.items():
-        click.echo(f"    {name:<10} {password}")
+        if config.users[name].password is None:  # derived from the secret: a demo password
+            click.echo(f"    {name:<10} {password}")
+        else:  # the user's own: never printed (terminal scrollback, CI logs)
+            click.echo(f"    {name:<10} (password set in {source})")
     click.echo("  Ctrl-C stops.")
+
+
+_SERVER_DIR = click.option(
+    "--server",
+    "server_dir",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="The folder of the sipwake serve to talk to (its sipwake-admin file).",
+)
+
+
+def _admin_target(url: str | None, server_dir: str) -> object:
+    from sipwake.adminclient import AdminClientError, locate
+
+    try:
+        return locate(url, server_dir)
+    except AdminClientError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
 
 
 @main.command("status")
 @click.option(
     "--url",
-    default="http://127.0.0.1:5064",
-    show_default=True,
-    help="The status endpoint of a running sipwake serve (the admin setting).",
+    default=None,
+    help="The admin endpoint of a running sipwake serve (default: the one of --server's folder).",
 )
+@_SERVER_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
-def status_cmd(url: str, as_json: bool) -> None:
+def status_cmd(url: str | None, server_dir: str, as_json: bool) -> None:
     """Users, their devices and client state (foreground / suspended / offline) as seen by
-    a running ``sipwake serve``; push tokens masked."""
+    the running ``sipwake serve`` of this folder; push tokens masked."""
     import json
 
-    import httpx
+    from sipwake.adminclient import AdminClientError, AdminTarget
 
+    target = _admin_target(url, server_dir)
+    assert isinstance(target, AdminTarget)
     try:
-        response = httpx.get(url.rstrip("/") + "/status", timeout=5)
-        response.raise_for_status()
-        data = response.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        click.echo(f"error: no status from {url}: {exc}", err=True)
+        data = target.get("/status")
+    except AdminClientError as exc:
+        click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
     from rich.table import Table
 
-    table = Table(title=f"sipwake {data.get('domain', '')}: {data.get('calls_active', 0)} calls")
+    server = data.get("server") or {}
+    table = Table(
+        title=f"sipwake {data.get('domain', '')}: {data.get('calls_active', 0)} calls "
+        f"(folder {server.get('folder', '?')}, pid {server.get('pid', '?')})"
+    )
     for column in ("user", "presence", "device", "state", "via", "registered", "push"):
         table.add_column(column)
     for user in data.get("users", []):
@@ -740,51 +796,54 @@ def mobile_cmd() -> None:
     """Drive the built-in mobile (the twin branch's far end when no gateway is set)."""
 
 
-def _mobile_action(verb: str, number: str, url: str) -> None:
+def _mobile_action(verb: str, number: str, url: str | None, server_dir: str) -> None:
     from urllib.parse import quote
 
-    import httpx
+    from sipwake.adminclient import AdminClientError, AdminTarget
 
-    address = f"{url.rstrip('/')}/mobile/{quote(number, safe='')}/{verb}"
+    target = _admin_target(url, server_dir)
+    assert isinstance(target, AdminTarget)
     try:
-        response = httpx.post(address, timeout=5)
-        data = response.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        click.echo(f"error: no answer from {url}: {exc}", err=True)
+        status, data = target.post(f"/mobile/{quote(number, safe='')}/{verb}")
+    except AdminClientError as exc:
+        click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    if response.status_code != 200:
-        click.echo(f"error: {data.get('error', response.status_code)}", err=True)
+    if status != 200:
+        click.echo(f"error: {data.get('error', status)}", err=True)
         sys.exit(1)
     click.echo(f"{number}: {verb} ({data.get('calls', 0)} call(s))")
 
 
-_ADMIN_URL = click.option(
-    "--url",
-    default="http://127.0.0.1:5064",
-    show_default=True,
-    help="The admin endpoint of a running sipwake serve (the admin setting).",
-)
+def _admin_url(command: _F) -> _F:
+    """``--url`` and ``--server`` of the commands that drive a running server."""
+    with_url = click.option(
+        "--url",
+        default=None,
+        help="The admin endpoint of a running sipwake serve (default: the one of "
+        "--server's folder).",
+    )
+    return with_url(_SERVER_DIR(command))
 
 
 @mobile_cmd.command("answer")
 @click.argument("number")
-@_ADMIN_URL
-def mobile_answer_cmd(number: str, url: str) -> None:
+@_admin_url
+def mobile_answer_cmd(number: str, url: str | None, server_dir: str) -> None:
     """Pick up the call ringing on the built-in mobile NUMBER (200 OK)."""
-    _mobile_action("answer", number, url)
+    _mobile_action("answer", number, url, server_dir)
 
 
 @mobile_cmd.command("reject")
 @click.argument("number")
-@_ADMIN_URL
-def mobile_reject_cmd(number: str, url: str) -> None:
+@_admin_url
+def mobile_reject_cmd(number: str, url: str | None, server_dir: str) -> None:
     """Decline the call ringing on the built-in mobile NUMBER (486 Busy Here)."""
-    _mobile_action("reject", number, url)
+    _mobile_action("reject", number, url, server_dir)
 
 
 @mobile_cmd.command("hangup")
 @click.argument("number")
-@_ADMIN_URL
-def mobile_hangup_cmd(number: str, url: str) -> None:
+@_admin_url
+def mobile_hangup_cmd(number: str, url: str | None, server_dir: str) -> None:
     """Hang up the answered call on the built-in mobile NUMBER (BYE)."""
-    _mobile_action("hangup", number, url)
+    _mobile_action("hangup", number, url, server_dir)

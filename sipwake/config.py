@@ -357,26 +357,41 @@ class Config(_Section):
         "bob": UserConfig(display_name="Bob"),
         "carol": UserConfig(display_name="Carol"),
     }
-    admin: str | None = "127.0.0.1:5064"
-    """``HOST:PORT`` of the read-only status endpoint (``sipwake status``); null: none."""
+    admin: str | None = "auto"
+    """Where the local status/admin endpoint listens (``sipwake status``, ``sipwake mobile``):
+    ``auto`` (127.0.0.1, the first SIP listener's port + 4, so 5064 beside 5060, or any
+    free port when that one is taken), ``HOST:PORT``, or null (none). Its address and
+    token are written to ``admin_file`` for the client commands run in this folder."""
     secret_file: Path = Path("sipwake-secret")
     """Random secret made on first run: nonces and the demo users' passwords derive from it."""
 
-    @field_validator("admin")
+    @field_validator("admin", mode="before")
     @classmethod
-    def _admin(cls, value: str | None) -> str | None:
-        if value is not None:
+    def _admin(cls, value: object) -> object:
+        if value is False or (isinstance(value, str) and value.lower() in ("off", "none")):
+            return None
+        if isinstance(value, str) and value != "auto":
             host, sep, port = value.rpartition(":")
             if not sep or not host or not port.isdigit() or int(port) > 65535:
-                raise ValueError(f"expected HOST:PORT, got {value!r}")
+                raise ValueError(f"expected auto, off or HOST:PORT, got {value!r}")
         return value
 
-    @property
-    def admin_address(self) -> tuple[str, int] | None:
+    def admin_address(self, first_sip_port: int | None) -> tuple[str, int] | None:
+        """The admin endpoint's address; for ``auto``, beside the first SIP listener's
+        port (``first_sip_port`` as bound; None or 0: any free port)."""
         if self.admin is None:
             return None
-        host, _, port = self.admin.rpartition(":")
-        return host.strip("[]"), int(port)
+        if self.admin == "auto":
+            port = first_sip_port + 4 if first_sip_port and first_sip_port <= 65531 else 0
+            return "127.0.0.1", port
+        host, _, port_text = self.admin.rpartition(":")
+        return host.strip("[]"), int(port_text)
+
+    @property
+    def admin_file(self) -> Path:
+        """The admin endpoint's address and token, for the client commands: beside the
+        secret file, in the server's folder (``./sipwake-admin`` by default)."""
+        return self.secret_file.with_name("sipwake-admin")
 
     @property
     def realm(self) -> str:

@@ -20,6 +20,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sipwake.admin import AdminServer
 from sipwake.calls.recorder import CallRecorder
@@ -79,6 +80,27 @@ def demo_password(secret: bytes, user: str) -> str:
     """A stable password for a demo user without one: derived from the node's secret."""
     digest = hmac.new(secret, f"demo-password:{user}".encode(), hashlib.sha256).hexdigest()
     return digest[:12]
+
+
+def _provider_label(provider: object, config: Config, route: str = "") -> str:
+    """A push provider as the banner names it: its kind and where it sends."""
+    name = getattr(provider, "name", None) or route.split(".")[0] or type(provider).__name__
+    push = config.push
+    if name == "webhook" and push.webhook is not None:
+        parts = urlsplit(push.webhook.url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return f"webhook {parts.scheme}://{host}{port}{parts.path} (README: Webhook)"
+    if name == "apns" and push.apns is not None:
+        a = push.apns
+        auth = "certificate" if a.cert_file is not None else f"token, team {a.team_id}"
+        where = a.base_url or a.environment
+        return f"APNs {where} ({auth}, topic {a.bundle_id}.voip)"
+    if name == "fcm" and push.fcm is not None:
+        return f"FCM HTTP v1 ({push.fcm.service_account.name})"
+    if name == "webpush":
+        return "Web Push (VAPID)"
+    return str(name)
 
 
 class _StoreSink:
@@ -260,7 +282,7 @@ class Server:
         self._driver = driver
         self._transports.receive_with(driver.on_bytes)
         driver._rearm()
-        address = config.admin_address
+        address = config.admin_address(self.bound[0].port if self.bound else None)
         if address is not None:
             node = self.node
             mobile = self.mobile
@@ -273,18 +295,78 @@ class Server:
                 },
                 *address,
                 action=self._admin_action,
+                identity={
+                    "domain": config.domain,
+                    "folder": str(config.admin_file.resolve().parent),
+                },
             )
+            # ``auto`` takes any free port when its usual one is taken; an address the
+            # configuration names is the user's: not getting it stops the start.
             try:
-                await admin.start()
-                self.admin = admin
+                await admin.start(fallback_to_any_port=config.admin == "auto")
             except OSError as exc:
-                logger.warning("status endpoint not started on %s: %s", config.admin, exc)
+                raise OSError(
+                    exc.errno,
+                    f"admin endpoint {config.admin}: {exc.strerror} "
+                    "(--admin HOST:PORT elsewhere, --admin auto or --admin off)",
+                ) from exc
+            self.admin = admin
+            try:
+                admin.write_file(config.admin_file)
+            except OSError as exc:
+                logger.warning("cannot write %s: %s", config.admin_file, exc.strerror)
         logger.info(
             "sipwake serving %s on %s (%d bindings restored)",
             config.domain,
             ", ".join(f"{b.transport}:{b.host_port}" for b in self.bound),
             len(restored),
         )
+
+    def describe(self) -> list[tuple[str, str]]:
+        """What this server does with a call beyond ringing phones, one ``(what, how)``
+        per line of the start banner: push routes, voicemail, twinning. No secret: a
+        webhook URL is shown without its query and credentials."""
+        lines: list[tuple[str, str]] = []
+        config = self.config
+        if self.pusher is not None:
+            for key, provider in self.pusher.routes.items():
+                lines.append(("push", f"{key:<9} -> {_provider_label(provider, config, key)}"))
+            fallback = self.pusher.fallback
+            rest = "every push" if not self.pusher.routes else "other pushes"
+            if fallback is self.sandbox:
+                how = "sandbox: recorded, nobody woken (sipwake pushes; README: Push)"
+            else:
+                how = _provider_label(fallback, config)
+            lines.append(("push", f"{rest} -> {how}"))
+        plans = {name: self._plan(name) for name in config.users}
+        if self.voicemail is not None:
+            lines.append(
+                (
+                    "voicemail",
+                    f"built-in {self.voicemail.uri}, messages in {config.voicemail_box.dir}",
+                )
+            )
+        targets = sorted(
+            {p.voicemail for p in plans.values() if p.voicemail}
+            - {self.voicemail.uri if self.voicemail is not None else ""}
+        )
+        for target in targets:
+            users = ", ".join(n for n, p in plans.items() if p.voicemail == target)
+            lines.append(("voicemail", f"{target} for {users}"))
+        if self.voicemail is None and not targets:
+            lines.append(("voicemail", "none: unanswered calls end 480/408 (calls.voicemail)"))
+        twins = {n: u.mobile for n, u in config.users.items() if u.mobile}
+        if not twins:
+            lines.append(("twinning", "none (no user has a mobile number)"))
+        elif self.mobile is not None:
+            listed = ", ".join(f"{n} {m}" for n, m in twins.items())
+            lines.append(
+                ("twinning", f"built-in mobile for {listed} (sipwake mobile answer NUMBER)")
+            )
+        else:
+            listed = ", ".join(twins)
+            lines.append(("twinning", f"{config.calls.twin_gateway} for {listed}"))
+        return lines
 
     def _admin_action(self, path: str) -> tuple[int, dict[str, object]]:
         """``POST /mobile/NUMBER/answer`` (or ``reject``, ``hangup``): the built-in mobile."""

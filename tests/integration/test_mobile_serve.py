@@ -75,7 +75,7 @@ async def test_twin_branch_rings_the_builtin_mobile_which_answers_when_told(
         ]
         with pytest.raises(TimeoutError):
             await alice.expect(200, within=0.5)  # never answers by itself by default
-        code, out = await _cli("mobile", "answer", MOBILE, "--url", server.admin.url)
+        code, out = await _cli("mobile", "answer", MOBILE, "--server", str(tmp_path))
         assert code == 0, out
         assert MOBILE in out
         ok = await alice.expect(200, within=3)
@@ -88,7 +88,7 @@ async def test_twin_branch_rings_the_builtin_mobile_which_answers_when_told(
         bye_ok = await alice.expect(200, within=3)
         assert isinstance(bye_ok, Response)
         assert bye_ok.cseq.method == "BYE"
-        code, out = await _cli("mobile", "answer", MOBILE, "--url", server.admin.url)
+        code, out = await _cli("mobile", "answer", MOBILE, "--server", str(tmp_path))
         assert code == 1  # nothing rings any more
         assert "no call" in out or out == ""
     finally:
