@@ -37,6 +37,7 @@ import contextlib
 import datetime
 import ipaddress
 import json
+import os
 import re
 import secrets
 import ssl
@@ -130,14 +131,25 @@ def write_self_signed_cert(
     )
     cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
+    write_private(
+        key_path,
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
-        )
+        ),
     )
     return cert_path, key_path
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a private key (or a file holding one) readable by its owner only: made with
+    mode 0600, so it is never world-readable, not even between a write and a chmod; an
+    existing file is narrowed to 0600 too."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(data)
 
 
 # -- shared HTTP/2 + TLS plumbing ----------------------------------------------------------
@@ -552,8 +564,7 @@ def write_service_account(
         "token_uri": token_uri,
     }
     path = directory / name
-    path.write_text(json.dumps(document, indent=2), encoding="utf-8")
-    path.chmod(0o600)
+    write_private(path, json.dumps(document, indent=2).encode())
     return ServiceAccountFile(
         path=path,
         project_id=project_id,

@@ -32,8 +32,8 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sipwake.push.mock import MockApns, MockFcm
-from sipwake.push.mock_webpush import MockWebPush
+from sipwake.push.mock import MockApns, MockFcm, RecordedFcmMessage, RecordedPush, write_private
+from sipwake.push.mock_webpush import MockWebPush, RecordedMessage
 from sipwake.push.mockfaults import MockSet, apply_fault
 from sipwake.sip.pushtarget import mask_token
 
@@ -58,6 +58,46 @@ MOCK_PUSH_PORT = 18443
 PROVIDERS = ("apns", "fcm", "webpush")
 
 
+#: Request headers an app developer reads off a push (APNs, Web Push), in this order.
+_APNS_HEADERS = (
+    "apns-push-type",
+    "apns-topic",
+    "apns-priority",
+    "apns-expiration",
+    "apns-collapse-id",
+    "apns-id",
+)
+_WEBPUSH_HEADERS = ("ttl", "urgency", "topic", "content-encoding", "content-length")
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), sort_keys=True)
+
+
+def describe_apns(push: RecordedPush) -> list[str]:
+    """What the mock APNs got, as the lines it prints: the headers that decide delivery,
+    how it was authenticated (never the JWT itself), and the payload."""
+    headers = " ".join(f"{h}={push.headers[h]}" for h in _APNS_HEADERS if h in push.headers)
+    auth = "provider token (ES256 JWT, verified)" if push.jwt else "client certificate"
+    return [f"headers: {headers}", f"auth: {auth}", f"payload: {_json(push.body)}"]
+
+
+def describe_fcm(message: RecordedFcmMessage) -> list[str]:
+    """What the mock FCM got: the ``message`` object, its token masked."""
+    shown = {k: v for k, v in message.message.items() if k != "token"}
+    return [f"message: {_json(shown)}"]
+
+
+def describe_webpush(message: RecordedMessage) -> list[str]:
+    """What the mock Web Push service got: headers and the size of the sealed body (RFC
+    8291: only the browser can read it)."""
+    headers = " ".join(
+        f"{h}={message.headers[h]}" for h in _WEBPUSH_HEADERS if h in message.headers
+    )
+    vapid = "VAPID (verified)" if message.jwt else "none"
+    return [f"headers: {headers}", f"auth: {vapid}", f"body: {len(message.body)} bytes encrypted"]
+
+
 def mock_ports(base: int) -> dict[str, int]:
     """Each mock's port: APNs ``base``, FCM ``base + 1``, Web Push ``base + 2`` (0: any)."""
     return {p: base + i if base else 0 for i, p in enumerate(PROVIDERS)}
@@ -65,14 +105,14 @@ def mock_ports(base: int) -> dict[str, int]:
 
 def _write_key(path: Path) -> ec.EllipticCurvePrivateKey:
     key = ec.generate_private_key(ec.SECP256R1())
-    path.write_bytes(
+    write_private(
+        path,
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
-        )
+        ),
     )
-    path.chmod(0o600)
     return key
 
 
@@ -224,9 +264,13 @@ async def run_mock_push(
             for push in apns.pushes[seen_apns:]:
                 kind = push.headers.get("apns-push-type", "?")
                 say(f"apns {kind} push to {mask_token(push.token)}: accepted")
+                for line in describe_apns(push):
+                    say(f"  {line}")
             seen_apns = len(apns.pushes)
             for message in fcm.messages[seen_fcm:]:
                 say(f"fcm push to {mask_token(message.token)}: accepted")
+                for line in describe_fcm(message):
+                    say(f"  {line}")
             seen_fcm = len(fcm.messages)
             for status, reason in apns.rejected[seen_refused:]:
                 say(f"apns refused a push: {status} {reason}")
@@ -235,6 +279,8 @@ async def run_mock_push(
                 urgency = web_message.headers.get("urgency", "normal")
                 masked = mask_token(web_message.subscription)
                 say(f"webpush {urgency} push to {masked}: accepted")
+                for line in describe_webpush(web_message):
+                    say(f"  {line}")
             seen_web = len(webpush.messages)
             for status, text in webpush.rejected[seen_web_refused:]:
                 say(f"webpush refused a push: {status} {text}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+import stat
 import sys
 from pathlib import Path
 
@@ -134,7 +135,27 @@ async def test_mock_push_accepts_a_push_from_its_own_settings(tmp_path: Path) ->
         line = (await asyncio.wait_for(proc.stdout.readline(), 5)).decode()
         assert "apns voip push to 5eed…5eed: accepted" in line
         assert TOKEN not in line
+        # What an app developer wants to see: the headers APNs decides on and the payload.
+        detail = [(await asyncio.wait_for(proc.stdout.readline(), 5)).decode() for _ in range(3)]
+        headers, auth, payload = (d.strip() for d in detail)
+        assert headers.startswith("headers: apns-push-type=voip apns-topic=org.lab.phone.voip")
+        assert "apns-priority=10" in headers
+        assert auth == "auth: provider token (ES256 JWT, verified)"
+        assert payload.startswith("payload: {")
+        assert '"call_id": "c1"' in payload or "c1" in payload
+        assert all(TOKEN not in d for d in detail)
+        assert "eyJ" not in "".join(detail)  # the JWT itself is never printed
         assert await asyncio.to_thread(Path(settings["fcm"]["service_account"]).is_file)
+        # Private keys are the owner's alone (0600), certificates may be read by anyone.
+        private = [
+            Path(apns["key_file"]),
+            Path(settings["fcm"]["service_account"]),
+            *(tmp_path / "mock").glob("*.key"),
+            *(tmp_path / "mock").glob("vapid.pem"),
+        ]
+        assert len(private) >= 5, private
+        for path in private:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 10)
