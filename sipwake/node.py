@@ -865,11 +865,7 @@ class Node:
         return devices
 
     def _binding_target(self, binding: Binding) -> Target | None:
-        peer: Peer | None = binding.source
-        if peer is not None and not self._flow_open(binding):
-            # The connection it registered over is gone: open a new one to the contact
-            # (RFC 3261 §18.1.1). Outbound flows (RFC 5626) would get 430 instead.
-            peer = uri_peer(binding.contact)
+        peer = self._binding_peer(binding)
         if peer is None:
             return None
         return Target(
@@ -879,6 +875,22 @@ class Node:
             label=binding.instance or str(binding.forward_uri()),
             binding_id=binding.binding_id,
         )
+
+    def _binding_peer(self, binding: Binding) -> Peer | None:
+        """Where requests for ``binding`` go (``sipwake.registrar.reach``): the flow it
+        registered over (a connection while it is open, RFC 5626 outbound, a NAT), else
+        its Contact (RFC 3261 §16.5; a third-party registration, RFC 3261 §10.2)."""
+        if binding.path:
+            return binding.source  # RFC 3327: the edge proxy that added Path reaches it
+        if binding.reach_source() and self._flow_open(binding):
+            return binding.source
+        # The Contact: over UDP when no NAT is in the way (a Contact naming a host name,
+        # which we do not resolve, falls back to the source); over a connection that is
+        # gone, a new one (RFC 3261 §18.1.1; outbound flows would get 430 instead).
+        peer = uri_peer(binding.forward_uri())
+        if peer is None and not binding.source.reliable:
+            return binding.source
+        return peer
 
     def _resolve(self, text: str, now: float) -> list[Target]:
         """Targets for a divert or twin URI: a local user's reachable devices, or the
@@ -909,7 +921,9 @@ class Node:
         for event in events:
             match event:
                 case BindingAdded(binding=b) | BindingRefreshed(binding=b):
-                    self._contact_flows[_contact_key(b.contact)] = b.source
+                    peer = self._binding_peer(b)
+                    if peer is not None:
+                        self._contact_flows[_contact_key(b.contact)] = peer
                 case BindingRemoved(binding=b) | BindingExpired(binding=b):
                     self._contact_flows.pop(_contact_key(b.contact), None)
                 case _:

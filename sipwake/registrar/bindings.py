@@ -87,6 +87,9 @@ class Binding:
     """The Contact carried the ``+sip.pnsreg`` media feature tag (RFC 8599 §4.1.3)."""
     seal_key: bytes | None = None
     """The device's push key (see the module text); None: registered without TLS."""
+    nat: bool = False
+    """Registered over UDP through a NAT (``sipwake.registrar.reach``): requests go to
+    ``source``, not to the Contact."""
 
     def __init__(
         self,
@@ -107,6 +110,7 @@ class Binding:
         user_agent: str | None = None,
         pnsreg: bool = False,
         seal_key: bytes | None = None,
+        nat: bool = False,
     ) -> None:
         self.binding_id = binding_id  # type: ignore[misc]
         self.aor = aor  # type: ignore[misc]
@@ -124,6 +128,7 @@ class Binding:
         self.user_agent = user_agent  # type: ignore[misc]
         self.pnsreg = pnsreg  # type: ignore[misc]
         self.seal_key = seal_key  # type: ignore[misc]
+        self.nat = nat  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return (
@@ -151,6 +156,12 @@ class Binding:
     def push_key(self) -> PushKey | None:
         """RFC 8599 §5.3 device identity, when the binding is pushable."""
         return self.push.key() if self.push is not None else None
+
+    def reach_source(self) -> bool:
+        """Whether requests for this binding go to where its REGISTER came from rather
+        than to its Contact: over a connection (while it is open), with RFC 5626 outbound,
+        or through a NAT (``sipwake.registrar.reach``)."""
+        return self.source.reliable or self.reg_id is not None or self.nat
 
     @property
     def outbound(self) -> bool:

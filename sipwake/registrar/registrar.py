@@ -74,7 +74,9 @@ from sipwake.registrar.events import (
     RegistrarEvent,
     RemovalReason,
 )
+from sipwake.registrar.reach import behind_nat
 from sipwake.registrar.validate import ContactPlan, RegisterPlan, Rejection, read_register
+from sipwake.sip.headers import Via
 from sipwake.sip.message import Request, Response, make_response
 from sipwake.sip.peer import Peer
 from sipwake.sip.uri import SipUri
@@ -154,7 +156,7 @@ class Registrar:
             return RegisterResult(response=self._refuse(request, refusal, to_tag))
         expired = self._expire_aor(plan.aor, now)
         try:
-            changes = self._apply(plan, source, now)
+            changes = self._apply(plan, source, now, request.top_via)
         except Rejection as rejection:
             return RegisterResult(
                 response=self._refuse(request, rejection, to_tag),
@@ -281,8 +283,11 @@ class Registrar:
         return len(self._aor_of)
 
     # -- REGISTER processing ---------------------------------------------
-    def _apply(self, plan: RegisterPlan, source: Peer, now: float) -> list[RegistrarEvent]:
-        """Apply the plan to a working copy; commit and report the net changes."""
+    def _apply(
+        self, plan: RegisterPlan, source: Peer, now: float, via: Via
+    ) -> list[RegistrarEvent]:
+        """Apply the plan to a working copy; commit and report the net changes. ``via`` is
+        the REGISTER's top Via (NAT detection, ``sipwake.registrar.reach``)."""
         before = self._aors.get(plan.aor, {})
         current = dict(before)
         touched: dict[str, None] = {}
@@ -327,6 +332,7 @@ class Registrar:
                 user_agent=plan.user_agent,
                 pnsreg=contact.pnsreg,
                 seal_key=seal_key,
+                nat=source.transport == "udp" and behind_nat(via, source, contact.uri),
             )
             touched[binding_id] = None
             reasons.pop(binding_id, None)

@@ -85,8 +85,9 @@ def _push_json(push: PushTarget) -> str:
 
 def encode(binding: Binding, now: float, wall: float) -> BindingRow:
     """The row for ``binding``; monotonic times become wall-clock times."""
-    source = {
+    source: dict[str, object] = {
         "host": binding.source.host,
+        **({"nat": True} if binding.nat else {}),  # only when set: rows of old versions read
         "port": binding.source.port,
         "transport": binding.source.transport,
     }
@@ -151,6 +152,7 @@ def decode(row: BindingRow, now: float, wall: float) -> Binding:
             user_agent=row.user_agent,
             pnsreg=bool(row.pnsreg),
             seal_key=seal_key,
+            nat=source.get("nat") is True,
         )
     except (SipwakeError, ValueError, TypeError, KeyError) as exc:
         # The message names the column only: values may hold a push token.

@@ -125,3 +125,59 @@ async def test_sipp_cancel_while_ringing(open_lab: Server, tmp_path: Path) -> No
     assert code == 0, out[-3000:]
     assert _successes(out) == calls
     assert uas_code == 0, uas_out[-3000:]
+
+
+async def test_third_party_registered_sipp_callee_gets_200_calls(
+    open_lab: Server, tmp_path: Path
+) -> None:
+    """A REGISTER sent from one port for a Contact on another (RFC 3261 §10.2, no NAT: the
+    Via's sent-by is the source) binds the Contact: calls reach the SIPp UAS there, not
+    the SIPp that registered it."""
+    server = f"127.0.0.1:{sip_port(open_lab)}"
+    callee_port = free_port()
+    registering_port = free_port()
+    reg = _sipp(
+        server,
+        "-sf",
+        str(SCENARIOS / "register_third_party.xml"),
+        "-s",
+        "bob",
+        "-key",
+        "contact_port",
+        str(callee_port),
+        "-p",
+        str(registering_port),
+        "-m",
+        "1",
+        cwd=tmp_path,
+    )
+    code, out = await _finish(reg, 20)
+    assert code == 0, out
+    assert open_lab.node is not None
+    (binding,) = open_lab.node.registrar.lookup("sip:bob@lab.test", 0.0)
+    assert binding.source.port == registering_port
+    assert binding.contact.port == callee_port
+    assert not binding.nat
+    calls = 200
+    uas = _sipp("-sn", "uas", "-p", str(callee_port), "-m", str(calls), cwd=tmp_path, limit=60)
+    await asyncio.sleep(0.3)
+    uac = _sipp(
+        server,
+        "-sf",
+        str(SCENARIOS / "uac.xml"),
+        "-s",
+        "bob",
+        "-p",
+        str(free_port()),
+        "-m",
+        str(calls),
+        "-r",
+        "50",
+        cwd=tmp_path,
+        limit=60,
+    )
+    code, out = await _finish(uac, 60)
+    uas_code, uas_out = await _finish(uas, 15)
+    assert code == 0, out[-3000:]
+    assert _successes(out) == calls
+    assert uas_code == 0, uas_out[-3000:]
