@@ -595,8 +595,14 @@ async def run_bench(args: argparse.Namespace, workdir: Path) -> Run:
             "auth": {"open": True},
             "admin": None,
             "calls": {"no_answer_s": 30},
-            # Every simulated phone connects from 127.0.0.1; the default allows 100.
-            "limits": {"max_connections_per_source": 4 * args.devices},
+            # Every simulated phone connects from 127.0.0.1; the default allows 100. The
+            # caller calls each phone many times a minute from one address: the wake-push
+            # limits (5/60s per source and user by default) would refuse most pushes.
+            "limits": {
+                "max_connections_per_source": 4 * args.devices,
+                "wake_pushes_per_source": None,
+                "wake_pushes_per_user": None,
+            },
             "push": {
                 "apns": {
                     "team_id": TEAM,

@@ -287,6 +287,10 @@ def status_cmd(url: str | None, server_dir: str, as_json: bool) -> None:
             )
             first = False
     _print_table(table)
+    for name, limit in (data.get("limits") or {}).items():
+        if limit.get("refused"):
+            top = ", ".join(f"{e['key']} {e['refused']}" for e in limit.get("top", []))
+            click.echo(f"rate limit {name} {limit['rate']}: {limit['refused']} refused ({top})")
 
 
 @main.command("mock-push")

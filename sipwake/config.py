@@ -9,6 +9,7 @@ UDP and TCP on 127.0.0.1:5060, TLS on 5061, WebSocket on 5066, SQLite in
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,7 @@ from pydantic import (
 
 from sipwake.errors import ConfigError, SipParseError
 from sipwake.proxy.plan import CallPlan, plan_for
+from sipwake.proxy.ratelimit import Rate, parse_rate
 from sipwake.sip.uri import SipUri, parse_uri
 
 __all__ = [
@@ -331,6 +333,39 @@ class LimitsConfig(_Section):
     max_connections_per_source: int = Field(100, ge=1)
     shed_load: bool = False
     """Answer a share of new requests 503 when the server is saturated (``sipwake.overload``)."""
+    requests_per_source: str | None = "300/1s"
+    """Requests a source address may send (``COUNT/SECONDS``; the excess is dropped,
+    ``sipwake.proxy.ratelimit``); null: no limit. Trusted sources are not limited."""
+    wake_pushes_per_source: str | None = "5/60s"
+    """Calls and messages from one source address that may push one user's sleeping
+    phones; past it they ring foreground devices only. null: no limit."""
+    wake_pushes_per_user: str | None = "30/60s"
+    """Calls and messages that may push one user's sleeping phones, from anywhere."""
+    trusted_sources: list[str] = ["127.0.0.0/8", "::1/128"]
+    """Networks exempt from ``requests_per_source`` (a lab's own tools, benchmarks)."""
+
+    @field_validator("requests_per_source", "wake_pushes_per_source", "wake_pushes_per_user")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)
+        return value
+
+    @field_validator("trusted_sources")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"expected an address or network like 10.0.0.0/8, got {item!r}"
+                ) from None
+        return value
+
+    def rate(self, name: str) -> Rate | None:
+        value = getattr(self, name)
+        return None if value is None else parse_rate(value)
 
 
 class Config(_Section):

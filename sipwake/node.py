@@ -17,6 +17,7 @@ relay). SUBSCRIBE to a local user is answered by the presence agent
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ from sipwake.overload import LoadMeter
 from sipwake.presence import Presence, PresenceAgent, presence_of
 from sipwake.proxy.core import BranchesDone, CallAnswered, Proxy, Target
 from sipwake.proxy.plan import CallPlan
+from sipwake.proxy.ratelimit import Rate, RateLimiter
 from sipwake.proxy.routing import LocalAddress, Locality, uri_peer
 from sipwake.proxy.wake import CallEvent, Device, DropPushTarget, SendPush, WakeEngine, WakeOutput
 from sipwake.push.base import PushOutcome
@@ -67,6 +69,7 @@ __all__ = [
     "Dropped",
     "ForgetMessage",
     "KeepMessage",
+    "Limited",
     "Node",
     "NodeOutput",
     "NodeSettings",
@@ -128,6 +131,20 @@ class Dropped:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Limited:
+    """A rate limit refused something (``sipwake.proxy.ratelimit``): for the log, on the
+    1st, 10th, 100th… refusal of one key, so that a flood does not flood it."""
+
+    what: str
+    """``requests`` (dropped), ``wake pushes`` (the call rang foreground devices only)."""
+    key: str
+    """The source address, or ``SOURCE -> AOR``, or the AOR."""
+    rate: str
+    refused: int
+    """Refusals of this key so far."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KeepMessage:
     """Store this MESSAGE for ``aor`` until it is delivered (a suspended device)."""
 
@@ -144,7 +161,14 @@ class ForgetMessage:
 
 
 NodeOutput = (
-    SendBytes | PersistChanges | Dropped | SendPush | CallEvent | KeepMessage | ForgetMessage
+    SendBytes
+    | PersistChanges
+    | Dropped
+    | SendPush
+    | CallEvent
+    | KeepMessage
+    | ForgetMessage
+    | Limited
 )
 
 
@@ -191,6 +215,14 @@ class NodeSettings:
     """The call plan of users without one of their own."""
     plans: dict[str, CallPlan] = field(default_factory=dict)
     """User name → call plan (no-answer time, voicemail, twin…)."""
+    requests_per_source: Rate | None = None
+    """Requests one source address may send (``sipwake.proxy.ratelimit``); None: no limit."""
+    wake_pushes_per_source: Rate | None = None
+    """Calls and messages from one source that may push one user's sleeping phones."""
+    wake_pushes_per_user: Rate | None = None
+    """Calls and messages that may push one user's sleeping phones, from any source."""
+    trusted_sources: tuple[str, ...] = ()
+    """Networks (``10.0.0.0/8``) exempt from ``requests_per_source``."""
 
     def plan_of(self, user: str) -> CallPlan:
         return self.plans.get(user, self.plan)
@@ -236,12 +268,26 @@ class Node:
         """AOR → message id → MESSAGE waiting for a device of that user to register."""
         self._delivering: dict[ClientKey, tuple[str, str]] = {}
         """Client transaction → (aor, message id) of a held MESSAGE being delivered."""
+        s = settings
+        self.request_limit = _limiter(s.requests_per_source)
+        self.wake_limit_source = _limiter(s.wake_pushes_per_source)
+        self.wake_limit_user = _limiter(s.wake_pushes_per_user)
+        self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in s.trusted_sources)
+        self._trust: dict[str, bool] = {}
+        """Source host → trusted (a cache: parsing an address costs more than a lookup)."""
 
     # -- input ------------------------------------------------------------------
     def receive(
         self, data: bytes, source: Peer, listener: LocalAddress, now: float
     ) -> list[NodeOutput]:
         """One whole message's bytes from ``source``, arrived on ``listener``."""
+        limit = self.request_limit
+        if limit is not None and not data.startswith(b"SIP/") and not self._trusted_host(source):
+            host = source.host
+            if not limit.allow(host, now):  # a request over its source's rate: dropped
+                if limit.should_report(host):
+                    return [self._limited("requests", host, limit)]
+                return []
         stream = source.transport in ("tcp", "tls")
         try:
             message = parse_message(data, stream=stream, max_size=self.settings.max_message_bytes)
@@ -490,7 +536,14 @@ class Node:
         if method == "INVITE":
             plan = self.settings.plan_of(user)
             devices = self._devices(aor, now, plan)
-            return self.wake.invite(key, request, source, listener, aor, plan, devices, now), []
+            limited: list[NodeOutput] = []
+            may_push = not self.wake.would_push(devices, plan) or self._may_wake(
+                source, aor, now, limited
+            )
+            wake = self.wake.invite(
+                key, request, source, listener, aor, plan, devices, now, may_push=may_push
+            )
+            return wake, limited
         targets = self._targets(aor, now)
         return self.proxy.fork(key, request, source, listener, targets, now), []
 
@@ -673,6 +726,59 @@ class Node:
             response.headers.add(name, str(challenge))
         return self.layer.respond(key, response, now)
 
+    # -- rate limits (sipwake.proxy.ratelimit) -----------------------------------------
+    def _trusted_host(self, source: Peer) -> bool:
+        host = source.host
+        trusted = self._trust.get(host)
+        if trusted is None:
+            try:
+                address = ipaddress.ip_address(host.strip("[]"))
+                trusted = any(address in network for network in self._trusted)
+            except ValueError:
+                trusted = False
+            if len(self._trust) >= 10_000:
+                self._trust.clear()
+            self._trust[host] = trusted
+        return trusted
+
+    def _may_wake(self, source: Peer, aor: str, now: float, out: list[NodeOutput]) -> bool:
+        """Whether a call or message from ``source`` may push ``aor``'s sleeping phones;
+        when not, a ``Limited`` for the log is appended to ``out`` (see the module text of
+        ``sipwake.proxy.ratelimit``)."""
+        per_source = self.wake_limit_source
+        if per_source is not None:
+            key = f"{source.host} -> {aor}"
+            if not per_source.allow(key, now):
+                if per_source.should_report(key):
+                    out.append(self._limited("wake pushes", key, per_source))
+                return False
+        per_user = self.wake_limit_user
+        if per_user is not None and not per_user.allow(aor, now):
+            if per_user.should_report(aor):
+                out.append(self._limited("wake pushes", aor, per_user))
+            return False
+        return True
+
+    @staticmethod
+    def _limited(what: str, key: str, limit: RateLimiter) -> Limited:
+        return Limited(what=what, key=key, rate=str(limit.rate), refused=limit.refused_by[key])
+
+    def limits_snapshot(self) -> dict[str, object]:
+        """What the rate limits refused, for ``sipwake status``."""
+        out: dict[str, object] = {}
+        for name, limit in (
+            ("requests_per_source", self.request_limit),
+            ("wake_pushes_per_source", self.wake_limit_source),
+            ("wake_pushes_per_user", self.wake_limit_user),
+        ):
+            if limit is not None:
+                out[name] = {
+                    "rate": str(limit.rate),
+                    "refused": limit.refused,
+                    "top": [{"key": str(k), "refused": n} for k, n in limit.top()],
+                }
+        return out
+
     # -- routing helpers -------------------------------------------------------------
     def _strip_own_routes(self, request: Request) -> bool:
         stripped = False
@@ -726,10 +832,12 @@ class Node:
             KeepMessage(message_id=message_id, aor=aor, data=request.to_bytes())
         ]
         text = request.body.decode("utf-8", "replace")[:200] if request.body else None
-        pushes: list[WakeOutput] = [
-            self.wake.message_push(aor, d.binding, request, text, private=plan.encrypt_push)
-            for d in asleep
-        ]
+        pushes: list[WakeOutput] = []
+        if self._may_wake(source, aor, now, extra):  # else kept for the next registration
+            pushes = [
+                self.wake.message_push(aor, d.binding, request, text, private=plan.encrypt_push)
+                for d in asleep
+            ]
         return [*self._respond(key, request, 202, now), *pushes], extra
 
     def _deliver_held(self, aor: str, target: Target, now: float) -> list[WakeOutput]:
@@ -928,6 +1036,10 @@ class Node:
                     self._contact_flows.pop(_contact_key(b.contact), None)
                 case _:
                     pass
+
+
+def _limiter(rate: Rate | None) -> RateLimiter | None:
+    return RateLimiter(rate) if rate is not None else None
 
 
 def _contact_key(uri: SipUri) -> tuple[str | None, str, int | None]:

@@ -242,6 +242,10 @@ class Server:
             max_message_bytes=config.limits.max_message_bytes,
             plan=self._plan(None),
             plans={name: self._plan(name) for name in config.users},
+            requests_per_source=config.limits.rate("requests_per_source"),
+            wake_pushes_per_source=config.limits.rate("wake_pushes_per_source"),
+            wake_pushes_per_user=config.limits.rate("wake_pushes_per_user"),
+            trusted_sources=tuple(config.limits.trusted_sources),
         )
         for name, plan in settings.plans.items():
             for warning in plan.warnings():
@@ -291,6 +295,7 @@ class Server:
                     "domain": config.domain,
                     "calls_active": len(node.wake),
                     "users": node.snapshot(loop.time()),
+                    "limits": node.limits_snapshot(),
                     "mobile_calls": mobile.status() if mobile is not None else [],
                 },
                 *address,

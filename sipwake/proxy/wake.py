@@ -75,6 +75,7 @@ CallStep = Literal[
     "forked",
     "push-sent",
     "push-result",
+    "push-refused",
     "registered",
     "ringback",
     "twin",
@@ -327,7 +328,11 @@ class WakeEngine:
         plan: CallPlan,
         devices: list[Device],
         now: float,
+        *,
+        may_push: bool = True,
     ) -> list[WakeOutput]:
+        """A new call to ``aor``'s ``devices``; with ``may_push`` False (a rate limit,
+        ``sipwake.proxy.ratelimit``) only devices in the foreground ring, nobody is pushed."""
         ref = self._ids.token(10)
         call = _Call(
             ref=ref,
@@ -350,6 +355,9 @@ class WakeEngine:
         wake = [d for d in devices if self._should_push(d, plan)]
         if plan.single_ios_device:
             wake = _last_ios_device(wake)
+        if wake and not may_push:
+            out.append(self._event(call, now, "push-refused", "rate limit: no push"))
+            wake = []
         # A device both rung and pushed (Cisco iOS 13) is forked now and pushed anyway.
         out += self._proxy.fork(
             key, request, source, listener, [d.target for d in ring if d.target], now, hold=True
@@ -559,6 +567,11 @@ class WakeEngine:
         self._calls[call.ref] = call
         self._by_key[call.key] = call
         self._by_aor.setdefault(call.aor, {})[call.ref] = call
+
+    def would_push(self, devices: list[Device], plan: CallPlan) -> bool:
+        """Whether a call to these devices would push one (the wake-push rate limit only
+        counts such calls)."""
+        return not plan.dnd and any(self._should_push(d, plan) for d in devices)
 
     @staticmethod
     def _should_push(device: Device, plan: CallPlan) -> bool:

@@ -37,12 +37,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sipwake.config import LimitsConfig
 from sipwake.ids import SeededIds
 from sipwake.node import (
     CallEvent,
     Dropped,
     ForgetMessage,
     KeepMessage,
+    Limited,
     Node,
     NodeOutput,
     NodeSettings,
@@ -80,6 +82,9 @@ _LISTENERS = {
 _EPOCH = 10_000.0
 #: Wall-clock time (UNIX seconds) of scenario time 0, for the store.
 _WALL = 1_700_000_000.0
+
+LIMITS = LimitsConfig()
+"""The default limits of ``sipwake serve`` (``limits:``), applied to replays too."""
 
 
 # -- events on the clock ---------------------------------------------------------------------
@@ -169,6 +174,10 @@ class _Runner(World):
             users={name: user.password for name, user in users.items()},
             plan=self.system_plan,
             plans=self.plans,
+            # As ``sipwake serve`` limits wake pushes by default (loopback is trusted for
+            # the request rate, so that limit never applies to a replay).
+            wake_pushes_per_source=LIMITS.rate("wake_pushes_per_source"),
+            wake_pushes_per_user=LIMITS.rate("wake_pushes_per_user"),
         )
         node = Node(
             settings=settings,
@@ -355,6 +364,8 @@ class _Runner(World):
                     self.call_event(output, getattr(node.wake, "_calls", {}))
                 case Dropped(reason=reason):
                     self.note(SERVER, f"dropped: {reason}")
+                case Limited(what=what, key=key, rate=rate):
+                    self.note(SERVER, f"rate limit: {what} from {key} over {rate}")
                 case KeepMessage(message_id=message_id, aor=aor, data=data):
                     self.note(SERVER, f"keeps a message for {aor}")
                     if self.store is not None:

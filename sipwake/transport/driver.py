@@ -17,6 +17,7 @@ from sipwake.node import (
     Dropped,
     ForgetMessage,
     KeepMessage,
+    Limited,
     Node,
     NodeOutput,
     PersistChanges,
@@ -268,6 +269,14 @@ class Driver:
                 case Dropped(reason=reason, peer=peer):
                     self.dropped += 1
                     logger.debug("dropped message from %s: %s", peer, reason)
+                case Limited(what=what, key=key, rate=rate, refused=refused):
+                    logger.warning(
+                        "rate limit: %s from %s over %s (%d refused so far)",
+                        what,
+                        key,
+                        rate,
+                        refused,
+                    )
                 case SendPush():
                     task = self._loop.create_task(self._push(output))
                     self._pushes.add(task)

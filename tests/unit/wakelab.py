@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 from sipwake.ids import SeededIds
 from sipwake.node import CallEvent, Node, NodeOutput, NodeSettings, PersistChanges, SendBytes
@@ -28,15 +29,16 @@ TCP = LocalAddress(transport="tcp", host="127.0.0.1", port=5060)
 TLS = LocalAddress(transport="tls", host="127.0.0.1", port=5061)
 
 
-def open_node(*listeners: LocalAddress, plan: CallPlan | None = None) -> Node:
-    """A node as ``sipwake serve --open --memory`` builds it for ``lab.test``, on seeded ids."""
+def open_node(*listeners: LocalAddress, plan: CallPlan | None = None, **settings: Any) -> Node:
+    """A node as ``sipwake serve --open --memory`` builds it for ``lab.test``, on seeded ids
+    (``settings``: more ``NodeSettings`` fields, e.g. rate limits)."""
     ids = SeededIds(0)
     registrar = Registrar(
         ids=ids, config=RegistrarConfig(domains={"lab.test"}, canonical_domain="lab.test")
     )
     return Node(
         settings=NodeSettings(
-            domain="lab.test", realm="lab.test", open=True, plan=plan or CallPlan()
+            domain="lab.test", realm="lab.test", open=True, plan=plan or CallPlan(), **settings
         ),
         ids=ids,
         locality=Locality(domain="lab.test", listeners=listeners),
@@ -81,9 +83,11 @@ class WakeLab:
     outputs: list[NodeOutput] = field(default_factory=list)
     _flows: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _calls: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    settings: dict[str, Any] = field(default_factory=dict)
+    """More ``NodeSettings`` fields (rate limits)."""
 
     def __post_init__(self) -> None:
-        self.node = open_node(UDP, TCP, TLS, plan=self.plan)
+        self.node = open_node(UDP, TCP, TLS, plan=self.plan, **self.settings)
 
     # -- the clock ----------------------------------------------------------------------
     def advance(self, delay: float) -> None:
@@ -139,7 +143,7 @@ class WakeLab:
         self._keep(self.node.flow_closed(phone.flow, self.now))
 
     # -- calls ----------------------------------------------------------------------------
-    def call(self, callee: str, *, caller: str = "carol") -> str:
+    def call(self, callee: str, *, caller: str = "carol", source: Peer = CALLER) -> str:
         n = next(self._calls)
         call_id = f"call-{n}"
         data = (
@@ -151,10 +155,12 @@ class WakeLab:
             f"Contact: <sip:{caller}@127.0.0.1:6000>\r\n"
             f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         ).encode()
-        self._keep(self.node.receive(data, CALLER, UDP, self.now))
+        self._keep(self.node.receive(data, source, UDP, self.now))
         return call_id
 
-    def message(self, callee: str, text: str, *, caller: str = "carol") -> str:
+    def message(
+        self, callee: str, text: str, *, caller: str = "carol", source: Peer = CALLER
+    ) -> str:
         n = next(self._calls)
         call_id = f"msg-{n}"
         body = text.encode()
@@ -167,7 +173,7 @@ class WakeLab:
             f"Content-Type: text/plain\r\nMax-Forwards: 70\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode() + body
-        self._keep(self.node.receive(data, CALLER, UDP, self.now))
+        self._keep(self.node.receive(data, source, UDP, self.now))
         return call_id
 
     def cancel(self, call_id: str, *, reason: str | None = None) -> None:
