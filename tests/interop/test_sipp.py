@@ -172,7 +172,7 @@ async def test_third_party_registered_sipp_callee_gets_200_calls(
         "-m",
         str(calls),
         "-r",
-        "50",
+        "25",
         cwd=tmp_path,
         limit=60,
     )
