@@ -44,6 +44,7 @@ class WsFlow:
         self.inbound = True
         self.pinned = False
         self.last_activity = asyncio.get_running_loop().time()
+        self.message_deadline: float | None = None  # websockets reads whole messages itself
         host, port = connection.remote_address[:2]
         self.peer = Peer(
             transport=local.transport, host=str(host), port=int(port), flow=self.flow_id
@@ -72,10 +73,10 @@ class WsFlow:
                 await writer
 
     def _received(self, data: bytes) -> None:
-        self.last_activity = asyncio.get_running_loop().time()
         if data == _PING:
-            self.send(_PONG)
-        elif data.strip(b"\r\n"):
+            self._enqueue(_PONG)
+        elif data.strip(b"\r\n"):  # keep-alives are no activity (``idle_timeout``)
+            self.last_activity = asyncio.get_running_loop().time()
             self._table.deliver(data, self.peer, self.local)
 
     async def _write(self) -> None:
@@ -93,6 +94,12 @@ class WsFlow:
     # Flow
 
     def send(self, data: bytes) -> bool:
+        if not self._enqueue(data):
+            return False
+        self.last_activity = asyncio.get_running_loop().time()
+        return True
+
+    def _enqueue(self, data: bytes) -> bool:
         if self._ended:
             return False
         self._queued += len(data)
@@ -101,7 +108,6 @@ class WsFlow:
             self.abort()
             return False
         self._queue.put_nowait(data)
-        self.last_activity = asyncio.get_running_loop().time()
         return True
 
     def close(self) -> None:
@@ -146,9 +152,10 @@ async def open_ws_server(
         process_request=process_request,
         ssl=context,
         max_size=limits.max_message,
-        open_timeout=limits.connect_timeout,
+        open_timeout=limits.ws_handshake_timeout,
         close_timeout=limits.close_timeout,
         compression=None,
+        ssl_handshake_timeout=limits.tls_handshake_timeout if context else None,
     )
     host, port = server.sockets[0].getsockname()[:2]
     holder.append(LocalAddr(transport=config.transport, host=host, port=port))
