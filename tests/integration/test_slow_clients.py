@@ -22,6 +22,9 @@ from typing import TypeVar
 
 import pytest
 from serving import running
+from websockets.asyncio.client import connect as ws_connect
+from websockets.protocol import State
+from websockets.typing import Subprotocol
 
 from sipwake.config import (
     Config,
@@ -44,6 +47,7 @@ pytestmark = pytest.mark.timeout(30)
 
 T = TypeVar("T")
 
+SIP = Subprotocol("sip")
 #: The deadlines of these tests (seconds); the trickle's pace.
 DEADLINE = 1.0
 TRICKLE = 0.3
@@ -224,6 +228,30 @@ async def test_websocket_upgrade_not_finished_is_closed_at_its_deadline(tmp_path
         took = await within(_closed_after(reader, started))
         writer.close()
         assert DEADLINE * 0.9 <= took <= DEADLINE + 1.0, took
+
+
+async def test_websocket_without_a_first_message_is_closed_at_the_deadline(
+    tmp_path: Path,
+) -> None:
+    async with manager(("ws",), tmp_path, message_timeout=DEADLINE, idle_timeout=60.0) as (
+        transport_manager,
+        received,
+    ):
+        local = _local(transport_manager, "ws")
+        url = f"ws://{local.host}:{local.port}"
+        async with (
+            ws_connect(url, subprotocols=[SIP]) as silent,
+            ws_connect(url, subprotocols=[SIP]) as talking,
+        ):
+            started = asyncio.get_running_loop().time()
+            await talking.send(REGISTER.decode())
+            data, _ = await within(received.get())
+            assert data == REGISTER
+            await within(silent.wait_closed())
+            took = asyncio.get_running_loop().time() - started
+            assert DEADLINE * 0.9 <= took <= DEADLINE + 1.0, took
+            await asyncio.sleep(DEADLINE)
+            assert talking.state is State.OPEN
 
 
 # -- connections with and without a binding (a real server) ---------------------------
