@@ -331,6 +331,14 @@ class LimitsConfig(_Section):
     max_message_bytes: int = Field(65535, ge=1024)
     max_transactions: int = Field(50000, ge=10)
     max_connections_per_source: int = Field(100, ge=1)
+    message_timeout_s: float = Field(10.0, gt=0, le=3600)
+    """A SIP message over TCP/TLS must be whole this long after its first byte (and a new
+    connection must bring its first message in this time), else the connection is closed."""
+    tls_handshake_timeout_s: float = Field(10.0, gt=0, le=3600)
+    ws_handshake_timeout_s: float = Field(10.0, gt=0, le=3600)
+    idle_timeout_s: float = Field(120.0, gt=0)
+    """A connection that carries no binding is closed after this long without a message;
+    one a REGISTER was accepted over stays open while its binding lasts."""
     shed_load: bool = False
     """Answer a share of new requests 503 when the server is saturated (``sipwake.overload``)."""
     requests_per_source: str | None = "300/1s"

@@ -172,6 +172,10 @@ class Server:
             limits=TransportLimits(
                 max_message=config.limits.max_message_bytes,
                 max_flows_per_ip=config.limits.max_connections_per_source,
+                message_timeout=config.limits.message_timeout_s,
+                tls_handshake_timeout=config.limits.tls_handshake_timeout_s,
+                ws_handshake_timeout=config.limits.ws_handshake_timeout_s,
+                idle_timeout=config.limits.idle_timeout_s,
             ),
             tls_dir=config.tls.dir,
         )

@@ -110,10 +110,8 @@ class TransportManager:
         except BaseException:
             await self.close()
             raise
-        if self.limits.idle_timeout is not None:
-            self._sweeper = asyncio.get_running_loop().create_task(
-                self._sweep(self.limits.idle_timeout)
-            )
+        if self.limits.idle_timeout is not None or self.limits.message_timeout is not None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def _listen(self, config: ListenerConfig) -> LocalAddr:
         match config.transport:
@@ -248,7 +246,8 @@ class TransportManager:
         return flow is not None and not flow.closing
 
     def pin_flow(self, flow_id: int, pinned: bool = True) -> bool:
-        """Exempt a flow from the idle timeout (e.g. it carries an RFC 5626 registration)."""
+        """Exempt a flow from the idle timeout while it carries a binding (the driver pins
+        a flow a REGISTER was accepted over and unpins it when its last binding goes)."""
         flow = self._table.get(flow_id)
         if flow is None:
             return False
@@ -271,14 +270,27 @@ class TransportManager:
         the node is ready: a compiled call per message, no interpreted closure between)."""
         self._table.receive_with(receive)
 
-    async def _sweep(self, idle_timeout: float) -> None:
+    async def _sweep(self) -> None:
+        """Close flows past their message deadline (checked every tenth of the timeout, at
+        most a second apart) and, less often, flows idle for longer than the idle timeout."""
         loop = asyncio.get_running_loop()
-        interval = max(0.05, min(idle_timeout / 4, 30.0))
+        idle_timeout = self.limits.idle_timeout
+        message_timeout = self.limits.message_timeout
+        period, idle_period = _sweep_periods(message_timeout, idle_timeout)
+        next_idle = loop.time() + idle_period
         while True:
-            await asyncio.sleep(interval)
-            for flow in self._table.idle(loop.time()):
-                logger.info("closing flow %s: idle for over %g s", flow.peer, idle_timeout)
+            await asyncio.sleep(period)
+            now = loop.time()
+            for flow in self._table.late(now):
+                logger.info(
+                    "closing flow %s: no whole message within %g s", flow.peer, message_timeout
+                )
                 flow.close()
+            if idle_timeout is not None and now >= next_idle:
+                next_idle = now + idle_period
+                for flow in self._table.idle(now):
+                    logger.info("closing flow %s: idle for over %g s", flow.peer, idle_timeout)
+                    flow.close()
 
     async def close(self) -> None:
         """Stop listening, close flows gracefully (abort after ``close_timeout``)."""
@@ -321,6 +333,16 @@ class TransportManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         logger.info("transports closed")
+
+
+def _sweep_periods(
+    message_timeout: float | None, idle_timeout: float | None
+) -> tuple[float, float]:
+    """How often the sweep looks for late messages, and for idle flows (seconds)."""
+    idle_period = 30.0 if idle_timeout is None else max(0.02, min(idle_timeout / 4, 30.0))
+    if message_timeout is None:
+        return idle_period, idle_period
+    return max(0.02, min(message_timeout / 10, 1.0, idle_period)), idle_period
 
 
 #: Peer hosts whose UDP route is remembered (then the memory starts afresh).

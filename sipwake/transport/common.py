@@ -72,7 +72,17 @@ class TransportLimits:
 
     max_message: int = 65535  # UDP datagram, stream body, WebSocket message
     max_header: int = 16384  # header section on a stream
-    idle_timeout: float | None = 3600.0  # close flows without traffic (pinned ones excepted)
+    idle_timeout: float | None = 120.0
+    """Close a flow that carries no binding (is not pinned) after this long without a
+    whole SIP message either way; keep-alives do not count (Kamailio's
+    ``tcp_connection_lifetime``, 120 s). A pinned flow stays open while it is pinned."""
+    message_timeout: float | None = 10.0
+    """A message on a TCP or TLS connection must be whole this long after its first byte
+    arrived, and an accepted connection must bring its first message in this time (a
+    slowloris trickling a header byte by byte is closed; Kamailio's
+    ``tcp_msg_read_timeout`` and ``tcp_msg_data_timeout``)."""
+    tls_handshake_timeout: float = 10.0  # an accepted TLS (or WSS) handshake
+    ws_handshake_timeout: float = 10.0  # the WebSocket upgrade, once the connection is up
     max_flows: int = 10000
     max_flows_per_ip: int = 100  # inbound connections from one source address
     connect_timeout: float = 10.0
@@ -112,6 +122,7 @@ class Flow(Protocol):
     inbound: bool
     pinned: bool
     last_activity: float
+    message_deadline: float | None
 
     def send(self, data: bytes) -> bool: ...
 
@@ -148,6 +159,8 @@ class FlowTable:
         self._by_address: dict[tuple[str, str, int], int] = {}
         self._keys: dict[int, tuple[str, str, int]] = {}
         self._per_ip: dict[str, int] = {}
+        self._reading: dict[int, Flow] = {}
+        """Flows with a message deadline: a message under way, or none heard yet."""
         self.closing = False
         self.held: list[Holding] | None = None
         """While corked: the flows holding messages back (in the order they first did)."""
@@ -204,6 +217,7 @@ class FlowTable:
         """Forget a flow whose connection ended and tell the driver (idempotent)."""
         if self._flows.pop(flow.flow_id, None) is None:
             return
+        self._reading.pop(flow.flow_id, None)
         key = self._keys.pop(flow.flow_id)
         if self._by_address.get(key) == flow.flow_id:
             del self._by_address[key]
@@ -242,7 +256,8 @@ class FlowTable:
         return len(self._flows)
 
     def idle(self, now: float) -> list[Flow]:
-        """Flows without traffic for ``idle_timeout`` seconds, pinned flows excepted."""
+        """Flows without a whole message either way for ``idle_timeout`` seconds, pinned
+        flows (those carrying a binding) excepted."""
         timeout = self.limits.idle_timeout
         if timeout is None:
             return []
@@ -250,6 +265,22 @@ class FlowTable:
             f
             for f in self._flows.values()
             if not f.pinned and not f.closing and now - f.last_activity > timeout
+        ]
+
+    def expect(self, flow: Flow, deadline: float | None) -> None:
+        """Set (or with None clear) the time by which ``flow`` must bring a whole message."""
+        flow.message_deadline = deadline
+        if deadline is None:
+            self._reading.pop(flow.flow_id, None)
+        elif flow.flow_id in self._flows:
+            self._reading[flow.flow_id] = flow
+
+    def late(self, now: float) -> list[Flow]:
+        """Flows whose message deadline has passed (not many: only those mid-message)."""
+        return [
+            f
+            for f in self._reading.values()
+            if not f.closing and f.message_deadline is not None and f.message_deadline <= now
         ]
 
     def deliver(self, data: bytes, peer: Peer, local: LocalAddr) -> None:

@@ -27,7 +27,13 @@ from sipwake.node import (
 from sipwake.overload import LoadMeter
 from sipwake.proxy.routing import LocalAddress
 from sipwake.push.base import PushOutcome, PushRequest
-from sipwake.registrar.events import RegistrarEvent
+from sipwake.registrar.events import (
+    BindingAdded,
+    BindingExpired,
+    BindingRefreshed,
+    BindingRemoved,
+    RegistrarEvent,
+)
 from sipwake.sip.peer import Peer
 from sipwake.sip.pushtarget import mask_token, redact
 from sipwake.transport.common import LocalAddr
@@ -79,6 +85,8 @@ class Sender(Protocol):
 
     def uncork(self) -> None: ...
 
+    def pin_flow(self, flow_id: int, pinned: bool = True) -> bool: ...
+
 
 #: Seconds between two load samples.
 SAMPLE_INTERVAL = 0.25
@@ -123,6 +131,9 @@ class Driver:
         self._ended_mark = node.layer.ended_early
         self._ending = False
         self._quiet = 0
+        #: Binding id -> the flow it was registered over, and flow -> how many bindings.
+        self._binding_flows: dict[str, int] = {}
+        self._flow_bindings: dict[int, int] = {}
         self._start_sampling()
 
     def now(self) -> float:
@@ -228,6 +239,7 @@ class Driver:
         self._rearm()
 
     def on_flow_closed(self, flow: int) -> None:
+        self._flow_bindings.pop(flow, None)
         self._step(self.node.flow_closed(flow, self.now()))
         self._rearm()
 
@@ -264,6 +276,8 @@ class Driver:
                         except Exception:
                             logger.exception("binding store failed; the REGISTER gets 500")
                             ok = False
+                    if ok:
+                        self._pin_flows(events)
                     if token is not None:
                         self._perform(self.node.changes_stored(token, ok, self.now()))
                 case Dropped(reason=reason, peer=peer):
@@ -297,6 +311,43 @@ class Driver:
                     logger.info("call %s to %s: %s %s", ref, aor, step, detail)
                     if self.calls is not None:
                         self.calls.call_event(output)
+
+    def _pin_flows(self, events: tuple[RegistrarEvent, ...]) -> None:
+        """A connection a binding was registered over stays open as long as a binding
+        needs it (the transport's idle timeout spares it): it is how the device is reached
+        and how a sleeping one is told apart (Kamailio's registrar ``tcp_persistent_flag``)."""
+        for event in events:
+            if isinstance(event, BindingAdded | BindingRefreshed):
+                binding = event.binding
+                flow = binding.source.flow
+                old = self._binding_flows.get(binding.binding_id)
+                if old == flow:
+                    continue  # the common refresh: same connection
+                if old is not None:
+                    del self._binding_flows[binding.binding_id]
+                    self._release_flow(old)
+                if flow is not None:
+                    self._binding_flows[binding.binding_id] = flow
+                    count = self._flow_bindings.get(flow, 0)
+                    self._flow_bindings[flow] = count + 1
+                    if count == 0 and self.sender is not None:
+                        self.sender.pin_flow(flow, True)
+            elif isinstance(event, BindingRemoved | BindingExpired):
+                old = self._binding_flows.pop(event.binding.binding_id, None)
+                if old is not None:
+                    self._release_flow(old)
+
+    def _release_flow(self, flow: int) -> None:
+        """One binding less over ``flow``: unpinned when it was the last."""
+        count = self._flow_bindings.get(flow)
+        if count is None:
+            return  # the flow has closed
+        if count > 1:
+            self._flow_bindings[flow] = count - 1
+            return
+        del self._flow_bindings[flow]
+        if self.sender is not None:
+            self.sender.pin_flow(flow, False)
 
     async def _push(self, push: SendPush) -> None:
         """Send one push and hand the outcome back to the node."""

@@ -2,7 +2,17 @@
 
 Each connection has its own ``StreamFramer``. A CRLFCRLF ping is answered
 with a CRLF pong (RFC 5626 §4.4.1) and a lone CRLF pong is ignored. Bad
-framing cannot be resynchronised, so it closes the connection. An outgoing
+framing cannot be resynchronised, so it closes the connection.
+
+Slow peers (``TransportLimits``): an accepted connection must bring its first
+message within ``message_timeout``, and a message must be whole within
+``message_timeout`` of the read that began it; the manager's sweep closes a
+flow past its deadline. The deadline is set when a read leaves part of a
+message buffered and no deadline runs (or a message just completed), and
+cleared when a read leaves nothing buffered: no timer per byte, and nothing
+at all for a message that arrives in one read. Only whole messages count as
+activity for the idle timeout, so keep-alives alone do not keep a flow that
+carries no binding open. An outgoing
 flow (RFC 3261 §18.1.1: a request to an address without a connection) queues
 what is sent until the connection is up, and is registered at once so the
 responses to it come back on the same flow.
@@ -40,7 +50,11 @@ class StreamFlow(asyncio.Protocol):
         self.inbound = inbound
         self.peer = peer or Peer(transport=local.transport, host="", port=0, flow=self.flow_id)
         self.pinned = False
-        self.last_activity = asyncio.get_running_loop().time()
+        self._loop = asyncio.get_running_loop()
+        self.last_activity = self._loop.time()
+        self.message_deadline: float | None = None
+        self._heard = False
+        """A whole message has arrived: from then on an empty buffer needs no deadline."""
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._transport: asyncio.Transport | None = None
         self._pending: list[bytes] = []
@@ -71,6 +85,9 @@ class StreamFlow(asyncio.Protocol):
                 self._transport.abort()
                 return
             self._table.add(self)
+            timeout = self._table.limits.message_timeout
+            if timeout is not None:  # the first message is due within the timeout
+                self._table.expect(self, self._loop.time() + timeout)
         else:
             self.peer = Peer(transport=self.peer.transport, host=host, port=port, flow=self.flow_id)
             if not self.local.port:
@@ -81,26 +98,39 @@ class StreamFlow(asyncio.Protocol):
             pending, self._pending = self._pending, []
             for data in pending:
                 self._transport.write(data)
-        self.last_activity = asyncio.get_running_loop().time()
+        self.last_activity = self._loop.time()
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        self.last_activity = asyncio.get_running_loop().time()
+        framer = self._framer
         try:
-            items = self._framer.feed(data)
+            items = framer.feed(data)
         except SipParseError as exc:
             self._table.count_dropped()
             logger.warning("closing flow %s: bad framing: %s", self.peer, exc.reason)
             self.close()
             return
+        delivered = False
         for item in items:
             if isinstance(item, bytes):
+                delivered = True
                 self._table.deliver(item, self.peer, self.local)
             elif item is PING and self._transport is not None:
                 self._transport.write(_PONG)
             if self.closing:  # the driver closed the flow
-                break
+                return
+        if delivered:
+            self._heard = True
+            self.last_activity = self._loop.time()
+        if framer.pending:
+            # A message is under way: due within the timeout of the read that began it.
+            if delivered or self.message_deadline is None:
+                timeout = self._table.limits.message_timeout
+                if timeout is not None:
+                    self._table.expect(self, self._loop.time() + timeout)
+        elif self.message_deadline is not None and self._heard:
+            self._table.expect(self, None)
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -139,7 +169,7 @@ class StreamFlow(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         assert self._transport is not None
         self._transport.write(data)
-        self.last_activity = asyncio.get_running_loop().time()
+        self.last_activity = self._loop.time()
         if self._transport.get_write_buffer_size() > self._table.limits.max_write_buffer:
             logger.warning("aborting flow %s: the peer does not read", self.peer)
             self.abort()
@@ -194,7 +224,7 @@ async def open_stream_server(
         config.host,
         config.port,
         ssl=context,
-        ssl_handshake_timeout=table.limits.connect_timeout if context else None,
+        ssl_handshake_timeout=table.limits.tls_handshake_timeout,
     )
     host, port = server.sockets[0].getsockname()[:2]
     holder.append(LocalAddr(transport=config.transport, host=host, port=port))

@@ -5,6 +5,9 @@ the ``websockets`` server refuses the upgrade with HTTP 400. Each WebSocket
 message, text or binary, is one SIP message (§5.1); we send text when the
 bytes are valid UTF-8, else binary. WebSocket ping/pong is left to the
 library; an RFC 5626 CRLFCRLF ping in a message of its own gets a CRLF pong.
+Slow peers: the upgrade has ``ws_handshake_timeout`` (and a WSS handshake
+``tls_handshake_timeout``), the first message ``message_timeout``; a frame
+trickled byte by byte cannot answer the library's keep-alive pings (20 s).
 The server only accepts connections, so WS flows can only be reused, not opened.
 """
 
@@ -44,6 +47,9 @@ class WsFlow:
         self.inbound = True
         self.pinned = False
         self.last_activity = asyncio.get_running_loop().time()
+        self.message_deadline: float | None = None
+        """Until the first message: websockets reads whole messages itself, and its
+        keep-alive pings (unanswerable in the middle of a frame) bound a trickled one."""
         host, port = connection.remote_address[:2]
         self.peer = Peer(
             transport=local.transport, host=str(host), port=int(port), flow=self.flow_id
@@ -72,10 +78,12 @@ class WsFlow:
                 await writer
 
     def _received(self, data: bytes) -> None:
-        self.last_activity = asyncio.get_running_loop().time()
         if data == _PING:
-            self.send(_PONG)
-        elif data.strip(b"\r\n"):
+            self._enqueue(_PONG)
+        elif data.strip(b"\r\n"):  # keep-alives are no activity (``idle_timeout``)
+            self.last_activity = asyncio.get_running_loop().time()
+            if self.message_deadline is not None:  # the first message came in time
+                self._table.expect(self, None)
             self._table.deliver(data, self.peer, self.local)
 
     async def _write(self) -> None:
@@ -93,6 +101,12 @@ class WsFlow:
     # Flow
 
     def send(self, data: bytes) -> bool:
+        if not self._enqueue(data):
+            return False
+        self.last_activity = asyncio.get_running_loop().time()
+        return True
+
+    def _enqueue(self, data: bytes) -> bool:
         if self._ended:
             return False
         self._queued += len(data)
@@ -101,7 +115,6 @@ class WsFlow:
             self.abort()
             return False
         self._queue.put_nowait(data)
-        self.last_activity = asyncio.get_running_loop().time()
         return True
 
     def close(self) -> None:
@@ -135,6 +148,9 @@ async def open_ws_server(
             await connection.close(1013, "too many connections")
             return
         table.add(flow)
+        timeout = table.limits.message_timeout
+        if timeout is not None:  # the first message is due within it
+            table.expect(flow, asyncio.get_running_loop().time() + timeout)
         await flow.run()
 
     limits = table.limits
@@ -146,9 +162,10 @@ async def open_ws_server(
         process_request=process_request,
         ssl=context,
         max_size=limits.max_message,
-        open_timeout=limits.connect_timeout,
+        open_timeout=limits.ws_handshake_timeout,
         close_timeout=limits.close_timeout,
         compression=None,
+        ssl_handshake_timeout=limits.tls_handshake_timeout if context else None,
     )
     host, port = server.sockets[0].getsockname()[:2]
     holder.append(LocalAddr(transport=config.transport, host=host, port=port))
