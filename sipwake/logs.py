@@ -27,8 +27,11 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
+        # The time alone on a terminal; with the date when the log goes to a file or a
+        # pipe, where fail2ban and log readers need it (contrib/fail2ban).
+        datefmt = "%H:%M:%S" if sys.stderr.isatty() else "%Y-%m-%d %H:%M:%S"
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt)
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]
