@@ -29,6 +29,7 @@ from sipwake.ids import SystemIds
 from sipwake.mobile import MobileServer
 from sipwake.node import Node, NodeSettings
 from sipwake.proxy.plan import CallPlan
+from sipwake.proxy.qualify import QualifySettings
 from sipwake.proxy.routing import LocalAddress, Locality
 from sipwake.push.configure import providers_from_config
 from sipwake.push.registry import PushProviders
@@ -220,6 +221,11 @@ class Server:
             max_message_bytes=config.limits.max_message_bytes,
             plan=self._plan(None),
             plans={name: self._plan(name) for name in config.users},
+            qualify=QualifySettings(
+                enabled=config.calls.udp_qualify,
+                timeout_s=config.calls.udp_qualify_timeout_s,
+                per_s=config.calls.udp_qualify_per_s,
+            ),
         )
         for name, plan in settings.plans.items():
             for warning in plan.warnings():
@@ -259,6 +265,7 @@ class Server:
         driver.sender = self._transports
         self._driver = driver
         self._transports.receive_with(driver.on_bytes)
+        self._transports.keepalives_to(driver.on_keepalive)
         driver._rearm()
         address = config.admin_address
         if address is not None:

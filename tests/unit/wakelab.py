@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from sipwake.ids import SeededIds
 from sipwake.node import CallEvent, Node, NodeOutput, NodeSettings, PersistChanges, SendBytes
 from sipwake.proxy.plan import CallPlan
+from sipwake.proxy.qualify import QualifySettings
 from sipwake.proxy.routing import LocalAddress, Locality
 from sipwake.proxy.wake import SendPush
 from sipwake.push.base import PushOutcome, PushStatus
@@ -28,7 +29,11 @@ TCP = LocalAddress(transport="tcp", host="127.0.0.1", port=5060)
 TLS = LocalAddress(transport="tls", host="127.0.0.1", port=5061)
 
 
-def open_node(*listeners: LocalAddress, plan: CallPlan | None = None) -> Node:
+def open_node(
+    *listeners: LocalAddress,
+    plan: CallPlan | None = None,
+    qualify: QualifySettings | None = None,
+) -> Node:
     """A node as ``sipwake serve --open --memory`` builds it for ``lab.test``, on seeded ids."""
     ids = SeededIds(0)
     registrar = Registrar(
@@ -36,7 +41,11 @@ def open_node(*listeners: LocalAddress, plan: CallPlan | None = None) -> Node:
     )
     return Node(
         settings=NodeSettings(
-            domain="lab.test", realm="lab.test", open=True, plan=plan or CallPlan()
+            domain="lab.test",
+            realm="lab.test",
+            open=True,
+            plan=plan or CallPlan(),
+            qualify=qualify or QualifySettings(),
         ),
         ids=ids,
         locality=Locality(domain="lab.test", listeners=listeners),
@@ -76,6 +85,7 @@ class Sent:
 @dataclass
 class WakeLab:
     plan: CallPlan = field(default_factory=CallPlan)
+    qualify: QualifySettings = field(default_factory=QualifySettings)
     now: float = 100.0
     node: Node = field(init=False)
     outputs: list[NodeOutput] = field(default_factory=list)
@@ -83,7 +93,7 @@ class WakeLab:
     _calls: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
-        self.node = open_node(UDP, TCP, TLS, plan=self.plan)
+        self.node = open_node(UDP, TCP, TLS, plan=self.plan, qualify=self.qualify)
 
     # -- the clock ----------------------------------------------------------------------
     def advance(self, delay: float) -> None:
