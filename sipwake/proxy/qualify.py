@@ -24,11 +24,11 @@ it still answers, as Asterisk's ``qualify`` and Kamailio's nathelper pings do:
   reachable again (``ReachabilityChanged(reachable=True)``);
 * an unreachable binding is pinged again one ``window`` after its last ping.
 
-Bounds: one ping per binding at a time (a ping whose transaction still runs, up to
-Timer F, holds back the next), and at most ``per_s`` pings a second over all bindings
-(a token bucket holding one second's worth): the pings a registration storm makes due
-at the same moment, ``window`` later, go out spread at that rate, and 100,000 idle
-bindings cost ``per_s`` small datagrams a second, not a flood.
+Bounds: one ping per binding at a time (a ping not answered yet, whose transaction
+still runs, up to Timer F, holds back the next), and at most ``per_s`` pings a second
+over all bindings (a token bucket holding one second's worth): the pings a registration
+storm makes due at the same moment, ``window`` later, go out spread at that rate, and
+100,000 idle bindings cost ``per_s`` small datagrams a second, not a flood.
 
 A binding registered through an edge proxy (it has a Path) is not kept alive by
 traffic from its source address: that is the proxy, which carries every other
@@ -187,12 +187,18 @@ class Qualifier:
         return key in self._pings
 
     def answered(self, key: ClientKey, status: int, now: float) -> list[ReachabilityChanged]:
-        """A response to a ping: whatever its status, the device is there."""
+        """A response to a ping: whatever its status, the device is there. A final one
+        settles the ping (its transaction lingers only to absorb retransmissions)."""
         binding_id = self._pings.get(key)
         watch = self._watches.get(binding_id) if binding_id is not None else None
         if watch is None:
             return []
-        return self._alive(watch, now, f"answered OPTIONS {status}")
+        out = self._alive(watch, now, f"answered OPTIONS {status}")
+        if status >= 200 and watch.key == key:
+            watch.key = None
+            if not watch.queued:
+                self._queue(watch)
+        return out
 
     def transaction_ended(self, key: ClientKey) -> None:
         """A ping transaction ended (answered, timed out or failed): the next may follow."""

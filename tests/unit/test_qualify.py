@@ -355,3 +355,18 @@ def test_stun_binding_requests_are_told_from_sip() -> None:
 def test_settings_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         QualifySettings().per_s = 1.0  # type: ignore[misc]
+
+
+def test_an_answered_ping_does_not_hold_back_the_next_while_its_transaction_lingers() -> None:
+    # A window shorter than Timer K (T4, 5 s over UDP): the answered ping's transaction
+    # still lingers to absorb retransmitted responses, but the next ping is due a window
+    # after the answer.
+    lab = WakeLab(plan=CallPlan(udp_foreground_s=2.0))
+    phone = _softphone(lab)
+    lab.advance(2.05)
+    (ping,) = _pings(lab, phone)
+    _answer(lab, ping, 200)
+    lab.advance(1.9)
+    assert len(_pings(lab, phone)) == 1
+    lab.advance(0.2)
+    assert len(_pings(lab, phone)) == 2
