@@ -13,6 +13,12 @@ requests for a user of our domain fork to that user's bindings; requests for
 other domains are refused 403 unless a local user authenticated them (no open
 relay). SUBSCRIBE to a local user is answered by the presence agent
 (``sipwake.presence``: RFC 3856 presence from the devices' client states).
+
+UDP bindings without push parameters are pinged with OPTIONS once quiet for
+``udp_foreground_s`` (``sipwake.proxy.qualify``): every message from a binding's
+address (``receive``) and every keep-alive (``keepalive``) is a sign of life, and
+one that stops answering reads offline (not forked to, presence closed) until it
+shows one again.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from sipwake.overload import LoadMeter
 from sipwake.presence import Presence, PresenceAgent, presence_of
 from sipwake.proxy.core import BranchesDone, CallAnswered, Proxy, Target
 from sipwake.proxy.plan import CallPlan
+from sipwake.proxy.qualify import Qualifier, QualifyOutput, QualifySettings, ReachabilityChanged
 from sipwake.proxy.ratelimit import Rate, RateLimiter
 from sipwake.proxy.routing import LocalAddress, Locality, uri_peer
 from sipwake.proxy.wake import CallEvent, Device, DropPushTarget, SendPush, WakeEngine, WakeOutput
@@ -38,6 +45,7 @@ from sipwake.registrar.events import (
     BindingExpired,
     BindingRefreshed,
     BindingRemoved,
+    PushTargetRemoved,
     RegistrarEvent,
 )
 from sipwake.registrar.registrar import Registrar
@@ -74,6 +82,7 @@ __all__ = [
     "NodeOutput",
     "NodeSettings",
     "PersistChanges",
+    "ReachabilityChanged",
     "SendBytes",
     "SendPush",
 ]
@@ -169,7 +178,9 @@ NodeOutput = (
     | KeepMessage
     | ForgetMessage
     | Limited
+    | ReachabilityChanged
 )
+_Work = WakeOutput | QualifyOutput
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, init=False)
@@ -223,6 +234,8 @@ class NodeSettings:
     """Calls and messages that may push one user's sleeping phones, from any source."""
     trusted_sources: tuple[str, ...] = ()
     """Networks (``10.0.0.0/8``) exempt from ``requests_per_source``."""
+    qualify: QualifySettings = field(default_factory=QualifySettings)
+    """OPTIONS pings to UDP bindings without push parameters (``calls.udp_qualify*``)."""
 
     def plan_of(self, user: str) -> CallPlan:
         return self.plans.get(user, self.plan)
@@ -256,6 +269,9 @@ class Node:
             state_of=self.presence_of,
             reach=self._reach,
             changes_at=self.presence_changes_at,
+        )
+        self.qualifier = Qualifier(
+            layer=layer, ids=ids, locality=locality, settings=settings.qualify
         )
         self._contact_flows: dict[tuple[str | None, str, int | None], Peer] = {}
         self._closed_flows: dict[int, None] = {}
@@ -293,6 +309,9 @@ class Node:
             message = parse_message(data, stream=stream, max_size=self.settings.max_message_bytes)
         except SipParseError as exc:
             return self._reject_unparsable(exc, source)
+        alive: list[ReachabilityChanged] = []
+        if source.flow is None:
+            alive = self.qualifier.seen(source, now)
         if isinstance(message, Request):
             meter = self.load
             if (
@@ -303,7 +322,17 @@ class Node:
             ):
                 return self._shed(message, source)
             mark_received(message, source)
+        if alive:
+            return self._run([*alive, *self.layer.receive(message, source, now)], now, listener)
         return self._run(self.layer.receive(message, source, now), now, listener)
+
+    def keepalive(self, source: Peer, now: float) -> list[NodeOutput]:
+        """A keep-alive (CRLF, or a STUN binding request: RFC 5626 §4.4.1) from
+        ``source``: a sign of life of the UDP bindings registered from there."""
+        if source.flow is not None:
+            return []
+        alive = self.qualifier.seen(source, now)
+        return self._run(alive, now, self.locality.listeners[0]) if alive else []
 
     def next_deadline(self) -> float | None:
         # The driver asks after every message: a plain loop, no intermediate list.
@@ -314,6 +343,7 @@ class Node:
             self.registrar.next_deadline(),
             self.wake.next_deadline(),
             self.presence.next_deadline(),
+            self.qualifier.next_deadline(),
         ):
             if deadline is not None and (earliest is None or deadline < earliest):
                 earliest = deadline
@@ -332,6 +362,7 @@ class Node:
         out += self._run(self.proxy.handle_timeout(now), now, listener)
         out += self._run(self.wake.handle_timeout(now), now, listener)
         out += self._run(self.presence.handle_timeout(now), now, listener)
+        out += self._run(self.qualifier.handle_timeout(now), now, listener)
         if self.auth is not None:
             self.auth.handle_timeout(now)
         return out
@@ -374,13 +405,13 @@ class Node:
 
     # -- dispatch ---------------------------------------------------------------
     def _run(
-        self, outputs: Sequence[WakeOutput], now: float, listener: LocalAddress
+        self, outputs: Sequence[_Work], now: float, listener: LocalAddress
     ) -> list[NodeOutput]:
         out: list[NodeOutput] = []
-        work: list[WakeOutput] = list(outputs)
+        work: list[_Work] = list(outputs)
         while work:
             item = work.pop(0)
-            more: Sequence[WakeOutput] = []
+            more: Sequence[_Work] = []
             match item:
                 case SendPush() | CallEvent():
                     out.append(item)
@@ -391,6 +422,7 @@ class Node:
                 case DropPushTarget(binding_id=binding_id, prid=prid):
                     events = self.registrar.remove_push_target(binding_id, prid=prid)
                     if events:
+                        self._index(events)
                         out.append(PersistChanges(events=tuple(events)))
                         more = self.presence.changed({e.binding.aor for e in events}, now)
                 case SendMessage(message=message, peer=peer, data=data):
@@ -403,6 +435,8 @@ class Node:
                 case ResponseReceived(response=response, transaction_key=key):
                     if key in self._delivering:
                         out += self._message_answered(key, response.status)
+                    elif self.qualifier.owns(key):
+                        more = self.qualifier.answered(key, response.status, now)
                     elif self.presence.owns(key):
                         more = self.presence.notify_answered(key, response.status, now)
                     else:
@@ -418,6 +452,8 @@ class Node:
                 case TransactionTimedOut(transaction_key=key):
                     if isinstance(key, ClientKey) and key in self._delivering:
                         out += self._message_answered(key, 408)
+                    elif isinstance(key, ClientKey) and self.qualifier.owns(key):
+                        pass  # unanswered: the ping's own, shorter, timeout has told
                     elif isinstance(key, ClientKey) and self.presence.owns(key):
                         more = self.presence.notify_answered(key, 408, now)
                     elif isinstance(key, ClientKey):
@@ -425,6 +461,8 @@ class Node:
                 case TransportFailed(transaction_key=key):
                     if key in self._delivering:
                         out += self._message_answered(key, 503)
+                    elif self.qualifier.owns(key):
+                        pass  # as unanswered
                     elif self.presence.owns(key):
                         more = self.presence.notify_answered(key, 503, now)
                     else:
@@ -433,6 +471,7 @@ class Node:
                     if isinstance(key, ClientKey):
                         self.proxy.client_terminated(key)
                         self.presence.forget_transaction(key)
+                        self.qualifier.transaction_ended(key)
                     else:
                         self.proxy.server_terminated(key)
                         self.wake.ended(key)
@@ -442,6 +481,9 @@ class Node:
                     out.append(Dropped(reason=reason, peer=source))
                 case RequestRejected(status=status, source=source):
                     out.append(Dropped(reason=f"answered {status}: overloaded", peer=source))
+                case ReachabilityChanged(aor=aor):
+                    out.append(item)
+                    more = self.presence.changed({aor}, now)
                 case _:
                     out.append(Dropped(reason=f"unhandled output {type(item).__name__}"))
             work[0:0] = more
@@ -967,8 +1009,12 @@ class Node:
                 flow_open=self._flow_open(binding),
                 now=now,
                 udp_foreground_s=plan.udp_foreground_s,
+                answering=self.qualifier.reachable(binding.binding_id),
             )
-            target = None if state == "suspended" else self._binding_target(binding)
+            unreachable = state == "suspended" or (
+                state == "offline" and binding.source.flow is None
+            )
+            target = None if unreachable else self._binding_target(binding)
             devices.append(Device(binding=binding, state=state, target=target))
         return devices
 
@@ -1020,6 +1066,8 @@ class Node:
     def _targets(self, aor: str, now: float) -> list[Target]:
         targets = []
         for binding in self.registrar.lookup(aor, now):
+            if not self.qualifier.reachable(binding.binding_id):
+                continue  # a UDP device that stopped answering: only a wait for Timer B/F
             target = self._binding_target(binding)
             if target is not None:
                 targets.append(target)
@@ -1032,10 +1080,19 @@ class Node:
                     peer = self._binding_peer(b)
                     if peer is not None:
                         self._contact_flows[_contact_key(b.contact)] = peer
+                    self._qualify(b)
                 case BindingRemoved(binding=b) | BindingExpired(binding=b):
                     self._contact_flows.pop(_contact_key(b.contact), None)
+                    self.qualifier.forget(b.binding_id)
+                case PushTargetRemoved(binding=b):
+                    self._qualify(b)  # no push now: a UDP one is pinged instead
                 case _:
                     pass
+
+    def _qualify(self, binding: Binding) -> None:
+        if self.qualifier.settings.enabled:
+            window = self._plan_of_aor(binding.aor).udp_foreground_s
+            self.qualifier.watch(binding, window)
 
 
 def _limiter(rate: Rate | None) -> RateLimiter | None:

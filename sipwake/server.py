@@ -30,6 +30,7 @@ from sipwake.ids import SystemIds
 from sipwake.mobile import MobileServer
 from sipwake.node import Node, NodeSettings
 from sipwake.proxy.plan import CallPlan
+from sipwake.proxy.qualify import QualifySettings
 from sipwake.proxy.routing import LocalAddress, Locality
 from sipwake.push.configure import providers_from_config
 from sipwake.push.registry import PushProviders
@@ -250,6 +251,11 @@ class Server:
             wake_pushes_per_source=config.limits.rate("wake_pushes_per_source"),
             wake_pushes_per_user=config.limits.rate("wake_pushes_per_user"),
             trusted_sources=tuple(config.limits.trusted_sources),
+            qualify=QualifySettings(
+                enabled=config.calls.udp_qualify,
+                timeout_s=config.calls.udp_qualify_timeout_s,
+                per_s=config.calls.udp_qualify_per_s,
+            ),
         )
         for name, plan in settings.plans.items():
             for warning in plan.warnings():
@@ -289,6 +295,7 @@ class Server:
         driver.sender = self._transports
         self._driver = driver
         self._transports.receive_with(driver.on_bytes)
+        self._transports.keepalives_to(driver.on_keepalive)
         driver._rearm()
         address = config.admin_address(self.bound[0].port if self.bound else None)
         if address is not None:

@@ -21,6 +21,7 @@ from sipwake.node import (
     Node,
     NodeOutput,
     PersistChanges,
+    ReachabilityChanged,
     SendBytes,
     SendPush,
 )
@@ -238,6 +239,18 @@ class Driver:
         self._step(self.node.send_failed(data, self.now()))
         self._rearm()
 
+    def on_keepalive(self, peer: Peer, local: LocalAddr) -> None:
+        """A keep-alive (CRLF, STUN) arrived from ``peer``: a sign of life."""
+        del local
+        try:
+            outputs = self.node.keepalive(peer, self.now())
+        except Exception:
+            logger.exception("internal error handling a keep-alive from %s", peer)
+            return
+        if outputs:
+            self._step(outputs)
+            self._rearm()
+
     def on_flow_closed(self, flow: int) -> None:
         self._flow_bindings.pop(flow, None)
         self._step(self.node.flow_closed(flow, self.now()))
@@ -307,6 +320,14 @@ class Driver:
                             self.messages.drop_message(message_id)
                         except Exception:
                             logger.exception("could not delete delivered message %s", message_id)
+                case ReachabilityChanged(aor=aor, binding_id=binding_id, reason=reason):
+                    logger.info(
+                        "%s binding %s %s: %s",
+                        aor,
+                        binding_id,
+                        "reachable again" if output.reachable else "unreachable",
+                        reason,
+                    )
                 case CallEvent(call_ref=ref, aor=aor, step=step, detail=detail):
                     logger.info("call %s to %s: %s %s", ref, aor, step, detail)
                     if self.calls is not None:
