@@ -213,8 +213,15 @@ def unregister_all(port: int, user: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(1.0)
         s.bind(("127.0.0.1", 0))
-        s.sendto(msg, ("127.0.0.1", port))
-        reply = s.recv(4096)
+        for _ in range(10):  # a server still busy with the last step answers late
+            s.sendto(msg, ("127.0.0.1", port))
+            try:
+                reply = s.recv(4096)
+                break
+            except TimeoutError:
+                continue
+        else:
+            raise RuntimeError(f"unregistering {user}: no answer in 10 s")
     status = reply.partition(b"\r\n")[0]
     if not status.startswith(b"SIP/2.0 200"):
         raise RuntimeError(f"unregistering {user}: {status!r}")

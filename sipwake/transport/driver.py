@@ -272,15 +272,14 @@ class Driver:
                         logger.info("could not send to %s (flow gone)", peer)
                         self._perform(self.node.send_failed(data, self.now(), output.message))
                 case PersistChanges(events=events, token=token):
-                    if self.sink is None:
+                    if self.sink is not None:  # stored with the others of this turn
+                        self._changes.extend(events)
                         if token is not None:
-                            self._perform(self.node.changes_stored(token, True, self.now()))
-                        continue
-                    self._changes.extend(events)
-                    if token is not None:
-                        self._tokens.append(token)
-                    if self._commit_soon is None:
-                        self._commit_soon = self._loop.call_soon(self._commit)
+                            self._tokens.append(token)
+                        if self._commit_soon is None:
+                            self._commit_soon = self._loop.call_soon(self._commit)
+                    elif token is not None:
+                        self._perform(self.node.changes_stored(token, True, self.now()))
                 case Dropped(reason=reason, peer=peer):
                     self.dropped += 1
                     logger.debug("dropped message from %s: %s", peer, reason)
@@ -330,7 +329,7 @@ class Driver:
             ok = False
         outputs: list[NodeOutput] = []
         # Undone newest first: a later REGISTER may have built on an earlier one.
-        for token in tokens if ok else reversed(tokens):
+        for token in tokens if ok else tokens[::-1]:
             try:
                 outputs += self.node.changes_stored(token, ok, now)
             except Exception:  # a bug must not leave the rest of the batch unanswered
