@@ -63,9 +63,15 @@ class Locality:
         return host.lower().strip("[]") in self._hosts
 
     def is_us(self, uri: SipUri) -> bool:
-        """A URI that addresses this proxy itself (a Route or R-URI naming a listener)."""
+        """A URI that addresses this proxy itself (a Route or R-URI naming a listener).
+
+        A name of ours (the domain, an alias such as ``localhost``) counts with no port or
+        with one of our listeners' ports: a softphone whose outbound proxy is typed as
+        ``localhost:5060`` pre-loads ``Route: <sip:localhost:5060;lr>`` (RFC 3261 §8.1.2),
+        and §16.4 has the proxy remove the Route value that names it."""
         host = uri.host.lower().strip("[]")
-        if uri.user is None and host in self._hosts and uri.port is None:
+        ours = uri.port is None or any(uri.port == lst.port for lst in self.listeners)
+        if uri.user is None and host in self._hosts and ours:
             return True
         for listener in self.listeners:
             if host == listener.host.lower().strip("[]") and uri.port in (None, listener.port):

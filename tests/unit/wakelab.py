@@ -34,6 +34,7 @@ def open_node(
     *listeners: LocalAddress,
     plan: CallPlan | None = None,
     qualify: QualifySettings | None = None,
+    aliases: frozenset[str] = frozenset(),
     **settings: Any,
 ) -> Node:
     """A node as ``sipwake serve --open --memory`` builds it for ``lab.test``, on seeded ids
@@ -52,7 +53,7 @@ def open_node(
             **settings,
         ),
         ids=ids,
-        locality=Locality(domain="lab.test", listeners=listeners),
+        locality=Locality(domain="lab.test", aliases=aliases, listeners=listeners),
         registrar=registrar,
         layer=TransactionLayer(ids),
         auth=None,
