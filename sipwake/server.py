@@ -220,6 +220,7 @@ class Server:
             max_message_bytes=config.limits.max_message_bytes,
             plan=self._plan(None),
             plans={name: self._plan(name) for name in config.users},
+            secret=secret,
         )
         for name, plan in settings.plans.items():
             for warning in plan.warnings():
