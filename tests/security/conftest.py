@@ -13,34 +13,11 @@ import pytest
 # The scripted user agent and the server fixture helper of the integration tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
-from edgewire import Host
+from edgewire import USERS, Host, edge_config
 from serving import running
 from sipua import Ua, udp_address
 
-from sipwake.config import (
-    AuthConfig,
-    Config,
-    ListenerSpec,
-    StoreConfig,
-    TlsConfig,
-    UserConfig,
-)
 from sipwake.server import Server
-
-USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
-
-
-def edge_config(tmp_path: Path, *, open_: bool = False) -> Config:
-    return Config(
-        domain="lab.test",
-        listen=[ListenerSpec(transport="udp", host="127.0.0.1", port=0)],
-        store=StoreConfig(backend="memory"),
-        tls=TlsConfig(dir=tmp_path / "tls"),
-        users={name: UserConfig(password=pw) for name, pw in USERS.items()},
-        secret_file=tmp_path / "secret",
-        auth=AuthConfig(open=open_),
-        admin=None,
-    )
 
 
 @pytest.fixture

@@ -9,13 +9,38 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from pathlib import Path
 
 from sipua import Ua
 
+from sipwake.config import (
+    AuthConfig,
+    Config,
+    ListenerSpec,
+    StoreConfig,
+    TlsConfig,
+    UserConfig,
+)
 from sipwake.sip.message import Request, Response, make_response
 from sipwake.sip.parser import parse_message
 
 _seq = itertools.count(1)
+
+USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
+
+
+def edge_config(tmp_path: Path, *, open_: bool = False) -> Config:
+    """sipwake as `sipwake serve` runs it: UDP on 127.0.0.1, memory store, no admin port."""
+    return Config(
+        domain="lab.test",
+        listen=[ListenerSpec(transport="udp", host="127.0.0.1", port=0)],
+        store=StoreConfig(backend="memory"),
+        tls=TlsConfig(dir=tmp_path / "tls"),
+        users={name: UserConfig(password=pw) for name, pw in USERS.items()},
+        secret_file=tmp_path / "secret",
+        auth=AuthConfig(open=open_),
+        admin=None,
+    )
 
 
 class Host:
