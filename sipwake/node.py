@@ -249,10 +249,6 @@ class Node:
             changes_at=self.presence_changes_at,
         )
         self._contact_flows: dict[tuple[str | None, str, int | None], Peer] = {}
-        self._device_addresses: dict[tuple[str, int], int] = {}
-        """(host, port) of each registered device's contact and source → how many."""
-        self._addresses_of: dict[str, tuple[tuple[str, int], ...]] = {}
-        """Binding id → the addresses it put in ``_device_addresses``."""
         self._closed_flows: dict[int, None] = {}
         self._persist_seq = 0
         self.load: LoadMeter | None = None
@@ -389,7 +385,7 @@ class Node:
                     else:
                         more = self.proxy.response_received(response, key, now)
                 case AckReceived(request=ack, source=source):
-                    more = self._on_ack(ack, listener)
+                    more = self._on_ack(ack, listener, now)
                 case CancelReceived(invite_key=key, cancel=cancel):
                     reason = cancel.headers.get("Reason")
                     more = [
@@ -547,7 +543,7 @@ class Node:
         uri = request.uri
         next_hop = self._route_peer(request) if request.routes else self._contact_peer(uri)
         if not routed.dialog:
-            if request.routes or next_hop is None or not self._is_device(next_hop):
+            if request.routes or next_hop is None or not self._is_device(next_hop, request, now):
                 return self._respond(key, request, 404, now, reason="Not Here")
             policy = self.policy
             admission = policy.admission(policy.sender(request), Destination.LOCAL)
@@ -560,9 +556,22 @@ class Node:
         self.policy.consume_credentials(request, self.settings.realm)
         return self._forward(key, request, source, listener, next_hop, now)
 
-    def _is_device(self, peer: Peer) -> bool:
-        """``peer`` is the address of a registered device (its contact or its source)."""
-        return (peer.host.lower().strip("[]"), peer.port) in self._device_addresses
+    def _is_device(self, peer: Peer, request: Request, now: float) -> bool:
+        """``peer`` is where a registered device of the user the To header names is
+        reached (its source or its contact): a request there is one to that user."""
+        to_uri = request.to.uri
+        if not (isinstance(to_uri, SipUri) and self.locality.is_our_domain(to_uri.host)):
+            return False
+        host = peer.host.lower().strip("[]")
+        for binding in self.registrar.lookup(self.registrar.config.aor(to_uri), now):
+            for address in (binding.source, uri_peer(binding.contact)):
+                if (
+                    address is not None
+                    and address.port == peer.port
+                    and address.host.lower().strip("[]") == host
+                ):
+                    return True
+        return False
 
     def _on_subscribe(
         self,
@@ -670,7 +679,7 @@ class Node:
             response.headers.add("Retry-After", "5")
         return self._run(self.layer.respond(entry.key, response, now), now, entry.listener)
 
-    def _on_ack(self, ack: Request, listener: LocalAddress) -> Sequence[WakeOutput]:
+    def _on_ack(self, ack: Request, listener: LocalAddress, now: float) -> Sequence[WakeOutput]:
         """The ACK for a 2xx: forwarded along a dialog sipwake recorded, or to one of our
         registered devices; else dropped (it cannot be answered, and a made-up one must
         not leave for anywhere)."""
@@ -682,7 +691,7 @@ class Node:
             next_hop = self._contact_peer(ack.uri)
         if next_hop is None or self.policy.is_listener(next_hop):
             return []
-        if not dialog and (ack.routes or not self._is_device(next_hop)):
+        if not dialog and (ack.routes or not self._is_device(next_hop, ack, now)):
             return []
         return self.proxy.forward_stateless(ack, listener, next_hop)
 
@@ -970,36 +979,10 @@ class Node:
             match event:
                 case BindingAdded(binding=b) | BindingRefreshed(binding=b):
                     self._contact_flows[_contact_key(b.contact)] = b.source
-                    self._forget_addresses(b.binding_id)
-                    addresses = _device_addresses(b)
-                    self._addresses_of[b.binding_id] = addresses
-                    for address in addresses:
-                        self._device_addresses[address] = self._device_addresses.get(address, 0) + 1
                 case BindingRemoved(binding=b) | BindingExpired(binding=b):
                     self._contact_flows.pop(_contact_key(b.contact), None)
-                    self._forget_addresses(b.binding_id)
                 case _:
                     pass
-
-    def _forget_addresses(self, binding_id: str) -> None:
-        for address in self._addresses_of.pop(binding_id, ()):
-            count = self._device_addresses.get(address, 0) - 1
-            if count > 0:
-                self._device_addresses[address] = count
-            else:
-                self._device_addresses.pop(address, None)
-
-
-def _device_addresses(binding: Binding) -> tuple[tuple[str, int], ...]:
-    """Where a device is reached: its source, and its contact when that is an address."""
-    source = binding.source
-    addresses = [(source.host.lower().strip("[]"), source.port)]
-    contact = uri_peer(binding.contact)
-    if contact is not None:
-        address = (contact.host.lower().strip("[]"), contact.port)
-        if address != addresses[0]:
-            addresses.append(address)
-    return tuple(addresses)
 
 
 def _contact_key(uri: SipUri) -> tuple[str | None, str, int | None]:

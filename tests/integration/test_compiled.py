@@ -19,8 +19,9 @@ from bench.compiled import ROOT, build_compiled, missing_tools
 MISSING = missing_tools()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"cannot compile: {MISSING}")
 
-#: Against the compiled core: every unit test, real SIPp calls through the proxy, and
-#: ``sipwake serve`` as a subprocess (restart, kill -9, trace masking).
+#: Against the compiled core: every unit test, real SIPp calls through the proxy,
+#: ``sipwake serve`` as a subprocess (restart, kill -9, trace masking), and the attacks
+#: of tests/security.
 SUITES = (
     "tests/unit",
     "tests/interop/test_sipp.py",
@@ -29,6 +30,7 @@ SUITES = (
     "tests/integration/test_transport.py",
     "tests/integration/test_flows.py",
     "tests/integration/test_linger_serve.py",
+    "tests/security",
 )
 
 
