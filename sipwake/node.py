@@ -504,10 +504,9 @@ class Node:
             if challenge is not None:
                 return challenge, []
         policy.consume_credentials(request, self.settings.realm)
-        if destination is Destination.ELSEWHERE:
+        if destination is Destination.ELSEWHERE or not isinstance(uri, SipUri):
             next_hop = self._route_peer(request) if request.routes else self._contact_peer(uri)
             return self._forward(key, request, source, listener, next_hop, now), []
-        assert isinstance(uri, SipUri)  # Destination.LOCAL: a SIP URI in our domain
         user = uri.user
         if user is None or (not self.settings.open and user not in self.settings.users):
             # Answered as a user of ours with no device (480): nothing to tell apart.
