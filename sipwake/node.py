@@ -545,8 +545,10 @@ class Node:
             if request.routes or next_hop is None or not self._is_device(next_hop, request, now):
                 return self._respond(key, request, 404, now, reason="Not Here")
             policy = self.policy
-            admission = policy.admission(policy.sender(request), Destination.LOCAL)
-            if admission is Admission.AUTHENTICATE:
+            if not policy.open and (
+                policy.admission(policy.sender(request), Destination.LOCAL)
+                is Admission.AUTHENTICATE
+            ):
                 challenge = self._authorize(request, key, now, proxy=True)
                 if challenge is not None:
                     return challenge
@@ -563,13 +565,11 @@ class Node:
             return False
         host = peer.host.lower().strip("[]")
         for binding in self.registrar.lookup(self.registrar.config.aor(to_uri), now):
-            for address in (binding.source, uri_peer(binding.contact)):
-                if (
-                    address is not None
-                    and address.port == peer.port
-                    and address.host.lower().strip("[]") == host
-                ):
-                    return True
+            if _same_address(binding.source, peer.port, host):
+                return True
+            contact = uri_peer(binding.contact)
+            if contact is not None and _same_address(contact, peer.port, host):
+                return True
         return False
 
     def _on_subscribe(
@@ -982,6 +982,10 @@ class Node:
                     self._contact_flows.pop(_contact_key(b.contact), None)
                 case _:
                     pass
+
+
+def _same_address(peer: Peer, port: int, host: str) -> bool:
+    return peer.port == port and peer.host.lower().strip("[]") == host
 
 
 def _contact_key(uri: SipUri) -> tuple[str | None, str, int | None]:

@@ -6,8 +6,8 @@ These rules decide, for each request, what it takes to be served; the node appli
 in this order, after removing the Route entries that name sipwake (RFC 3261 §16.4):
 
 1. **Loops** (§16.3 item 4). The branch of every request sipwake forwards ends with a
-   *loop mark*: a keyed hash of what routes it (Request-URI, Route, Call-ID, tags, CSeq,
-   Proxy-Require). A request that carries a Via with the mark sipwake would give it now
+   *loop mark*: a keyed hash of what routes it (Request-URI, Route, Call-ID, From, To,
+   CSeq, Proxy-Require). A request that carries a Via with the mark sipwake would give it now
    has been here before unchanged: 482 Loop Detected. (One that changed on the way, a
    *spiral*, has another mark and goes on.) A request whose next hop is one of sipwake's
    own listeners is refused 482 before it leaves.
@@ -240,15 +240,16 @@ class EdgePolicy:
     def loop_mark(self, request: Request) -> str:
         """The suffix of the branch of every request sipwake forwards for ``request``
         (§16.6 item 8): it depends on everything that routes the request here."""
+        headers = request.headers
         parts = [
             str(request.uri),
-            request.call_id,
-            request.from_.tag or "",
-            request.to.tag or "",
-            str(request.cseq.seq),
-            request.cseq.method,
-            *request.headers.get_all("Route"),
-            *request.headers.get_all("Proxy-Require"),
+            # As written: proxies pass these on unchanged, and nothing needs them parsed.
+            headers.get("call-id") or "",
+            headers.get("from") or "",
+            headers.get("to") or "",
+            headers.get("cseq") or "",
+            *headers.get_all("Route"),
+            *headers.get_all("Proxy-Require"),
         ]
         data = "\x00".join(parts).encode()
         mac = hashlib.blake2s(data, key=self._loop_key, digest_size=_MARK_BYTES)
@@ -256,8 +257,11 @@ class EdgePolicy:
 
     def looped(self, request: Request) -> bool:
         """§16.3 item 4: a Via of ours with the loop mark this request would get now."""
+        raw = request.headers.get_all("Via")
+        # Most requests come straight from a phone: one Via, parsed already (``top_via``).
+        vias = [request.top_via] if len(raw) == 1 and "," not in raw[0] else request.via
         mark: str | None = None
-        for via in request.via:
+        for via in vias:
             branch = via.branch
             if branch is None or _MARK_SEP not in branch:
                 continue
