@@ -270,6 +270,7 @@ class Server:
                 timeout_s=config.calls.udp_qualify_timeout_s,
                 per_s=config.calls.udp_qualify_per_s,
             ),
+            secret=secret,
         )
         for name, plan in settings.plans.items():
             for warning in plan.warnings():

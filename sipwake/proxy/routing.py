@@ -37,10 +37,11 @@ class LocalAddress:
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         return f"{host}:{self.port}"
 
-    def record_route(self) -> str:
+    def record_route(self, params: str = "") -> str:
+        """Our Record-Route value; ``params`` (``;name=value``…) are added to its URI."""
         scheme = "sips" if self.transport in ("tls", "wss") else "sip"
         transport = "" if self.transport == "udp" else f";transport={self.transport}"
-        return f"<{scheme}:{self.host_port}{transport};lr>"
+        return f"<{scheme}:{self.host_port}{transport};lr{params}>"
 
 
 @dataclass(slots=True, kw_only=True)

@@ -122,13 +122,14 @@ async def test_caller_cancel_gives_487_and_cancels_branch(lab: Server, uas: dict
     assert final.status == 487
 
 
-async def test_unknown_user_gets_404_and_foreign_domain_403(
+async def test_unknown_user_looks_unreachable_and_foreign_domain_403(
     lab: Server, uas: dict[str, Ua]
 ) -> None:
+    """An unknown user is answered as a known one with no device (480, no enumeration)."""
     alice = uas["alice"]
     await alice.register()
     nobody = alice.request("INVITE", "sip:nobody@lab.test", to="<sip:nobody@lab.test>")
-    assert (await alice.transact(nobody, 404)).status == 404
+    assert (await alice.transact(nobody, 480)).status == 480
     relay = alice.request("MESSAGE", "sip:victim@example.com", to="<sip:victim@example.com>")
     relay.headers.set("From", "<sip:spammer@example.org>;tag=x")
     assert (await alice.transact(relay, 403)).status == 403
