@@ -1,11 +1,17 @@
 """REGISTER and call throughput through sipwake, next to Kamailio, driven by SIPp.
 
-    python bench/bench_proxy.py                 # all three, prints a table
+    python bench/bench_proxy.py                 # every server, prints a table
     python bench/bench_proxy.py --only sipwake  # one of them (repeatable)
+    python bench/bench_proxy.py --sipwake-only --seconds 3 --register-from 3000
+                                                # the sipwake rows only, a short ladder
 
-Three servers: sipwake as installed for development (interpreted), sipwake with its
+The servers: sipwake as installed for development (interpreted), sipwake with its
 core compiled by mypyc (built into a temporary directory by bench/compiled.py, as
-``SIPWAKE_COMPILE=1 pip install .`` builds it), and Kamailio.
+``SIPWAKE_COMPILE=1 pip install .`` builds it), each run twice: with ``--memory``
+(``sipwake``, ``compiled``) and with the default store, as ``sipwake serve --open``
+runs it (``sipwake-db``, ``compiled-db``: bindings, call records and push log in
+SQLite, ``synchronous=FULL``); and Kamailio. A ratio line compares each default-store
+row with its ``--memory`` row.
 
 For each server and each load (REGISTER with RFC 8599 push parameters, and calls
 INVITE/100/180/200/ACK/BYE/200 through the proxy to a SIPp UAS), the rate is
@@ -207,8 +213,15 @@ def unregister_all(port: int, user: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(1.0)
         s.bind(("127.0.0.1", 0))
-        s.sendto(msg, ("127.0.0.1", port))
-        reply = s.recv(4096)
+        for _ in range(10):  # a server still busy with the last step answers late
+            s.sendto(msg, ("127.0.0.1", port))
+            try:
+                reply = s.recv(4096)
+                break
+            except TimeoutError:
+                continue
+        else:
+            raise RuntimeError(f"unregistering {user}: no answer in 10 s")
     status = reply.partition(b"\r\n")[0]
     if not status.startswith(b"SIP/2.0 200"):
         raise RuntimeError(f"unregistering {user}: {status!r}")
@@ -220,21 +233,23 @@ COMPILED_DIR: Path | None = None
 
 def server_env(name: str) -> dict[str, str] | None:
     """The compiled variant is the same command with the compiled build first on the path."""
-    if name != "compiled":
+    if not name.startswith("compiled"):
         return None
     assert COMPILED_DIR is not None
     return {**os.environ, "PYTHONPATH": str(COMPILED_DIR), "PYTHONSAFEPATH": "1"}
 
 
 def server_cmd(name: str, port: int, workdir: Path) -> list[str]:
-    if name in ("sipwake", "compiled"):
+    if name != "kamailio":
+        # The "-db" variants keep the default store: ./sipwake.db in the working directory.
+        store = [] if name.endswith("-db") else ["--memory"]
         return [
             sys.executable,
             "-m",
             "sipwake",
             "serve",
             "--open",
-            "--memory",
+            *store,
             "--listen",
             f"udp:127.0.0.1:{port}",
             "--log-level",
@@ -267,12 +282,12 @@ def users_file(path: Path, count: int) -> Path:
     return path
 
 
-def bench_register(name: str, workdir: Path, seconds: float) -> list[Step]:
+def bench_register(name: str, workdir: Path, seconds: float, start: int) -> list[Step]:
     steps: list[Step] = []
     port = free_port()
     users = users_file(workdir / "users.csv", int(max(REGISTER_RATES) * seconds))
     with started(server_cmd(name, port, workdir), port, workdir, server_env(name)):
-        for rate in REGISTER_RATES:
+        for rate in (r for r in REGISTER_RATES if r >= start):
             total = int(rate * seconds)
             t0 = time.monotonic()
             ok, failed, _ = sipp(
@@ -302,11 +317,11 @@ def bench_register(name: str, workdir: Path, seconds: float) -> list[Step]:
     return steps
 
 
-def bench_calls(name: str, workdir: Path, seconds: float) -> list[Step]:
+def bench_calls(name: str, workdir: Path, seconds: float, start: int) -> list[Step]:
     steps: list[Step] = []
     port = free_port()
     with started(server_cmd(name, port, workdir), port, workdir, server_env(name)):
-        for rate in CALL_RATES:
+        for rate in (r for r in CALL_RATES if r >= start):
             unregister_all(port, "bob")
             callee = free_port()
             ok, _, out = sipp(
@@ -399,7 +414,13 @@ def best(steps: list[Step]) -> int:
     return max((s.rate for s in steps if s.passed), default=0)
 
 
-LABELS = {"sipwake": "sipwake", "compiled": "sipwake compiled", "kamailio": "kamailio"}
+LABELS = {
+    "sipwake": "sipwake --memory",
+    "sipwake-db": "sipwake (SQLite)",
+    "compiled": "compiled --memory",
+    "compiled-db": "compiled (SQLite)",
+    "kamailio": "kamailio",
+}
 
 
 def main() -> None:
@@ -409,44 +430,74 @@ def main() -> None:
         "--only",
         choices=list(LABELS),
         action="append",
-        help="measure only these (repeatable); default: all three",
+        help="measure only these (repeatable); default: all",
+    )
+    ap.add_argument(
+        "--sipwake-only",
+        action="store_true",
+        help="the sipwake rows only (with --memory and with the default store): no Kamailio",
     )
     ap.add_argument("--seconds", type=float, default=6.0, help="length of each rate step")
+    ap.add_argument(
+        "--register-from",
+        type=int,
+        default=0,
+        metavar="RATE",
+        help="start the REGISTER ladder at this rate (a shorter ladder while developing)",
+    )
+    ap.add_argument(
+        "--calls-from",
+        type=int,
+        default=0,
+        metavar="RATE",
+        help="start the call ladder at this rate",
+    )
     args = ap.parse_args()
     if shutil.which("sipp") is None:
         sys.exit("sipp is not installed (apt-get install sip-tester)")
     servers = list(LABELS) if args.only is None else [s for s in LABELS if s in args.only]
+    if args.sipwake_only:
+        servers = [s for s in servers if s != "kamailio"]
     if "kamailio" in servers and shutil.which("kamailio") is None:
         print("kamailio is not installed (apt-get install kamailio): not measured")
         servers.remove("kamailio")
-    if "compiled" in servers and (reason := missing_tools()) is not None:
+    compiled = [s for s in servers if s.startswith("compiled")]
+    if compiled and (reason := missing_tools()) is not None:
         print(f"sipwake compiled not measured: {reason}")
-        servers.remove("compiled")
+        servers = [s for s in servers if s not in compiled]
     results: dict[str, tuple[int, int]] = {}
     with tempfile.TemporaryDirectory(prefix="sipwake-bench-") as tmp:
-        if "compiled" in servers:
+        if any(s.startswith("compiled") for s in servers):
             print("compiling sipwake's core with mypyc (about a minute)", file=sys.stderr)
             COMPILED_DIR = build_compiled(Path(tmp) / "build")
         for name in servers:
             workdir = Path(tmp) / name
             workdir.mkdir()
-            registers = best(bench_register(name, workdir, args.seconds))
-            calls = best(bench_calls(name, workdir, args.seconds))
+            registers = best(bench_register(name, workdir, args.seconds, args.register_from))
+            calls = best(bench_calls(name, workdir, args.seconds, args.calls_from))
             results[name] = (registers, calls)
-    header = f"\n{'server':<17} {'REGISTER/s':>11} {'calls/s':>9}"
+    header = f"\n{'server':<26} {'REGISTER/s':>11} {'calls/s':>9}"
     print(f"{header}   (<= 1% failures, {args.seconds:g} s steps)")
     for name, (registers, calls) in results.items():
-        print(f"{LABELS[name]:<17} {registers:>11,} {calls:>9,}")
+        print(f"{LABELS[name]:<26} {registers:>11,} {calls:>9,}")
+    for memory, label in (("sipwake", "ratio"), ("compiled", "ratio compiled")):
+        if f"{memory}-db" in results and memory in results:
+            print(
+                _ratio_line(
+                    f"{label} store / memory", results[f"{memory}-db"], results[memory], 0.80
+                )
+            )
     if "kamailio" in results:
-        kr, kc = results["kamailio"]
-        for name in ("sipwake", "compiled"):
+        for name, label in (("sipwake", "ratio"), ("compiled", "ratio compiled")):
             if name in results:
-                sr, sc = results[name]
-                ratio_r = sr / kr if kr else float("nan")
-                ratio_c = sc / kc if kc else float("nan")
-                label = f"ratio{' compiled' if name == 'compiled' else ''}"
-                print(f"{label:<17} {ratio_r:>11.2f} {ratio_c:>9.2f}   (target >= 0.50)")
+                print(_ratio_line(f"{label} / kamailio", results[name], results["kamailio"], 0.50))
     print(f"machine: {os.cpu_count()} cores; SIPp and the server share them")
+
+
+def _ratio_line(label: str, mine: tuple[int, int], other: tuple[int, int], target: float) -> str:
+    """REGISTER/s and calls/s of ``mine`` over ``other``'s, as a table row."""
+    ratios = [m / o if o else float("nan") for m, o in zip(mine, other, strict=True)]
+    return f"{label:<26} {ratios[0]:>11.2f} {ratios[1]:>9.2f}   (target >= {target:.2f})"
 
 
 if __name__ == "__main__":

@@ -371,6 +371,45 @@ def mock_push_cmd(
         sys.exit(2)
 
 
+@main.command("push-test")
+@click.argument("target")
+@click.option(
+    "--kind",
+    type=click.Choice(["call", "message", "cancel"]),
+    default="call",
+    show_default=True,
+    help="call: a VoIP push (APNs voip, FCM high priority); message, cancel: alerts.",
+)
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="The configuration whose push providers to use (the server's).",
+)
+@click.option("--db", default=None, help="The server's bindings (default: the config's store).")
+def push_test_cmd(target: str, kind: str, config_path: str | None, db: str | None) -> None:
+    """Send one real push to the registered device(s) of TARGET and print the provider's
+    answer. TARGET: a user (bob), an AOR, a device's +sip.instance, or the first 6+
+    characters of its push token. Exit 0 when every push was delivered."""
+    import asyncio
+
+    from sipwake.config import load_config
+    from sipwake.errors import ConfigError
+    from sipwake.push.pushtest import PushTestError, db_of, push_test
+
+    try:
+        config = load_config(config_path)
+        results = asyncio.run(
+            push_test(config, db_of(config, db), target, kind=kind, say=click.echo)  # type: ignore[arg-type]
+        )
+    except (ConfigError, PushTestError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    sys.exit(0 if all(r.outcome.status == "delivered" for r in results) else 1)
+
+
 @main.command("check-config")
 @click.argument("path", type=click.Path(dir_okay=False))
 def check_config_cmd(path: str) -> None:

@@ -208,6 +208,14 @@ class CallsConfig(_PlanFields):
     preset: PresetName = "sipwake"
     ringback: Literal["180", "110", "100"] | None = None
     udp_foreground_s: float | None = Field(None, ge=0)
+    udp_qualify: bool = True
+    """Ping UDP bindings without push parameters with OPTIONS once they have been quiet
+    for ``udp_foreground_s``; one that does not answer is offline until it shows a sign
+    of life (README "Calls to phones that sleep")."""
+    udp_qualify_timeout_s: float = Field(6.0, gt=0, le=32)
+    """How long a ping waits for an answer (at most Timer F, 32 s)."""
+    udp_qualify_per_s: float = Field(200.0, gt=0)
+    """Pings sent per second at most, over all bindings."""
     push_foreground: bool | None = None
     single_ios_device: bool | None = None
     push_requires_tls: bool | None = None
@@ -229,6 +237,10 @@ class CallsConfig(_PlanFields):
                 raise ValueError("twin_gateway must contain {number}")
             _check_sip_uri(value.replace("{number}", "0"))
         return value
+
+
+_NODE_WIDE = frozenset({"udp_qualify", "udp_qualify_timeout_s", "udp_qualify_per_s"})
+"""``calls`` settings of the whole node rather than of a user's call plan."""
 
 
 class WebhookConfig(_Section):
@@ -464,7 +476,7 @@ class Config(_Section):
         """The call plan of ``user`` (system settings, then the user's own), or the
         system's plan for users without settings."""
         calls = self.calls
-        system = calls.model_dump(exclude={"preset", "twin_gateway"})
+        system = calls.model_dump(exclude={"preset", "twin_gateway", *_NODE_WIDE})
         entry = self.users.get(user) if user is not None else None
         preset = calls.preset
         own: dict[str, Any] = {}

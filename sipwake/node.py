@@ -7,12 +7,19 @@ sent once the binding is on disk). ``next_deadline``/``handle_timeout`` drive
 every timer below (transactions, Timer C, binding expiry, nonces).
 
 Routing (RFC 3261 §16.4-16.5, RFC 3581): requests get ``received``/``rport``;
-REGISTER for our domain goes to the registrar after digest authentication;
-requests that carry our Route (in-dialog) follow their route set; initial
-requests for a user of our domain fork to that user's bindings; requests for
-other domains are refused 403 unless a local user authenticated them (no open
-relay). SUBSCRIBE to a local user is answered by the presence agent
-(``sipwake.presence``: RFC 3856 presence from the devices' client states).
+what each request takes to be served (loops, dialogs, credentials, relaying, what a
+scanner can tell apart) is the edge policy's, ``sipwake.proxy.policy``. REGISTER for our
+domain goes to the registrar after digest authentication; requests in a dialog sipwake
+recorded follow their route set; initial requests for a user of our domain fork to that
+user's bindings; others are relayed only for an authenticated local user.
+SUBSCRIBE to a local user is answered by the presence agent (``sipwake.presence``: RFC
+3856 presence from the devices' client states).
+
+UDP bindings without push parameters are pinged with OPTIONS once quiet for
+``udp_foreground_s`` (``sipwake.proxy.qualify``): every message from a binding's
+address (``receive``) and every keep-alive (``keepalive``) is a sign of life, and
+one that stops answering reads offline (not forked to, presence closed) until it
+shows one again.
 """
 
 from __future__ import annotations
@@ -28,6 +35,16 @@ from sipwake.overload import LoadMeter
 from sipwake.presence import Presence, PresenceAgent, presence_of
 from sipwake.proxy.core import BranchesDone, CallAnswered, Proxy, Target
 from sipwake.proxy.plan import CallPlan
+from sipwake.proxy.policy import (
+    NEVER_CHALLENGED,
+    Admission,
+    Destination,
+    EdgePolicy,
+    RouteCheck,
+    Sender,
+    digest_uri_matches,
+)
+from sipwake.proxy.qualify import Qualifier, QualifyOutput, QualifySettings, ReachabilityChanged
 from sipwake.proxy.ratelimit import Rate, RateLimiter
 from sipwake.proxy.routing import LocalAddress, Locality, uri_peer
 from sipwake.proxy.wake import CallEvent, Device, DropPushTarget, SendPush, WakeEngine, WakeOutput
@@ -38,6 +55,7 @@ from sipwake.registrar.events import (
     BindingExpired,
     BindingRefreshed,
     BindingRemoved,
+    PushTargetRemoved,
     RegistrarEvent,
 )
 from sipwake.registrar.registrar import Registrar
@@ -74,6 +92,7 @@ __all__ = [
     "NodeOutput",
     "NodeSettings",
     "PersistChanges",
+    "ReachabilityChanged",
     "SendBytes",
     "SendPush",
 ]
@@ -84,7 +103,12 @@ ALLOW = (
 )
 SUPPORTED = "path, outbound, gruu"
 _CLOSED_FLOWS_KEPT = 65536
-_NO_AUTH_METHODS = frozenset({"ACK", "CANCEL", "BYE", "PRACK", "UPDATE", "INFO", "NOTIFY"})
+#: The one answer to credentials that do not prove a user, whoever they name (no user
+#: enumeration: ``sipwake.proxy.policy``).
+_REFUSED = "Wrong user or password"
+#: Checked in place of a password when credentials name a user we do not have, so that
+#: they go through the same checks (nonce, response) as a known user's wrong ones.
+_DECOY_PASSWORD = "\x00decoy"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, init=False)
@@ -169,7 +193,9 @@ NodeOutput = (
     | KeepMessage
     | ForgetMessage
     | Limited
+    | ReachabilityChanged
 )
+_Work = WakeOutput | QualifyOutput
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, init=False)
@@ -223,6 +249,12 @@ class NodeSettings:
     """Calls and messages that may push one user's sleeping phones, from any source."""
     trusted_sources: tuple[str, ...] = ()
     """Networks (``10.0.0.0/8``) exempt from ``requests_per_source``."""
+    qualify: QualifySettings = field(default_factory=QualifySettings)
+    """OPTIONS pings to UDP bindings without push parameters (``calls.udp_qualify*``)."""
+    secret: bytes = b""
+    """The node's secret (``sipwake-secret``): keys the dialog tokens of our Record-Route
+    and the loop marks of our branches (``sipwake.proxy.policy``). Empty: a key derived
+    from the domain, which anyone could compute (tests and replays only)."""
 
     def plan_of(self, user: str) -> CallPlan:
         return self.plans.get(user, self.plan)
@@ -247,7 +279,11 @@ class Node:
         self.registrar = registrar
         self.layer = layer
         self.auth = auth
-        self.proxy = Proxy(layer=layer, locality=locality, ids=ids)
+        secret = settings.secret or f"sipwake unkeyed node {settings.domain}".encode()
+        self.policy = EdgePolicy(
+            secret=secret, locality=locality, open=settings.open or auth is None
+        )
+        self.proxy = Proxy(layer=layer, locality=locality, ids=ids, policy=self.policy)
         self.wake = WakeEngine(proxy=self.proxy, ids=ids, resolve=self._resolve)
         self.presence = PresenceAgent(
             layer=layer,
@@ -256,6 +292,9 @@ class Node:
             state_of=self.presence_of,
             reach=self._reach,
             changes_at=self.presence_changes_at,
+        )
+        self.qualifier = Qualifier(
+            layer=layer, ids=ids, locality=locality, settings=settings.qualify
         )
         self._contact_flows: dict[tuple[str | None, str, int | None], Peer] = {}
         self._closed_flows: dict[int, None] = {}
@@ -293,6 +332,9 @@ class Node:
             message = parse_message(data, stream=stream, max_size=self.settings.max_message_bytes)
         except SipParseError as exc:
             return self._reject_unparsable(exc, source)
+        alive: list[ReachabilityChanged] = []
+        if source.flow is None:
+            alive = self.qualifier.seen(source, now)
         if isinstance(message, Request):
             meter = self.load
             if (
@@ -303,7 +345,17 @@ class Node:
             ):
                 return self._shed(message, source)
             mark_received(message, source)
+        if alive:
+            return self._run([*alive, *self.layer.receive(message, source, now)], now, listener)
         return self._run(self.layer.receive(message, source, now), now, listener)
+
+    def keepalive(self, source: Peer, now: float) -> list[NodeOutput]:
+        """A keep-alive (CRLF, or a STUN binding request: RFC 5626 §4.4.1) from
+        ``source``: a sign of life of the UDP bindings registered from there."""
+        if source.flow is not None:
+            return []
+        alive = self.qualifier.seen(source, now)
+        return self._run(alive, now, self.locality.listeners[0]) if alive else []
 
     def next_deadline(self) -> float | None:
         # The driver asks after every message: a plain loop, no intermediate list.
@@ -314,6 +366,7 @@ class Node:
             self.registrar.next_deadline(),
             self.wake.next_deadline(),
             self.presence.next_deadline(),
+            self.qualifier.next_deadline(),
         ):
             if deadline is not None and (earliest is None or deadline < earliest):
                 earliest = deadline
@@ -332,6 +385,7 @@ class Node:
         out += self._run(self.proxy.handle_timeout(now), now, listener)
         out += self._run(self.wake.handle_timeout(now), now, listener)
         out += self._run(self.presence.handle_timeout(now), now, listener)
+        out += self._run(self.qualifier.handle_timeout(now), now, listener)
         if self.auth is not None:
             self.auth.handle_timeout(now)
         return out
@@ -374,13 +428,13 @@ class Node:
 
     # -- dispatch ---------------------------------------------------------------
     def _run(
-        self, outputs: Sequence[WakeOutput], now: float, listener: LocalAddress
+        self, outputs: Sequence[_Work], now: float, listener: LocalAddress
     ) -> list[NodeOutput]:
         out: list[NodeOutput] = []
-        work: list[WakeOutput] = list(outputs)
+        work: list[_Work] = list(outputs)
         while work:
             item = work.pop(0)
-            more: Sequence[WakeOutput] = []
+            more: Sequence[_Work] = []
             match item:
                 case SendPush() | CallEvent():
                     out.append(item)
@@ -391,6 +445,7 @@ class Node:
                 case DropPushTarget(binding_id=binding_id, prid=prid):
                     events = self.registrar.remove_push_target(binding_id, prid=prid)
                     if events:
+                        self._index(events)
                         out.append(PersistChanges(events=tuple(events)))
                         more = self.presence.changed({e.binding.aor for e in events}, now)
                 case SendMessage(message=message, peer=peer, data=data):
@@ -403,12 +458,14 @@ class Node:
                 case ResponseReceived(response=response, transaction_key=key):
                     if key in self._delivering:
                         out += self._message_answered(key, response.status)
+                    elif self.qualifier.owns(key):
+                        more = self.qualifier.answered(key, response.status, now)
                     elif self.presence.owns(key):
                         more = self.presence.notify_answered(key, response.status, now)
                     else:
                         more = self.proxy.response_received(response, key, now)
                 case AckReceived(request=ack, source=source):
-                    more = self._on_ack(ack, listener)
+                    more = self._on_ack(ack, listener, now)
                 case CancelReceived(invite_key=key, cancel=cancel):
                     reason = cancel.headers.get("Reason")
                     more = [
@@ -418,6 +475,8 @@ class Node:
                 case TransactionTimedOut(transaction_key=key):
                     if isinstance(key, ClientKey) and key in self._delivering:
                         out += self._message_answered(key, 408)
+                    elif isinstance(key, ClientKey) and self.qualifier.owns(key):
+                        pass  # unanswered: the ping's own, shorter, timeout has told
                     elif isinstance(key, ClientKey) and self.presence.owns(key):
                         more = self.presence.notify_answered(key, 408, now)
                     elif isinstance(key, ClientKey):
@@ -425,6 +484,8 @@ class Node:
                 case TransportFailed(transaction_key=key):
                     if key in self._delivering:
                         out += self._message_answered(key, 503)
+                    elif self.qualifier.owns(key):
+                        pass  # as unanswered
                     elif self.presence.owns(key):
                         more = self.presence.notify_answered(key, 503, now)
                     else:
@@ -433,6 +494,7 @@ class Node:
                     if isinstance(key, ClientKey):
                         self.proxy.client_terminated(key)
                         self.presence.forget_transaction(key)
+                        self.qualifier.transaction_ended(key)
                     else:
                         self.proxy.server_terminated(key)
                         self.wake.ended(key)
@@ -442,6 +504,9 @@ class Node:
                     out.append(Dropped(reason=reason, peer=source))
                 case RequestRejected(status=status, source=source):
                     out.append(Dropped(reason=f"answered {status}: overloaded", peer=source))
+                case ReachabilityChanged(aor=aor):
+                    out.append(item)
+                    more = self.presence.changed({aor}, now)
                 case _:
                     out.append(Dropped(reason=f"unhandled output {type(item).__name__}"))
             work[0:0] = more
@@ -483,6 +548,8 @@ class Node:
         listener: LocalAddress,
         now: float,
     ) -> tuple[Sequence[WakeOutput], list[NodeOutput]]:
+        """The edge policy's rules in order (``sipwake.proxy.policy``), then the request's
+        business: the registrar, the presence agent, a user's bindings, or one next hop."""
         method = request.method
         uri = request.uri
         if not isinstance(uri, SipUri | TelUri):
@@ -490,7 +557,10 @@ class Node:
         if request.headers.get("proxy-require"):
             unsupported = ", ".join(request.tokens("proxy-require"))
             return self._respond(key, request, 420, now, Unsupported=unsupported), []
-        had_our_route = self._strip_own_routes(request)
+        policy = self.policy
+        routed = policy.strip_own_routes(request)
+        if policy.looped(request):
+            return self._respond(key, request, 482, now), []
         # Addressed to the proxy itself (no user part): OPTIONS pings, stray in-dialog requests.
         for_us = (
             isinstance(uri, SipUri)
@@ -504,30 +574,31 @@ class Node:
             return self._on_register(request, source, key, listener, now)
         if method == "SUBSCRIBE" and self.presence.owns_dialog(request):
             return self.presence.subscribe(key, request, source, listener, "", now), []
-        if request.routes:
-            # A route set beyond us: in-dialog or pre-loaded. Only follow it if it came through us.
-            next_hop = self._route_peer(request)
-            if not had_our_route:
-                return self._respond(key, request, 403, now, reason="Relaying denied"), []
-            return self._forward(key, request, source, listener, next_hop, now), []
         if request.to.tag is not None:
-            # In-dialog without further routes: the Request-URI is the remote target.
-            if for_us:
-                return self._respond(key, request, 481, now), []
-            peer = self._contact_peer(uri)
-            return self._forward(key, request, source, listener, peer, now), []
+            return self._in_dialog(request, source, key, listener, routed, for_us, now), []
+        if method == "CANCEL":
+            # No INVITE here to cancel (the layer matched none): never forwarded (a relay).
+            return self._respond(key, request, 481, now), []
         if for_us:
             if method == "OPTIONS":
                 return self._respond(key, request, 200, now, Allow=ALLOW, Supported=SUPPORTED), []
             return self._respond(key, request, 404, now), []
-        if not isinstance(uri, SipUri) or not self.locality.is_our_domain(uri.host):
-            return self._on_foreign(request, source, key, listener, now)
-        challenge = self._authorize(request, key, now, proxy=True)
-        if challenge is not None:
-            return challenge, []
+        destination = policy.destination(request)
+        admission = policy.admission(policy.sender(request), destination)
+        if admission is Admission.REFUSE:
+            return self._respond(key, request, 403, now, reason="Relaying denied"), []
+        if admission is Admission.AUTHENTICATE:
+            challenge = self._authorize(request, key, now, proxy=True)
+            if challenge is not None:
+                return challenge, []
+        policy.consume_credentials(request, self.settings.realm)
+        if destination is Destination.ELSEWHERE or not isinstance(uri, SipUri):
+            next_hop = self._route_peer(request) if request.routes else self._contact_peer(uri)
+            return self._forward(key, request, source, listener, next_hop, now), []
         user = uri.user
         if user is None or (not self.settings.open and user not in self.settings.users):
-            return self._respond(key, request, 404, now), []
+            # Answered as a user of ours with no device (480): nothing to tell apart.
+            return self.proxy.fork(key, request, source, listener, [], now), []
         aor = self.registrar.config.aor(uri)
         if method == "SUBSCRIBE":
             return self._on_subscribe(key, request, source, listener, aor, now), []
@@ -547,6 +618,55 @@ class Node:
         targets = self._targets(aor, now)
         return self.proxy.fork(key, request, source, listener, targets, now), []
 
+    def _in_dialog(
+        self,
+        request: Request,
+        source: Peer,
+        key: ServerTransactionKey,
+        listener: LocalAddress,
+        routed: RouteCheck,
+        for_us: bool,
+        now: float,
+    ) -> Sequence[WakeOutput]:
+        """A request with a To-tag: it follows its route set if sipwake recorded it (the
+        dialog token). Without that it is no dialog of ours: served only toward one of
+        our registered devices and judged as an out-of-dialog request to them would be
+        (a callee that did not copy the Record-Route, RFC 3261 §12.1.1), else 404."""
+        if for_us:
+            return self._respond(key, request, 481, now)
+        uri = request.uri
+        next_hop = self._route_peer(request) if request.routes else self._contact_peer(uri)
+        if not routed.dialog:
+            if request.routes or next_hop is None or not self._is_device(next_hop, request, now):
+                return self._respond(key, request, 404, now, reason="Not Here")
+            policy = self.policy
+            if not policy.open and (
+                policy.admission(policy.sender(request), Destination.LOCAL)
+                is Admission.AUTHENTICATE
+            ):
+                challenge = self._authorize(request, key, now, proxy=True)
+                if challenge is not None:
+                    return challenge
+        if next_hop is not None and self.policy.is_listener(next_hop):
+            return self._respond(key, request, 482, now)
+        self.policy.consume_credentials(request, self.settings.realm)
+        return self._forward(key, request, source, listener, next_hop, now)
+
+    def _is_device(self, peer: Peer, request: Request, now: float) -> bool:
+        """``peer`` is where a registered device of the user the To header names is
+        reached (its source or its contact): a request there is one to that user."""
+        to_uri = request.to.uri
+        if not (isinstance(to_uri, SipUri) and self.locality.is_our_domain(to_uri.host)):
+            return False
+        host = peer.host.lower().strip("[]")
+        for binding in self.registrar.lookup(self.registrar.config.aor(to_uri), now):
+            if _same_address(binding.source, peer.port, host):
+                return True
+            contact = uri_peer(binding.contact)
+            if contact is not None and _same_address(contact, peer.port, host):
+                return True
+        return False
+
     def _on_subscribe(
         self,
         key: ServerTransactionKey,
@@ -562,27 +682,9 @@ class Node:
             return self._respond(key, request, 403, now, reason="Presence is for local users")
         return self.presence.subscribe(key, request, source, listener, aor, now)
 
-    def _on_foreign(
-        self,
-        request: Request,
-        source: Peer,
-        key: ServerTransactionKey,
-        listener: LocalAddress,
-        now: float,
-    ) -> tuple[Sequence[WakeOutput], list[NodeOutput]]:
-        if not self._from_local_user(request):
-            return self._respond(key, request, 403, now, reason="Relaying denied"), []
-        challenge = self._authorize(request, key, now, proxy=True)
-        if challenge is not None:
-            return challenge, []
-        uri = request.uri
-        peer = uri_peer(uri) if isinstance(uri, SipUri) else None
-        return self._forward(key, request, source, listener, peer, now), []
-
     def _from_local_user(self, request: Request) -> bool:
         """The request's From names a user of our domains."""
-        from_uri = request.from_.uri
-        return isinstance(from_uri, SipUri) and self.locality.is_our_domain(from_uri.host)
+        return self.policy.sender(request) is Sender.LOCAL
 
     def _forward(
         self,
@@ -593,9 +695,12 @@ class Node:
         next_hop: Peer | None,
         now: float,
     ) -> Sequence[WakeOutput]:
-        """Proxy to one next hop, or answer 404 when there is none we can reach (no DNS)."""
+        """Proxy to one next hop, or answer 404 when there is none we can reach (no DNS),
+        482 when it is one of our own listeners (it would come straight back)."""
         if next_hop is None:
             return self._respond(key, request, 404, now, reason="Next hop not reachable")
+        if self.policy.is_listener(next_hop):
+            return self._respond(key, request, 482, now)
         return self.proxy.forward(key, request, source, listener, next_hop, now)
 
     def _on_register(
@@ -613,11 +718,14 @@ class Node:
         if not isinstance(to_uri, SipUri):
             return self._respond(key, request, 400, now, reason="AOR must be a SIP URI"), []
         user = to_uri.user
-        if user is None or (not self.settings.open and user not in self.settings.users):
+        if user is None:
             return self._respond(key, request, 404, now), []
+        # Challenged before the user is looked up: an unknown name gets the same 401.
         challenge = self._authorize(request, key, now, proxy=False, user=user)
         if challenge is not None:
             return challenge, []
+        if not self.settings.open and user not in self.settings.users:
+            return self._respond(key, request, 404, now), []  # only without authentication
         result = self.registrar.handle_register(request, source, now)
         events = tuple(result.changes)
         if not events:
@@ -665,12 +773,19 @@ class Node:
             response.headers.add("Retry-After", "5")
         return self._run(self.layer.respond(entry.key, response, now), now, entry.listener)
 
-    def _on_ack(self, ack: Request, listener: LocalAddress) -> Sequence[WakeOutput]:
-        self._strip_own_routes(ack)
+    def _on_ack(self, ack: Request, listener: LocalAddress, now: float) -> Sequence[WakeOutput]:
+        """The ACK for a 2xx: forwarded along a dialog sipwake recorded, or to one of our
+        registered devices; else dropped (it cannot be answered, and a made-up one must
+        not leave for anywhere)."""
+        dialog = self.policy.strip_own_routes(ack).dialog
+        if ack.max_forwards == 0:
+            return []
         next_hop = self._route_peer(ack) if ack.routes else None
         if next_hop is None and isinstance(ack.uri, SipUri) and not self.locality.is_us(ack.uri):
             next_hop = self._contact_peer(ack.uri)
-        if next_hop is None:
+        if next_hop is None or self.policy.is_listener(next_hop):
+            return []
+        if not dialog and (ack.routes or not self._is_device(next_hop, ack, now)):
             return []
         return self.proxy.forward_stateless(ack, listener, next_hop)
 
@@ -684,11 +799,14 @@ class Node:
         proxy: bool,
         user: str | None = None,
     ) -> Sequence[WakeOutput] | None:
-        """None when ``request`` may proceed; else the 401/407 challenge (or 403) to send."""
-        if self.auth is None or self.settings.open or request.method in _NO_AUTH_METHODS:
+        """None when ``request`` may proceed; else the 401/407 challenge (or 403) to send.
+
+        The answer depends on the credentials, never on whether the user exists: a name
+        we do not have is checked against a decoy password and fails as a wrong password
+        does (``_REFUSED``). A replayed nonce-count or an expired nonce with the right
+        password gets a fresh challenge with ``stale=true`` (RFC 2617 §3.2.1)."""
+        if self.auth is None or self.settings.open or request.method in NEVER_CHALLENGED:
             return None
-        if proxy and not self._from_local_user(request):
-            return None  # calls from outside to our users are not ours to authenticate
         from_uri = request.from_.uri
         header = "Proxy-Authorization" if proxy else "Authorization"
         stale = False
@@ -705,20 +823,24 @@ class Node:
                 if user is not None
                 else (from_uri.user if isinstance(from_uri, SipUri) else None)
             )
+            if username != expected or not digest_uri_matches(credentials.uri, request.uri):
+                return self._respond(key, request, 403, now, reason=_REFUSED)
             password = self.settings.users.get(username)
-            if password is None or username != expected:
-                return self._respond(key, request, 403, now, reason="Wrong user or password")
             result = self.auth.verify(
-                credentials, method=request.method, password=password, now=now, body=request.body
+                credentials,
+                method=request.method,
+                password=_DECOY_PASSWORD if password is None else password,
+                now=now,
+                body=request.body,
             )
+            if password is None:
+                return self._respond(key, request, 403, now, reason=_REFUSED)
             if result is AuthResult.OK:
                 return None
-            if result is AuthResult.STALE:
+            if result is AuthResult.STALE or result is AuthResult.REPLAY:
                 stale = True
                 break
-            return self._respond(
-                key, request, 403, now, reason=f"Wrong user or password ({result.name.lower()})"
-            )
+            return self._respond(key, request, 403, now, reason=_REFUSED)
         status = 407 if proxy else 401
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         response = make_response(request, status, to_tag=self.ids.tag())
@@ -780,18 +902,6 @@ class Node:
         return out
 
     # -- routing helpers -------------------------------------------------------------
-    def _strip_own_routes(self, request: Request) -> bool:
-        stripped = False
-        while True:
-            routes = request.routes
-            if not routes:
-                return stripped
-            uri = routes[0].uri
-            if not (isinstance(uri, SipUri) and self.locality.is_us(uri)):
-                return stripped
-            request.headers.pop_first_value("Route")
-            stripped = True
-
     def _route_peer(self, request: Request) -> Peer | None:
         uri = request.routes[0].uri
         if not isinstance(uri, SipUri):
@@ -967,8 +1077,12 @@ class Node:
                 flow_open=self._flow_open(binding),
                 now=now,
                 udp_foreground_s=plan.udp_foreground_s,
+                answering=self.qualifier.reachable(binding.binding_id),
             )
-            target = None if state == "suspended" else self._binding_target(binding)
+            unreachable = state == "suspended" or (
+                state == "offline" and binding.source.flow is None
+            )
+            target = None if unreachable else self._binding_target(binding)
             devices.append(Device(binding=binding, state=state, target=target))
         return devices
 
@@ -1020,6 +1134,8 @@ class Node:
     def _targets(self, aor: str, now: float) -> list[Target]:
         targets = []
         for binding in self.registrar.lookup(aor, now):
+            if not self.qualifier.reachable(binding.binding_id):
+                continue  # a UDP device that stopped answering: only a wait for Timer B/F
             target = self._binding_target(binding)
             if target is not None:
                 targets.append(target)
@@ -1032,14 +1148,27 @@ class Node:
                     peer = self._binding_peer(b)
                     if peer is not None:
                         self._contact_flows[_contact_key(b.contact)] = peer
+                    self._qualify(b)
                 case BindingRemoved(binding=b) | BindingExpired(binding=b):
                     self._contact_flows.pop(_contact_key(b.contact), None)
+                    self.qualifier.forget(b.binding_id)
+                case PushTargetRemoved(binding=b):
+                    self._qualify(b)  # no push now: a UDP one is pinged instead
                 case _:
                     pass
+
+    def _qualify(self, binding: Binding) -> None:
+        if self.qualifier.settings.enabled:
+            window = self._plan_of_aor(binding.aor).udp_foreground_s
+            self.qualifier.watch(binding, window)
 
 
 def _limiter(rate: Rate | None) -> RateLimiter | None:
     return RateLimiter(rate) if rate is not None else None
+
+
+def _same_address(peer: Peer, port: int, host: str) -> bool:
+    return peer.port == port and peer.host.lower().strip("[]") == host
 
 
 def _contact_key(uri: SipUri) -> tuple[str | None, str, int | None]:

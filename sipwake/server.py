@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from sipwake.ids import SystemIds
 from sipwake.mobile import MobileServer
 from sipwake.node import Node, NodeSettings
 from sipwake.proxy.plan import CallPlan
+from sipwake.proxy.qualify import QualifySettings
 from sipwake.proxy.routing import LocalAddress, Locality
 from sipwake.push.configure import providers_from_config
 from sipwake.push.registry import PushProviders
@@ -39,6 +41,7 @@ from sipwake.registrar.events import BindingAdded, RegistrarEvent
 from sipwake.registrar.registrar import Registrar
 from sipwake.sip.auth import DigestServer
 from sipwake.sip.peer import Peer
+from sipwake.store.background import LogWriter
 from sipwake.store.base import BindingStore
 from sipwake.store.sqlite import SqliteStore
 from sipwake.transaction.layer import TransactionLayer
@@ -54,6 +57,9 @@ from sipwake.voicemail.server import VoicemailServer
 __all__ = ["Server", "demo_password", "load_secret"]
 
 logger = logging.getLogger("sipwake.server")
+
+#: Seconds a call's entries gather in the recorder before they go to the writer thread.
+RECORDS_DELAY = 0.005
 
 
 def load_secret(path: Path) -> bytes:
@@ -104,7 +110,8 @@ def _provider_label(provider: object, config: Config, route: str = "") -> str:
 
 
 class _StoreSink:
-    """Writes binding changes through to the store before the response is sent."""
+    """Writes binding changes through to the store before the responses are sent (the
+    driver hands it those of one loop iteration at once: one transaction)."""
 
     def __init__(self, store: BindingStore) -> None:
         self.store = store
@@ -131,6 +138,7 @@ class Server:
     recorder: CallRecorder | None = None
     sandbox: SandboxProvider | None = None
     _store: BindingStore | None = None
+    _log: LogWriter | None = None
     _stop: asyncio.Event | None = None
 
     async def start(self) -> None:
@@ -209,7 +217,14 @@ class Server:
         )
         # The registrar holds the bindings; a store is where they outlive the process.
         # With the memory backend there is nothing to outlive it for: no store at all.
-        self._store = SqliteStore(config.store.path) if config.store.backend == "sqlite" else None
+        # Call records and the push log go through a writer thread of their own (nobody
+        # waits for them); the loop's connection writes bindings and held messages.
+        lock = threading.Lock()
+        self._store = (
+            SqliteStore(config.store.path, lock=lock) if config.store.backend == "sqlite" else None
+        )
+        if self._store is not None:
+            self._log = LogWriter(config.store.path, lock=lock, reader=self._store)
         loop = asyncio.get_running_loop()
         restored = self._store.load(loop.time(), time.time()) if self._store is not None else []
         registrar.restore(restored)
@@ -250,6 +265,12 @@ class Server:
             wake_pushes_per_source=config.limits.rate("wake_pushes_per_source"),
             wake_pushes_per_user=config.limits.rate("wake_pushes_per_user"),
             trusted_sources=tuple(config.limits.trusted_sources),
+            qualify=QualifySettings(
+                enabled=config.calls.udp_qualify,
+                timeout_s=config.calls.udp_qualify_timeout_s,
+                per_s=config.calls.udp_qualify_per_s,
+            ),
+            secret=secret,
         )
         for name, plan in settings.plans.items():
             for warning in plan.warnings():
@@ -269,13 +290,16 @@ class Server:
             )
             if held:
                 logger.info("%d instant messages wait for their devices", held)
-        if self._store is not None:
+        if self._log is not None:
             self.recorder = CallRecorder(
-                self._store, wall_offset=time.time() - loop.time(), schedule=loop.call_later
+                self._log,
+                wall_offset=time.time() - loop.time(),
+                schedule=loop.call_later,
+                flush_delay=RECORDS_DELAY,
             )
         self.sandbox = SandboxProvider()
         self.pusher = providers_from_config(
-            config.push, secret=secret, log=self._store, sandbox=self.sandbox
+            config.push, secret=secret, log=self._log, sandbox=self.sandbox
         )
         driver = Driver(
             self.node,
@@ -289,6 +313,7 @@ class Server:
         driver.sender = self._transports
         self._driver = driver
         self._transports.receive_with(driver.on_bytes)
+        self._transports.keepalives_to(driver.on_keepalive)
         driver._rearm()
         address = config.admin_address(self.bound[0].port if self.bound else None)
         if address is not None:
@@ -464,6 +489,9 @@ class Server:
         if self.recorder is not None:
             self.recorder.close()
             self.recorder = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         if self._store is not None:
             self._store.close()
             self._store = None

@@ -210,29 +210,31 @@ class CallRecorder:
         if direction not in ("in", "out"):
             raise ValueError(f"direction must be 'in' or 'out', got {direction!r}")
         self._sweep(at)
-        seq = self._next_seq()
-        item = _Pending(seq=seq, at=at, direction=direction, peer=peer, first_line=first_line)
         ref = self._by_call_id.get(call_id)
         live = self._live.get(ref) if ref is not None else None
+        waiting = self._pending.get(call_id) if live is None else None
+        invite = direction == "in" and first_line.startswith("INVITE ")
+        if live is None and waiting is None and not invite:
+            self._last_invite = None  # not a call's (REGISTER, OPTIONS): the common case
+            return
+        item = _Pending(
+            seq=self._next_seq(), at=at, direction=direction, peer=peer, first_line=first_line
+        )
         if live is not None:
             self._last_invite = None
             self._add_message(live, item)
             self._written()
             return
-        waiting = self._pending.get(call_id)
         if waiting is not None:
             if len(waiting) < self.max_messages:
                 waiting.append(item)
             if self._last_invite != call_id:
                 self._last_invite = None
             return
-        if direction == "in" and first_line.startswith("INVITE "):
-            self._pending[call_id] = [item]
-            while len(self._pending) > self.max_pending:
-                self._pending.popitem(last=False)
-            self._last_invite = call_id
-        else:
-            self._last_invite = None
+        self._pending[call_id] = [item]
+        while len(self._pending) > self.max_pending:
+            self._pending.popitem(last=False)
+        self._last_invite = call_id
 
     def message_bytes(self, direction: Direction, peer: object, data: bytes, at: float) -> None:
         """``message`` for raw bytes as the driver has them (keep-alives and non-SIP
@@ -372,14 +374,24 @@ def sip_head(data: bytes) -> tuple[str, str] | None:
     """The first line and the Call-ID of a SIP message (RFC 3261 §7.3.3 compact ``i``
     too), or None for a keep-alive or anything without both."""
     end = data.find(b"\r\n\r\n")
-    head = data if end < 0 else data[:end]
-    lines = head.decode("utf-8", "replace").split("\r\n")
-    first = lines[0].strip()
-    if not first:
+    if end < 0:
+        end = len(data)
+    # The driver hands every message here: find the header as sipwake and most peers
+    # spell it without splitting the head; any other spelling takes the long way.
+    start = data.find(b"\r\nCall-ID:", 0, end)
+    if start > 0:
+        line_end = data.find(b"\r\n", start + 10, end)
+        call_id = data[start + 10 : end if line_end < 0 else line_end].strip()
+        first = data[: data.find(b"\r\n")].strip()
+        if call_id and first:
+            return first.decode("utf-8", "replace"), call_id.decode("utf-8", "replace")
+    lines = data[:end].decode("utf-8", "replace").split("\r\n")
+    first_line = lines[0].strip()
+    if not first_line:
         return None
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         if colon and name.strip().lower() in ("call-id", "i"):
-            call_id = value.strip()
-            return (first, call_id) if call_id else None
+            value = value.strip()
+            return (first_line, value) if value else None
     return None

@@ -23,7 +23,7 @@ latest decisive step; ``pushes`` counts ``push-sent`` steps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from sipwake.push.base import PushRecord
@@ -117,6 +117,8 @@ class CallRecord:
 
 def advance(summary: CallSummary | None, entry: CallEntry) -> CallSummary:
     """The summary after ``entry`` (``None``: the call's first entry)."""
+    # One CallSummary built per entry (stores call this for every step and message;
+    # ``dataclasses.replace`` costs ten times as much).
     if summary is None:
         summary = CallSummary(
             ref=entry.ref,
@@ -127,32 +129,41 @@ def advance(summary: CallSummary | None, entry: CallEntry) -> CallSummary:
             updated=entry.wall,
         )
     started = min(summary.started, entry.wall)  # a message may precede the first step
-    summary = replace(
-        summary,
-        started=started,
-        updated=max(summary.updated, entry.wall),
-        call_id=summary.call_id or entry.call_id,
-    )
+    updated = max(summary.updated, entry.wall)
+    call_id = summary.call_id or entry.call_id
+    aor, caller, outcome = summary.aor, summary.caller, summary.outcome
+    answered_by, ringing = summary.answered_by, summary.ringing
+    pushes, messages = summary.pushes, summary.messages
     if isinstance(entry, CallMessageRecord):
-        return replace(summary, messages=summary.messages + 1)
-    if entry.aor and not summary.aor:
-        summary = replace(summary, aor=entry.aor)
-    step = entry.step
-    if step == "received" and not summary.caller:
-        return replace(summary, caller=entry.detail.removeprefix("from ").strip())
-    if step == "push-sent":
-        return replace(summary, pushes=summary.pushes + 1)
-    if step not in DECISIVE_STEPS:
-        return summary
-    outcome = step
-    if (step == "failed" and summary.outcome in _KEPT_OVER_FAILED) or (
-        step == "ended" and summary.outcome != "ringing"
-    ):
-        outcome = summary.outcome
-    answered_by = (entry.detail or None) if step == "answered" else summary.answered_by
-    return replace(
-        summary,
+        messages += 1
+    else:
+        if entry.aor and not aor:
+            aor = entry.aor
+        step = entry.step
+        if step == "received":
+            if not caller:
+                caller = entry.detail.removeprefix("from ").strip()
+        elif step == "push-sent":
+            pushes += 1
+        elif step in DECISIVE_STEPS:
+            if not (
+                (step == "failed" and outcome in _KEPT_OVER_FAILED)
+                or (step == "ended" and outcome != "ringing")
+            ):
+                outcome = step
+            if step == "answered":
+                answered_by = entry.detail or None
+            ringing = max(0.0, entry.wall - started)
+    return CallSummary(
+        ref=summary.ref,
+        aor=aor,
+        caller=caller,
+        call_id=call_id,
+        started=started,
+        updated=updated,
         outcome=outcome,
         answered_by=answered_by,
-        ringing=max(0.0, entry.wall - started),
+        ringing=ringing,
+        pushes=pushes,
+        messages=messages,
     )

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from sipwake.errors import LocalProtocolError
 from sipwake.frozen import interpreted_init
 from sipwake.ids import Ids
+from sipwake.proxy.policy import EdgePolicy
 from sipwake.proxy.routing import LocalAddress, Locality, stateless_branch
 from sipwake.sip.message import Request, Response, make_response
 from sipwake.sip.peer import Peer, response_peer
@@ -184,6 +185,8 @@ class _Context:
     final_sent: bool = False
     holding: bool = False
     """Kept open with no live branch (a device is being woken): don't answer yet."""
+    loop_mark: str = ""
+    """Ends the branch of each request forwarded (RFC 3261 §16.6 item 8, ``EdgePolicy``)."""
 
     def __init__(  # written: compiled with the core (sipwake/frozen.py)
         self,
@@ -197,6 +200,7 @@ class _Context:
         branches: dict[ClientKey, _Branch] | None = None,
         final_sent: bool = False,
         holding: bool = False,
+        loop_mark: str = "",
     ) -> None:
         self.server_key = server_key
         self.request = request
@@ -207,6 +211,7 @@ class _Context:
         self.branches = {} if branches is None else branches
         self.final_sent = final_sent
         self.holding = holding
+        self.loop_mark = loop_mark
 
     @property
     def pending(self) -> list[_Branch]:
@@ -230,8 +235,11 @@ class Proxy:
         ids: Ids,
         timer_c: float = 180.0,
         record_route: bool = True,
+        policy: EdgePolicy | None = None,
     ) -> None:
         self._layer = layer
+        self._policy = policy
+        """Marks our Record-Route with the dialog token and our branches for loops."""
         self.locality = locality
         self._ids = ids
         self.timer_c = timer_c
@@ -278,6 +286,7 @@ class Proxy:
             listener=listener,
             to_tag=self._ids.tag(),
             holding=hold,
+            loop_mark="" if self._policy is None else self._policy.loop_mark(request),
         )
         self._contexts[key] = ctx
         out: list[ProxyOutput] = []
@@ -576,8 +585,8 @@ class Proxy:
         out_listener = self.locality.listener_for(target.peer.transport)
         if self.record_route and request.method in _DIALOG_METHODS and not request.to.tag:
             if out_listener.transport != ctx.listener.transport:
-                request.headers.insert("Record-Route", ctx.listener.record_route())
-            request.headers.insert("Record-Route", out_listener.record_route())
+                request.headers.insert("Record-Route", self._record_route(ctx.listener, request))
+            request.headers.insert("Record-Route", self._record_route(out_listener, request))
         for route in reversed(target.route):
             request.headers.insert("Route", route)
         for name, value in target.headers:
@@ -585,7 +594,7 @@ class Proxy:
         request.headers.insert(
             "Via",
             f"SIP/2.0/{out_listener.via_transport} {out_listener.host_port}"
-            f";branch={self._ids.branch()};rport",
+            f";branch={self._ids.branch()}{ctx.loop_mark};rport",
         )
         if "content-length" not in request.headers:
             request.headers.add("Content-Length", str(len(request.body)))
@@ -596,6 +605,12 @@ class Proxy:
         if request.method == "INVITE":
             self._set_timer_c(branch, now + self.timer_c)
         return [*out]
+
+    def _record_route(self, listener: LocalAddress, request: Request) -> str:
+        policy = self._policy
+        if policy is None:
+            return listener.record_route()
+        return policy.record_route(listener, request)
 
     @staticmethod
     def _decrement_max_forwards(request: Request) -> None:

@@ -37,10 +37,11 @@ class LocalAddress:
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
         return f"{host}:{self.port}"
 
-    def record_route(self) -> str:
+    def record_route(self, params: str = "") -> str:
+        """Our Record-Route value; ``params`` (``;name=value``…) are added to its URI."""
         scheme = "sips" if self.transport in ("tls", "wss") else "sip"
         transport = "" if self.transport == "udp" else f";transport={self.transport}"
-        return f"<{scheme}:{self.host_port}{transport};lr>"
+        return f"<{scheme}:{self.host_port}{transport};lr{params}>"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -63,9 +64,15 @@ class Locality:
         return host.lower().strip("[]") in self._hosts
 
     def is_us(self, uri: SipUri) -> bool:
-        """A URI that addresses this proxy itself (a Route or R-URI naming a listener)."""
+        """A URI that addresses this proxy itself (a Route or R-URI naming a listener).
+
+        A name of ours (the domain, an alias such as ``localhost``) counts with no port or
+        with one of our listeners' ports: a softphone whose outbound proxy is typed as
+        ``localhost:5060`` pre-loads ``Route: <sip:localhost:5060;lr>`` (RFC 3261 §8.1.2),
+        and §16.4 has the proxy remove the Route value that names it."""
         host = uri.host.lower().strip("[]")
-        if uri.user is None and host in self._hosts and uri.port is None:
+        ours = uri.port is None or any(uri.port == lst.port for lst in self.listeners)
+        if uri.user is None and host in self._hosts and ours:
             return True
         for listener in self.listeners:
             if host == listener.host.lower().strip("[]") and uri.port in (None, listener.port):

@@ -168,11 +168,34 @@ class Binding:
         """Registered with RFC 5626 outbound (instance and reg-id)."""
         return self.reg_id is not None
 
+    def expires_s(self, now: float) -> int:
+        """The ``expires`` value that lists this binding at ``now`` in a 2xx to REGISTER.
+
+        RFC 3261 §10.3 step 7: a registrar may shorten the duration a client asks for,
+        never lengthen it. ``expires_at - now`` is a difference of float clocks and may
+        land a hair above or below the integer granted, so it is never rounded up:
+
+        * registered by the very REGISTER being answered (``now`` is its
+          ``registered_at``): exactly the seconds granted (the float difference is that
+          integer give or take rounding, so it is rounded to the nearest);
+        * listed later (a refresh of another contact, a query): the whole seconds left,
+          rounded down, so a client that re-registers by it finds the binding still there;
+          but at least 1 while the binding lasts, since ``expires=0`` in a 200 reads as
+          "removed" (RFC 3261 §10.2.2) and the binding is still current (§10.2.4);
+        * 0 once expired.
+        """
+        left = self.expires_at - now
+        if left <= 0:
+            return 0
+        if now == self.registered_at:
+            return max(1, round(left))
+        return max(1, math.floor(left))
+
     def contact_value(self, now: float) -> str:
         """The Contact header value listing this binding in a 2xx to REGISTER
-        (RFC 3261 §10.3 step 8): ``<uri>;expires=N`` with the remaining seconds,
+        (RFC 3261 §10.3 step 8): ``<uri>;expires=N`` with ``expires_s(now)``,
         plus ``q``, ``+sip.instance`` and ``reg-id`` as registered (RFC 5626 §6)."""
-        value = f"<{self.contact}>;expires={math.ceil(self.remaining(now))}"
+        value = f"<{self.contact}>;expires={self.expires_s(now)}"
         if self.q != 1.0:
             value += f";q={format_q(self.q)}"
         if self.instance is not None:

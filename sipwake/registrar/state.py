@@ -1,13 +1,16 @@
 """Client state per binding: foreground, suspended or offline (DESIGN.md).
 
-* foreground: a live flow (TCP/TLS/WS connection still open, or a UDP binding
-  refreshed within its keepalive window) — requests go to it directly;
+* foreground: a live flow — a TCP/TLS/WS connection still open; a UDP binding
+  with push parameters refreshed within ``udp_foreground_s``; a UDP binding
+  without push parameters that answers (``sipwake.proxy.qualify``) — requests go
+  to it directly;
 * suspended: a valid binding with push parameters but no live flow — requests
   need a push first;
-* offline: a binding without push parameters whose flow is gone.
+* offline: a binding without push parameters whose flow is gone, or (UDP) that
+  did not answer its last OPTIONS ping and showed no sign of life since.
 
-The state is derived, never stored: it depends on the flow table (which the
-node keeps) and on the time since the last REGISTER.
+The state is derived, never stored: it depends on the flow table and the pings'
+outcomes (which the node keeps) and on the time since the last REGISTER.
 """
 
 from __future__ import annotations
@@ -23,10 +26,17 @@ ClientState = Literal["foreground", "suspended", "offline"]
 
 
 def client_state(
-    binding: Binding, *, flow_open: bool, now: float, udp_foreground_s: float
+    binding: Binding,
+    *,
+    flow_open: bool,
+    now: float,
+    udp_foreground_s: float,
+    answering: bool = True,
 ) -> ClientState:
     """The state of ``binding``; ``flow_open`` tells whether the connection it registered
-    over is still up (ignored for UDP, which has no connection)."""
+    over is still up (ignored for UDP, which has no connection); ``answering`` is False
+    for a UDP binding without push parameters whose last OPTIONS ping went unanswered
+    and that showed no sign of life since (``sipwake.proxy.qualify``)."""
     pushable = binding.push is not None
     if binding.source.flow is None and binding.source.reliable and pushable:
         # Registered over a connection but restored from the store after a restart: that
@@ -34,8 +44,11 @@ def client_state(
         return "suspended"
     if binding.source.flow is None:
         # UDP: reachable as long as the NAT binding and the app are alive, which we only
-        # know from recent traffic.
-        if not pushable or now - binding.registered_at <= udp_foreground_s:
+        # know from recent traffic: a REGISTER for one that can be pushed, any traffic
+        # or an answer to a ping for one that cannot.
+        if not pushable:
+            return "foreground" if answering else "offline"
+        if now - binding.registered_at <= udp_foreground_s:
             return "foreground"
         return "suspended"
     if flow_open:

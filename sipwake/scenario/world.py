@@ -303,8 +303,10 @@ class World:
     def suspend(self, device: DeviceAgent) -> None:
         self.disconnect(device)
         device.suspend()
-        if device.transport == "udp":
+        if device.transport == "udp" and device.push_params:
             how = " (UDP: the server counts it as foreground until udp_foreground_s)"
+        elif device.transport == "udp":
+            how = " (UDP: pinged once quiet for udp_foreground_s, offline when it does not answer)"
         else:
             how = " (connection closed)"
         if not device.push_params:

@@ -34,7 +34,8 @@ reopens a replay. A nonce used without qop (RFC 2069) is good for one request.
 
 Not implemented: ``userhash`` and ``username*`` (RFC 7616 §3.4.4, §3.4.5), the
 ``Authentication-Info`` header, checking ``uri`` against the Request-URI (the
-caller's job, RFC 2617 §3.2.2.5) and checking ``opaque`` (echoed, not verified).
+caller's job, RFC 2617 §3.2.2.5: ``sipwake.proxy.policy.digest_uri_matches``) and
+checking ``opaque`` (echoed, not verified).
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from sipwake.transport import tls
 from sipwake.transport.common import (
     FlowClosedCallback,
     FlowTable,
+    KeepaliveCallback,
     ListenerConfig,
     LocalAddr,
     ReceiveCallback,
@@ -264,6 +265,10 @@ class TransportManager:
 
     def stats(self) -> TransportStats:
         return self._table.stats()
+
+    def keepalives_to(self, on_keepalive: KeepaliveCallback | None) -> None:
+        """Where keep-alives that are not SIP messages (CRLF, STUN over UDP) are reported."""
+        self._table.keepalives_to(on_keepalive)
 
     def receive_with(self, receive: ReceiveCallback) -> None:
         """Messages received from now on go to ``receive`` (the driver's ``on_bytes``, once

@@ -25,6 +25,7 @@ from sipwake.sip.peer import Peer
 __all__ = [
     "FlowClosedCallback",
     "FlowTable",
+    "KeepaliveCallback",
     "ListenerConfig",
     "LocalAddr",
     "ReceiveCallback",
@@ -108,6 +109,10 @@ ReceiveCallback = Callable[[bytes, Peer, LocalAddr], None]
 FlowClosedCallback = Callable[[int], None]
 """Called with the id of a flow that ended (not while the manager itself closes)."""
 
+KeepaliveCallback = Callable[[Peer, LocalAddr], None]
+"""Called when a keep-alive that is not a SIP message (CRLF, a STUN binding request,
+RFC 5626 §4.4.1) arrived from a peer over UDP."""
+
 SendFailedCallback = Callable[[bytes, Peer], None]
 """Called with a message that was accepted for sending but never went out (its
 connection could not be opened), and where it was going."""
@@ -154,6 +159,7 @@ class FlowTable:
         self._receive = receive
         self._on_flow_closed = on_flow_closed
         self._on_send_failed = on_send_failed
+        self._on_keepalive: KeepaliveCallback | None = None
         self._ids = itertools.count(1)
         self._flows: dict[int, Flow] = {}
         self._by_address: dict[tuple[str, str, int], int] = {}
@@ -294,6 +300,18 @@ class FlowTable:
 
     def receive_with(self, receive: ReceiveCallback) -> None:
         self._receive = receive
+
+    def keepalives_to(self, on_keepalive: KeepaliveCallback | None) -> None:
+        self._on_keepalive = on_keepalive
+
+    def keepalive(self, peer: Peer, local: LocalAddr) -> None:
+        """Tell the driver a keep-alive came from ``peer``; failures are logged."""
+        if self._on_keepalive is None:
+            return
+        try:
+            self._on_keepalive(peer, local)
+        except Exception:
+            logger.exception("keep-alive callback failed for %s", peer)
 
     def count_sent(self, size: int) -> None:
         self.messages_sent += 1

@@ -1,8 +1,17 @@
 """The driver: the asyncio shell around the node (aioquic's protocol.py, for SIP).
 
 It reads the loop's clock, hands each received message to the node, performs
-the outputs in order (store first, then send) and re-arms one timer for the
-node's next deadline. Nothing else in sipwake touches the loop's clock.
+the outputs in order and re-arms one timer for the node's next deadline. Nothing
+else in sipwake touches the loop's clock.
+
+Group commit: binding changes (``PersistChanges``) are not written one by one.
+Those of every message handled in one turn of the event loop (a UDP batch, and
+what the other transports read in that turn) gather, and right after that turn
+go to the sink in one ``apply``: one transaction, one fsync. Only then does the
+node hear ``changes_stored`` for each, in order, and send the 200s (RFC 3261
+§10.3: a 200 lists bindings that are stored). If that ``apply`` fails, every
+REGISTER of the batch gets its 500 and its changes undone, newest first, so
+that a REGISTER that built on an earlier one of the batch is undone before it.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from sipwake.node import (
     Node,
     NodeOutput,
     PersistChanges,
+    ReachabilityChanged,
     SendBytes,
     SendPush,
 )
@@ -45,7 +55,8 @@ trace_logger = logging.getLogger("sipwake.trace")
 
 
 class ChangeSink(Protocol):
-    """Where binding changes go before the response that confirms them is sent."""
+    """Where binding changes go before the response that confirms them is sent: all of
+    them durably, or none and an exception."""
 
     def apply(self, events: tuple[RegistrarEvent, ...], now: float) -> None: ...
 
@@ -120,6 +131,12 @@ class Driver:
         self._timer: asyncio.TimerHandle | None = None
         #: The rearm that follows the messages of one loop iteration (see ``on_bytes``).
         self._rearm_soon: asyncio.Handle | None = None
+        #: Binding changes of this loop iteration, and the tokens waiting for them.
+        self._changes: list[RegistrarEvent] = []
+        self._tokens: list[int] = []
+        self._commit_soon: asyncio.Handle | None = None
+        #: Transactions the sink was asked for (one per batch).
+        self.commits = 0
         self.dropped = 0
         self._listeners: dict[LocalAddr, LocalAddress] = {}
         self._last_listener: tuple[LocalAddr, LocalAddress] | None = None
@@ -238,6 +255,18 @@ class Driver:
         self._step(self.node.send_failed(data, self.now()))
         self._rearm()
 
+    def on_keepalive(self, peer: Peer, local: LocalAddr) -> None:
+        """A keep-alive (CRLF, STUN) arrived from ``peer``: a sign of life."""
+        del local
+        try:
+            outputs = self.node.keepalive(peer, self.now())
+        except Exception:
+            logger.exception("internal error handling a keep-alive from %s", peer)
+            return
+        if outputs:
+            self._step(outputs)
+            self._rearm()
+
     def on_flow_closed(self, flow: int) -> None:
         self._flow_bindings.pop(flow, None)
         self._step(self.node.flow_closed(flow, self.now()))
@@ -269,17 +298,16 @@ class Driver:
                         logger.info("could not send to %s (flow gone)", peer)
                         self._perform(self.node.send_failed(data, self.now(), output.message))
                 case PersistChanges(events=events, token=token):
-                    ok = True
-                    if self.sink is not None:
-                        try:
-                            self.sink.apply(events, self.now())
-                        except Exception:
-                            logger.exception("binding store failed; the REGISTER gets 500")
-                            ok = False
-                    if ok:
+                    if self.sink is not None:  # stored with the others of this turn
+                        self._changes.extend(events)
+                        if token is not None:
+                            self._tokens.append(token)
+                        if self._commit_soon is None:
+                            self._commit_soon = self._loop.call_soon(self._commit)
+                    else:
                         self._pin_flows(events)
-                    if token is not None:
-                        self._perform(self.node.changes_stored(token, ok, self.now()))
+                        if token is not None:
+                            self._perform(self.node.changes_stored(token, True, self.now()))
                 case Dropped(reason=reason, peer=peer):
                     self.dropped += 1
                     logger.debug("dropped message from %s: %s", peer, reason)
@@ -307,10 +335,52 @@ class Driver:
                             self.messages.drop_message(message_id)
                         except Exception:
                             logger.exception("could not delete delivered message %s", message_id)
+                case ReachabilityChanged(aor=aor, binding_id=binding_id, reason=reason):
+                    logger.info(
+                        "%s binding %s %s: %s",
+                        aor,
+                        binding_id,
+                        "reachable again" if output.reachable else "unreachable",
+                        reason,
+                    )
                 case CallEvent(call_ref=ref, aor=aor, step=step, detail=detail):
                     logger.info("call %s to %s: %s %s", ref, aor, step, detail)
                     if self.calls is not None:
                         self.calls.call_event(output)
+
+    def _commit(self) -> None:
+        """Store the binding changes gathered in this loop iteration in one transaction,
+        then let the node answer the REGISTERs that waited for them."""
+        self._commit_soon = None
+        self._step(self._store_changes())
+        self._rearm()
+
+    def _store_changes(self) -> list[NodeOutput]:
+        changes, tokens = self._changes, self._tokens
+        if not changes and not tokens:
+            return []
+        self._changes, self._tokens = [], []
+        assert self.sink is not None  # changes gather only when there is one
+        self.commits += 1
+        now = self.now()
+        ok = True
+        try:
+            self.sink.apply(tuple(changes), now)
+        except Exception:
+            logger.exception(
+                "binding store failed: %d REGISTERs of this batch get 500", len(tokens)
+            )
+            ok = False
+        if ok:
+            self._pin_flows(tuple(changes))
+        outputs: list[NodeOutput] = []
+        # Undone newest first: a later REGISTER may have built on an earlier one.
+        for token in tokens if ok else tokens[::-1]:
+            try:
+                outputs += self.node.changes_stored(token, ok, now)
+            except Exception:  # a bug must not leave the rest of the batch unanswered
+                logger.exception("internal error answering a stored REGISTER")
+        return outputs
 
     def _pin_flows(self, events: tuple[RegistrarEvent, ...]) -> None:
         """A connection a binding was registered over stays open as long as a binding
@@ -410,6 +480,10 @@ class Driver:
         self._rearm()
 
     def close(self) -> None:
+        """Stop; binding changes still gathering are stored and answered first."""
+        if self._commit_soon is not None:
+            self._commit_soon.cancel()
+            self._commit()
         for task in list(self._pushes):
             task.cancel()
         if self._timer is not None:

@@ -1,8 +1,13 @@
 """UDP listener: one datagram carries one SIP message (RFC 3261 §18.3).
 
-Datagrams made only of CR and LF are keep-alives and are ignored (RFC 5626
-§3.5.1 allows CRLF on any transport). Datagrams over the size limit are
-dropped. Responses and requests leave from the listener socket, so a client's
+Datagrams made only of CR and LF are keep-alives (RFC 5626 §3.5.1 allows CRLF
+on any transport); STUN Binding requests are keep-alives too (RFC 5626 §4.4.2)
+and get their Binding response (``stun``). Neither goes to the driver as a
+message: each is reported to it as a sign of life of the peer
+(``FlowTable.keepalive``, which the liveness pings of ``sipwake.proxy.qualify``
+count). Datagrams over the size limit are dropped.
+
+Responses and requests leave from the listener socket, so a client's
 NAT binding (RFC 3581 §4) sees the address it sent to.
 
 The socket is read directly from the event loop's reader callback rather than
@@ -31,6 +36,7 @@ from typing import Any
 
 from sipwake.sip.peer import Peer
 from sipwake.transport.common import FlowTable, ListenerConfig, LocalAddr
+from sipwake.transport.stun import binding_request, binding_response
 
 __all__ = ["UdpEndpoint", "open_udp"]
 
@@ -122,9 +128,24 @@ class UdpEndpoint:
             self._table.count_dropped()
             logger.warning("dropped a %d-byte datagram from %s: over the limit", len(data), peer)
             return
-        if not data.strip(b"\r\n"):
-            return  # CRLF keep-alive
+        # A start line begins with a letter: anything lower may be a keep-alive.
+        if (not data or data[0] < 0x40) and self._keepalive(data, peer):
+            return
         self._table.deliver(data, peer, self.local)
+
+    def _keepalive(self, data: bytes, peer: Peer) -> bool:
+        """Whether ``data`` is a keep-alive: CRLF, or a STUN Binding request (answered)."""
+        if not data.strip(b"\r\n"):
+            self._table.keepalive(peer, self.local)
+            return True
+        transaction_id = binding_request(data)
+        if transaction_id is None:
+            return False  # the parser will say what is wrong with it
+        response = binding_response(transaction_id, peer.host, peer.port)
+        if response is not None:
+            self.send(response, peer.host, peer.port)
+        self._table.keepalive(peer, self.local)
+        return True
 
     # -- sending --------------------------------------------------------------------
     def send(self, data: bytes, host: str, port: int) -> bool:

@@ -24,6 +24,7 @@ class Ua:
         self.domain = domain
         self.ids = SeededIds(next(_counter))
         self.queue: asyncio.Queue[Request | Response] = asyncio.Queue()
+        self.raw: asyncio.Queue[bytes] = asyncio.Queue()
         self.transport: asyncio.DatagramTransport | None = None
         self.port = 0
         self.cseq = 0
@@ -36,6 +37,9 @@ class Ua:
 
         class _Proto(asyncio.DatagramProtocol):
             def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                if data[:1] < b"\x40":  # not SIP: a STUN answer (RFC 5626 keep-alives)
+                    ua.raw.put_nowait(data)
+                    return
                 msg = parse_message(data)
                 if isinstance(msg, Request):
                     ua.sent_from[msg.call_id + msg.method] = addr

@@ -27,8 +27,9 @@ pytestmark = [
     pytest.mark.timeout(BUILD_TIMEOUT_S + RUN_TIMEOUT_S + 60),
 ]
 
-#: Against the compiled core: every unit test, real SIPp calls through the proxy, and
-#: ``sipwake serve`` as a subprocess (restart, kill -9, trace masking).
+#: Against the compiled core: every unit test, real SIPp calls through the proxy,
+#: ``sipwake serve`` as a subprocess (restart, kill -9, trace masking), and the attacks
+#: of tests/security.
 SUITES = (
     "tests/unit",
     "tests/interop/test_sipp.py",
@@ -37,6 +38,7 @@ SUITES = (
     "tests/integration/test_transport.py",
     "tests/integration/test_flows.py",
     "tests/integration/test_linger_serve.py",
+    "tests/security",
 )
 
 

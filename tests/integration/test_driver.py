@@ -10,9 +10,12 @@ import pytest
 
 from sipwake.node import Dropped, NodeOutput, PersistChanges, SendBytes
 from sipwake.proxy.routing import LocalAddress
-from sipwake.registrar.events import RegistrarEvent
+from sipwake.registrar.bindings import Binding
+from sipwake.registrar.events import BindingAdded, RegistrarEvent
 from sipwake.sip.grammar import COMPILED
 from sipwake.sip.peer import Peer
+from sipwake.sip.uri import SipUri
+from sipwake.store.base import StoreError
 from sipwake.transport.common import LocalAddr
 from sipwake.transport.driver import Driver
 
@@ -106,6 +109,8 @@ async def test_each_message_names_the_listener_it_arrived_on() -> None:
 
 
 async def test_outputs_are_performed_in_order_inside_one_cork() -> None:
+    """What a message asks for is performed in order; the response that waits for stored
+    changes (RFC 3261 §10.3) goes out once they are stored, after the loop's turn."""
     node = StandIn()
     recorder = Recorder(node.log)
     driver = Driver(node, sink=recorder, shed_load=False)  # type: ignore[arg-type]
@@ -120,9 +125,98 @@ async def test_outputs_are_performed_in_order_inside_one_cork() -> None:
     )
     node.stored[7] = [SendBytes(data=b"2", peer=PHONE)]
     driver.on_bytes(b"x", PHONE, UDP)
-    assert node.log == ["cork", "send 1", "apply", "stored 7 True", "send 2", "send 3", "uncork"]
+    assert node.log == ["cork", "send 1", "send 3", "uncork"]
     assert driver.dropped == 1
+    await asyncio.sleep(0)
+    assert node.log[4:] == ["apply", "stored 7 True", "cork", "send 2", "uncork"]
     driver.close()
+
+
+def registered(aor: str) -> tuple[RegistrarEvent, ...]:
+    binding = Binding(
+        binding_id=f"b-{aor}",
+        aor=aor,
+        contact=SipUri(user="u", host="127.0.0.1", port=5070),
+        expires_at=3600.0,
+        registered_at=0.0,
+        call_id=f"c-{aor}",
+        cseq=1,
+        source=PHONE,
+    )
+    return (BindingAdded(binding=binding),)
+
+
+@dataclass
+class CountingSink:
+    """Counts transactions; ``fail`` makes the next ones fail."""
+
+    log: list[str]
+    fail: bool = False
+    batches: list[tuple[RegistrarEvent, ...]] = field(default_factory=list)
+
+    def apply(self, events: tuple[RegistrarEvent, ...], now: float) -> None:
+        self.log.append(f"apply {len(events)}")
+        if self.fail:
+            raise StoreError("disk full")
+        self.batches.append(events)
+
+
+async def test_the_registers_of_one_loop_turn_share_one_commit() -> None:
+    """Ten REGISTERs read in one batch: one transaction holding all their changes, and
+    each 200 only after it (RFC 3261 §10.3), in the order they came."""
+    node = StandIn()
+    sink = CountingSink(node.log)
+    recorder = Recorder(node.log)
+    driver = Driver(node, sink=sink, shed_load=False)  # type: ignore[arg-type]
+    driver.sender = recorder
+    for token in range(1, 11):
+        node.answers.append([PersistChanges(events=registered(f"u{token}"), token=token)])
+        node.stored[token] = [SendBytes(data=f"200 for {token}".encode(), peer=PHONE)]
+        driver.on_bytes(b"REGISTER", PHONE, UDP)
+    assert not any(line.startswith(("apply", "send", "stored")) for line in node.log)
+    await asyncio.sleep(0)
+    applies = [line for line in node.log if line.startswith("apply")]
+    assert applies == ["apply 10"]
+    assert driver.commits == 1
+    [batch] = sink.batches
+    assert [e.binding.aor for e in batch] == [f"u{t}" for t in range(1, 11)]
+    after = node.log[node.log.index("apply 10") + 1 :]
+    assert [line for line in after if line.startswith("stored")] == [
+        f"stored {t} True" for t in range(1, 11)
+    ]
+    assert [line for line in after if line.startswith("send")] == [
+        f"send 200 for {t}" for t in range(1, 11)
+    ]
+    # The next turn's REGISTER gets a transaction of its own.
+    node.answers.append([PersistChanges(events=registered("u11"), token=11)])
+    driver.on_bytes(b"REGISTER", PHONE, UDP)
+    await asyncio.sleep(0)
+    assert driver.commits == 2
+    driver.close()
+
+
+async def test_a_failed_batch_commit_answers_each_register_and_undoes_newest_first() -> None:
+    node = StandIn()
+    sink = CountingSink(node.log, fail=True)
+    driver = Driver(node, sink=sink, shed_load=False)  # type: ignore[arg-type]
+    for token in (1, 2, 3):
+        node.answers.append([PersistChanges(events=registered(f"u{token}"), token=token)])
+        driver.on_bytes(b"REGISTER", PHONE, UDP)
+    await asyncio.sleep(0)
+    assert node.log == ["apply 3", "stored 3 False", "stored 2 False", "stored 1 False"]
+    driver.close()
+
+
+async def test_close_stores_and_answers_what_is_gathering() -> None:
+    node = StandIn()
+    sink = CountingSink(node.log)
+    driver = Driver(node, sink=sink, shed_load=False)  # type: ignore[arg-type]
+    node.answers.append([PersistChanges(events=registered("u1"), token=1)])
+    driver.on_bytes(b"REGISTER", PHONE, UDP)
+    driver.close()
+    assert node.log == ["apply 1", "stored 1 True"]
+    await asyncio.sleep(0)
+    assert driver.commits == 1
 
 
 async def message_then(driver: Driver, node: StandIn, deadlines: list[float]) -> None:

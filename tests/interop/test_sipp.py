@@ -8,9 +8,10 @@ import socket
 from pathlib import Path
 
 import pytest
-from peers import SCENARIOS, Peer, free_port, need, sip_port
+from peers import SCENARIOS, Peer, free_port, lab_config, need, sip_port
 
 from sipwake.server import Server
+from tests.integration.serving import running
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(90)]
 
@@ -181,3 +182,63 @@ async def test_third_party_registered_sipp_callee_gets_200_calls(
     assert code == 0, out[-3000:]
     assert _successes(out) == calls
     assert uas_code == 0, uas_out[-3000:]
+
+
+async def test_sipp_uas_answering_pings_stays_foreground_and_takes_its_calls(
+    tmp_path: Path,
+) -> None:
+    # A window of 1 s instead of 120, so that the SIPp UAS idles past it and is pinged.
+    # SIPp's built-in uas scenario knows only INVITE: without -aa an OPTIONS is an
+    # unexpected message (one failed "call", no answer, so the binding reads offline and
+    # calls get 480). With -aa it answers 200, stays foreground and takes every call.
+    config = lab_config(tmp_path, open_=True, users={"bob": "x", "caller": "y"})
+    config.admin = None
+    config.calls.udp_foreground_s = 1.0
+    config.calls.udp_qualify_timeout_s = 1.0
+    async with running(config) as server:
+        address = f"127.0.0.1:{sip_port(server)}"
+        callee_port = str(free_port())
+        reg = _sipp(
+            address,
+            "-sf",
+            str(SCENARIOS / "register.xml"),
+            "-s",
+            "bob",
+            "-p",
+            callee_port,
+            "-m",
+            "1",
+            cwd=tmp_path,
+        )
+        code, out = await _finish(reg, 20)
+        assert code == 0, out
+        # No -m: SIPp counts each OPTIONS it auto-answers as a call of its own.
+        uas = _sipp("-sn", "uas", "-aa", "-p", callee_port, cwd=tmp_path, limit=40)
+        try:
+            await asyncio.sleep(3.5)  # idle: pinged every second or so
+            assert server.node is not None
+            assert server.node.qualifier.pings_sent >= 2
+            (user,) = server.node.snapshot(asyncio.get_running_loop().time())
+            devices = user["devices"]
+            assert isinstance(devices, list)
+            assert [d["state"] for d in devices] == ["foreground"]
+            calls = 10
+            uac = _sipp(
+                address,
+                "-sf",
+                str(SCENARIOS / "uac.xml"),
+                "-s",
+                "bob",
+                "-p",
+                str(free_port()),
+                "-m",
+                str(calls),
+                "-r",
+                "10",
+                cwd=tmp_path,
+            )
+            code, out = await _finish(uac, 40)
+            assert code == 0, out[-3000:]
+            assert _successes(out) == calls
+        finally:
+            uas.stop()

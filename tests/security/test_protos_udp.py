@@ -3,7 +3,8 @@
 PROTOS' own pass criterion is robustness: the target keeps running and still serves
 after every malformed INVITE and its teardown (``../shared/corpora/protos-c07-sip``,
 README). Here all 4,527 cases (9,054 datagrams) go to a real ``Server`` at a steady
-2,000 datagrams a second, each case with its own Call-ID and our socket's port in its
+1,000 datagrams a second (what one shared core keeps up with while
+the edge policy challenges each INVITE), each case with its own Call-ID and our socket's port in its
 Via; then the server must answer OPTIONS and an authenticated (digest) REGISTER from
 a fresh user agent, must have answered the valid reference case, and must have logged
 no internal error (a handler that raised is caught and logged, not crashed: that is the
@@ -26,11 +27,12 @@ from tests.integration.serving import running
 from tests.integration.sipua import Ua, udp_address
 from tests.unit import protos
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(90)
 
 CASES = 4527
-#: Datagrams sent per tick, and the tick: 2,000 datagrams a second.
-BATCH = 20
+#: Datagrams sent per tick, and the tick: 1,000 datagrams a second (at 2,000 the
+#: interpreted server on a busy 2-core machine answered 2,200-3,000 of the cases).
+BATCH = 10
 TICK = 0.01
 _ANSWERED_RE = re.compile(rb"Call-ID: *protos-(\d+)@", re.IGNORECASE)
 
@@ -129,7 +131,7 @@ async def test_protos_c07_sip_over_udp_leaves_the_server_serving(
     finally:
         ua.close()
 
-    assert sent_in < 2 * len(datagrams) / BATCH * TICK  # the pace held (about 4.5 s)
+    assert sent_in < 2 * len(datagrams) / BATCH * TICK  # the pace held (about 9 s)
     assert 0 in collector.answered  # the valid reference case was served
     # Most cases parse (tests/unit/test_parser.py) and are answered; many malformed ones
     # are answered 400 where a response can be built.

@@ -290,6 +290,18 @@ def test_sip_head() -> None:
     assert sip_head(b"\r\n\r\n") is None
     assert sip_head(b"INVITE sip:a SIP/2.0\r\nTo: <sip:a>\r\n\r\n") is None
     assert sip_head(b"") is None
+    # A Call-ID line in the body is not the message's, however it is spelled.
+    assert sip_head(b"MESSAGE sip:a SIP/2.0\r\nTo: <sip:a>\r\n\r\nx\r\nCall-ID: body") is None
+    assert sip_head(b"SIP/2.0 200 OK\r\ni: compact\r\n\r\nx\r\nCall-ID: body") == (
+        "SIP/2.0 200 OK",
+        "compact",
+    )
+    assert sip_head(b"BYE sip:a SIP/2.0\r\nCall-ID:\r\ni: second\r\n\r\n") is None
+    assert sip_head(b"\r\nCall-ID: x\r\n\r\n") is None  # no first line
+    assert sip_head(b"ACK sip:a SIP/2.0\r\nCall-ID:  tight\r\nCSeq: 1 ACK") == (
+        "ACK sip:a SIP/2.0",
+        "tight",
+    )
 
 
 def test_bad_arguments_are_refused() -> None:

@@ -206,12 +206,14 @@ def test_next_deadline_is_the_earliest_of_every_core(node: Node) -> None:
         node.registrar.next_deadline(),  # the binding's expiry
         node.wake.next_deadline(),
         node.presence.next_deadline(),
+        node.qualifier.next_deadline(),  # the UDP binding's first OPTIONS ping
     ]
     assert node.layer.next_deadline() is not None
     assert node.registrar.next_deadline() == 601.0
+    assert node.qualifier.next_deadline() == 121.0
     assert node.next_deadline() == min(d for d in cores if d is not None)
     now = node.layer.next_deadline()
     assert now is not None
-    node.handle_timeout(now)  # the transaction ends: the binding's expiry is next
+    node.handle_timeout(now)  # the transaction ends: the ping is next, then the expiry
     assert node.layer.next_deadline() is None
-    assert node.next_deadline() == 601.0
+    assert node.next_deadline() == 121.0

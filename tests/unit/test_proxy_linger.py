@@ -57,6 +57,7 @@ def answer(request: bytes, status: bytes, body: bytes = b"") -> bytes:
         to += b";tag=callee"
     head = [b"SIP/2.0 " + status, *lines(request, b"via"), lines(request, b"from")[0], to]
     head += [lines(request, b"call-id")[0], lines(request, b"cseq")[0]]
+    head += lines(request, b"record-route")  # RFC 3261 §12.1.1: the UAS copies it
     if body:
         head += [b"Contact: <sip:bob@127.0.0.1:5090>", b"Content-Type: application/sdp"]
     head.append(b"Content-Length: %d" % len(body))

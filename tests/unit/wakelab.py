@@ -14,6 +14,7 @@ from typing import Any
 from sipwake.ids import SeededIds
 from sipwake.node import CallEvent, Node, NodeOutput, NodeSettings, PersistChanges, SendBytes
 from sipwake.proxy.plan import CallPlan
+from sipwake.proxy.qualify import QualifySettings
 from sipwake.proxy.routing import LocalAddress, Locality
 from sipwake.proxy.wake import SendPush
 from sipwake.push.base import PushOutcome, PushStatus
@@ -29,7 +30,13 @@ TCP = LocalAddress(transport="tcp", host="127.0.0.1", port=5060)
 TLS = LocalAddress(transport="tls", host="127.0.0.1", port=5061)
 
 
-def open_node(*listeners: LocalAddress, plan: CallPlan | None = None, **settings: Any) -> Node:
+def open_node(
+    *listeners: LocalAddress,
+    plan: CallPlan | None = None,
+    qualify: QualifySettings | None = None,
+    aliases: frozenset[str] = frozenset(),
+    **settings: Any,
+) -> Node:
     """A node as ``sipwake serve --open --memory`` builds it for ``lab.test``, on seeded ids
     (``settings``: more ``NodeSettings`` fields, e.g. rate limits)."""
     ids = SeededIds(0)
@@ -38,10 +45,15 @@ def open_node(*listeners: LocalAddress, plan: CallPlan | None = None, **settings
     )
     return Node(
         settings=NodeSettings(
-            domain="lab.test", realm="lab.test", open=True, plan=plan or CallPlan(), **settings
+            domain="lab.test",
+            realm="lab.test",
+            open=True,
+            plan=plan or CallPlan(),
+            qualify=qualify or QualifySettings(),
+            **settings,
         ),
         ids=ids,
-        locality=Locality(domain="lab.test", listeners=listeners),
+        locality=Locality(domain="lab.test", aliases=aliases, listeners=listeners),
         registrar=registrar,
         layer=TransactionLayer(ids),
         auth=None,
@@ -78,6 +90,7 @@ class Sent:
 @dataclass
 class WakeLab:
     plan: CallPlan = field(default_factory=CallPlan)
+    qualify: QualifySettings = field(default_factory=QualifySettings)
     now: float = 100.0
     node: Node = field(init=False)
     outputs: list[NodeOutput] = field(default_factory=list)
@@ -87,7 +100,7 @@ class WakeLab:
     """More ``NodeSettings`` fields (rate limits)."""
 
     def __post_init__(self) -> None:
-        self.node = open_node(UDP, TCP, TLS, plan=self.plan, **self.settings)
+        self.node = open_node(UDP, TCP, TLS, plan=self.plan, qualify=self.qualify, **self.settings)
 
     # -- the clock ----------------------------------------------------------------------
     def advance(self, delay: float) -> None:
