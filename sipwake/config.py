@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from sipwake.errors import ConfigError, SipParseError
+from sipwake.proxy.authguard import GuardSettings
 from sipwake.proxy.plan import CallPlan, plan_for
 from sipwake.proxy.ratelimit import Rate, parse_rate
 from sipwake.sip.uri import SipUri, parse_uri
@@ -97,6 +98,21 @@ class StoreConfig(_Section):
     path: Path = Path("sipwake.db")
 
 
+class LockoutConfig(_Section):
+    """What failed authentications from one address (or for one user) lead to."""
+
+    window_s: float = Field(600.0, gt=0)
+    """Failures count for this long."""
+    delay_after: int = Field(3, ge=1)
+    """Past this many, each answer is held back 1 s, doubling, up to ``max_delay_s``."""
+    max_delay_s: float = Field(8.0, ge=0, le=30)
+    ban_after: int = Field(10, ge=2)
+    """This many from one address and it is banned for ``ban_s`` (never a user)."""
+    ban_s: float = Field(900.0, gt=0)
+    ban: Literal["drop", "reject"] = "drop"
+    """A banned address's requests: dropped unanswered, or answered 403."""
+
+
 class AuthConfig(_Section):
     open: bool = False
     """Accept any user of the domain without authentication (labs, benchmarks)."""
@@ -107,6 +123,22 @@ class AuthConfig(_Section):
     abort when any challenge names an algorithm they lack instead of skipping it.
     ``[SHA-256, MD5]`` offers RFC 8760 to clients that handle several challenges."""
     nonce_lifetime_s: float = Field(300.0, gt=0)
+    lockout: LockoutConfig | None = LockoutConfig()
+    """Failed authentications: growing delay, then a ban (``sipwake.proxy.authguard``);
+    null: none (each failure is still logged)."""
+
+    def guard(self) -> GuardSettings | None:
+        lock = self.lockout
+        if lock is None:
+            return None
+        return GuardSettings(
+            window_s=lock.window_s,
+            delay_after=lock.delay_after,
+            max_delay_s=lock.max_delay_s,
+            ban_after=lock.ban_after,
+            ban_s=lock.ban_s,
+            ban=lock.ban,
+        )
 
 
 PresetName = Literal[

@@ -24,6 +24,7 @@ shows one again.
 
 from __future__ import annotations
 
+import heapq
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from sipwake.frozen import interpreted_init
 from sipwake.ids import Ids
 from sipwake.overload import LoadMeter
 from sipwake.presence import Presence, PresenceAgent, presence_of
+from sipwake.proxy.authguard import AuthGuard, GuardSettings
 from sipwake.proxy.core import BranchesDone, CallAnswered, Proxy, Target
 from sipwake.proxy.plan import CallPlan
 from sipwake.proxy.policy import (
@@ -83,6 +85,7 @@ from sipwake.transaction.keys import ClientKey, ServerTransactionKey, client_key
 from sipwake.transaction.layer import TransactionLayer
 
 __all__ = [
+    "AuthFailed",
     "CallEvent",
     "Dropped",
     "ForgetMessage",
@@ -169,6 +172,25 @@ class Limited:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AuthFailed:
+    """A request's credentials were refused (for the log that fail2ban reads, and the
+    brute-force guard's verdict, ``sipwake.proxy.authguard``)."""
+
+    source: Peer
+    user: str
+    """The digest user name as sent (the log escapes it)."""
+    method: str
+    reason: str
+    failures: int
+    """Failures from this source within the guard's window (0: not counted, trusted)."""
+    window_s: float
+    delay_s: float = 0.0
+    """How long the answer is held back."""
+    banned_s: float = 0.0
+    """This failure banned the source for that long (0: it did not)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KeepMessage:
     """Store this MESSAGE for ``aor`` until it is delivered (a suspended device)."""
 
@@ -193,6 +215,7 @@ NodeOutput = (
     | KeepMessage
     | ForgetMessage
     | Limited
+    | AuthFailed
     | ReachabilityChanged
 )
 _Work = WakeOutput | QualifyOutput
@@ -248,7 +271,9 @@ class NodeSettings:
     wake_pushes_per_user: Rate | None = None
     """Calls and messages that may push one user's sleeping phones, from any source."""
     trusted_sources: tuple[str, ...] = ()
-    """Networks (``10.0.0.0/8``) exempt from ``requests_per_source``."""
+    """Networks (``10.0.0.0/8``) exempt from ``requests_per_source`` and the guard."""
+    auth_guard: GuardSettings | None = None
+    """Failed authentications: delay, then ban (``sipwake.proxy.authguard``); None: none."""
     qualify: QualifySettings = field(default_factory=QualifySettings)
     """OPTIONS pings to UDP bindings without push parameters (``calls.udp_qualify*``)."""
     secret: bytes = b""
@@ -312,6 +337,12 @@ class Node:
         self.wake_limit_source = _limiter(s.wake_pushes_per_source)
         self.wake_limit_user = _limiter(s.wake_pushes_per_user)
         self._trusted = tuple(ipaddress.ip_network(n, strict=False) for n in s.trusted_sources)
+        self.guard = AuthGuard(s.auth_guard) if s.auth_guard is not None else None
+        self._held_answers: list[tuple[float, int, ServerTransactionKey, Response]] = []
+        """Answers held back by the guard: (due, order, transaction, response)."""
+        self._held_seq = 0
+        self._auth_events: list[NodeOutput] = []
+        """``AuthFailed`` events of the request being handled (``receive`` hands them out)."""
         self._trust: dict[str, bool] = {}
         """Source host → trusted (a cache: parsing an address costs more than a lookup)."""
 
@@ -321,12 +352,19 @@ class Node:
     ) -> list[NodeOutput]:
         """One whole message's bytes from ``source``, arrived on ``listener``."""
         limit = self.request_limit
-        if limit is not None and not data.startswith(b"SIP/") and not self._trusted_host(source):
+        guard = self.guard
+        banned = False
+        if (limit is not None or guard is not None) and not data.startswith(b"SIP/"):
             host = source.host
-            if not limit.allow(host, now):  # a request over its source's rate: dropped
-                if limit.should_report(host):
-                    return [self._limited("requests", host, limit)]
-                return []
+            if not self._trusted_host(source):
+                if guard is not None and guard.banned(host, now):
+                    if guard.settings.ban == "drop":
+                        return []  # a banned source learns nothing, not even that it is
+                    banned = True
+                elif limit is not None and not limit.allow(host, now):
+                    if limit.should_report(host):  # over its source's rate: dropped
+                        return [self._limited("requests", host, limit)]
+                    return []
         stream = source.transport in ("tcp", "tls")
         try:
             message = parse_message(data, stream=stream, max_size=self.settings.max_message_bytes)
@@ -344,10 +382,19 @@ class Node:
                 and not meter.admit()
             ):
                 return self._shed(message, source)
+            if banned:
+                if message.method == "ACK":
+                    return []
+                return self._refuse_banned(message, source)
             mark_received(message, source)
         if alive:
-            return self._run([*alive, *self.layer.receive(message, source, now)], now, listener)
-        return self._run(self.layer.receive(message, source, now), now, listener)
+            out = self._run([*alive, *self.layer.receive(message, source, now)], now, listener)
+        else:
+            out = self._run(self.layer.receive(message, source, now), now, listener)
+        if self._auth_events:
+            out += self._auth_events
+            self._auth_events = []
+        return out
 
     def keepalive(self, source: Peer, now: float) -> list[NodeOutput]:
         """A keep-alive (CRLF, or a STUN binding request: RFC 5626 §4.4.1) from
@@ -367,6 +414,7 @@ class Node:
             self.wake.next_deadline(),
             self.presence.next_deadline(),
             self.qualifier.next_deadline(),
+            self._held_answers[0][0] if self._held_answers else None,
         ):
             if deadline is not None and (earliest is None or deadline < earliest):
                 earliest = deadline
@@ -386,6 +434,10 @@ class Node:
         out += self._run(self.wake.handle_timeout(now), now, listener)
         out += self._run(self.presence.handle_timeout(now), now, listener)
         out += self._run(self.qualifier.handle_timeout(now), now, listener)
+        held = self._held_answers
+        while held and held[0][0] <= now:
+            _, _, key, response = heapq.heappop(held)
+            out += self._run(self.layer.respond(key, response, now), now, listener)
         if self.auth is not None:
             self.auth.handle_timeout(now)
         return out
@@ -524,6 +576,11 @@ class Node:
         self.shed += 1
         return [SendBytes(data=response.to_bytes(), peer=source, message=response)]
 
+    def _refuse_banned(self, request: Request, source: Peer) -> list[NodeOutput]:
+        """A request from a source the guard banned (``ban: reject``): 403, statelessly."""
+        response = make_response(request, 403, "Forbidden", to_tag=self.ids.tag())
+        return [SendBytes(data=response.to_bytes(), peer=source, message=response)]
+
     def _reject_unparsable(self, exc: SipParseError, source: Peer) -> list[NodeOutput]:
         response = parse_error_response(exc)
         if response is not None:
@@ -588,7 +645,7 @@ class Node:
         if admission is Admission.REFUSE:
             return self._respond(key, request, 403, now, reason="Relaying denied"), []
         if admission is Admission.AUTHENTICATE:
-            challenge = self._authorize(request, key, now, proxy=True)
+            challenge = self._authorize(request, key, now, proxy=True, source=source)
             if challenge is not None:
                 return challenge, []
         policy.consume_credentials(request, self.settings.realm)
@@ -644,7 +701,7 @@ class Node:
                 policy.admission(policy.sender(request), Destination.LOCAL)
                 is Admission.AUTHENTICATE
             ):
-                challenge = self._authorize(request, key, now, proxy=True)
+                challenge = self._authorize(request, key, now, proxy=True, source=source)
                 if challenge is not None:
                     return challenge
         if next_hop is not None and self.policy.is_listener(next_hop):
@@ -721,7 +778,7 @@ class Node:
         if user is None:
             return self._respond(key, request, 404, now), []
         # Challenged before the user is looked up: an unknown name gets the same 401.
-        challenge = self._authorize(request, key, now, proxy=False, user=user)
+        challenge = self._authorize(request, key, now, proxy=False, source=source, user=user)
         if challenge is not None:
             return challenge, []
         if not self.settings.open and user not in self.settings.users:
@@ -797,6 +854,7 @@ class Node:
         now: float,
         *,
         proxy: bool,
+        source: Peer,
         user: str | None = None,
     ) -> Sequence[WakeOutput] | None:
         """None when ``request`` may proceed; else the 401/407 challenge (or 403) to send.
@@ -823,8 +881,10 @@ class Node:
                 if user is not None
                 else (from_uri.user if isinstance(from_uri, SipUri) else None)
             )
-            if username != expected or not digest_uri_matches(credentials.uri, request.uri):
-                return self._respond(key, request, 403, now, reason=_REFUSED)
+            if username != expected:
+                return self._refused(key, request, source, username, "not the user", now)
+            if not digest_uri_matches(credentials.uri, request.uri):
+                return self._refused(key, request, source, username, "digest uri", now)
             password = self.settings.users.get(username)
             result = self.auth.verify(
                 credentials,
@@ -834,19 +894,67 @@ class Node:
                 body=request.body,
             )
             if password is None:
-                return self._respond(key, request, 403, now, reason=_REFUSED)
+                return self._refused(key, request, source, username, "unknown user", now)
             if result is AuthResult.OK:
+                if self.guard is not None:
+                    self.guard.succeeded(username)
                 return None
             if result is AuthResult.STALE or result is AuthResult.REPLAY:
                 stale = True
                 break
-            return self._respond(key, request, 403, now, reason=_REFUSED)
+            return self._refused(key, request, source, username, "wrong password", now)
         status = 407 if proxy else 401
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         response = make_response(request, status, to_tag=self.ids.tag())
         for challenge in self.auth.challenge(now, stale=stale):
             response.headers.add(name, str(challenge))
         return self.layer.respond(key, response, now)
+
+    def _refused(
+        self,
+        key: ServerTransactionKey,
+        request: Request,
+        source: Peer,
+        user: str,
+        reason: str,
+        now: float,
+    ) -> Sequence[WakeOutput]:
+        """Credentials refused: the one 403 every refusal gets (nothing to tell apart),
+        an ``AuthFailed`` for the log, and the guard's verdict: the 403 held back while a
+        source or user keeps failing (``sipwake.proxy.authguard``)."""
+        response = make_response(request, 403, _REFUSED, to_tag=self.ids.tag())
+        guard = self.guard
+        if guard is None or self._trusted_host(source):
+            self._auth_events.append(
+                AuthFailed(
+                    source=source,
+                    user=user,
+                    method=request.method,
+                    reason=reason,
+                    failures=0,
+                    window_s=0.0,
+                )
+            )
+            return self.layer.respond(key, response, now)
+        strike = guard.failed(source.host, user, now)
+        self._auth_events.append(
+            AuthFailed(
+                source=source,
+                user=user,
+                method=request.method,
+                reason=reason,
+                failures=strike.source_failures,
+                window_s=guard.settings.window_s,
+                delay_s=strike.delay_s,
+                banned_s=guard.settings.ban_s if strike.banned else 0.0,
+            )
+        )
+        if strike.delay_s <= 0:
+            return self.layer.respond(key, response, now)
+        # Held back: the transaction stays open and absorbs the client's retransmissions.
+        self._held_seq += 1
+        heapq.heappush(self._held_answers, (now + strike.delay_s, self._held_seq, key, response))
+        return []
 
     # -- rate limits (sipwake.proxy.ratelimit) -----------------------------------------
     def _trusted_host(self, source: Peer) -> bool:

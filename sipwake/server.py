@@ -265,6 +265,7 @@ class Server:
             wake_pushes_per_source=config.limits.rate("wake_pushes_per_source"),
             wake_pushes_per_user=config.limits.rate("wake_pushes_per_user"),
             trusted_sources=tuple(config.limits.trusted_sources),
+            auth_guard=config.auth.guard(),
             qualify=QualifySettings(
                 enabled=config.calls.udp_qualify,
                 timeout_s=config.calls.udp_qualify_timeout_s,

@@ -27,12 +27,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
-from sipwake.frozen import interpreted_init
-
 __all__ = ["AuthGuard", "GuardSettings", "Strike"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, init=False)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GuardSettings:
     window_s: float = 600.0
     delay_after: int = 3
@@ -41,28 +39,8 @@ class GuardSettings:
     ban_s: float = 900.0
     ban: Literal["drop", "reject"] = "drop"
 
-    def __init__(  # written: sipwake/frozen.py
-        self,
-        *,
-        window_s: float = 600.0,
-        delay_after: int = 3,
-        max_delay_s: float = 8.0,
-        ban_after: int = 10,
-        ban_s: float = 900.0,
-        ban: Literal["drop", "reject"] = "drop",
-    ) -> None:
-        self.window_s = window_s  # type: ignore[misc]
-        self.delay_after = delay_after  # type: ignore[misc]
-        self.max_delay_s = max_delay_s  # type: ignore[misc]
-        self.ban_after = ban_after  # type: ignore[misc]
-        self.ban_s = ban_s  # type: ignore[misc]
-        self.ban = ban  # type: ignore[misc]
 
-
-interpreted_init(GuardSettings)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True, init=False)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Strike:
     """What one failure leads to: how long to hold the answer back, whether it banned the
     source, and the counts behind it (for the log line)."""
@@ -71,17 +49,6 @@ class Strike:
     banned: bool
     source_failures: int
     user_failures: int
-
-    def __init__(
-        self, *, delay_s: float, banned: bool, source_failures: int, user_failures: int
-    ) -> None:  # written: sipwake/frozen.py
-        self.delay_s = delay_s  # type: ignore[misc]
-        self.banned = banned  # type: ignore[misc]
-        self.source_failures = source_failures  # type: ignore[misc]
-        self.user_failures = user_failures  # type: ignore[misc]
-
-
-interpreted_init(Strike)
 
 
 class AuthGuard:

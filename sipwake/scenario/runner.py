@@ -40,6 +40,7 @@ from pathlib import Path
 from sipwake.config import LimitsConfig
 from sipwake.ids import SeededIds
 from sipwake.node import (
+    AuthFailed,
     CallEvent,
     Dropped,
     ForgetMessage,
@@ -366,6 +367,8 @@ class _Runner(World):
                     self.note(SERVER, f"dropped: {reason}")
                 case Limited(what=what, key=key, rate=rate):
                     self.note(SERVER, f"rate limit: {what} from {key} over {rate}")
+                case AuthFailed(user=user, method=method, reason=reason):
+                    self.note(SERVER, f"refused credentials of {user!r} ({method}): {reason}")
                 case KeepMessage(message_id=message_id, aor=aor, data=data):
                     self.note(SERVER, f"keeps a message for {aor}")
                     if self.store is not None:

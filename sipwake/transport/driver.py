@@ -17,11 +17,13 @@ that a REGISTER that built on an earlier one of the batch is undone before it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Literal, Protocol
 
 from sipwake.node import (
+    AuthFailed,
     CallEvent,
     Dropped,
     ForgetMessage,
@@ -311,6 +313,8 @@ class Driver:
                 case Dropped(reason=reason, peer=peer):
                     self.dropped += 1
                     logger.debug("dropped message from %s: %s", peer, reason)
+                case AuthFailed():
+                    _log_auth_failure(output)
                 case Limited(what=what, key=key, rate=rate, refused=refused):
                     logger.warning(
                         "rate limit: %s from %s over %s (%d refused so far)",
@@ -509,3 +513,32 @@ def _show(data: bytes) -> str:
     if body:
         lines.append(f"  ({len(body)} body bytes)")
     return "\n".join(lines)
+
+
+auth_logger = logging.getLogger("sipwake.auth")
+
+
+def _log_auth_failure(failed: AuthFailed) -> None:
+    """One line per refused credential, in the format contrib/fail2ban matches (README,
+    "Exposing sipwake to a network"): the address first, then what the client chose,
+    escaped (a crafted user name cannot name another address or add a line)."""
+    peer = failed.source
+    host = f"[{peer.host}]" if ":" in peer.host else peer.host
+    user = json.dumps(failed.user[:64], ensure_ascii=True)
+    line = (
+        f"authentication failed from {host}:{peer.port} ({peer.transport}): user {user}, "
+        f"{failed.method}: {failed.reason}"
+    )
+    if failed.failures:
+        line += f"; {failed.failures} from this address in {failed.window_s:g} s"
+    if failed.delay_s:
+        line += f", answer delayed {failed.delay_s:g} s"
+    auth_logger.warning("%s", line)
+    if failed.banned_s:
+        auth_logger.warning(
+            "banned %s for %g s after %d failed authentications in %g s",
+            peer.host,
+            failed.banned_s,
+            failed.failures,
+            failed.window_s,
+        )
