@@ -212,19 +212,26 @@ class Registrar:
         return out
 
     def remove_push_target(
-        self, binding_id: str, *, prid: str | None = None
+        self, binding_id: str, *, prid: str | None = None, unregistered_at: float | None = None
     ) -> list[RegistrarEvent]:
         """Stop pushing a binding whose token the provider declared dead (PROTOCOLS §8 item 4).
 
-        With ``prid``, only if the binding still has that token: a device that
-        re-registered with a fresh token meanwhile keeps it.
+        With ``prid``, only that token, and only if the binding still has it: a device
+        that re-registered with a fresh token meanwhile keeps it, and an iOS device that
+        registered two (VoIP and remote, ``PushTarget.tokens``) keeps the other one. With
+        ``unregistered_at`` (monotonic; APNs 410 ``timestamp``), nothing is dropped when
+        the binding was registered after it: Apple's rule, the device registered the
+        token again since the service last saw it invalid.
         """
         binding = self.get(binding_id)
         if binding is None or binding.push is None:
             return []
-        if prid is not None and binding.push.prid != prid:
+        if prid is not None and not binding.push.holds(prid):
             return []
-        updated = dataclasses.replace(binding, push=None)
+        if unregistered_at is not None and binding.registered_at > unregistered_at:
+            return []
+        left = None if prid is None else binding.push.without(prid)
+        updated = dataclasses.replace(binding, push=left)
         self._put(updated)
         return [PushTargetRemoved(binding=updated, previous=binding)]
 

@@ -340,7 +340,11 @@ class _Runner(World):
             case _PushAnswer(push=push, outcome=outcome, record=record, node=node):
                 self.push_answered(record, outcome)
                 if node is self.node:
-                    self._perform(node.push_completed(push.push_id, outcome, self._node_now()))
+                    self._perform(
+                        node.push_completed(
+                            push.push_id, outcome, self._node_now(), wall=self._wall()
+                        )
+                    )
             case _Later(action=action):
                 action()
 
