@@ -203,6 +203,7 @@ async def test_configured_apns_gets_the_voip_push_and_410_drops_the_token(
     async with MockApns(
         tmp_path / "apns", public_key=public, team_id="TEAM123456", key_id="KEY1234567"
     ) as apns:
+        apns.issue_token(TOKEN, "org.lab.phone.voip")  # the phone's PushKit VoIP token
         assert apns.cert_file is not None
         config = _lab_config(
             tmp_path,
