@@ -279,6 +279,38 @@ class PushTarget:
             return None
         return f"{bundle}.voip" if service == "voip" else bundle
 
+    def combined(self, newer: PushTarget) -> PushTarget:
+        """The target of one device that registered ``newer`` after this one: RFC 8599
+        apps may register their VoIP and their remote token as two contacts of the same
+        ``+sip.instance``. When both are APNs targets of the same app (provider, team,
+        bundle), ``newer``'s tokens replace those of the same service and the other
+        service's token stays (a two-token target); otherwise ``newer`` replaces this."""
+        mine, theirs = self.tokens(), newer.tokens()
+        same_app = (
+            bool(mine)
+            and bool(theirs)
+            and self.provider == newer.provider
+            and self.team_id == newer.team_id
+            and self.bundle_id == newer.bundle_id
+            and self.bundle_id is not None
+        )
+        if not same_app or set(theirs) >= set(mine):
+            return newer
+        tokens = {**mine, **theirs}
+        order = ("voip", "remote")
+        return PushTarget(
+            provider=newer.provider,
+            prid="&".join(f"{tokens[s]}:{s}" for s in order),
+            param=f"{newer.team_id}.{newer.bundle_id}.voip&remote",
+            purr=newer.purr,
+            sandbox=newer.sandbox,
+            legacy=newer.legacy,
+            silent=newer.silent,
+            timeout_s=newer.timeout_s,
+            call_str=newer.call_str,
+            msg_str=newer.msg_str,
+        )
+
     def holds(self, prid: str) -> bool:
         """Whether ``prid`` is this target's token, or one of its two APNs tokens."""
         return prid == self.prid or prid in self.tokens().values()
