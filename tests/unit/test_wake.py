@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from sipwake.cli import _push_cell
 from sipwake.node import ForgetMessage, KeepMessage, PersistChanges
 from sipwake.proxy.plan import PRESETS, CallPlan, plan_for
 from sipwake.proxy.wake import CallEvent
@@ -574,6 +575,7 @@ def test_voip_only_device_gets_no_alert_push() -> None:
     (user,) = lab.node.snapshot(lab.now)
     push_view = user["devices"][0]["push"]  # type: ignore[index]
     assert push_view["alert"] == "no alert token"
+    assert _push_cell(push_view).endswith("(no alert token)")  # the sipwake status column
 
 
 def test_a_dead_remote_token_leaves_the_voip_token() -> None:
