@@ -283,7 +283,7 @@ def status_cmd(url: str | None, server_dir: str, as_json: bool) -> None:
                 device["state"],
                 f"{device['transport']} {device['source']}",
                 f"{device['registered_s_ago']:g} s ago",
-                f"{push['provider']} {push['token']}" if push else "-",
+                _push_cell(push),
             )
             first = False
     _print_table(table)
@@ -291,6 +291,16 @@ def status_cmd(url: str | None, server_dir: str, as_json: bool) -> None:
         if limit.get("refused"):
             top = ", ".join(f"{e['key']} {e['refused']}" for e in limit.get("top", []))
             click.echo(f"rate limit {name} {limit['rate']}: {limit['refused']} refused ({top})")
+
+
+def _push_cell(push: dict[str, Any] | None) -> str:
+    """A device's push target in ``sipwake status``: provider and masked token, and
+    ``no alert token`` for an iOS app that gave only its VoIP token (no missed-call,
+    cancel or message alerts)."""
+    if not push:
+        return "-"
+    text = f"{push['provider']} {push['token']}"
+    return f"{text} (no alert token)" if push.get("alert") == "no alert token" else text
 
 
 @main.command("mock-push")

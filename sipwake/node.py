@@ -66,7 +66,7 @@ from sipwake.sip.auth import AuthResult, DigestServer, parse_credentials
 from sipwake.sip.message import Request, Response, make_response, parse_error_response
 from sipwake.sip.parser import parse_message
 from sipwake.sip.peer import Peer, mark_received
-from sipwake.sip.pushtarget import mask_token
+from sipwake.sip.pushtarget import PushTarget, mask_token
 from sipwake.sip.uri import SipUri, TelUri, Uri, parse_uri
 from sipwake.transaction.events import (
     AckReceived,
@@ -494,8 +494,10 @@ class Node:
                     more = self.wake.branches_done(key, now)
                 case CallAnswered(server_key=key, target=target):
                     more = self.wake.answered(key, target, now)
-                case DropPushTarget(binding_id=binding_id, prid=prid):
-                    events = self.registrar.remove_push_target(binding_id, prid=prid)
+                case DropPushTarget(binding_id=binding_id, prid=prid, unregistered_at=since):
+                    events = self.registrar.remove_push_target(
+                        binding_id, prid=prid, unregistered_at=since
+                    )
                     if events:
                         self._index(events)
                         out.append(PersistChanges(events=tuple(events)))
@@ -1052,10 +1054,12 @@ class Node:
         text = request.body.decode("utf-8", "replace")[:200] if request.body else None
         pushes: list[WakeOutput] = []
         if self._may_wake(source, aor, now, extra):  # else kept for the next registration
-            pushes = [
-                self.wake.message_push(aor, d.binding, request, text, private=plan.encrypt_push)
-                for d in asleep
-            ]
+            for d in asleep:
+                push = self.wake.message_push(
+                    aor, d.binding, request, text, private=plan.encrypt_push
+                )
+                if push is not None:  # None: no alert token; it waits for a REGISTER
+                    pushes.append(push)
         return [*self._respond(key, request, 202, now), *pushes], extra
 
     def _deliver_held(self, aor: str, target: Target, now: float) -> list[WakeOutput]:
@@ -1101,10 +1105,14 @@ class Node:
     def held_messages(self, aor: str) -> int:
         return len(self._held.get(aor, {}))
 
-    def push_completed(self, push_id: int, outcome: PushOutcome, now: float) -> list[NodeOutput]:
-        """The driver's report on a ``SendPush``."""
+    def push_completed(
+        self, push_id: int, outcome: PushOutcome, now: float, *, wall: float | None = None
+    ) -> list[NodeOutput]:
+        """The driver's report on a ``SendPush``; ``wall``: UNIX seconds at ``now`` (an
+        APNs 410's ``timestamp`` is compared with the binding's last REGISTER)."""
         listener = self.locality.listeners[0]
-        return self._run(self.wake.push_completed(push_id, outcome, now), now, listener)
+        outputs = self.wake.push_completed(push_id, outcome, now, wall=wall)
+        return self._run(outputs, now, listener)
 
     def snapshot(self, now: float) -> list[dict[str, object]]:
         """Every user with bindings, their devices and client state (``sipwake status``).
@@ -1131,13 +1139,7 @@ class Node:
                         "registered_s_ago": round(now - b.registered_at, 1),
                         "expires_in_s": round(b.remaining(now), 1),
                         "user_agent": b.user_agent,
-                        "push": None
-                        if push is None
-                        else {
-                            "provider": push.provider,
-                            "token": mask_token(push.prid),
-                            "param": push.param,
-                        },
+                        "push": None if push is None else _push_view(push),
                     }
                 )
             if not devices:
@@ -1301,3 +1303,17 @@ def _fresh_message(held: Request, target: Target, listener: LocalAddress, branch
     request = parse_message(("\r\n".join(lines) + "\r\n\r\n").encode() + held.body)
     assert isinstance(request, Request)
     return request
+
+
+def _push_view(push: PushTarget) -> dict[str, object]:
+    """A binding's push target in ``sipwake status``: tokens masked, and where calls and
+    alerts go (``no alert token``: an iOS app that gave only its VoIP token gets no
+    missed-call, cancel or message alert)."""
+    call, alert = push.channel("call"), push.channel("alert")
+    return {
+        "provider": push.provider,
+        "token": mask_token(push.prid),
+        "param": push.param,
+        "call": None if call is None else mask_token(call.prid),
+        "alert": "no alert token" if alert is None else mask_token(alert.prid),
+    }

@@ -22,15 +22,24 @@ engine then, for one call:
 5. on busy everywhere diverts to the busy target; with DND diverts at once
    and pushes nobody; when the caller cancels, or another device answers,
    tells devices still waking (the plan's ``cancel_notice``): a "cancel"
-   push so CallKit stops ringing, or (Flexisip, ``invite-cancel``) the
+   alert push to the device's remote-notification token (never a VoIP push:
+   PushKit wants every VoIP push reported as a call; a device with no remote
+   token gets none), or (Flexisip, ``invite-cancel``) the
    call's INVITE followed at once by a CANCEL when the device registers
    within ``cancel_replay_s`` — with ``Reason: SIP;cause=200;text="Call
    completed elsewhere"`` (RFC 3326) when another device answered, 603 when
    one declined, the caller's own Reason (or none) when the caller gave up;
 6. retries a push that failed transiently (backoff, or the provider's
    Retry-After) inside the no-answer window; a push refused for good drops
-   that binding's push target (``DropPushTarget``) and, when nothing is left
-   to wait for, ends the wait at once instead of at the no-answer time.
+   that token from the binding (``DropPushTarget``: the other token of an iOS
+   device stays; an APNs 410 older than the binding's last REGISTER drops
+   nothing) and, when nothing is left to wait for, ends the wait at once
+   instead of at the no-answer time. A refusal that names our configuration
+   (``DeviceTokenNotForTopic``, ``SENDER_ID_MISMATCH``…) keeps the token.
+
+Calls go to a device's call channel (its PushKit VoIP token on iOS), alerts
+(missed call, cancel notice, message) to its alert channel (the remote token):
+``PushTarget.channel``.
 
 Every step is written down as a ``CallEvent`` (call records, ladders). The
 engine keeps no clock: ``now`` comes in with every call, and
@@ -122,11 +131,16 @@ class SendPush:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DropPushTarget:
-    """The provider refused the token for good: stop pushing this binding (if it still
-    has token ``prid``; a device that re-registered with a new one keeps it)."""
+    """The provider refused the token for good: stop pushing this binding with token
+    ``prid`` (if it still has it; a device that re-registered with a new one keeps it,
+    and an iOS device keeps its other token)."""
 
     binding_id: str
     prid: str
+    unregistered_at: float | None = None
+    """Monotonic time the provider says the token stopped being valid (APNs 410
+    ``timestamp``): a binding registered after it keeps the token. None: drop it."""
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, init=False)
@@ -173,6 +187,9 @@ class _Wake:
 
     binding_id: str
     push: PushTarget
+    """The call channel: where the call's pushes go (the VoIP token on iOS)."""
+    alert: PushTarget | None = None
+    """The alert channel: where its cancel notice goes (None: no remote token)."""
     state: _WakeState = "pushing"
     attempts: int = 0
     seal_key: bytes | None = field(default=None, repr=False)
@@ -368,10 +385,14 @@ class WakeEngine:
             call.reached = True
             out.append(self._event(call, now, "forked", _label(device.binding)))
         for device in wake:
-            assert device.binding.push is not None
+            push = device.binding.push
+            call_channel = push.channel("call") if push is not None else None
+            if push is None or call_channel is None:  # _should_push chose pushable ones
+                continue
             wake_entry = _Wake(
                 binding_id=device.binding.binding_id,
-                push=device.binding.push,
+                push=call_channel,
+                alert=push.channel("alert"),
                 seal_key=device.binding.seal_key,
             )
             call.wakes[wake_entry.binding_id] = wake_entry
@@ -417,8 +438,12 @@ class WakeEngine:
             out.append(self._event(call, now, "forked", _label(binding)))
         return out
 
-    def push_completed(self, push_id: int, outcome: PushOutcome, now: float) -> list[WakeOutput]:
-        """The driver's report on ``SendPush(push_id)``."""
+    def push_completed(
+        self, push_id: int, outcome: PushOutcome, now: float, *, wall: float | None = None
+    ) -> list[WakeOutput]:
+        """The driver's report on ``SendPush(push_id)``; ``wall`` (UNIX seconds, read at
+        the same moment as ``now``) dates an APNs 410's ``timestamp`` on the monotonic
+        clock, so the token is kept when the device registered again since."""
         job = self._jobs.pop(push_id, None)
         if job is None:
             return []
@@ -431,7 +456,17 @@ class WakeEngine:
             out.append(self._event(call, now, "push-result", detail))
         wake = call.wakes.get(job.binding_id) if call is not None else None
         if outcome.status == "invalid_target":
-            out.append(DropPushTarget(binding_id=job.binding_id, prid=job.prid))
+            since = None
+            if outcome.unregistered_at is not None and wall is not None:
+                since = now - max(0.0, wall - outcome.unregistered_at)
+            out.append(
+                DropPushTarget(
+                    binding_id=job.binding_id,
+                    prid=job.prid,
+                    unregistered_at=since,
+                    reason=outcome.reason,
+                )
+            )
         if call is None or wake is None or job.kind != "call" or wake.state != "pushing":
             return out
         match outcome.status:
@@ -497,13 +532,17 @@ class WakeEngine:
         text: str | None,
         *,
         private: bool = False,
-    ) -> SendPush:
+    ) -> SendPush | None:
         """An alert push for an instant message held for a suspended device (``private``:
-        the plan's ``encrypt_push``)."""
-        assert binding.push is not None
+        the plan's ``encrypt_push``); None when the device has no alert channel (an iOS
+        app that registered only its VoIP token: the message waits for its next
+        REGISTER)."""
+        target = binding.push.channel("alert") if binding.push is not None else None
+        if target is None:
+            return None
         push = PushRequest(
             kind="message",
-            target=binding.push,
+            target=target,
             call_id=request.call_id,
             caller=_caller_name(request),
             body=text,
@@ -597,11 +636,17 @@ class WakeEngine:
         ]
 
     def _push_request(
-        self, call: _Call, wake: _Wake, kind: PushKind, body: str | None = None
+        self,
+        call: _Call,
+        wake: _Wake,
+        kind: PushKind,
+        body: str | None = None,
+        *,
+        target: PushTarget | None = None,
     ) -> PushRequest:
         return PushRequest(
             kind=kind,
-            target=wake.push,
+            target=target or wake.push,
             call_id=call.call_id,
             caller=_caller_name(call.invite()),
             call_uuid=call.uuid,
@@ -744,7 +789,11 @@ class WakeEngine:
             if call.plan.cancel_notice == "invite-cancel":
                 out.append(self._owe_replay(call, wake.binding_id, notice, reason, now))
                 continue
-            request = self._push_request(call, wake, "cancel", body=notice)
+            if wake.alert is None:
+                detail = f"cancel ({notice}): no alert token"
+                out.append(self._event(call, now, "push-refused", detail))
+                continue
+            request = self._push_request(call, wake, "cancel", body=notice, target=wake.alert)
             out.append(self._event(call, now, "push-sent", f"cancel ({notice})"))
             out.append(self._new_push(call, wake.binding_id, request))
         return out

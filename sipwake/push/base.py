@@ -14,7 +14,16 @@ from typing import Literal, Protocol
 
 from sipwake.sip.pushtarget import PushTarget, mask_token
 
-__all__ = ["PushKind", "PushOutcome", "PushProvider", "PushRecord", "PushRequest", "PushStatus"]
+__all__ = [
+    "CONFIGURATION_REASONS",
+    "PushKind",
+    "PushOutcome",
+    "PushProvider",
+    "PushRecord",
+    "PushRequest",
+    "PushStatus",
+    "configuration_error",
+]
 
 PushKind = Literal["call", "cancel", "message"]
 PushStatus = Literal["delivered", "retry", "invalid_target", "error"]
@@ -63,6 +72,32 @@ class PushOutcome:
     unregistered_at: float | None = None
     """APNs 410 ``timestamp`` (UNIX seconds): the token is invalid since then; a binding
     registered later should be kept (PROTOCOLS.md §3.5, token hygiene)."""
+
+
+#: Refusals that mean the server is set up wrong, not that the token is dead: the token is
+#: kept and the refusal logged loudly (APNs §3.5, FCM §5 in PROTOCOLS.md).
+CONFIGURATION_REASONS = frozenset(
+    {
+        "DeviceTokenNotForTopic",  # the token is for another topic (VoIP vs remote, bundle)
+        "TopicDisallowed",  # our key or certificate may not push to this topic
+        "BadTopic",
+        "MissingTopic",
+        "InvalidPushType",
+        "BadEnvironmentKeyIdInToken",
+        "UnrelatedKeyIdInToken",
+        "InvalidProviderToken",
+        "BadCertificate",
+        "BadCertificateEnvironment",
+        "SENDER_ID_MISMATCH",  # FCM: the token belongs to another Firebase project
+        "THIRD_PARTY_AUTH_ERROR",
+    }
+)
+
+
+def configuration_error(outcome: PushOutcome) -> bool:
+    """Whether the provider refused a push because of our configuration (topic, key,
+    project): the device token stays; an operator must fix the setting."""
+    return outcome.status == "error" and outcome.reason in CONFIGURATION_REASONS
 
 
 class PushProvider(Protocol):

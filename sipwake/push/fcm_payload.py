@@ -464,8 +464,9 @@ def classify_fcm_response(
 ) -> PushOutcome:
     """A ``PushOutcome`` for FCM's answer (PROTOCOLS.md §5).
 
-    200 → delivered; 404 ``UNREGISTERED``, 403 ``SENDER_ID_MISMATCH`` and 400
-    ``INVALID_ARGUMENT`` about the token → invalid_target; 429 (``QUOTA_EXCEEDED``) and
+    200 → delivered; 404 ``UNREGISTERED`` and 400 ``INVALID_ARGUMENT`` about the token →
+    invalid_target; 403 ``SENDER_ID_MISMATCH`` → error (the token belongs to another
+    Firebase project: our ``project_id`` is wrong, the token is kept); 429 (``QUOTA_EXCEEDED``) and
     500/502/503/504 (``INTERNAL``, ``UNAVAILABLE``) → retry, honouring ``Retry-After``;
     anything else (other 400s, 401, 403) → error (the provider refreshes its access token
     on 401 ``UNAUTHENTICATED`` first). ``headers`` keys are lower case.
@@ -474,10 +475,8 @@ def classify_fcm_response(
     result: PushStatus
     if status == 200:
         result = "delivered"
-    elif (
-        (status == 404 and reason == "UNREGISTERED")
-        or (status == 403 and reason == "SENDER_ID_MISMATCH")
-        or (status == 400 and reason == "INVALID_ARGUMENT" and about_token)
+    elif (status == 404 and reason == "UNREGISTERED") or (
+        status == 400 and reason == "INVALID_ARGUMENT" and about_token
     ):
         result = "invalid_target"
     elif status == 429 or status in _RETRY_STATUSES:

@@ -1,17 +1,26 @@
 """Mock push services on loopback: HTTP/2 over TLS, for integration tests.
 
 ``MockApns`` is APNs' provider API (PROTOCOLS.md §3): it checks the ES256 provider token
-(signature with the configured public key, ``kid``, ``iss``, age under one hour), or,
-given ``client_ca``, accepts certificate auth instead (mutual TLS: a client certificate
-that CA issued; its subject UID names the app, whose topics alone it may push to);
-``apns-topic`` ending in ``.voip`` for VoIP pushes, and the payload size.
+(signature with the configured public key, ``kid``, ``iss``, age under one hour, and on
+one connection no new token less than 20 minutes after the one before:
+``TooManyProviderTokenUpdates``), or, given ``client_ca``, accepts certificate auth
+instead (mutual TLS: a client certificate that CA issued; its subject UID names the app,
+whose topics alone it may push to); then what ``sipwake.push.apns_rules`` checks: push
+type against topic, priority, expiration, ``apns-id``, collapse id, payload size, and
+that the device token belongs to the topic (``DeviceTokenNotForTopic``). Tokens are
+issued with their topic (``issue_token``); an unknown one is ``BadDeviceToken``, unless
+``learn_tokens`` (the lab's ``sipwake mock-push``) binds it to the topic of its first
+push. Every answer echoes ``apns-id`` (the request's, else a new one).
 
 ``MockFcm`` is FCM HTTP v1 and Google's OAuth token endpoint on one origin
 (PROTOCOLS.md §5): ``POST /token`` verifies the RS256 service-account assertion (key,
 ``kid``, ``iss``, ``scope``, ``aud``, ``iat``/``exp``) and issues access tokens with an
 ``expires_in``; ``POST /v1/projects/<p>/messages:send`` checks the bearer token is one it
 issued and not expired, the project, and the message (token, string data values, no
-reserved keys, ``android.priority`` and ``ttl``, data size); errors use Google's JSON
+reserved keys, ``android.priority`` and ``ttl``, data size), and that the registration
+token was issued to that project (``issue_token``; another project's:
+``SENDER_ID_MISMATCH``; unknown: ``INVALID_ARGUMENT`` on ``message.token``, unless
+``learn_tokens`` binds it to the project of its first message); errors use Google's JSON
 shape with the ``FcmError`` detail. ``write_service_account`` writes a key file with a
 fresh RSA key for it.
 
@@ -59,6 +68,7 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset
 
+from sipwake.push.apns_rules import TokenBook, check_apns_request
 from sipwake.push.fcm_payload import (
     FCM_DATA_LIMIT,
     FCM_ERROR_TYPE,
@@ -67,7 +77,6 @@ from sipwake.push.fcm_payload import (
     MAX_TTL_S,
     data_size,
 )
-from sipwake.push.payload import ALERT_PAYLOAD_LIMIT, VOIP_PAYLOAD_LIMIT
 
 __all__ = [
     "FCM_ERRORS",
@@ -84,6 +93,8 @@ __all__ = [
 ]
 
 _TOKEN_MAX_AGE_S = 3600
+#: PROTOCOLS.md §3.3: a provider token may be replaced at most once per 20 minutes.
+_TOKEN_MIN_UPDATE_S = 20 * 60
 
 
 def _reusable_cert(directory: Path, host: str, stem: str) -> tuple[Path, Path] | None:
@@ -368,13 +379,20 @@ class MockApns(_H2TlsMock):
         client_ca: Path | None = None,
         clock: Callable[[], float] = time.time,
         host: str = "127.0.0.1",
+        learn_tokens: bool = False,
     ) -> None:
         """``directory`` receives the TLS certificate; ``public_key`` (PEM) verifies
         provider tokens (None: token auth refused); ``client_ca`` enables certificate auth:
         a TLS client certificate issued by that CA authenticates every push on its
         connection (PROTOCOLS.md §3.4; a request with neither gets 403
-        MissingProviderToken, as from APNs). ``clock`` (wall seconds) judges token age."""
+        MissingProviderToken, as from APNs). ``clock`` (wall seconds) judges token age.
+        ``learn_tokens``: an unknown device token is bound to the topic of its first push
+        instead of refused (``BadDeviceToken``)."""
         super().__init__(directory, host=host)
+        self.tokens = TokenBook(learn=learn_tokens)
+        """Device token → the one topic it belongs to (``issue_token``)."""
+        self._provider_tokens: dict[int, tuple[str, int]] = {}
+        """Connection number → (provider token in use, its ``iat``)."""
         self.client_ca = client_ca
         self._public_key = public_key
         self._team_id = team_id
@@ -390,8 +408,15 @@ class MockApns(_H2TlsMock):
 
     # -- faults ------------------------------------------------------------------------
 
+    def issue_token(self, token: str, topic: str) -> None:
+        """``token`` is a device token for ``topic``: ``<bundle>.voip`` for a PushKit VoIP
+        token, ``<bundle>`` for a remote-notification one. Pushes on another topic get
+        400 DeviceTokenNotForTopic, as from APNs."""
+        self.tokens.issue(token, topic)
+
     def unregister(self, token: str, timestamp_ms: int | None = None) -> None:
-        """Answer 410 Unregistered for ``token`` from now on."""
+        """Answer 410 Unregistered for ``token`` from now on (``timestamp_ms``: since
+        when, in the answer's ``timestamp``; now by default)."""
         self.unregistered[token] = (
             timestamp_ms if timestamp_ms is not None else int(self._clock() * 1000)
         )
@@ -453,29 +478,22 @@ class MockApns(_H2TlsMock):
             if not auth.lower().startswith("bearer "):
                 return 403, "MissingProviderToken", {}
             provider_token = auth[7:].strip()
-            refusal = self._check_token(provider_token)
-            if refusal is not None:
-                return 403, refusal, {}
-        push_type = headers.get("apns-push-type")
-        if not topic:
-            return 400, "MissingTopic", {}
-        if push_type is None or push_type not in ("alert", "background", "voip"):
-            return 400, "InvalidPushType", {}
-        if (push_type == "voip") != topic.endswith(".voip"):
-            return 400, "BadTopic", {}
-        if not body:
-            return 400, "PayloadEmpty", {}
-        if len(body) > (VOIP_PAYLOAD_LIMIT if push_type == "voip" else ALERT_PAYLOAD_LIMIT):
-            return 413, "PayloadTooLarge", {}
-        try:
-            document = json.loads(body)
-        except ValueError:
-            return 400, "BadPayload", {}
+            refused = self._check_token(provider_token, number)
+            if refused is not None:
+                return refused[0], refused[1], {}
+        checked = {**headers, "apns-topic": topic or ""}
+        refusal = check_apns_request(token, checked, body, book=None)
+        if refusal is not None:
+            return refusal[0], refusal[1], {}
+        document = json.loads(body)
         if self.faults:
             fault = self.faults.popleft()
             return fault.status, fault.reason, dict(fault.headers)
         if token in self.unregistered:
             return 410, "Unregistered", {"timestamp": str(self.unregistered[token])}
+        refusal = self.tokens.check(token, topic or "")
+        if refusal is not None:
+            return refusal[0], refusal[1], {}
         self.pushes.append(
             RecordedPush(
                 token=token,
@@ -488,10 +506,12 @@ class MockApns(_H2TlsMock):
         )
         return 200, "", {}
 
-    def _check_token(self, token: str) -> str | None:
-        """None when ``token`` is a valid provider token, else APNs' 403 reason."""
+    def _check_token(self, token: str, number: int) -> tuple[int, str] | None:
+        """None when ``token`` is a valid provider token for connection ``number``, else
+        APNs' refusal: 403 for a bad or expired one, 429 TooManyProviderTokenUpdates for
+        a new one less than 20 minutes (by ``iat``) after the one it replaces."""
         if self._public_key is None:
-            return "InvalidProviderToken"
+            return 403, "InvalidProviderToken"
         try:
             header = jwt.get_unverified_header(token)
             claims = jwt.decode(
@@ -501,12 +521,18 @@ class MockApns(_H2TlsMock):
                 options={"verify_iat": False, "verify_exp": False, "require": ["iss", "iat"]},
             )
         except jwt.PyJWTError:
-            return "InvalidProviderToken"
+            return 403, "InvalidProviderToken"
         if header.get("kid") != self._key_id or claims.get("iss") != self._team_id:
-            return "InvalidProviderToken"
+            return 403, "InvalidProviderToken"
         issued_at = claims.get("iat")
         if not isinstance(issued_at, int) or self._clock() - issued_at > _TOKEN_MAX_AGE_S:
-            return "ExpiredProviderToken"
+            return 403, "ExpiredProviderToken"
+        current = self._provider_tokens.get(number)
+        replaced = current is not None and current[0] != token
+        if current is not None and replaced and issued_at - current[1] < _TOKEN_MIN_UPDATE_S:
+            return 429, "TooManyProviderTokenUpdates"
+        if current is None or replaced:
+            self._provider_tokens[number] = (token, issued_at)
         return None
 
 
@@ -683,11 +709,16 @@ class MockFcm(_H2TlsMock):
         clock: Callable[[], float] = time.time,
         host: str = "127.0.0.1",
         access_token_ttl_s: int = 3599,
+        learn_tokens: bool = False,
     ) -> None:
         """``directory`` receives the TLS certificate; ``project_id`` is the only project
         messages may be sent to; ``clock`` (wall seconds) judges assertions and access
-        token expiry; issued access tokens live ``access_token_ttl_s``."""
+        token expiry; issued access tokens live ``access_token_ttl_s``; ``learn_tokens``:
+        an unknown registration token is bound to the project of its first message."""
         super().__init__(directory, host=host)
+        self.learn_tokens = learn_tokens
+        self.senders: dict[str, str] = {}
+        """Registration token → the Firebase project (sender) it was issued to."""
         self.project_id = project_id
         self._clock = clock
         self.access_token_ttl_s = access_token_ttl_s
@@ -734,6 +765,11 @@ class MockFcm(_H2TlsMock):
         )
         self.add_service_account(account.client_email, account.public_key, account.private_key_id)
         return account
+
+    def issue_token(self, token: str, project: str | None = None) -> None:
+        """``token`` is a registration token of an app of ``project`` (this mock's by
+        default); a message to it through another project gets SENDER_ID_MISMATCH."""
+        self.senders[token] = project or self.project_id
 
     def unregister(self, token: str) -> None:
         """Answer 404 UNREGISTERED for ``token`` from now on."""
@@ -912,6 +948,17 @@ class MockFcm(_H2TlsMock):
         if token in self.unregistered:
             raise _FcmRefusal("UNREGISTERED")
         if token in self.mismatched:
+            raise _FcmRefusal("SENDER_ID_MISMATCH")
+        sender = self.senders.get(token)
+        if sender is None and self.learn_tokens:
+            sender = self.senders[token] = project
+        if sender is None:
+            raise _FcmRefusal(
+                "INVALID_ARGUMENT",
+                "The registration token is not a valid FCM registration token",
+                "message.token",
+            )
+        if sender != project:
             raise _FcmRefusal("SENDER_ID_MISMATCH")
         name = f"projects/{project}/messages/0:{len(self.messages) + 1:016d}%mock"
         self.messages.append(

@@ -232,8 +232,17 @@ async def run_mock_push(
     directory = await asyncio.to_thread(_prepare, directory)
     key_file, public = apns_key(directory)
     vapid_file = vapid_key(directory)
-    apns = MockApns(directory, public_key=public, team_id=TEAM_ID, key_id=KEY_ID, host=host)
-    fcm = MockFcm(directory, project_id=PROJECT_ID, host=host)
+    # A lab's phones are not introduced to the mocks: a token is bound to the topic (or
+    # project) of its first push, and refused on any other from then on.
+    apns = MockApns(
+        directory,
+        public_key=public,
+        team_id=TEAM_ID,
+        key_id=KEY_ID,
+        host=host,
+        learn_tokens=True,
+    )
+    fcm = MockFcm(directory, project_id=PROJECT_ID, host=host, learn_tokens=True)
     webpush = MockWebPush(directory, host=host)
     ports = mock_ports(port)
     for name, mock in (("apns", apns), ("fcm", fcm), ("webpush", webpush)):

@@ -6,10 +6,16 @@ typed on its standard input while it runs:
     fail apns STATUS REASON [retry-after=S] [times=N]
     fail fcm CODE [retry-after=S] [times=N]        (UNAVAILABLE, QUOTA_EXCEEDED, …)
     fail webpush STATUS [retry-after=S] [times=N]
+    token apns TOKEN TOPIC             TOKEN is a device token of TOPIC (ORG.APP.voip: a
+                                       PushKit VoIP token; ORG.APP: a remote one)
+    token fcm TOKEN PROJECT            TOKEN is a registration token of PROJECT's app
     latency MS                         every answer of every mock waits MS milliseconds
     clear                              forget queued failures and added latency
 
 A queued failure answers the next ``times`` requests (default 1) that pass every check.
+Tokens the mocks were not told of are bound to the topic (APNs) or project (FCM) of their
+first push; from then on a push on another topic gets ``DeviceTokenNotForTopic``, a
+message through another project ``SENDER_ID_MISMATCH``.
 """
 
 from __future__ import annotations
@@ -74,6 +80,13 @@ def apply_fault(command: str, mocks: MockSet) -> str:
         mocks.fcm.unregister(token)
         mocks.webpush.expire(token)
         return f"token {mask_token(token)} is dead (410 / UNREGISTERED) from now on"
+    if verb == "token" and len(rest) == 3 and rest[0].lower() in ("apns", "fcm"):
+        service, token, owner = rest[0].lower(), rest[1], rest[2]
+        if service == "apns":
+            mocks.apns.issue_token(token, owner)
+            return f"APNs token {mask_token(token)} belongs to topic {owner}"
+        mocks.fcm.issue_token(token, owner)
+        return f"FCM token {mask_token(token)} belongs to project {owner}"
     if verb == "latency" and len(rest) == 1:
         try:
             ms = float(rest[0])

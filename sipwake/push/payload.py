@@ -6,9 +6,13 @@ APNs provider-API request (PROTOCOLS.md §3.2); the classifier turns APNs' answe
 header is left to the caller, which owns the provider token.
 
 PushKit rules (§4) shape the builder: only ``call`` pushes use the VoIP channel
-(``apns-push-type: voip``, topic ``<bundle>.voip``, priority 10, expiration 0, so a late
-push is not stored); ``cancel`` (missed call) and ``message`` are regular ``alert`` pushes
-on the plain bundle topic, because every VoIP push must be reported to CallKit as a call.
+(``apns-push-type: voip``, topic ``<bundle>.voip``, the device's VoIP token, priority 10,
+expiration 0, so a late push is not stored); ``cancel`` (missed call) and ``message`` are
+regular ``alert`` pushes on the plain bundle topic to the device's remote-notification
+token (``PushTarget.channel``), because every VoIP push must be reported to CallKit as a
+call and APNs refuses an alert to a VoIP token (``DeviceTokenNotForTopic``). A device
+with no remote token gets no alert (``NoAlertToken``); one with no VoIP token gets its
+calls as alerts.
 A private push (``PushRequest.private``, ``calls.encrypt_push``) carries its ``type`` and
 the sealed details (``enc``) only, and no ``apns-collapse-id``.
 """
@@ -162,20 +166,29 @@ def build_apns_request(
     ``PushError(retryable=False)`` when the device token is not hex (it would otherwise
     travel into the request path) or the payload cannot fit the APNs limit.
     """
-    token = request.target.prid
+    target = request.target.channel("call" if request.kind == "call" else "alert")
+    if target is None:
+        raise PushError(
+            _PROVIDER,
+            f"NoAlertToken: a {request.kind} push needs the device's remote-notification "
+            "token; it has only a VoIP token, which takes calls only (PushKit)",
+            retryable=False,
+        )
+    token = target.prid
     if not _TOKEN_RE.fullmatch(token):
         raise PushError(
             _PROVIDER, f"BadDeviceToken: not hex: {mask_token(token)!r}", retryable=False
         )
-    bundle = request.target.bundle_id or settings.bundle_id
-    if bundle.startswith("legacy."):
-        bundle = bundle.removeprefix("legacy.")
-    voip = request.kind == "call"
+    # The token decides the channel: only a call reaches a VoIP token (channel() never
+    # hands an alert one); a call to an app without PushKit is an alert on its bundle.
+    voip = target.service == "voip"
+    topic = target.apns_topic or (f"{settings.bundle_id}.voip" if voip else settings.bundle_id)
+    stored = not voip and request.kind != "call"
     headers: dict[str, str] = {
         "apns-push-type": "voip" if voip else "alert",
-        "apns-topic": f"{bundle}.voip" if voip else bundle,
+        "apns-topic": topic,
         "apns-priority": "10",
-        "apns-expiration": "0" if voip else str(int(wall_now) + settings.alert_ttl_s),
+        "apns-expiration": str(int(wall_now) + settings.alert_ttl_s) if stored else "0",
         "content-type": "application/json",
     }
     if request.apns_id is not None:
@@ -184,8 +197,24 @@ def build_apns_request(
         headers["apns-id"] = request.apns_id
     if not voip and not request.private:
         headers["apns-collapse-id"] = request.call_id.encode()[:64].decode(errors="ignore")
-    body = _fit(_payload(request), VOIP_PAYLOAD_LIMIT if voip else ALERT_PAYLOAD_LIMIT)
+    data = _payload(request)
+    if request.kind == "call" and not voip:
+        data["aps"] = _call_alert(request)
+    body = _fit(data, VOIP_PAYLOAD_LIMIT if voip else ALERT_PAYLOAD_LIMIT)
     return ApnsHttpRequest(method="POST", path=f"/3/device/{token}", headers=headers, body=body)
+
+
+def _call_alert(request: PushRequest) -> dict[str, Any]:
+    """The ``aps`` of a call pushed to an app without a VoIP token (Flexisip's "remote"
+    strategy): a visible, sounding alert; the caller only when details may be in clear."""
+    caller = None if request.private else (request.caller or "")[:_CALLER_LIMIT] or None
+    aps: dict[str, Any] = {
+        "alert": {"title": "Incoming call", "body": caller or "Incoming call"},
+        "sound": "default",
+    }
+    if request.private and request.seal_key is not None:
+        aps["mutable-content"] = 1
+    return aps
 
 
 def parse_retry_after(value: str | None, *, wall_now: float | None = None) -> float | None:
@@ -204,7 +233,8 @@ def parse_retry_after(value: str | None, *, wall_now: float | None = None) -> fl
     return max(0.0, when.timestamp() - wall_now)
 
 
-_INVALID_TARGET_400 = frozenset({"BadDeviceToken", "DeviceTokenNotForTopic"})
+#: 400 reasons that say the token itself is bad: stop using it.
+_INVALID_TARGET_400 = frozenset({"BadDeviceToken"})
 
 
 def _reason(body: bytes) -> tuple[str | None, float | None]:
@@ -234,9 +264,12 @@ def classify_apns_response(
 ) -> PushOutcome:
     """A ``PushOutcome`` for APNs' answer (PROTOCOLS.md §3.5).
 
-    200 → delivered; 400 BadDeviceToken/DeviceTokenNotForTopic and 410 → invalid_target;
-    403 ExpiredProviderToken → retry (after minting a new token); 429, 500, 503 → retry,
-    honouring ``Retry-After``; anything else → error. ``headers`` keys are lower case.
+    200 → delivered; 400 BadDeviceToken and 410 (Unregistered, ExpiredToken: with its
+    ``timestamp`` as ``unregistered_at``, so a token registered again since is kept) →
+    invalid_target; 403 ExpiredProviderToken → retry (after minting a new token); 429,
+    500, 503 → retry, honouring ``Retry-After``; anything else → error, among them
+    DeviceTokenNotForTopic and TopicDisallowed: the token is fine, our topic or key is
+    not (``base.configuration_error``). ``headers`` keys are lower case.
     """
     reason, stamp = _reason(body)
     result: PushStatus

@@ -26,6 +26,7 @@ from sipwake.push.configure import providers_from_config
 from sipwake.push.registry import PushProviders, route_key
 from sipwake.registrar.bindings import Binding
 from sipwake.server import load_secret
+from sipwake.sip.pushtarget import PushTarget
 from sipwake.store.base import StoreError
 from sipwake.store.codec import COLUMNS, BindingRow, decode
 
@@ -39,6 +40,8 @@ class PushTestError(Exception):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Tested:
     binding: Binding
+    target: PushTarget
+    """The single token pushed (an iOS app's VoIP or remote token)."""
     route: str
     provider: str
     outcome: PushOutcome
@@ -93,12 +96,17 @@ def find_devices(bindings: list[Binding], target: str, domain: str) -> list[Bind
     return []
 
 
-def _request(binding: Binding, kind: PushKind) -> PushRequest:
+def _request(binding: Binding, kind: PushKind) -> PushRequest | None:
+    """The test push, to the token its kind goes to (an iOS app's VoIP token for a call,
+    its remote token for an alert); None when the device has no such token."""
     assert binding.push is not None
+    target = binding.push.channel("call" if kind == "call" else "alert")
+    if target is None:
+        return None
     test_id = uuid.uuid4()
     return PushRequest(
         kind=kind,
-        target=binding.push,
+        target=target,
         call_id=f"push-test-{test_id.hex[:12]}@sipwake",
         caller="sipwake push-test",
         call_uuid=str(test_id),
@@ -143,10 +151,23 @@ async def push_test(
                     "take the push and wake nobody. Configure the service, or run `sipwake "
                     "mock-push` and add its push.yaml to the configuration"
                 )
-            outcome = await providers.send(
-                _request(binding, kind), binding_id=binding.binding_id, aor=binding.aor
+            request = _request(binding, kind)
+            if request is None:
+                raise PushTestError(
+                    f"{binding.aor}: its device registered no remote-notification token, so "
+                    f"it gets no {kind} push (alerts never go to a VoIP token: APNs answers "
+                    "DeviceTokenNotForTopic); try --kind call"
+                )
+            outcome = await providers.send(request, binding_id=binding.binding_id, aor=binding.aor)
+            results.append(
+                Tested(
+                    binding=binding,
+                    target=request.target,
+                    route=route,
+                    provider=name,
+                    outcome=outcome,
+                )
             )
-            results.append(Tested(binding=binding, route=route, provider=name, outcome=outcome))
             say(describe(results[-1], kind))
             if outcome.http_status is None and outcome.status != "delivered":
                 say(
@@ -165,7 +186,7 @@ def describe(tested: Tested, kind: PushKind) -> str:
     assert binding.push is not None
     device = binding.instance or str(binding.forward_uri())
     answer: str = outcome.status
-    if outcome.http_status is not None:
+    if outcome.http_status is not None and outcome.status != "delivered":
         answer += f" (HTTP {outcome.http_status}"
         answer += f" {outcome.reason})" if outcome.reason else ")"
     elif outcome.reason:
@@ -175,7 +196,7 @@ def describe(tested: Tested, kind: PushKind) -> str:
     if outcome.status == "invalid_target":
         note = "; a running server drops this device's push target at its next push"
     return (
-        f"{binding.aor} {device}: {kind} push to {binding.push.masked()} via "
+        f"{binding.aor} {device}: {kind} push to {tested.target.masked()} via "
         f"{tested.provider}: {answer} in {outcome.latency * 1000:.1f} ms{extra}{note}"
     )
 

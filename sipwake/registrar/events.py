@@ -88,8 +88,9 @@ class BindingExpired:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PushTargetRemoved:
-    """The binding stays but may no longer be pushed (the provider said the token
-    is dead: APNs 410 Unregistered, FCM UNREGISTERED; PROTOCOLS §8 item 4)."""
+    """The binding stays but may no longer be pushed, or only with its other token (the
+    provider said a token is dead: APNs 410 Unregistered, FCM UNREGISTERED; PROTOCOLS
+    §8 item 4): ``binding.push`` is what is left."""
 
     binding: Binding
     previous: Binding

@@ -20,7 +20,11 @@ A REGISTER is read and checked first (``validate.read_register``): every
 refusal (4xx, 555) happens before any binding changes. Then its contacts are
 applied, in order, to a working copy of the AOR's bindings; a contact finds
 the binding it renews by RFC 5626 instance/reg-id, then by RFC 8599 push
-target, then by RFC 3261 §19.1.4 URI comparison (see ``bindings``). A renewed
+target, then by RFC 3261 §19.1.4 URI comparison (see ``bindings``). An iOS app
+that registers its PushKit VoIP token and its remote-notification token as two
+contacts of one ``+sip.instance`` (RFC 8599 has no two-token form) gets one binding
+holding both (``PushTarget.combined``): the second contact renews the first's
+binding and adds its token. A renewed
 binding from the same Call-ID needs a higher CSeq, else the whole request
 fails and nothing changes (§10.3 step 7). The RFC names no status for that
 failure; the only one it gives for a failed binding update is 500, so 500 it
@@ -212,19 +216,26 @@ class Registrar:
         return out
 
     def remove_push_target(
-        self, binding_id: str, *, prid: str | None = None
+        self, binding_id: str, *, prid: str | None = None, unregistered_at: float | None = None
     ) -> list[RegistrarEvent]:
         """Stop pushing a binding whose token the provider declared dead (PROTOCOLS §8 item 4).
 
-        With ``prid``, only if the binding still has that token: a device that
-        re-registered with a fresh token meanwhile keeps it.
+        With ``prid``, only that token, and only if the binding still has it: a device
+        that re-registered with a fresh token meanwhile keeps it, and an iOS device that
+        registered two (VoIP and remote, ``PushTarget.tokens``) keeps the other one. With
+        ``unregistered_at`` (monotonic; APNs 410 ``timestamp``), nothing is dropped when
+        the binding was registered after it: Apple's rule, the device registered the
+        token again since the service last saw it invalid.
         """
         binding = self.get(binding_id)
         if binding is None or binding.push is None:
             return []
-        if prid is not None and binding.push.prid != prid:
+        if prid is not None and not binding.push.holds(prid):
             return []
-        updated = dataclasses.replace(binding, push=None)
+        if unregistered_at is not None and binding.registered_at > unregistered_at:
+            return []
+        left = None if prid is None else binding.push.without(prid)
+        updated = dataclasses.replace(binding, push=left)
         self._put(updated)
         return [PushTargetRemoved(binding=updated, previous=binding)]
 
@@ -315,6 +326,15 @@ class Registrar:
             if contact.push is not None and source.transport in SECURE_TRANSPORTS:
                 seal_key = match.seal_key if match is not None else None
                 seal_key = seal_key or self._ids.random_bytes(PUSH_KEY_BYTES)
+            push = contact.push
+            if (
+                push is not None
+                and match is not None
+                and match.push is not None
+                and contact.instance is not None
+                and match.instance == contact.instance
+            ):  # RFC 8599 VoIP and remote tokens as two contacts of one device
+                push = match.push.combined(push)
             current[binding_id] = Binding(
                 binding_id=binding_id,
                 aor=plan.aor,
@@ -328,7 +348,7 @@ class Registrar:
                 reg_id=contact.reg_id,
                 path=plan.path,
                 source=source,
-                push=contact.push,
+                push=push,
                 user_agent=plan.user_agent,
                 pnsreg=contact.pnsreg,
                 seal_key=seal_key,

@@ -189,6 +189,16 @@ class _Evaluator:
         if first.outcome is not None and first.outcome.status != "delivered":
             got += f" (answered {first.outcome.status})"
         met = first.at <= deadline + 1e-9
+        if spec.topic is not None:
+            expected += f" on topic {spec.topic}"
+            got += f", on topic {first.topic or '(none)'}"
+            met = met and first.topic == spec.topic
+        if spec.delivered is not None:
+            expected += ", delivered" if spec.delivered else ", refused"
+            took = first.outcome is not None and first.outcome.status == "delivered"
+            if first.outcome is not None and first.outcome.reason and not took:
+                got += f" ({first.outcome.reason})"
+            met = met and took == spec.delivered
         if spec.encrypted is not None:
             expected += ", call details sealed" if spec.encrypted else ", without enc"
             sealed, how = _sealed(first, call, device)

@@ -182,7 +182,12 @@ class LiveRunner(World):
         self.server: _ScenarioServer | None = None
         self.server_ports: dict[str, int] = {}
         self.faults = fault_windows(scenario)
-        self.sandbox = PushSandbox(latency_s=0.0, faults=self.faults)
+        self.sandbox = PushSandbox(latency_s=0.0, faults=self.faults, bundle_id=BUNDLE)
+        for provider, token, owner in self.issued:
+            if provider == "apns":
+                self.sandbox.issue_apns(token, owner)
+            elif provider == "fcm":
+                self.sandbox.issue_fcm(token, owner)
         self.apns: _ScenarioApns | None = None
         self.fcm: _ScenarioFcm | None = None
         self.mock_urls: dict[str, str] = {}
@@ -411,12 +416,18 @@ class LiveRunner(World):
                 self, directory, public_key=public, team_id=TEAM, key_id=_KEY_ID, host=host
             )
             apns.port, apns.reuse_cert = ports["apns"], keep
+            for provider, token, topic in self.issued:  # each device's tokens, with topics
+                if provider == "apns":
+                    apns.issue_token(token, topic)
             await apns.__aenter__()
             self.apns = apns
             self.mock_urls["apns"] = apns.base_url
         if "fcm" in wanted:
             fcm = _ScenarioFcm(self, directory, project_id=FCM_PROJECT, host=host)
             fcm.port, fcm.reuse_cert = ports["fcm"], keep
+            for provider, token, project in self.issued:
+                if provider == "fcm":
+                    fcm.issue_token(token, project)
             await fcm.__aenter__()
             self.fcm = fcm
             self.mock_urls["fcm"] = fcm.base_url
@@ -684,7 +695,9 @@ class _ScenarioApns(MockApns):
             self.pushes.pop()
             extra = {}
             if fault.status == 410:
-                extra["timestamp"] = str(int(self._clock() * 1000))
+                when = fault.unregistered_at
+                since = 0.0 if when is None else self.runner.now - when
+                extra["timestamp"] = str(int((self._clock() - since) * 1000))
             if fault.retry_after_s is not None:
                 extra["retry-after"] = str(math.ceil(fault.retry_after_s))
             return fault.status, fault.reason or "", extra

@@ -162,6 +162,11 @@ class Device(_Model):
     push_params: Literal["rfc8599", "legacy"] = "rfc8599"
     """How the device writes its push parameters: RFC 8599 (``pn-provider``/``pn-param``/
     ``pn-prid``) or Linphone's legacy ``pn-type``/``app-id``/``pn-tok``."""
+    tokens: Literal["voip", "voip&remote", "remote&voip", "remote"] = "voip"
+    """An iOS app's APNs tokens: its PushKit VoIP token (topic ``<bundle>.voip``, calls
+    only), its remote-notification token (topic ``<bundle>``: missed calls, messages), or
+    both in Linphone's one-contact form, in either order (``pn-prid=V:voip&R:remote``).
+    The replay's APNs knows each token's topic and refuses a push on another one."""
     state: DeviceState = "foreground"
     """At the start: foreground (connection open), suspended (registered with push
     parameters, connection closed: it needs a push), offline (not registered)."""
@@ -209,6 +214,10 @@ class Device(_Model):
             )
         if self.push_params == "legacy" and provider == "webpush":
             raise ValueError("Linphone's legacy push parameters have no webpush form")
+        if self.tokens != "voip" and provider != "apns":
+            raise ValueError(f"tokens: {self.tokens} is for an iOS device pushed with apns")
+        if "&" in self.tokens and self.push_params == "legacy":
+            raise ValueError("tokens: Linphone's legacy parameters carry one token")
         return self
 
     @property
@@ -333,6 +342,10 @@ class PushFault(_Model):
     status: int = Field(ge=400, le=599)
     reason: str | None = None
     retry_after_s: float | None = Field(None, ge=0)
+    unregistered_at: float | None = Field(None, ge=-86400)
+    """With 410: the scenario time APNs says the token stopped being valid (the answer's
+    ``timestamp``; default: the moment it answers). A device that registered after it
+    keeps its token (Apple's rule); negative: before the timeline started."""
     from_: float | None = Field(None, alias="from", ge=0)
     """Start of the failure (default: the step's ``at``)."""
     to: float | None = Field(None, ge=0)
@@ -408,6 +421,11 @@ class PushExpect(_ExpectBase):
     """``true``: the payload carried the call details only sealed (``enc``), none of them
     (caller, Call-ID, UUID, text) in clear, and the device opened ``enc`` with the push key
     from its REGISTER's 200 (``calls.encrypt_push``); ``false``: sent without ``enc``."""
+    topic: str | None = None
+    """The APNs topic it went on: ``org.lab.phone.voip`` (PushKit, to the VoIP token) or
+    ``org.lab.phone`` (an alert, to the remote-notification token)."""
+    delivered: bool | None = None
+    """``true``: the push service took it (not refused: ``DeviceTokenNotForTopic``…)."""
 
 
 class NoPushExpect(_ExpectBase):

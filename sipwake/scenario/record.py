@@ -38,6 +38,8 @@ class PushRecordSeen:
     device: str | None
     call: str | None
     outcome: PushOutcome | None = None
+    topic: str | None = None
+    """The APNs topic it went on (None: another service)."""
     answered_at: float | None = None
     payload: dict[str, Any] | None = None
     """What the device gets: the APNs JSON body or the FCM ``data`` (None: not known)."""

@@ -62,7 +62,7 @@ from sipwake.scenario.agents import HOST, DeviceAgent, Transmit, UserAgent
 from sipwake.scenario.model import Scenario
 from sipwake.scenario.record import CallRecord, LadderRow, PushRecordSeen, Replay, label
 from sipwake.scenario.virtual import FakeNetwork, FaultWindow, PushSandbox, VirtualClock
-from sipwake.scenario.world import DOMAIN, SERVER, World
+from sipwake.scenario.world import BUNDLE, DOMAIN, SERVER, World
 from sipwake.sip.auth import DigestServer
 from sipwake.sip.message import Request, Response
 from sipwake.sip.parser import parse_message
@@ -135,6 +135,7 @@ def fault_windows(scenario: Scenario) -> list[FaultWindow]:
                 provider=fault.provider,
                 device=scenario.resolve_device(fault.device) if fault.device else None,
                 retry_after_s=fault.retry_after_s,
+                unregistered_at=fault.unregistered_at,
             )
         )
     return out
@@ -159,8 +160,16 @@ class _Runner(World):
         self._generation = 0
         self.node: Node | None = self._build_node()
         self.sandbox = PushSandbox(
-            latency_s=scenario.push_latency_s, faults=fault_windows(scenario)
+            latency_s=scenario.push_latency_s,
+            faults=fault_windows(scenario),
+            bundle_id=BUNDLE,
+            wall_at_zero=_WALL,
         )
+        for provider, token, owner in self.issued:
+            if provider == "apns":
+                self.sandbox.issue_apns(token, owner)
+            elif provider == "fcm":
+                self.sandbox.issue_fcm(token, owner)
 
     def _build_node(self) -> Node:
         ids = SeededIds(self.scenario.seed + 7919 * self._generation)
@@ -341,7 +350,11 @@ class _Runner(World):
             case _PushAnswer(push=push, outcome=outcome, record=record, node=node):
                 self.push_answered(record, outcome)
                 if node is self.node:
-                    self._perform(node.push_completed(push.push_id, outcome, self._node_now()))
+                    self._perform(
+                        node.push_completed(
+                            push.push_id, outcome, self._node_now(), wall=self._wall()
+                        )
+                    )
             case _Later(action=action):
                 action()
 

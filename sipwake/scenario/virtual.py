@@ -22,8 +22,11 @@ import math
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from sipwake.errors import PushError
+from sipwake.push.apns_rules import TokenBook, check_apns_request
 from sipwake.push.base import PushOutcome, PushRequest, PushStatus
-from sipwake.push.payload import classify_apns_response
+from sipwake.push.fcm_payload import classify_fcm_response
+from sipwake.push.payload import ApnsSettings, build_apns_request, classify_apns_response
 from sipwake.push.webpush import classify_webpush_response
 from sipwake.scenario.agents import HOST, UserAgent
 from sipwake.sip.peer import Peer
@@ -151,6 +154,8 @@ class FaultWindow:
     provider: str | None = None
     device: str | None = None
     retry_after_s: float | None = None
+    unregistered_at: float | None = None
+    """410: the scenario time in the answer's ``timestamp`` (None: when it answers)."""
 
     def applies(self, at: float, provider: str, device: str | None) -> bool:
         if not self.start <= at < self.end:
@@ -161,45 +166,108 @@ class FaultWindow:
 
 
 class PushSandbox:
-    """The push services of the replay: APNs, FCM and Web Push stand-ins."""
+    """The push services of the replay: APNs, FCM and Web Push stand-ins, as strict as
+    the real ones about tokens (``sipwake.push.apns_rules``): each device token belongs
+    to one APNs topic (``issue_apns``) or one Firebase project (``issue_fcm``); a push on
+    another topic is ``DeviceTokenNotForTopic``, to a token never issued
+    ``BadDeviceToken``, through another project ``SENDER_ID_MISMATCH``."""
 
-    def __init__(self, *, latency_s: float, faults: list[FaultWindow]) -> None:
+    def __init__(
+        self,
+        *,
+        latency_s: float,
+        faults: list[FaultWindow],
+        bundle_id: str = "org.lab.phone",
+        wall_at_zero: float = 0.0,
+    ) -> None:
         self.latency_s = latency_s
         self.faults = faults
+        self.bundle_id = bundle_id
+        """The app's bundle id, as the server's APNs settings name it."""
+        self.wall_at_zero = wall_at_zero
+        """UNIX seconds at scenario time 0 (dates an APNs 410's ``timestamp``)."""
+        self.apns_tokens = TokenBook()
+        self.fcm_projects: dict[str, str] = {}
+
+    def issue_apns(self, token: str, topic: str) -> None:
+        self.apns_tokens.issue(token, topic)
+
+    def issue_fcm(self, token: str, project: str) -> None:
+        self.fcm_projects[token] = project
 
     def answer(self, request: PushRequest, *, at: float, device: str | None) -> PushOutcome:
         """What the service answers a push handed to it at scenario time ``at``."""
         provider = request.target.base_provider
+        refused = self._refusal(request, provider, at)
+        if refused is not None:
+            return refused
         for fault in self.faults:
             if fault.applies(at, provider, device):
-                return _classify(provider, fault, self.latency_s)
+                return self._classify(provider, fault, at)
         return PushOutcome(status="delivered", provider=provider, latency=self.latency_s)
 
+    def _refusal(self, request: PushRequest, provider: str, at: float) -> PushOutcome | None:
+        """The real service's refusal of a push that breaks its rules, if any."""
+        if provider == "apns":
+            wall = self.wall_at_zero + at
+            try:
+                built = build_apns_request(
+                    request, ApnsSettings(bundle_id=self.bundle_id), wall_now=wall
+                )
+            except PushError as exc:  # refused before it left: as ApnsProvider reports it
+                dead = exc.reason.startswith("BadDeviceToken")
+                status: PushStatus = "invalid_target" if dead else "error"
+                return PushOutcome(status=status, provider="apns", reason=exc.reason)
+            token = built.path.rsplit("/", 1)[-1]
+            refusal = check_apns_request(token, built.headers, built.body, book=self.apns_tokens)
+            if refusal is None:
+                return None
+            body = json.dumps({"reason": refusal[1]}).encode()
+            return classify_apns_response(refusal[0], body, {}, latency=self.latency_s)
+        if provider == "fcm":
+            project = request.target.param or ""
+            issued = self.fcm_projects.get(request.target.prid)
+            if issued is None or issued == project:
+                return None
+            body = _fcm_error(403, "PERMISSION_DENIED", "SENDER_ID_MISMATCH")
+            return classify_fcm_response(403, body, {}, latency=self.latency_s)
+        return None
 
-def _classify(provider: str, fault: FaultWindow, latency: float) -> PushOutcome:
-    headers = {}
-    if fault.retry_after_s is not None:
-        headers["retry-after"] = str(math.ceil(fault.retry_after_s))
-    if provider == "apns":
-        body = json.dumps({"reason": fault.reason}).encode() if fault.reason else b""
-        return classify_apns_response(fault.status, body, headers, latency=latency)
-    if provider == "webpush":
-        body = (fault.reason or "").encode()
-        return classify_webpush_response(fault.status, body, headers, latency=latency)
-    # FCM HTTP v1 (PROTOCOLS.md §5): UNREGISTERED 404 (and INVALID_ARGUMENT for a bad
-    # token) end the token; 429, 500 and 503 are worth a retry; the rest are errors.
-    status: PushStatus
-    if fault.status == 404 or fault.reason == "UNREGISTERED":
-        status = "invalid_target"
-    elif fault.status in (429, 500, 503):
-        status = "retry"
-    else:
-        status = "error"
-    return PushOutcome(
-        status=status,
-        provider="fcm",
-        reason=fault.reason,
-        http_status=fault.status,
-        retry_after=fault.retry_after_s if status == "retry" else None,
-        latency=latency,
-    )
+    def _classify(self, provider: str, fault: FaultWindow, at: float) -> PushOutcome:
+        headers = {}
+        latency = self.latency_s
+        if fault.retry_after_s is not None:
+            headers["retry-after"] = str(math.ceil(fault.retry_after_s))
+        if provider == "apns":
+            doc: dict[str, object] = {"reason": fault.reason} if fault.reason else {}
+            if fault.status == 410:
+                when = at if fault.unregistered_at is None else fault.unregistered_at
+                doc["timestamp"] = int((self.wall_at_zero + when) * 1000)
+            body = json.dumps(doc).encode() if doc else b""
+            return classify_apns_response(fault.status, body, headers, latency=latency)
+        if provider == "webpush":
+            body = (fault.reason or "").encode()
+            return classify_webpush_response(fault.status, body, headers, latency=latency)
+        # FCM HTTP v1 (PROTOCOLS.md §5): the error body Google sends for that status.
+        code = fault.reason or _FCM_CODES.get(fault.status, "INTERNAL")
+        status_name = _FCM_STATUS.get(fault.status, "INTERNAL")
+        body = _fcm_error(fault.status, status_name, code)
+        return classify_fcm_response(fault.status, body, headers, latency=latency)
+
+
+_FCM_CODES = {400: "INVALID_ARGUMENT", 403: "SENDER_ID_MISMATCH", 404: "UNREGISTERED"}
+_FCM_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+
+
+def _fcm_error(status: int, status_name: str, code: str) -> bytes:
+    detail = {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": code}
+    error = {"code": status, "message": code, "status": status_name, "details": [detail]}
+    return json.dumps({"error": error}).encode()

@@ -61,24 +61,48 @@ def _digest(text: str, n: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
-def push_params(ref: str, device: Device) -> tuple[str, str | None]:
-    """The Contact parameters that carry ``device``'s push target, and its token."""
+def push_params(ref: str, device: Device) -> tuple[str, dict[str, str]]:
+    """The Contact parameters that carry ``device``'s push target, and its tokens, each
+    with what it belongs to: its APNs topic (``<bundle>.voip`` for a PushKit VoIP token,
+    ``<bundle>`` for a remote-notification one), its FCM project, or ``webpush``."""
     provider = device.provider
     if provider == "none":
-        return "", None
+        return "", {}
     token = _digest(f"token:{ref}", 64)
     legacy = device.push_params == "legacy"
     if provider == "apns":
+        voip, remote = token, _digest(f"remote-token:{ref}", 64)
+        voip_topic = f"{BUNDLE}.voip"
+        match device.tokens:
+            case "remote" if legacy:
+                return (
+                    f";pn-type=apple;app-id={BUNDLE}.prod;pn-tok={remote}",
+                    {remote: BUNDLE},
+                )
+            case "remote":
+                return f";pn-provider=apns;pn-param={TEAM}.{BUNDLE};pn-prid={remote}", {
+                    remote: BUNDLE
+                }
+            case "voip&remote" | "remote&voip":
+                tokens = {"voip": voip, "remote": remote}
+                prid = "&".join(f"{tokens[s]}:{s}" for s in device.tokens.split("&"))
+                params = (
+                    f";pn-provider=apns;pn-param={TEAM}.{BUNDLE}.{device.tokens};pn-prid={prid}"
+                )
+                return params, {voip: voip_topic, remote: BUNDLE}
         if legacy:
-            return f";pn-type=apple;app-id={BUNDLE}.voip.prod;pn-tok={token};pn-silent=1", token
-        return f";pn-provider=apns;pn-param={TEAM}.{BUNDLE}.voip;pn-prid={token}", token
+            return (
+                f";pn-type=apple;app-id={BUNDLE}.voip.prod;pn-tok={voip};pn-silent=1",
+                {voip: voip_topic},
+            )
+        return f";pn-provider=apns;pn-param={TEAM}.{voip_topic};pn-prid={voip}", {voip: voip_topic}
     if provider == "fcm":
         token = f"{token[:22]}:APA91b{token[22:]}"
         if legacy:
-            return f";pn-type=firebase;app-id={FCM_PROJECT};pn-tok={token}", token
-        return f";pn-provider=fcm;pn-param={FCM_PROJECT};pn-prid={token}", token
+            return f";pn-type=firebase;app-id={FCM_PROJECT};pn-tok={token}", {token: FCM_PROJECT}
+        return f";pn-provider=fcm;pn-param={FCM_PROJECT};pn-prid={token}", {token: FCM_PROJECT}
     endpoint = f"https://push.lab.test/wp/{token[:40]}"
-    return f";pn-provider=webpush;pn-prid={endpoint}", endpoint
+    return f";pn-provider=webpush;pn-prid={endpoint}", {endpoint: "webpush"}
 
 
 def _device_answer(device: Device) -> AnswerPlan:
@@ -109,6 +133,9 @@ class World:
         self._agent_seq = 0
         self.devices: dict[str, DeviceAgent] = {}
         self.by_token: dict[str, DeviceAgent] = {}
+        self.issued: list[tuple[str, str, str]] = []
+        """(provider, token, APNs topic or FCM project) of every device token: what the
+        push services were told of (``PushSandbox``, the mocks of a live replay)."""
         self.callers: dict[str, CallerAgent] = {}
         self.by_call_id: dict[str, CallRecord] = {}
         self.agents: list[UserAgent] = []
@@ -124,7 +151,7 @@ class World:
             for device in user.devices:
                 port += 1
                 ref = f"{uname}.{device.name}"
-                params, token = push_params(ref, device)
+                params, tokens = push_params(ref, device)
                 agent = DeviceAgent(
                     name=ref,
                     user=uname,
@@ -139,8 +166,9 @@ class World:
                 )
                 self.agents.append(agent)
                 self.devices[ref] = agent
-                if token is not None:
+                for token, owner in tokens.items():
                     self.by_token[token] = agent
+                    self.issued.append((device.provider, token, owner))
             if user.mobile is not None:
                 self.numbers[user.mobile.number] = f"{uname}.mobile"
         mobiles = {
@@ -429,7 +457,8 @@ class World:
     # -- pushes --------------------------------------------------------------------------
     def push_sent(self, request: PushRequest, push_id: int) -> PushRecordSeen:
         """The server handed a push to the push service."""
-        device = self.by_token.get(request.target.prid)
+        channel = request.target.channel("call" if request.kind == "call" else "alert")
+        device = self.by_token.get(channel.prid if channel is not None else request.target.prid)
         ref = device.name if device is not None else None
         record = PushRecordSeen(
             at=self.now,
@@ -440,6 +469,7 @@ class World:
             call=(
                 self.by_call_id[request.call_id].id if request.call_id in self.by_call_id else None
             ),
+            topic=None if channel is None else channel.apns_topic,
         )
         payload = device_payload(request, bundle=BUNDLE, project=FCM_PROJECT)
         if payload is not None:

@@ -12,6 +12,15 @@ Two spellings reach a registrar:
   adds ``pn-p256dh`` (the 65-byte uncompressed P-256 public key) and
   ``pn-auth`` (the 16-byte authentication secret), both base64url. Without
   them a Web Push wake-up carries no payload, as RFC 8599 §12 intends.
+* Linphone's two-token APNs form (PROTOCOLS.md §2.2): an iOS app holds a PushKit VoIP
+  token (topic ``<bundle>.voip``) and a separate remote-notification token (topic
+  ``<bundle>``); Linphone writes both in one contact,
+  ``pn-prid=<voip>:voip&<remote>:remote;pn-param=<TeamID>.<bundle>.voip&remote`` (or
+  the two in the other order). ``PushTarget.channel`` hands out the token of one
+  service: calls go to the VoIP token, alerts (missed call, message) to the remote
+  token; a target with no remote token gets no alert push, since APNs refuses an alert
+  to a VoIP token (``DeviceTokenNotForTopic``) and PushKit kills an app that gets a VoIP
+  push that is not a call (PROTOCOLS.md §4).
 * Linphone/Flexisip's legacy form: ``pn-type`` (apple, firebase, google,
   android…), ``app-id`` (for Apple ending in ``.prod``/``.dev``, maybe with
   ``.voip`` before it), ``pn-tok``, and the options ``pn-msg-str``,
@@ -29,6 +38,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import unquote
 
 from sipwake.errors import SipParseError, cut
@@ -37,6 +47,7 @@ from sipwake.sip.uri import SipUri
 
 __all__ = [
     "PUSH_PARAMS",
+    "Channel",
     "PushParams",
     "PushTarget",
     "is_push_query",
@@ -73,6 +84,13 @@ PUSH_PARAMS = frozenset(
         "pn-call-remote-push-interval",
     }
 )
+
+#: What a push is for: a call (PushKit VoIP where the device has a VoIP token) or an alert
+#: (missed call, message, cancel notice: the remote-notification token).
+Channel = Literal["call", "alert"]
+
+#: The APNs services ``pn-param`` may name after the bundle id (Linphone, PROTOCOLS.md §2.2).
+_APNS_SERVICES = frozenset({"voip", "remote"})
 
 _LEGACY_PROVIDERS = {
     "apple": "apns",
@@ -185,16 +203,129 @@ class PushTarget:
         if topic is None:
             return None
         bundle, _, service = topic.rpartition(".")
-        return bundle if service in ("voip", "remote", "voip&remote", "complication") else topic
+        if service == "complication" or _split_services(service) is not None:
+            return bundle
+        return topic
 
     @property
     def services(self) -> tuple[str, ...]:
-        """APNs services named by ``pn-param`` (``voip``, ``remote``)."""
+        """APNs services named by ``pn-param`` (``voip``, ``remote``), in its order;
+        empty when it names none (a plain bundle id: the remote token, Flexisip's rule)."""
         topic = self.topic
         if topic is None:
             return ()
-        service = topic.rpartition(".")[2]
-        return tuple(service.split("&")) if service in ("voip", "remote", "voip&remote") else ()
+        return _split_services(topic.rpartition(".")[2]) or ()
+
+    def tokens(self) -> dict[str, str]:
+        """APNs: the device token of each service (``{"voip": …, "remote": …}``); a target
+        naming no service holds one remote token (Flexisip's rule), one without
+        ``pn-param`` a VoIP token. Empty for other providers. The target
+        was checked when parsed (``_apns_tokens``); one built by hand that does not pair
+        up gets its whole ``prid`` under its first service."""
+        if self.base_provider != "apns":
+            return {}
+        # No pn-param at all (legacy without app-id): nothing says which; a call push.
+        services = self.services or (("remote",) if self.param else ("voip",))
+        try:
+            return _apns_tokens(self.prid, services)
+        except SipParseError:
+            return {services[0]: self.prid}
+
+    def channel(self, channel: Channel) -> PushTarget | None:
+        """The single-token target a ``call`` or an ``alert`` push goes to.
+
+        APNs: a call goes to the VoIP token, or, for an app without one, as an alert to
+        its remote token; an alert goes to the remote token only (None without one).
+        Other providers: one token serves both. The result names one service in
+        ``pn-param`` (``<team>.<bundle>.voip`` or ``<team>.<bundle>.remote``), so its
+        ``topic``/``bundle_id``/``service`` say where it goes.
+        """
+        tokens = self.tokens()
+        if not tokens:
+            return self
+        service = "voip" if channel == "call" and "voip" in tokens else "remote"
+        token = tokens.get(service)
+        if token is None:
+            return None
+        if len(tokens) == 1:
+            return self
+        team, bundle = self.team_id, self.bundle_id
+        return PushTarget(
+            provider=self.provider,
+            prid=token,
+            param=f"{team}.{bundle}.{service}",
+            purr=self.purr,
+            sandbox=self.sandbox,
+            legacy=self.legacy,
+            silent=self.silent,
+            timeout_s=self.timeout_s,
+            call_str=self.call_str,
+            msg_str=self.msg_str,
+        )
+
+    @property
+    def service(self) -> str | None:
+        """APNs: ``voip`` or ``remote`` for a single-token target (``channel``'s result),
+        None for a two-token one or another provider."""
+        tokens = self.tokens()
+        return next(iter(tokens)) if len(tokens) == 1 else None
+
+    @property
+    def apns_topic(self) -> str | None:
+        """The ``apns-topic`` of a single-token APNs target: ``<bundle>.voip`` for the VoIP
+        token, the bundle id for the remote one (a ``legacy.`` team dropped)."""
+        service, bundle = self.service, self.bundle_id
+        if service is None or bundle is None:
+            return None
+        return f"{bundle}.voip" if service == "voip" else bundle
+
+    def combined(self, newer: PushTarget) -> PushTarget:
+        """The target of one device that registered ``newer`` after this one: RFC 8599
+        apps may register their VoIP and their remote token as two contacts of the same
+        ``+sip.instance``. When both are APNs targets of the same app (provider, team,
+        bundle), ``newer``'s tokens replace those of the same service and the other
+        service's token stays (a two-token target); otherwise ``newer`` replaces this."""
+        mine, theirs = self.tokens(), newer.tokens()
+        same_app = (
+            bool(mine)
+            and bool(theirs)
+            and self.provider == newer.provider
+            and self.team_id == newer.team_id
+            and self.bundle_id == newer.bundle_id
+            and self.bundle_id is not None
+        )
+        if not same_app or set(theirs) >= set(mine):
+            return newer
+        tokens = {**mine, **theirs}
+        order = ("voip", "remote")
+        return PushTarget(
+            provider=newer.provider,
+            prid="&".join(f"{tokens[s]}:{s}" for s in order),
+            param=f"{newer.team_id}.{newer.bundle_id}.voip&remote",
+            purr=newer.purr,
+            sandbox=newer.sandbox,
+            legacy=newer.legacy,
+            silent=newer.silent,
+            timeout_s=newer.timeout_s,
+            call_str=newer.call_str,
+            msg_str=newer.msg_str,
+        )
+
+    def holds(self, prid: str) -> bool:
+        """Whether ``prid`` is this target's token, or one of its two APNs tokens."""
+        return prid == self.prid or prid in self.tokens().values()
+
+    def without(self, prid: str) -> PushTarget | None:
+        """This target once token ``prid`` is dead: the other APNs token alone (a refusal
+        of one token never removes the other), None when nothing is left, itself when
+        ``prid`` is not its token."""
+        if prid == self.prid:
+            return None
+        tokens = self.tokens()
+        if prid not in tokens.values() or len(tokens) < 2:
+            return self
+        left = "remote" if tokens.get("voip") == prid else "voip"
+        return self.channel("call" if left == "voip" else "alert")
 
     def key(self) -> tuple[str, str, str]:
         """RFC 8599 §5.3 identity of the device: (provider, param, prid)."""
@@ -285,6 +416,12 @@ def _rfc8599(params: PushParams, provider: str) -> PushTarget | None:
             "Contact: pn-param for apns must be '<TeamID>.<bundle>.<service>', "
             f"got {cut(param or '')!r}"
         )
+    if base == "apns":
+        try:
+            services = _split_services((param or "").rpartition(".")[2]) or ("remote",)
+            _apns_tokens(prid, services)
+        except SipParseError as exc:
+            raise SipParseError(f"Contact: {exc}") from None
     if base == "webpush" and param:
         raise SipParseError("Contact: pn-param must not be used with webpush (RFC 8599 §12)")
     p256dh, auth = _webpush_keys(params, base)
@@ -302,6 +439,41 @@ def _rfc8599(params: PushParams, provider: str) -> PushTarget | None:
         p256dh=p256dh,
         auth=auth,
     )
+
+
+def _split_services(text: str) -> tuple[str, ...] | None:
+    """``voip``, ``remote``, ``voip&remote`` or ``remote&voip`` as a tuple; None when
+    ``text`` is not a service list (then it is the last label of a bundle id)."""
+    names = tuple(text.split("&"))
+    if all(n in _APNS_SERVICES for n in names) and len(set(names)) == len(names):
+        return names
+    return None
+
+
+def _apns_tokens(prid: str, services: tuple[str, ...]) -> dict[str, str]:
+    """Linphone's ``pn-prid`` read against the services of ``pn-param`` (Flexisip's
+    rules, PROTOCOLS.md §2.2): one ``token[:service]`` per service, joined by ``&``; a
+    single token may leave out its service. Raises ``SipParseError`` when they do not
+    pair up."""
+    parts = prid.split("&")
+    if len(parts) != len(services):
+        raise SipParseError(
+            f"pn-prid has {len(parts)} token(s) but pn-param names {len(services)} "
+            f"service(s) ({'&'.join(services)})"
+        )
+    tokens: dict[str, str] = {}
+    for part in parts:
+        token, colon, service = part.partition(":")
+        if not colon:
+            if len(parts) > 1:
+                raise SipParseError(f"pn-prid: token {mask_token(token)!r} names no service")
+            service = services[0]
+        if service not in services or service in tokens:
+            raise SipParseError(f"pn-prid: service {cut(service)!r} does not match pn-param")
+        if not token or ":" in token:
+            raise SipParseError(f"pn-prid: token for {service} is empty or holds ':'")
+        tokens[service] = token
+    return tokens
 
 
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]+={0,2}")
@@ -375,7 +547,9 @@ def _legacy(params: PushParams) -> PushTarget:
     )
 
 
-_SECRET_PARAM_RE = re.compile(r"(?i)(pn-prid|pn-tok|pn-purr|pn-p256dh|pn-auth)=([^;>,\s?&]+)")
+_SECRET_PARAM_RE = re.compile(
+    r"(?i)(pn-prid|pn-tok|pn-purr|pn-p256dh|pn-auth)=([^;>,\s?&]+(?:&[^;>,\s?&=]+(?=[;>,\s?&]|$))*)"
+)
 
 
 #: The push key a 200 to REGISTER hands a device (``registrar.bindings.PUSH_KEY_HEADER``):

@@ -38,7 +38,7 @@ from sipwake.node import (
 )
 from sipwake.overload import LoadMeter
 from sipwake.proxy.routing import LocalAddress
-from sipwake.push.base import PushOutcome, PushRequest
+from sipwake.push.base import PushOutcome, PushRequest, configuration_error
 from sipwake.registrar.events import (
     BindingAdded,
     BindingExpired,
@@ -451,8 +451,19 @@ class Driver:
             f" {outcome.reason}" if outcome.reason else "",
             outcome.latency * 1000,
         )
+        if configuration_error(outcome):
+            channel = target.channel("call" if push.request.kind == "call" else "alert")
+            logger.error(
+                "push %s to %s refused by %s: %s for topic %s: a configuration error "
+                "(bundle id, project or key), not a dead token; the token is kept",
+                push.request.kind,
+                push.aor or "?",
+                outcome.provider,
+                outcome.reason,
+                (channel.apns_topic if channel else None) or target.param or "?",
+            )
         try:
-            outputs = self.node.push_completed(push.push_id, outcome, self.now())
+            outputs = self.node.push_completed(push.push_id, outcome, self.now(), wall=time.time())
         except Exception:
             logger.exception("internal error handling a push outcome")
             return

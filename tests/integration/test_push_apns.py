@@ -24,6 +24,9 @@ pytestmark = pytest.mark.timeout(30)
 
 TEAM, KID, BUNDLE = "TEAM123456", "KEY1234567", "org.lab.phone"
 TOKEN = "0f1e2d3c" * 8
+"""The phone's PushKit VoIP token (topic ``org.lab.phone.voip``)."""
+REMOTE = "4b5a6978" * 8
+"""Its remote-notification token (topic ``org.lab.phone``): alerts go there."""
 START = 1_800_000_000.0
 
 
@@ -64,6 +67,8 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
     async with MockApns(
         tmp_path / "tls", public_key=public, team_id=TEAM, key_id=KID, clock=clock
     ) as mock:
+        mock.issue_token(TOKEN, f"{BUNDLE}.voip")
+        mock.issue_token(REMOTE, BUNDLE)
 
         def make(key: bytes = private) -> ApnsProvider:
             provider = ApnsProvider(
@@ -85,7 +90,9 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
 
 
 def _push(kind: PushKind = "call", token: str = TOKEN, call_id: str = "c1@lab") -> PushRequest:
-    target = PushTarget(provider="apns", prid=token, param=f"{TEAM}.{BUNDLE}.voip")
+    # Both tokens, as Linphone registers them: calls go to the first, alerts to the second.
+    prid = f"{token}:voip&{REMOTE}:remote"
+    target = PushTarget(provider="apns", prid=prid, param=f"{TEAM}.{BUNDLE}.voip&remote")
     return PushRequest(kind=kind, target=target, call_id=call_id, caller="Alice")
 
 
@@ -115,6 +122,7 @@ async def test_alert_push_uses_bundle_topic(lab: Lab) -> None:
     outcome = await provider.send(_push("cancel"))
     assert outcome.status == "delivered", outcome
     [push] = lab.mock.pushes
+    assert push.token == REMOTE
     assert push.headers["apns-push-type"] == "alert"
     assert push.headers["apns-topic"] == BUNDLE
 
@@ -248,6 +256,8 @@ async def test_fifty_concurrent_pushes_share_one_connection(lab: Lab) -> None:
     lab.mock.latency = 0.05
     provider = lab.make()
     tokens = [f"{n:064x}" for n in range(50)]
+    for token in tokens:
+        lab.mock.issue_token(token, f"{BUNDLE}.voip")
     outcomes = await asyncio.gather(
         *(provider.send(_push(token=token, call_id=f"c{n}")) for n, token in enumerate(tokens))
     )

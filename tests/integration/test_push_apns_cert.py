@@ -28,6 +28,7 @@ pytestmark = pytest.mark.timeout(30)
 
 BUNDLE = "org.lab.phone"
 TOKEN = "0f1e2d3c" * 8
+REMOTE = "4b5a6978" * 8
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -103,11 +104,14 @@ class Lab:
 async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
     ca = _make_ca(tmp_path / "ca", "Lab Apple CA")
     async with MockApns(tmp_path / "tls", client_ca=ca.path) as mock:
+        mock.issue_token(TOKEN, f"{BUNDLE}.voip")
+        mock.issue_token(REMOTE, BUNDLE)
         yield Lab(mock=mock, ca=ca, directory=tmp_path)
 
 
 def _push(kind: PushKind = "call") -> PushRequest:
-    target = PushTarget(provider="apns", prid=TOKEN, param=f"TEAM123456.{BUNDLE}.voip")
+    prid = f"{TOKEN}:voip&{REMOTE}:remote"  # calls to the VoIP token, alerts to the other
+    target = PushTarget(provider="apns", prid=prid, param=f"TEAM123456.{BUNDLE}.voip&remote")
     return PushRequest(kind=kind, target=target, call_id="c1@lab", caller="Alice")
 
 

@@ -46,7 +46,10 @@ Make = Callable[..., ApnsProvider]
 async def mock_and_make(tmp_path: Path) -> AsyncIterator[tuple[MockApns, Make]]:
     private, public = _key_pair()
     providers: list[ApnsProvider] = []
-    async with MockApns(tmp_path / "tls", public_key=public, team_id=TEAM, key_id=KID) as mock:
+    # Many tokens, none issued: the lab mode binds each to the topic of its first push.
+    async with MockApns(
+        tmp_path / "tls", public_key=public, team_id=TEAM, key_id=KID, learn_tokens=True
+    ) as mock:
 
         def make(timeout: float = 5.0, base_url: str | None = None) -> ApnsProvider:
             provider = ApnsProvider(
@@ -67,7 +70,9 @@ async def mock_and_make(tmp_path: Path) -> AsyncIterator[tuple[MockApns, Make]]:
 
 
 def _push(n: int = 0, kind: PushKind = "call", body: str | None = None) -> PushRequest:
-    target = PushTarget(provider="apns", prid=f"{n + 1:064x}", param=f"{TEAM}.{BUNDLE}.voip")
+    # A call to a PushKit VoIP token, an alert to a remote-notification token.
+    service = "voip" if kind == "call" else "remote"
+    target = PushTarget(provider="apns", prid=f"{n + 1:064x}", param=f"{TEAM}.{BUNDLE}.{service}")
     return PushRequest(kind=kind, target=target, call_id=f"c{n}@lab", caller="Alice", body=body)
 
 

@@ -52,6 +52,7 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
     clock = FakeClock()
     providers: list[FcmProvider] = []
     async with MockFcm(tmp_path / "tls", project_id=PROJECT, clock=clock) as mock:
+        mock.issue_token(TOKEN)  # the app's registration token, issued to PROJECT
         account = mock.new_service_account(tmp_path / "keys")
 
         def make(source: Any = account.path, **kw: Any) -> FcmProvider:
@@ -144,6 +145,8 @@ async def test_fifty_concurrent_pushes_fetch_one_token_over_one_connection(lab: 
     lab.mock.latency = 0.05
     provider = lab.make()
     tokens = [f"tok{n:03d}:APA91b-{n:060x}" for n in range(50)]
+    for token in tokens:
+        lab.mock.issue_token(token)
     outcomes = await asyncio.gather(
         *(provider.send(_push(token=token, call_id=f"c{n}")) for n, token in enumerate(tokens))
     )
@@ -178,7 +181,7 @@ async def test_token_refreshed_at_expiry_minus_margin_not_before(lab: Lab) -> No
         ("THIRD_PARTY_AUTH_ERROR", None, "error", 401),
         ("INVALID_ARGUMENT", None, "error", 400),
         ("UNREGISTERED", None, "invalid_target", 404),
-        ("SENDER_ID_MISMATCH", None, "invalid_target", 403),
+        ("SENDER_ID_MISMATCH", None, "error", 403),  # our project is wrong: keep the token
     ],
 )
 async def test_each_fault_maps_to_its_outcome(
@@ -205,10 +208,17 @@ async def test_unregistered_token_is_invalid_target(lab: Lab) -> None:
     assert lab.mock.rejected == [(404, "UNREGISTERED")]
 
 
-async def test_token_of_another_sender_is_invalid_target(lab: Lab) -> None:
-    lab.mock.mismatch(TOKEN)
+async def test_token_of_another_sender_is_a_configuration_error(lab: Lab) -> None:
+    """The token belongs to another Firebase project: our project_id is wrong, the
+    token is fine (PROTOCOLS.md §5): keep it, report the error."""
+    lab.mock.issue_token(TOKEN, "someone-elses-app")
     outcome = await lab.make().send(_push())
-    assert (outcome.status, outcome.reason) == ("invalid_target", "SENDER_ID_MISMATCH")
+    assert (outcome.status, outcome.http_status, outcome.reason) == (
+        "error",
+        403,
+        "SENDER_ID_MISMATCH",
+    )
+    assert lab.mock.messages == []
 
 
 async def test_quota_exceeded_surfaces_retry_after(lab: Lab) -> None:

@@ -110,6 +110,8 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
     async with MockApns(
         tmp_path / "apns", public_key=public, team_id="TEAM123456", key_id="KEY1234567"
     ) as apns:
+        for token in (TLS_TOKEN, TCP_TOKEN):  # PushKit VoIP tokens of the two phones
+            apns.issue_token(token, "org.lab.phone.voip")
         assert apns.cert_file is not None
         config = Config(
             domain="lab.test",

@@ -27,23 +27,25 @@ TOKEN = "5eed" * 16
 PARAM = "TEAM123456.org.lab.phone.voip"
 
 
-def _store_bob(db: Path, *, provider: str = "apns", prid: str = TOKEN) -> None:
+def _store_bob(
+    db: Path, *, provider: str = "apns", prid: str = TOKEN, param: str = PARAM, user: str = "bob"
+) -> None:
     contact = parse_uri("sip:bob@127.0.0.1:7000;transport=tcp", "contact")
     assert isinstance(contact, SipUri)
     store = SqliteStore(db)
     try:
         store.upsert(
             Binding(
-                binding_id="b1",
-                aor="sip:bob@lab.test",
+                binding_id=f"b-{user}",
+                aor=f"sip:{user}@lab.test",
                 contact=contact,
                 expires_at=3600.0,
                 registered_at=0.0,
                 call_id="c1",
                 cseq=1,
                 source=Peer(transport="tcp", host="127.0.0.1", port=7000),
-                push=PushTarget(provider=provider, prid=prid, param=PARAM),
-                instance="urn:uuid:00000000-0000-4000-8000-0000000000b0",
+                push=PushTarget(provider=provider, prid=prid, param=param),
+                instance=f"urn:uuid:00000000-0000-4000-8000-0000000000{user[0]}0",
             ),
             0.0,
             time.time(),
@@ -90,11 +92,26 @@ async def test_push_test_reaches_the_device_through_the_mock(tmp_path: Path) -> 
             "urn:uuid:00000000-0000-4000-8000-0000000000b0", "-c", "lab.yaml", cwd=tmp_path
         )
         assert code == 0
-        code, out, _ = await _push_test(
+        # bob's iPhone gave only its VoIP token: no alert can go to it (APNs would refuse
+        # an alert on the VoIP topic), and push-test says so instead of trying.
+        code, _, err = await _push_test(
             "5eed5eed", "--kind", "message", "-c", "lab.yaml", cwd=tmp_path
         )
-        assert code == 0
-        assert "message push to apns:5eed…5eed via apns: delivered" in out
+        assert code == 2
+        assert "no remote-notification token" in err
+        # carol's Linphone gave both: the alert goes to the remote token.
+        remote = "a1e7" * 16
+        _store_bob(
+            tmp_path / "sipwake.db",
+            user="carol",
+            prid=f"{TOKEN}:voip&{remote}:remote",
+            param="TEAM123456.org.lab.phone.voip&remote",
+        )
+        code, out, err = await _push_test(
+            "carol", "--kind", "message", "-c", "lab.yaml", cwd=tmp_path
+        )
+        assert code == 0, out + err
+        assert "message push to apns:a1e7…a1e7 via apns: delivered" in out
     finally:
         mock.terminate()
         await asyncio.wait_for(mock.wait(), 10)

@@ -66,7 +66,7 @@ def test_a_failing_and_a_bad_file_do_not_stop_the_others(tmp_path: Path) -> None
     assert lines[2].startswith("  MISSED  answered: expected call1 answered by bob.iphone at 5.56")
     assert lines[3] == f"ERROR {tmp_path / 'c-bad.yaml'}"
     assert lines[4] == (
-        f"  {tmp_path / 'c-bad.yaml'}:18: users.bob.devices.0.answer_after: unknown field"
+        f"  {tmp_path / 'c-bad.yaml'}:19: users.bob.devices.0.answer_after: unknown field"
     )
     assert "1/3 scenarios passed, 1 invalid" in result.stdout
     suite = ET.parse(out).getroot().find("testsuite")

@@ -203,6 +203,7 @@ async def test_configured_apns_gets_the_voip_push_and_410_drops_the_token(
     async with MockApns(
         tmp_path / "apns", public_key=public, team_id="TEAM123456", key_id="KEY1234567"
     ) as apns:
+        apns.issue_token(TOKEN, "org.lab.phone.voip")  # the phone's PushKit VoIP token
         assert apns.cert_file is not None
         config = _lab_config(
             tmp_path,
@@ -247,6 +248,73 @@ async def test_configured_apns_gets_the_voip_push_and_410_drops_the_token(
             assert server.node is not None
             (binding,) = server.node.registrar.lookup("sip:bob@lab.test", 0.0)
             assert binding.push is None  # RFC 8599 hygiene: the dead token is gone
+        finally:
+            alice.close()
+            await server.close()
+
+
+async def test_device_token_not_for_topic_is_logged_as_configuration_and_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The phone's token is, for APNs, a remote-notification token (the app sent the
+    wrong one, or the server's bundle id is not the app's): APNs answers 400
+    DeviceTokenNotForTopic. That is not a dead token: sipwake logs it at ERROR with the
+    topic and keeps the token."""
+    caplog.set_level("INFO", logger="sipwake")
+    key = ec.generate_private_key(ec.SECP256R1())
+    key_file = tmp_path / "AuthKey.p8"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    async with MockApns(
+        tmp_path / "apns", public_key=public, team_id="TEAM123456", key_id="KEY1234567"
+    ) as apns:
+        apns.issue_token(TOKEN, "org.lab.phone")  # not a PushKit token
+        assert apns.cert_file is not None
+        config = _lab_config(
+            tmp_path,
+            calls={"no_answer_s": 8.0},
+            push={  # type: ignore[arg-type]
+                "apns": {
+                    "team_id": "TEAM123456",
+                    "key_id": "KEY1234567",
+                    "key_file": str(key_file),
+                    "bundle_id": "org.lab.phone",
+                    "base_url": apns.base_url,
+                    "ca_file": str(apns.cert_file),
+                }
+            },
+        )
+        server = Server(config)
+        await server.start()
+        alice = await Ua("alice", "a", udp_address(server), "lab.test").start()
+        phone = TcpPhone(_tcp_port(server))
+        try:
+            assert (await phone.register()).status == 200
+            await phone.suspend()
+            invite = alice.request("INVITE", "sip:bob@lab.test", to="<sip:bob@lab.test>")
+            final = await alice.transact(invite, 480)
+            assert final.status == 480  # at once: the only push was refused
+            assert apns.rejected == [(400, "DeviceTokenNotForTopic")]
+            errors = [r for r in caplog.records if r.levelname == "ERROR"]
+            assert any(
+                "DeviceTokenNotForTopic" in r.getMessage()
+                and "org.lab.phone.voip" in r.getMessage()
+                and "configuration error" in r.getMessage()
+                for r in errors
+            ), [r.getMessage() for r in errors]
+            assert TOKEN not in caplog.text
+            assert server.node is not None
+            (binding,) = server.node.registrar.lookup("sip:bob@lab.test", 0.0)
+            assert binding.push is not None  # kept: the token is not dead
+            assert binding.push.prid == TOKEN
         finally:
             alice.close()
             await server.close()

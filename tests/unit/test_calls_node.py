@@ -41,8 +41,10 @@ class RecordingNode:
     def changes_stored(self, token: int, ok: bool, now: float) -> list[NodeOutput]:
         return self._perform(self.node.changes_stored(token, ok, now))
 
-    def push_completed(self, push_id: int, outcome: PushOutcome, now: float) -> list[NodeOutput]:
-        return self._perform(self.node.push_completed(push_id, outcome, now))
+    def push_completed(
+        self, push_id: int, outcome: PushOutcome, now: float, *, wall: float | None = None
+    ) -> list[NodeOutput]:
+        return self._perform(self.node.push_completed(push_id, outcome, now, wall=wall))
 
     def handle_timeout(self, now: float) -> list[NodeOutput]:
         return self._perform(self.node.handle_timeout(now))

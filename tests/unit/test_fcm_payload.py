@@ -350,7 +350,7 @@ def test_success_is_delivered() -> None:
         (
             403,
             _error_body(403, "PERMISSION_DENIED", "SENDER_ID_MISMATCH"),
-            "invalid_target",
+            "error",  # another project's token: our project_id is wrong, keep the token
             "SENDER_ID_MISMATCH",
         ),
         (

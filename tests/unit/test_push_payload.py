@@ -19,6 +19,7 @@ from sipwake.push.payload import (
 from sipwake.sip.pushtarget import PushTarget
 
 TOKEN = "a1b2c3d4" * 8
+REMOTE = "e5f6a7b8" * 8
 SETTINGS = ApnsSettings(team_id="TEAM123456", key_id="KEY1234567", bundle_id="org.lab.phone")
 NOW = 1_800_000_000.0
 
@@ -57,9 +58,21 @@ def test_voip_call_request() -> None:
     }
 
 
+def _two_tokens(order: str = "voip&remote") -> PushTarget:
+    """Linphone's form: a VoIP and a remote-notification token in one contact."""
+    tokens = {"voip": TOKEN, "remote": REMOTE}
+    prid = "&".join(f"{tokens[s]}:{s}" for s in order.split("&"))
+    return _target(param=f"TEAM123456.org.lab.phone.{order}", prid=prid)
+
+
+@pytest.mark.parametrize("order", ["voip&remote", "remote&voip"])
 @pytest.mark.parametrize("kind", ["cancel", "message"])
-def test_cancel_and_message_are_alert_pushes_on_the_bundle_topic(kind: PushKind) -> None:
-    built = build_apns_request(_request(kind, body="hello"), SETTINGS, wall_now=NOW)
+def test_cancel_and_message_are_alert_pushes_on_the_bundle_topic(
+    kind: PushKind, order: str
+) -> None:
+    request = _request(kind, body="hello", target=_two_tokens(order))
+    built = build_apns_request(request, SETTINGS, wall_now=NOW)
+    assert built.path == f"/3/device/{REMOTE}"  # the remote token, not the VoIP one
     assert built.headers["apns-push-type"] == "alert"
     assert built.headers["apns-topic"] == "org.lab.phone"
     assert built.headers["apns-priority"] == "10"
@@ -69,8 +82,37 @@ def test_cancel_and_message_are_alert_pushes_on_the_bundle_topic(kind: PushKind)
     assert body["aps"]["alert"]["body"] == "hello"
 
 
+@pytest.mark.parametrize("order", ["voip&remote", "remote&voip"])
+def test_call_goes_to_the_voip_token_of_two(order: str) -> None:
+    built = build_apns_request(_request("call", target=_two_tokens(order)), SETTINGS, wall_now=NOW)
+    assert built.path == f"/3/device/{TOKEN}"
+    assert built.headers["apns-push-type"] == "voip"
+    assert built.headers["apns-topic"] == "org.lab.phone.voip"
+
+
+@pytest.mark.parametrize("kind", ["cancel", "message"])
+def test_no_alert_to_a_voip_token(kind: PushKind) -> None:
+    """APNs would answer DeviceTokenNotForTopic; PushKit forbids a VoIP push that is not a
+    call: a device with only a VoIP token gets no alert at all."""
+    with pytest.raises(PushError, match="NoAlertToken") as info:
+        build_apns_request(_request(kind), SETTINGS, wall_now=NOW)
+    assert info.value.retryable is False
+
+
+def test_call_to_an_app_without_voip_token_is_an_alert() -> None:
+    target = _target(param="TEAM123456.org.lab.phone", prid=REMOTE)
+    built = build_apns_request(_request("call", target=target), SETTINGS, wall_now=NOW)
+    assert built.headers["apns-push-type"] == "alert"
+    assert built.headers["apns-topic"] == "org.lab.phone"
+    assert built.headers["apns-expiration"] == "0"
+    aps = json.loads(built.body)["aps"]
+    assert aps["alert"]["title"] == "Incoming call"
+    assert aps["sound"] == "default"
+
+
 def test_missed_call_text_names_the_caller() -> None:
-    built = build_apns_request(_request("cancel", caller="Bob"), SETTINGS, wall_now=NOW)
+    request = _request("cancel", caller="Bob", target=_two_tokens())
+    built = build_apns_request(request, SETTINGS, wall_now=NOW)
     assert json.loads(built.body)["aps"]["alert"] == {
         "title": "Missed call",
         "body": "Missed call from Bob",
@@ -85,7 +127,10 @@ def test_bundle_defaults_to_settings_when_target_has_no_param() -> None:
 
 def test_legacy_target_topic() -> None:
     target = PushTarget(provider="apns", prid=TOKEN, param="legacy.org.old.app.voip", legacy=True)
-    built = build_apns_request(_request("message", target=target), SETTINGS, wall_now=NOW)
+    built = build_apns_request(_request("call", target=target), SETTINGS, wall_now=NOW)
+    assert built.headers["apns-topic"] == "org.old.app.voip"
+    remote = PushTarget(provider="apns", prid=TOKEN, param="legacy.org.old.app", legacy=True)
+    built = build_apns_request(_request("message", target=remote), SETTINGS, wall_now=NOW)
     assert built.headers["apns-topic"] == "org.old.app"
 
 
@@ -108,7 +153,8 @@ def test_non_hex_token_refused_without_echoing_it(prid: str) -> None:
 
 @pytest.mark.parametrize(("kind", "limit"), [("message", ALERT_PAYLOAD_LIMIT), ("cancel", 4096)])
 def test_long_alert_text_is_cut_to_fit(kind: PushKind, limit: int) -> None:
-    built = build_apns_request(_request(kind, body="é" * 5000), SETTINGS, wall_now=NOW)
+    request = _request(kind, body="é" * 5000, target=_two_tokens())
+    built = build_apns_request(request, SETTINGS, wall_now=NOW)
     assert len(built.body) <= limit
     text = json.loads(built.body)["aps"]["alert"]["body"]
     assert text.endswith("…")
@@ -141,7 +187,8 @@ def _reason(reason: str, **extra: object) -> bytes:
     [
         (200, b"", "delivered"),
         (400, _reason("BadDeviceToken"), "invalid_target"),
-        (400, _reason("DeviceTokenNotForTopic"), "invalid_target"),
+        (400, _reason("DeviceTokenNotForTopic"), "error"),  # our topic: keep the token
+        (400, _reason("TopicDisallowed"), "error"),
         (400, _reason("BadTopic"), "error"),
         (410, _reason("Unregistered", timestamp=1_700_000_000_000), "invalid_target"),
         (410, _reason("ExpiredToken"), "invalid_target"),

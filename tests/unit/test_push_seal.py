@@ -54,7 +54,11 @@ def _request(
     private: bool = True,
     body: str | None = None,
 ) -> PushRequest:
-    target = PushTarget(provider=provider, prid=prid, param="TEAM123456.org.lab.phone.voip")
+    # An iOS app's VoIP token and its remote token (alerts go to the latter).
+    if provider.startswith("apns"):
+        prid = f"{prid}:voip&{'5a6b7c8d' * 8}:remote"
+    param = "TEAM123456.org.lab.phone.voip&remote" if provider.startswith("apns") else None
+    target = PushTarget(provider=provider, prid=prid, param=param)
     return PushRequest(
         kind=kind,
         target=target,

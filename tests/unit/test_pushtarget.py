@@ -229,3 +229,91 @@ def test_push_params_first_of_a_repeated_name_wins() -> None:
     )
     assert target is not None
     assert target.prid == "first"
+
+
+# -- Linphone's two-token APNs form (PROTOCOLS.md §2.2, issue 19 finding 2) ----------------
+VOIP = "a1" * 32
+REMOTE = "b2" * 32
+
+
+@pytest.mark.parametrize(
+    ("prid", "services"),
+    [
+        (f"{VOIP}:voip&{REMOTE}:remote", "voip&remote"),
+        (f"{REMOTE}:remote&{VOIP}:voip", "remote&voip"),
+    ],
+)
+def test_two_tokens_split_by_service_in_either_order(prid: str, services: str) -> None:
+    target = push_target_from_uri(
+        _uri(
+            f"sip:a@h;pn-provider=apns;pn-param=ABCD1234.org.linphone.phone.{services};pn-prid={prid}"
+        )
+    )
+    assert target is not None
+    assert target.tokens() == {"voip": VOIP, "remote": REMOTE}
+    call, alert = target.channel("call"), target.channel("alert")
+    assert call is not None
+    assert alert is not None
+    assert (call.prid, call.service, call.apns_topic) == (VOIP, "voip", "org.linphone.phone.voip")
+    assert (alert.prid, alert.service, alert.apns_topic) == (REMOTE, "remote", "org.linphone.phone")
+    assert call.team_id == alert.team_id == "ABCD1234"
+    # A refusal of one token leaves the other.
+    assert target.without(VOIP) == alert
+    assert target.without(REMOTE) == call
+    assert target.holds(VOIP)
+    assert target.holds(REMOTE)
+
+
+def test_single_voip_token_has_no_alert_channel() -> None:
+    target = push_target_from_uri(
+        _uri(f"sip:a@h;pn-provider=apns;pn-param=T1.org.lab.phone.voip;pn-prid={TOKEN}")
+    )
+    assert target is not None
+    assert target.channel("call") is target
+    assert target.channel("alert") is None
+    assert target.without(TOKEN) is None
+
+
+def test_bundle_without_service_is_a_remote_token() -> None:
+    """Flexisip: a pn-param with no service suffix means ``remote``: calls reach such an
+    app as alerts on its bundle topic."""
+    target = push_target_from_uri(
+        _uri(f"sip:a@h;pn-provider=apns;pn-param=ABCD1234.org.lab.phone;pn-prid={TOKEN}")
+    )
+    assert target is not None
+    assert target.service == "remote"
+    assert target.channel("call") is target
+    assert target.channel("alert") is target
+    assert target.apns_topic == "org.lab.phone"
+
+
+def test_fcm_token_serves_both_channels_even_with_a_colon() -> None:
+    target = push_target_from_uri(_uri("sip:a@h;pn-provider=fcm;pn-param=proj;pn-prid=abc:APA91b"))
+    assert target is not None
+    assert target.channel("call") is target
+    assert target.channel("alert") is target
+
+
+@pytest.mark.parametrize(
+    ("param", "prid", "why"),
+    [
+        ("T.b.app.voip&remote", f"{VOIP}:voip", "1 token"),
+        ("T.b.app.voip&remote", f"{VOIP}&{REMOTE}", "names no service"),
+        ("T.b.app.voip&remote", f"{VOIP}:voip&{REMOTE}:voip", "does not match"),
+        ("T.b.app.voip", f"{VOIP}:remote", "does not match"),
+        ("T.b.app.voip&remote", f"{VOIP}:voip&:remote", "empty"),
+    ],
+)
+def test_tokens_that_do_not_pair_with_services_are_refused(param: str, prid: str, why: str) -> None:
+    with pytest.raises(SipParseError, match=why) as info:
+        push_target_from_uri(_uri(f"sip:a@h;pn-provider=apns;pn-param={param};pn-prid={prid}"))
+    assert VOIP not in str(info.value)
+
+
+def test_redact_masks_both_tokens_of_the_two_token_form() -> None:
+    text = redact(
+        f"Contact: <sip:a@h;pn-prid={VOIP}:voip&{REMOTE}:remote;pn-param=T.b.voip&remote>"
+    )
+    assert VOIP not in text
+    assert REMOTE not in text
+    assert "pn-param=T.b.voip&remote" in text

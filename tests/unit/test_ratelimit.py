@@ -63,7 +63,9 @@ def test_parse_rate_refuses(text: str) -> None:
 
 
 def _sleeping_bob(lab: WakeLab) -> Phone:
-    phone = Phone(user="bob", port=7001, instance="urn:uuid:phone-1", token=TOKEN)
+    phone = Phone(
+        user="bob", port=7001, instance="urn:uuid:phone-1", token=TOKEN, remote="5a6b7c8d" * 8
+    )
     assert lab.register(phone).status == 200
     lab.suspend(phone)
     return phone

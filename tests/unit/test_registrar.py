@@ -859,3 +859,52 @@ def test_a_binding_listed_later_shows_whole_seconds_left_never_more(
     assert 1 <= first <= asked
     assert first <= left or first == 1
     assert first > left - 1
+
+
+# -- RFC 8599: an iOS app's two tokens as two contacts of one device (issue 19) --------------
+VOIP_TOKEN, REMOTE_TOKEN = "aa11" * 16, "bb22" * 16
+PHONE_INSTANCE = ';+sip.instance="<urn:uuid:00000000-0000-4000-8000-000000000001>"'
+
+
+def _apns_contact(port: int, token: str, service: str) -> str:
+    param = "ABCD1234.com.example.app" + (".voip" if service == "voip" else "")
+    return (
+        f"<sip:alice@10.0.0.1:{port};transport=tcp;pn-provider=apns;"
+        f"pn-param={param};pn-prid={token}>{PHONE_INSTANCE}"
+    )
+
+
+def test_voip_and_remote_contacts_of_one_instance_make_one_binding_with_both_tokens() -> None:
+    reg = make_registrar()
+    request = register(
+        _apns_contact(5070, VOIP_TOKEN, "voip"), _apns_contact(5071, REMOTE_TOKEN, "remote")
+    )
+    result = reg.handle_register(request, TCP, 100.0)
+    assert result.accepted
+    (binding,) = reg.lookup(AOR, 100.0)
+    assert binding.push is not None
+    assert binding.push.tokens() == {"voip": VOIP_TOKEN, "remote": REMOTE_TOKEN}
+    call, alert = binding.push.channel("call"), binding.push.channel("alert")
+    assert call is not None
+    assert alert is not None
+    assert (call.prid, call.apns_topic) == (VOIP_TOKEN, "com.example.app.voip")
+    assert (alert.prid, alert.apns_topic) == (REMOTE_TOKEN, "com.example.app")
+
+
+def test_a_later_register_of_one_token_keeps_the_other() -> None:
+    reg = make_registrar()
+    reg.handle_register(register(_apns_contact(5070, VOIP_TOKEN, "voip")), TCP, 100.0)
+    reg.handle_register(register(_apns_contact(5071, REMOTE_TOKEN, "remote"), cseq=2), TCP, 101.0)
+    new_voip = "cc33" * 16
+    reg.handle_register(register(_apns_contact(5070, new_voip, "voip"), cseq=3), TCP, 102.0)
+    (binding,) = reg.lookup(AOR, 102.0)
+    assert binding.push is not None
+    assert binding.push.tokens() == {"voip": new_voip, "remote": REMOTE_TOKEN}
+
+
+def test_without_an_instance_the_two_contacts_stay_two_bindings() -> None:
+    reg = make_registrar()
+    plain = [_apns_contact(p, t, s).replace(PHONE_INSTANCE, "") for p, t, s in
+             ((5070, VOIP_TOKEN, "voip"), (5071, REMOTE_TOKEN, "remote"))]  # fmt: skip
+    reg.handle_register(register(*plain), TCP, 100.0)
+    assert len(reg.lookup(AOR, 100.0)) == 2

@@ -47,6 +47,11 @@ def test_the_library_has_the_scenarios_the_issue_names() -> None:
         "server-restart-keeps-bindings.yaml",
         "network-loss-call-waits-for-reconnect.yaml",
         "innovaphone-dnd-stops-push.yaml",
+        # issue 19: tokens by service, Linphone's two-token form, APNs 410 timestamps
+        "ios-voip-token-only-gets-no-alert.yaml",
+        "linphone-two-tokens-missed-call-then-call.yaml",
+        "linphone-two-tokens-remote-first.yaml",
+        "apns-410-older-than-register-keeps-token.yaml",
     ):
         assert required in names
 

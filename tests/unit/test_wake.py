@@ -5,20 +5,29 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from sipwake.cli import _push_cell
 from sipwake.node import ForgetMessage, KeepMessage, PersistChanges
 from sipwake.proxy.plan import PRESETS, CallPlan, plan_for
+from sipwake.proxy.wake import CallEvent
 from sipwake.registrar.events import PushTargetRemoved
 from sipwake.sip.message import Request
 from tests.unit.wakelab import Phone, WakeLab
 
 TOKEN = "a1b2c3d4" * 8
 TOKEN2 = "0f0e0d0c" * 8
+REMOTE = "e5f6a7b8" * 8
 VM = "sip:vm@127.0.0.1:5090"
 TWIN = "sip:+491701234567@127.0.0.1:5095"
 
 
-def _iphone(port: int = 7001, token: str = TOKEN, instance: str = "urn:uuid:phone-1") -> Phone:
-    return Phone(user="bob", port=port, instance=instance, token=token)
+def _iphone(
+    port: int = 7001,
+    token: str = TOKEN,
+    instance: str = "urn:uuid:phone-1",
+    remote: str | None = REMOTE,
+) -> Phone:
+    """An iOS app with its PushKit VoIP token and its remote-notification token."""
+    return Phone(user="bob", port=port, instance=instance, token=token, remote=remote)
 
 
 def _suspended(lab: WakeLab, phone: Phone) -> None:
@@ -183,7 +192,7 @@ def test_twin_branch_after_mobile_dial_delay() -> None:
 
 def test_permanent_push_failure_drops_the_token_and_fails_fast() -> None:
     lab = WakeLab(plan=CallPlan(no_answer_s=30))
-    phone = _iphone()
+    phone = _iphone(remote=None)
     _suspended(lab, phone)
     lab.call("bob")
     (push,) = lab.pushes("call")
@@ -528,3 +537,120 @@ def test_branches_cancelled_because_one_answered_carry_an_rfc3326_reason() -> No
     (cancel,) = lab.invites_to(7003, "CANCEL")
     assert isinstance(cancel.message, Request)
     assert cancel.message.headers.get("Reason") == ('SIP;cause=200;text="Call completed elsewhere"')
+
+
+# -- two tokens: calls to the VoIP token, alerts to the remote one (issue 19) -----------------
+def test_cancel_notice_goes_to_the_remote_token_never_to_the_voip_token() -> None:
+    lab = WakeLab()
+    phone = _iphone()
+    _suspended(lab, phone)
+    call_id = lab.call("bob")
+    (push,) = lab.pushes("call")
+    assert push.request.target.prid == TOKEN
+    assert push.request.target.apns_topic == "org.lab.phone.voip"
+    lab.cancel(call_id)
+    (cancel,) = lab.pushes("cancel")
+    assert cancel.request.target.prid == REMOTE
+    assert cancel.request.target.apns_topic == "org.lab.phone"
+
+
+def test_voip_only_device_gets_no_alert_push() -> None:
+    """APNs refuses an alert to a VoIP token (DeviceTokenNotForTopic) and PushKit wants
+    every VoIP push reported as a call: a device that gave only its VoIP token gets no
+    cancel, missed-call or message push, and the wait is written down."""
+    lab = WakeLab()
+    phone = _iphone(remote=None)
+    _suspended(lab, phone)
+    call_id = lab.call("bob")
+    lab.cancel(call_id)
+    assert lab.pushes("cancel") == []
+    assert any(
+        e.step == "push-refused" and "no alert token" in e.detail
+        for e in lab.outputs
+        if isinstance(e, CallEvent)
+    )
+    lab.message("bob", "hi")
+    assert lab.pushes("message") == []
+    assert lab.node.held_messages("sip:bob@lab.test") == 1  # delivered on its next REGISTER
+    (user,) = lab.node.snapshot(lab.now)
+    push_view = user["devices"][0]["push"]  # type: ignore[index]
+    assert push_view["alert"] == "no alert token"
+    assert _push_cell(push_view).endswith("(no alert token)")  # the sipwake status column
+
+
+def test_a_dead_remote_token_leaves_the_voip_token() -> None:
+    lab = WakeLab()
+    phone = _iphone()
+    _suspended(lab, phone)
+    call_id = lab.call("bob")
+    lab.cancel(call_id)
+    (cancel,) = lab.pushes("cancel")
+    lab.push_result(cancel, "invalid_target", reason="BadDeviceToken", http_status=400)
+    (binding,) = lab.node.registrar.lookup("sip:bob@lab.test", lab.now)
+    assert binding.push is not None
+    assert binding.push.prid == TOKEN
+    assert binding.push.channel("alert") is None
+    lab.call("bob")
+    assert lab.pushes("call")[-1].request.target.prid == TOKEN  # the next call still wakes it
+
+
+def test_a_dead_voip_token_leaves_the_remote_token() -> None:
+    lab = WakeLab(plan=CallPlan(no_answer_s=30))
+    phone = _iphone()
+    _suspended(lab, phone)
+    lab.call("bob")
+    (push,) = lab.pushes("call")
+    lab.push_result(push, "invalid_target", reason="BadDeviceToken", http_status=400)
+    (binding,) = lab.node.registrar.lookup("sip:bob@lab.test", lab.now)
+    assert binding.push is not None
+    assert binding.push.prid == REMOTE
+
+
+def test_configuration_refusal_keeps_the_token() -> None:
+    lab = WakeLab(plan=CallPlan(no_answer_s=30))
+    phone = _iphone()
+    _suspended(lab, phone)
+    lab.call("bob")
+    (push,) = lab.pushes("call")
+    lab.push_result(push, "error", reason="DeviceTokenNotForTopic", http_status=400)
+    (binding,) = lab.node.registrar.lookup("sip:bob@lab.test", lab.now)
+    assert binding.push is not None
+    assert binding.push.tokens() == {"voip": TOKEN, "remote": REMOTE}
+
+
+WALL = 1_800_000_000.0
+
+
+def test_apns_410_older_than_the_last_register_keeps_the_token() -> None:
+    """Apple: stop pushing a token only if it was not registered again after the 410's
+    timestamp. Registered at lab time 100 (= WALL - 5 s in wall time), answered 410 with
+    a timestamp 60 s before that: the device registered since, the token stays."""
+    lab = WakeLab(plan=CallPlan(no_answer_s=30))
+    _suspended(lab, _iphone())
+    lab.advance(5)
+    lab.call("bob")
+    (push,) = lab.pushes("call")
+    stamp = WALL - 65
+    lab.push_result(
+        push, "invalid_target", reason="Unregistered", http_status=410,
+        unregistered_at=stamp, wall=WALL,
+    )  # fmt: skip
+    (binding,) = lab.node.registrar.lookup("sip:bob@lab.test", lab.now)
+    assert binding.push is not None
+    assert binding.push.channel("call") is not None
+
+
+def test_apns_410_newer_than_the_last_register_drops_the_token() -> None:
+    lab = WakeLab(plan=CallPlan(no_answer_s=30))
+    _suspended(lab, _iphone())
+    lab.advance(5)
+    lab.call("bob")
+    (push,) = lab.pushes("call")
+    lab.push_result(
+        push, "invalid_target", reason="Unregistered", http_status=410,
+        unregistered_at=WALL - 1, wall=WALL,
+    )  # fmt: skip
+    (binding,) = lab.node.registrar.lookup("sip:bob@lab.test", lab.now)
+    assert binding.push is not None
+    assert binding.push.channel("call") is not None
+    assert binding.push.prid == REMOTE  # the VoIP token went; the remote one stays

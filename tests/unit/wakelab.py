@@ -71,6 +71,9 @@ class Phone:
     transport: str = "tcp"
     instance: str | None = None
     token: str | None = None
+    remote: str | None = None
+    """An iOS app's remote-notification token beside its VoIP ``token`` (Linphone's
+    two-token form ``pn-prid=V:voip&R:remote``)."""
     provider: str = "apns"
     flow: int | None = None
     cseq: int = 0
@@ -123,7 +126,12 @@ class WakeLab:
         phone.call_id = phone.call_id or f"reg-{phone.user}-{phone.port}"
         params = f";transport={phone.transport}" if phone.transport != "udp" else ""
         if phone.token is not None:
-            if phone.provider == "apns":
+            if phone.provider == "apns" and phone.remote is not None:
+                params += (
+                    f";pn-provider=apns;pn-param={TEAM_PARAM}&remote"
+                    f";pn-prid={phone.token}:voip&{phone.remote}:remote"
+                )
+            elif phone.provider == "apns":
                 params += f";pn-provider=apns;pn-param={TEAM_PARAM};pn-prid={phone.token}"
             else:
                 params += f";pn-provider={phone.provider};pn-prid={phone.token}"
@@ -211,9 +219,11 @@ class WakeLab:
         listener = {"udp": UDP, "tcp": TCP, "tls": TLS}[invite.peer.transport]
         self._keep(self.node.receive(response.to_bytes(), invite.peer, listener, self.now))
 
-    def push_result(self, push: SendPush, status: PushStatus, **extra: object) -> None:
+    def push_result(
+        self, push: SendPush, status: PushStatus, *, wall: float | None = None, **extra: object
+    ) -> None:
         outcome = PushOutcome(status=status, provider="apns", **extra)  # type: ignore[arg-type]
-        self._keep(self.node.push_completed(push.push_id, outcome, self.now))
+        self._keep(self.node.push_completed(push.push_id, outcome, self.now, wall=wall))
 
     # -- what happened ----------------------------------------------------------------------
     def _keep(self, outputs: list[NodeOutput]) -> None:
