@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sipwake.admin import AdminServer
-from sipwake.calls.recorder import CallRecorder
+from sipwake.calls.recorder import CallRecorder, binding_devices
 from sipwake.config import BUILTIN_VOICEMAIL, Config
 from sipwake.errors import ConfigError
 from sipwake.ids import SystemIds
@@ -241,7 +241,10 @@ class Server:
                 logger.info("%d instant messages wait for their devices", held)
         if self._store is not None:
             self.recorder = CallRecorder(
-                self._store, wall_offset=time.time() - loop.time(), schedule=loop.call_later
+                self._store,
+                wall_offset=time.time() - loop.time(),
+                schedule=loop.call_later,
+                devices=binding_devices(lambda aor: registrar.lookup(aor, loop.time())),
             )
         self.sandbox = SandboxProvider()
         self.pusher = providers_from_config(

@@ -39,12 +39,15 @@ row per step and per SIP message, by first line only). A batch of entries
 second) is one ``BEGIN IMMEDIATE`` transaction, so one commit (one fsync at
 ``synchronous=FULL``) serves many entries. The tables keep the latest ``max_calls``
 calls: when a new call's row id reaches a multiple of the prune interval, calls older
-than ``max_calls`` are deleted with their entries.
+than ``max_calls`` are deleted with their entries. Columns added to them later
+(``_CALLS_ADDED``: the answer and end times, the kept header fields of a message as
+JSON) are added at open to files that lack them, NULL (or "") in older rows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sqlite3
@@ -167,7 +170,10 @@ CREATE TABLE IF NOT EXISTS calls (
     answered_by TEXT,
     ringing     REAL,
     pushes      INTEGER NOT NULL,
-    messages    INTEGER NOT NULL
+    messages    INTEGER NOT NULL,
+    answered    REAL,
+    ended       REAL,
+    ended_by    TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_aor ON calls (aor, id);
 CREATE TABLE IF NOT EXISTS call_events (
@@ -187,11 +193,19 @@ CREATE TABLE IF NOT EXISTS call_messages (
     direction  TEXT NOT NULL,
     peer       TEXT NOT NULL,
     first_line TEXT NOT NULL,
-    call_id    TEXT NOT NULL
+    call_id    TEXT NOT NULL,
+    headers    TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS call_messages_ref ON call_messages (ref, wall, seq);
 CREATE INDEX IF NOT EXISTS pushes_call_id ON pushes (call_id);
 """
+#: Columns of the call tables that files written before them lack: (table, column, type).
+_CALLS_ADDED = (
+    ("calls", "answered", "REAL"),
+    ("calls", "ended", "REAL"),
+    ("calls", "ended_by", "TEXT"),
+    ("call_messages", "headers", "TEXT NOT NULL DEFAULT ''"),
+)
 _SUMMARY_COLUMNS = (
     "ref",
     "aor",
@@ -204,9 +218,21 @@ _SUMMARY_COLUMNS = (
     "ringing",
     "pushes",
     "messages",
+    "answered",
+    "ended",
+    "ended_by",
 )
 _EVENT_COLUMNS = ("ref", "seq", "wall", "aor", "step", "detail", "call_id")
-_MESSAGE_COLUMNS = ("ref", "seq", "wall", "direction", "peer", "first_line", "call_id")
+_MESSAGE_COLUMNS = (
+    "ref",
+    "seq",
+    "wall",
+    "direction",
+    "peer",
+    "first_line",
+    "call_id",
+    "headers",
+)
 _SELECT_SUMMARY = f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM calls"
 _INSERT_SUMMARY = (
     f"INSERT INTO calls ({', '.join(_SUMMARY_COLUMNS)}) "
@@ -408,9 +434,7 @@ class SqliteStore:
             events=tuple(
                 CallStepRecord(**dict(zip(_EVENT_COLUMNS, r, strict=True))) for r in events
             ),
-            messages=tuple(
-                CallMessageRecord(**dict(zip(_MESSAGE_COLUMNS, r, strict=True))) for r in messages
-            ),
+            messages=tuple(_message_record(r) for r in messages),
             pushes=tuple(_push_record(r) for r in pushes),
         )
 
@@ -513,6 +537,10 @@ class SqliteStore:
             for statement in (_PUSHES_SCHEMA + _MESSAGES_SCHEMA + _CALLS_SCHEMA).split(";"):
                 if statement.strip():
                     self._db.execute(statement)
+            for table, column, kind in _CALLS_ADDED:
+                have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def _push_record(values: Sequence[object]) -> PushRecord:
@@ -522,7 +550,26 @@ def _push_record(values: Sequence[object]) -> PushRecord:
 
 
 def _row(item: object, columns: tuple[str, ...]) -> tuple[object, ...]:
-    return tuple(getattr(item, name) for name in columns)
+    return tuple(_column(getattr(item, name)) for name in columns)
+
+
+def _column(value: object) -> object:
+    """A field as SQLite keeps it: a message's header fields as JSON ("" for none)."""
+    if isinstance(value, tuple):
+        return json.dumps(value, ensure_ascii=False) if value else ""
+    return value
+
+
+def _message_record(values: Sequence[object]) -> CallMessageRecord:
+    fields = dict(zip(_MESSAGE_COLUMNS, values, strict=True))
+    try:
+        pairs = json.loads(str(fields["headers"])) if fields["headers"] else []
+    except ValueError:
+        pairs = []  # a damaged field loses its headers, not the call
+    fields["headers"] = tuple(
+        (str(p[0]), str(p[1])) for p in pairs if isinstance(p, list) and len(p) == 2
+    )
+    return CallMessageRecord(**fields)  # type: ignore[arg-type]
 
 
 class _Transaction:
