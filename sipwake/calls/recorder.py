@@ -27,7 +27,10 @@ OPTIONS) is ignored.
 
 What is kept of a message: its first line and its ``KEPT_HEADERS`` fields (at
 most ``MAX_HEADERS``, each cut at ``MAX_HEADER_VALUE`` characters, push tokens
-masked), read only for messages of a followed call. The recorder derives three
+masked), read only for messages of a followed call, and only where they can say
+something (``_read_headers``): a 100, an ACK, a 2xx to a BYE and the copies
+sipwake forwards keep their CSeq only (reading a message's header fields costs
+about as much as the rest of the recording). The recorder derives three
 more facts from them, each written as a step of its own:
 
 * ``branch``: the first INVITE sent to a new peer is looked up with ``devices``
@@ -58,6 +61,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -252,53 +256,58 @@ class CallRecorder:
         the header fields to keep (``kept_headers``)."""
         if direction not in ("in", "out"):
             raise ValueError(f"direction must be 'in' or 'out', got {direction!r}")
+        self._message(direction, peer, first_line, call_id, at, headers, None)
+
+    def message_bytes(self, direction: Direction, peer: object, data: bytes, at: float) -> None:
+        """``message`` for raw bytes as the driver has them (keep-alives and non-SIP
+        data are skipped; header fields are read only from a followed call's)."""
+        head = sip_head(data)
+        if head is not None:
+            self._message(direction, str(peer), head[0], head[1], at, (), data)
+
+    def _message(
+        self,
+        direction: Direction,
+        peer: str,
+        first_line: str,
+        call_id: str,
+        at: float,
+        headers: Headers,
+        data: bytes | None,
+    ) -> None:
         self._sweep(at)
-        seq = self._next_seq()
+        ref = self._by_call_id.get(call_id)
+        live = self._live.get(ref) if ref is not None else None
+        waiting = self._pending.get(call_id) if live is None else None
+        invite = direction == "in" and first_line.startswith("INVITE ")
+        if live is None and waiting is None and not invite:
+            self._last_invite = None  # not a call's (REGISTER, OPTIONS): the common case
+            return
+        if data is not None:
+            headers = _read_headers(data, direction, first_line)
         item = _Pending(
-            seq=seq,
+            seq=self._next_seq(),
             at=at,
             direction=direction,
             peer=peer,
-            first_line=redact(first_line),
+            first_line=first_line,
             headers=headers,
         )
-        ref = self._by_call_id.get(call_id)
-        live = self._live.get(ref) if ref is not None else None
         if live is not None:
             self._last_invite = None
             self._add_message(live, item)
             self._written()
             return
-        waiting = self._pending.get(call_id)
         if waiting is not None:
             if len(waiting) < self.max_messages:
                 waiting.append(item)
             if self._last_invite != call_id:
                 self._last_invite = None
             return
-        if direction == "in" and first_line.startswith("INVITE "):
-            self._pending[call_id] = [item]
-            while len(self._pending) > self.max_pending:
-                self._pending.popitem(last=False)
-            self._last_invite = call_id
-        else:
-            self._last_invite = None
-
-    def message_bytes(self, direction: Direction, peer: object, data: bytes, at: float) -> None:
-        """``message`` for raw bytes as the driver has them (keep-alives and non-SIP
-        data are skipped)."""
-        head = sip_head(data)
-        if head is None:
-            return
-        first_line, call_id = head
-        headers: Headers = ()
-        if (
-            call_id in self._by_call_id
-            or call_id in self._pending
-            or (direction == "in" and first_line.startswith("INVITE "))
-        ):  # a followed call's: worth reading further
-            headers = kept_headers(data)
-        self.message(direction, str(peer), first_line, call_id, at, headers)
+        self._pending[call_id] = [item]
+        while len(self._pending) > self.max_pending:
+            self._pending.popitem(last=False)
+        self._last_invite = call_id
 
     # -- writing ------------------------------------------------------------------------
     def flush(self) -> None:
@@ -373,7 +382,7 @@ class CallRecorder:
             wall=item.at + self.wall_offset,
             direction=item.direction,
             peer=item.peer,
-            first_line=item.first_line,
+            first_line=redact(first) if "pn-" in (first := item.first_line).lower() else first,
             call_id=call_id or live.call_id,
             headers=item.headers,
         )
@@ -525,40 +534,91 @@ def kept_headers(data: bytes) -> Headers:
     masked)."""
     end = data.find(b"\r\n\r\n")
     head = data if end < 0 else data[:end]
-    out: list[tuple[str, str]] = []
-    kept = False
-    for line in head.decode("utf-8", "replace").split("\r\n")[1:]:
-        if line[:1] in (" ", "\t"):  # RFC 3261 §7.3.1 folding: part of the line above
-            if kept and out:
-                name, value = out[-1]
-                out[-1] = (name, f"{value} {line.strip()}")
-            continue
-        name, colon, value = line.partition(":")
-        label = KEPT_HEADERS.get(name.strip().lower()) if colon else None
-        kept = label is not None and len(out) < MAX_HEADERS
-        if kept and label is not None:
-            out.append((label, value.strip()))
-    return tuple((name, _cut(redact(value))) for name, value in out)
+    if _FOLD_RE.search(head) is not None:  # RFC 3261 §7.3.1 folding: one line again
+        head = _FOLD_RE.sub(b" ", head)
+    found = _KEPT_RE.findall(head)[:MAX_HEADERS]  # names in any case (RFC 3261 §7.3.1)
+    secret = b"pn-" in head.lower()  # a push parameter, e.g. in a Contact
+    out = []
+    for name, raw in found:
+        value = raw.strip().decode("utf-8", "replace")
+        if secret:
+            value = redact(value)
+        if len(value) > MAX_HEADER_VALUE:
+            value = value[: MAX_HEADER_VALUE - 1] + "…"
+        out.append((_KEPT_BYTES[name.lower()], value))
+    return tuple(out)
 
 
-def _cut(value: str) -> str:
-    if len(value) <= MAX_HEADER_VALUE:
-        return value
-    return value[: MAX_HEADER_VALUE - 1] + "…"
+def _cseq_only(data: bytes) -> Headers:
+    """The CSeq of a message (a forwarded copy needs no more): found as most peers
+    spell it, else in any case."""
+    start = data.find(b"\r\nCSeq:")
+    if start >= 0:
+        stop = data.find(b"\r\n", start + 7)
+        value = data[start + 7 : stop if stop >= 0 else len(data)].strip()
+    else:
+        match = _CSEQ_RE.search(data)
+        value = match.group(1).strip() if match is not None else b""
+    return (("CSeq", value.decode("utf-8", "replace")),) if value else ()
+
+
+def _read_headers(data: bytes, direction: Direction, first_line: str) -> Headers:
+    """The header fields worth keeping of a call's message: all ``kept_headers`` where
+    they can say something, else its CSeq only: a 100, an ACK, a 2xx to anything but
+    an INVITE, and of what sipwake sends, all but a diverted INVITE (Diversion,
+    History-Info), a CANCEL (Reason) and its own failures: the rest it forwards as
+    received, and the received copy has them."""
+    if first_line.startswith("SIP/"):
+        status = first_line[8:11]
+        if status == "100" or (direction == "out" and status[:1] in ("1", "2")):
+            return _cseq_only(data)
+        if status[:1] == "2":
+            cseq = _cseq_only(data)
+            if cseq and not cseq[0][1].endswith("INVITE"):
+                return cseq
+        return kept_headers(data)
+    method = first_line.partition(" ")[0]
+    if method == "ACK" or (direction == "out" and method not in ("INVITE", "CANCEL")):
+        return _cseq_only(data)
+    if direction == "out" and method == "INVITE" and _DIVERTED_RE.search(data) is None:
+        return _cseq_only(data)  # the caller's INVITE, forwarded
+    return kept_headers(data)
+
+
+_FOLD_RE = re.compile(rb"\r\n[ \t]+")
+_CSEQ_RE = re.compile(rb"\r\ncseq[ \t]*:([^\r\n]*)", re.IGNORECASE)
+_DIVERTED_RE = re.compile(rb"\r\n(?:[Dd]iversion|[Hh]istory-[Ii]nfo)[ \t]*:")
+_KEPT_RE = re.compile(
+    rb"\r\n("
+    + b"|".join(re.escape(n.encode()) for n in sorted(KEPT_HEADERS, key=len, reverse=True))
+    + rb")[ \t]*:([^\r\n]*)",
+    re.IGNORECASE,
+)
+_KEPT_BYTES = {name.encode(): label for name, label in KEPT_HEADERS.items()}
 
 
 def sip_head(data: bytes) -> tuple[str, str] | None:
     """The first line and the Call-ID of a SIP message (RFC 3261 §7.3.3 compact ``i``
     too), or None for a keep-alive or anything without both."""
     end = data.find(b"\r\n\r\n")
-    head = data if end < 0 else data[:end]
-    lines = head.decode("utf-8", "replace").split("\r\n")
-    first = lines[0].strip()
-    if not first:
+    if end < 0:
+        end = len(data)
+    # The driver hands every message here: find the header as sipwake and most peers
+    # spell it without splitting the head; any other spelling takes the long way.
+    start = data.find(b"\r\nCall-ID:", 0, end)
+    if start > 0:
+        line_end = data.find(b"\r\n", start + 10, end)
+        call_id = data[start + 10 : end if line_end < 0 else line_end].strip()
+        first = data[: data.find(b"\r\n")].strip()
+        if call_id and first:
+            return first.decode("utf-8", "replace"), call_id.decode("utf-8", "replace")
+    lines = data[:end].decode("utf-8", "replace").split("\r\n")
+    first_line = lines[0].strip()
+    if not first_line:
         return None
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         if colon and name.strip().lower() in ("call-id", "i"):
-            call_id = value.strip()
-            return (first, call_id) if call_id else None
+            value = value.strip()
+            return (first_line, value) if value else None
     return None

@@ -36,7 +36,7 @@ ended it: ``caller`` (BYE or CANCEL), ``callee`` (BYE, decline, busy) or
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 from sipwake.push.base import PushRecord
@@ -252,6 +252,8 @@ def device_kind(user_agent: str) -> str:
 
 def advance(summary: CallSummary | None, entry: CallEntry) -> CallSummary:
     """The summary after ``entry`` (``None``: the call's first entry)."""
+    # One CallSummary built per entry (stores call this for every step and message;
+    # ``dataclasses.replace`` costs ten times as much).
     if summary is None:
         summary = CallSummary(
             ref=entry.ref,
@@ -262,44 +264,50 @@ def advance(summary: CallSummary | None, entry: CallEntry) -> CallSummary:
             updated=entry.wall,
         )
     started = min(summary.started, entry.wall)  # a message may precede the first step
-    summary = replace(
-        summary,
-        started=started,
-        updated=max(summary.updated, entry.wall),
-        call_id=summary.call_id or entry.call_id,
-    )
+    updated = max(summary.updated, entry.wall)
+    call_id = summary.call_id or entry.call_id
+    aor, caller, outcome = summary.aor, summary.caller, summary.outcome
+    answered_by, ringing = summary.answered_by, summary.ringing
+    pushes, messages = summary.pushes, summary.messages
+    answered, ended, ended_by = summary.answered, summary.ended, summary.ended_by
     if isinstance(entry, CallMessageRecord):
-        return replace(summary, messages=summary.messages + 1)
-    if entry.aor and not summary.aor:
-        summary = replace(summary, aor=entry.aor)
-    step = entry.step
-    if step == "received" and not summary.caller:
-        return replace(summary, caller=entry.detail.removeprefix("from ").strip())
-    if step == "push-sent":
-        return replace(summary, pushes=summary.pushes + 1)
-    if step == "hangup":
-        if summary.ended is not None and summary.ended_by in ("caller", "callee"):
-            return summary  # the first BYE ends the call
-        return replace(summary, ended=entry.wall, ended_by=entry.detail.removeprefix("by the "))
-    if step not in DECISIVE_STEPS:
-        return summary
-    outcome = step
-    if (step == "failed" and summary.outcome in _KEPT_OVER_FAILED) or (
-        step == "ended" and summary.outcome != "ringing"
-    ):
-        outcome = summary.outcome
-    answered_by = (entry.detail or None) if step == "answered" else summary.answered_by
-    answered = summary.answered
-    if step == "answered" and answered is None:
-        answered = entry.wall
-    ended, ended_by = summary.ended, summary.ended_by
-    if answered is None and step in _ENDED_BY:
-        ended, ended_by = entry.wall, _ENDED_BY[outcome if outcome in _ENDED_BY else step]
-    return replace(
-        summary,
+        messages += 1
+    else:
+        if entry.aor and not aor:
+            aor = entry.aor
+        step = entry.step
+        if step == "received":
+            if not caller:
+                caller = entry.detail.removeprefix("from ").strip()
+        elif step == "push-sent":
+            pushes += 1
+        elif step in DECISIVE_STEPS:
+            if not (
+                (step == "failed" and outcome in _KEPT_OVER_FAILED)
+                or (step == "ended" and outcome != "ringing")
+            ):
+                outcome = step
+            if step == "answered":
+                answered_by = entry.detail or None
+            ringing = max(0.0, entry.wall - started)
+            if step == "answered" and answered is None:
+                answered = entry.wall
+            elif answered is None and step in _ENDED_BY:
+                ended, ended_by = entry.wall, _ENDED_BY.get(outcome, _ENDED_BY[step])
+        elif step == "hangup" and ended_by not in ("caller", "callee"):
+            ended, ended_by = entry.wall, entry.detail.removeprefix("by the ")  # the first BYE
+    return CallSummary(
+        ref=summary.ref,
+        aor=aor,
+        caller=caller,
+        call_id=call_id,
+        started=started,
+        updated=updated,
         outcome=outcome,
         answered_by=answered_by,
-        ringing=max(0.0, entry.wall - started),
+        ringing=ringing,
+        pushes=pushes,
+        messages=messages,
         answered=answered,
         ended=ended,
         ended_by=ended_by,

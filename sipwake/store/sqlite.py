@@ -39,9 +39,7 @@ row per step and per SIP message, by first line only). A batch of entries
 second) is one ``BEGIN IMMEDIATE`` transaction, so one commit (one fsync at
 ``synchronous=FULL``) serves many entries. The tables keep the latest ``max_calls``
 calls: when a new call's row id reaches a multiple of the prune interval, calls older
-than ``max_calls`` are deleted with their entries. Columns added to them later
-(``_CALLS_ADDED``: the answer and end times, the kept header fields of a message as
-JSON) are added at open to files that lack them, NULL (or "") in older rows.
+than ``max_calls`` are deleted with their entries.
 """
 
 from __future__ import annotations
@@ -199,7 +197,10 @@ CREATE TABLE IF NOT EXISTS call_messages (
 CREATE INDEX IF NOT EXISTS call_messages_ref ON call_messages (ref, wall, seq);
 CREATE INDEX IF NOT EXISTS pushes_call_id ON pushes (call_id);
 """
-#: Columns of the call tables that files written before them lack: (table, column, type).
+#: Columns added to the call tables after their first release: (table, column, type).
+#: A file that lacks one gets it at open (``ALTER TABLE … ADD COLUMN``), NULL (or "")
+#: in its older rows: the answer and end times of a call, the header fields kept of a
+#: message (JSON pairs, "" for none). Additions like these keep the schema version.
 _CALLS_ADDED = (
     ("calls", "answered", "REAL"),
     ("calls", "ended", "REAL"),

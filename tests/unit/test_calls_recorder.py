@@ -447,3 +447,49 @@ def test_a_failing_device_lookup_is_logged_and_the_call_still_recorded(
     answered_call(store, devices=devices)
     assert ("answered", "urn:uuid:phone-1") in steps(store)  # the engine's label, as it was
     assert "device lookup failed: registrar gone" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("direction", "first_line", "extra", "kept"),
+    [
+        # What a peer sends says who it is and why: all of it is read.
+        ("in", "INVITE sip:alice@lab.test SIP/2.0", (), ["From", "CSeq", "Reason"]),
+        ("in", "SIP/2.0 180 Ringing", (), ["From", "CSeq", "Reason"]),
+        ("in", "BYE sip:alice@10.0.0.5 SIP/2.0", (), ["From", "CSeq", "Reason"]),
+        ("in", "SIP/2.0 486 Busy Here", (), ["From", "CSeq", "Reason"]),
+        # A 100, an ACK and a 2xx to a BYE say nothing more than their CSeq.
+        ("in", "SIP/2.0 100 Trying", (), ["CSeq"]),
+        ("in", "ACK sip:alice@10.0.0.5 SIP/2.0", (), ["CSeq"]),
+        ("in", "SIP/2.0 200 OK", ("CSeq: 2 BYE",), ["CSeq"]),
+        # Of what sipwake sends: forwarded copies keep their CSeq only ...
+        ("out", "SIP/2.0 180 Ringing", (), ["CSeq"]),
+        ("out", "BYE sip:alice@10.0.0.5 SIP/2.0", (), ["CSeq"]),
+        ("out", "INVITE sip:alice@10.0.0.5 SIP/2.0", (), ["CSeq"]),
+        # ... what it adds or decides is read: a diversion, a CANCEL, its own failure.
+        ("out", "INVITE sip:vm@10.0.0.7 SIP/2.0", ("Diversion: <sip:a@lab>",), None),
+        ("out", "CANCEL sip:alice@10.0.0.5 SIP/2.0", (), ["From", "CSeq", "Reason"]),
+        ("out", "SIP/2.0 480 Temporarily Unavailable", (), ["From", "CSeq", "Reason"]),
+    ],
+)
+def test_header_fields_are_read_where_they_can_say_something(
+    direction: str, first_line: str, extra: tuple[str, ...], kept: list[str] | None
+) -> None:
+    store = MemoryStore()
+    rec = answered_call(store)
+    cseq = extra[0] if extra and extra[0].startswith("CSeq") else "CSeq: 1 INVITE"
+    more = [e for e in extra if not e.startswith("CSeq")]
+    data = sip(first_line, "c1", "From: <sip:x@lab>;tag=9", cseq, *more, "Reason: SIP;cause=1")
+    rec.message_bytes(direction, PHONE, data, 5.0)  # type: ignore[arg-type]
+    record = store.call("r1")
+    assert record is not None
+    names = [name for name, _ in record.messages[-1].headers]
+    assert names == (kept if kept is not None else ["From", "CSeq", "Diversion", "Reason"])
+
+
+def test_cseq_is_found_in_any_case() -> None:
+    store = MemoryStore()
+    rec = answered_call(store)
+    rec.message_bytes("out", CALLER, sip("SIP/2.0 200 OK", "c1", "cseq : 2 BYE"), 5.0)
+    record = store.call("r1")
+    assert record is not None
+    assert record.messages[-1].headers == (("CSeq", "2 BYE"),)
