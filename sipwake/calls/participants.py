@@ -76,7 +76,7 @@ class Participant:
         facts = [
             ("address", self.aor),
             ("device", self.hint),
-            ("via", self.lane),
+            ("via", self.lane if ":" in self.lane else ""),
             ("contact", self.contact),
             ("instance", self.instance),
             ("agent", self.user_agent),

@@ -118,7 +118,7 @@ def _how_it_ended(record: CallRecord, ladder: Ladder) -> tuple[str, str]:
     if s.ended_by is None:
         return "", ""
     messages = sorted(record.messages, key=lambda m: (m.wall, m.seq))
-    if s.answered is not None:
+    if s.answered is not None or any(e.step == "hangup" for e in record.events):
         bye = next(
             (m for m in messages if m.direction == "in" and m.first_line.startswith("BYE ")),
             None,

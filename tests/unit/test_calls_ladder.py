@@ -495,3 +495,26 @@ def test_a_damaged_branch_step_is_left_out_not_fatal() -> None:
     record = forked_call().step(5.0, "branch", "{broken").record()
     lines = render_call(record)
     assert "  alice#1   sip:alice@lab.test (iPhone, apns)" in lines
+
+
+def test_call_view_of_sparse_records_says_what_is_known() -> None:
+    ringing = render_call(Builder().step(0.0, "received", "from sip:bob@lab.test").record())
+    assert "  outcome   ringing" in ringing
+    assert not any(line.startswith(("  ended", "  answered", "    via")) for line in ringing)
+    cancelled = render_call(Builder().step(0.0, "received", "").step(1, "cancelled", "").record())
+    assert "  ended by  the caller (CANCEL)" in cancelled
+    assert "  duration  1.000 s" in cancelled
+    busy = render_call(
+        Builder()
+        .step(0.0, "received", "from sip:bob@lab.test")
+        .step(2.0, "busy", "every device is busy")
+        .step(2.0, "failed", "486")
+        .record()
+    )
+    assert "  ended by  the callee (busy: every device is busy)" in busy
+    answered = forked_call().record()
+    going = replace(answered, messages=answered.messages[:-5], events=answered.events[:-1])
+    assert (
+        "  ended     - (no BYE recorded: the call goes on, or its end was not seen)"
+        in render_call(replace(going, summary=replace(going.summary, ended=None, ended_by=None)))
+    )
