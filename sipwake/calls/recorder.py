@@ -28,9 +28,10 @@ OPTIONS) is ignored.
 What is kept of a message: its first line and its ``KEPT_HEADERS`` fields (at
 most ``MAX_HEADERS``, each cut at ``MAX_HEADER_VALUE`` characters, push tokens
 masked), read only for messages of a followed call, and only where they can say
-something (``_read_headers``): a 100, an ACK, a 2xx to a BYE and the copies
-sipwake forwards keep their CSeq only (reading a message's header fields costs
-about as much as the rest of the recording). The recorder derives three
+something (``_read_headers``): of a 100, 180 or 183, a 2xx to a BYE and the
+responses sipwake forwards only the CSeq is kept, of an ACK and the requests it
+forwards nothing (reading a message's header fields costs about as much as the
+rest of its recording). The recorder derives three
 more facts from them, each written as a step of its own:
 
 * ``branch``: the first INVITE sent to a new peer is looked up with ``devices``
@@ -564,13 +565,16 @@ def _cseq_only(data: bytes) -> Headers:
 
 def _read_headers(data: bytes, direction: Direction, first_line: str) -> Headers:
     """The header fields worth keeping of a call's message: all ``kept_headers`` where
-    they can say something, else its CSeq only: a 100, an ACK, a 2xx to anything but
-    an INVITE, and of what sipwake sends, all but a diverted INVITE (Diversion,
-    History-Info), a CANCEL (Reason) and its own failures: the rest it forwards as
-    received, and the received copy has them."""
+    they can say something; else a response's CSeq only (its arrow names the method
+    it answers) and nothing of a request (its first line names it). Nothing more is
+    read of an ACK, a 100, a 180 or 183 (a ringing phone's Contact and agent come
+    with its 200 or its registration), a 2xx to anything but an INVITE, nor of what
+    sipwake sends but a diverted INVITE (Diversion, History-Info), a CANCEL (Reason)
+    and its own failures: the rest it forwards as received, and the received copy
+    has them."""
     if first_line.startswith("SIP/"):
         status = first_line[8:11]
-        if status == "100" or (direction == "out" and status[:1] in ("1", "2")):
+        if status in _QUIET_STATUSES or (direction == "out" and status[:1] in ("1", "2")):
             return _cseq_only(data)
         if status[:1] == "2":
             cseq = _cseq_only(data)
@@ -579,12 +583,13 @@ def _read_headers(data: bytes, direction: Direction, first_line: str) -> Headers
         return kept_headers(data)
     method = first_line.partition(" ")[0]
     if method == "ACK" or (direction == "out" and method not in ("INVITE", "CANCEL")):
-        return _cseq_only(data)
+        return ()
     if direction == "out" and method == "INVITE" and _DIVERTED_RE.search(data) is None:
-        return _cseq_only(data)  # the caller's INVITE, forwarded
+        return ()  # the caller's INVITE, forwarded
     return kept_headers(data)
 
 
+_QUIET_STATUSES = frozenset({"100", "180", "183"})
 _FOLD_RE = re.compile(rb"\r\n[ \t]+")
 _CSEQ_RE = re.compile(rb"\r\ncseq[ \t]*:([^\r\n]*)", re.IGNORECASE)
 _DIVERTED_RE = re.compile(rb"\r\n(?:[Dd]iversion|[Hh]istory-[Ii]nfo)[ \t]*:")

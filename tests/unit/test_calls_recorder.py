@@ -356,7 +356,7 @@ def test_headers_are_kept_for_a_calls_messages_only() -> None:
     rec.message_bytes("in", CALLER, invite, 1.0)
     rec.call_event(event("r1", 1.0, "received", "from sip:bob@lab.test"))
     rec.message_bytes("in", PHONE, sip("REGISTER sip:lab.test SIP/2.0", "reg", "To: <sip:x>"), 1.1)
-    ringing = sip("SIP/2.0 180 Ringing", "c1", "CSeq: 1 INVITE", "Server: Zoiper")
+    ringing = sip("SIP/2.0 486 Busy Here", "c1", "CSeq: 1 INVITE", "Server: Zoiper")
     rec.message_bytes("in", PHONE, ringing, 1.2)
     record = store.call("r1")
     assert record is not None
@@ -454,17 +454,20 @@ def test_a_failing_device_lookup_is_logged_and_the_call_still_recorded(
     [
         # What a peer sends says who it is and why: all of it is read.
         ("in", "INVITE sip:alice@lab.test SIP/2.0", (), ["From", "CSeq", "Reason"]),
-        ("in", "SIP/2.0 180 Ringing", (), ["From", "CSeq", "Reason"]),
+        ("in", "SIP/2.0 181 Call Is Being Forwarded", (), ["From", "CSeq", "Reason"]),
         ("in", "BYE sip:alice@10.0.0.5 SIP/2.0", (), ["From", "CSeq", "Reason"]),
         ("in", "SIP/2.0 486 Busy Here", (), ["From", "CSeq", "Reason"]),
-        # A 100, an ACK and a 2xx to a BYE say nothing more than their CSeq.
+        # A 100, a 180, a 183 and a 2xx to a BYE say nothing more than their CSeq; an
+        # ACK nothing its first line does not.
         ("in", "SIP/2.0 100 Trying", (), ["CSeq"]),
-        ("in", "ACK sip:alice@10.0.0.5 SIP/2.0", (), ["CSeq"]),
+        ("in", "SIP/2.0 180 Ringing", (), ["CSeq"]),
+        ("in", "SIP/2.0 183 Session Progress", (), ["CSeq"]),
+        ("in", "ACK sip:alice@10.0.0.5 SIP/2.0", (), []),
         ("in", "SIP/2.0 200 OK", ("CSeq: 2 BYE",), ["CSeq"]),
-        # Of what sipwake sends: forwarded copies keep their CSeq only ...
+        # Of what sipwake sends, forwarded copies keep no more than a response's CSeq ...
         ("out", "SIP/2.0 180 Ringing", (), ["CSeq"]),
-        ("out", "BYE sip:alice@10.0.0.5 SIP/2.0", (), ["CSeq"]),
-        ("out", "INVITE sip:alice@10.0.0.5 SIP/2.0", (), ["CSeq"]),
+        ("out", "BYE sip:alice@10.0.0.5 SIP/2.0", (), []),
+        ("out", "INVITE sip:alice@10.0.0.5 SIP/2.0", (), []),
         # ... what it adds or decides is read: a diversion, a CANCEL, its own failure.
         ("out", "INVITE sip:vm@10.0.0.7 SIP/2.0", ("Diversion: <sip:a@lab>",), None),
         ("out", "CANCEL sip:alice@10.0.0.5 SIP/2.0", (), ["From", "CSeq", "Reason"]),
