@@ -731,16 +731,23 @@ def voicemail_cmd(directory: str, user: str | None, as_json: bool) -> None:
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--user", "aor", default=None, help="Only calls to this AOR (sip:alice@lab.test).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+@click.option(
+    "--width",
+    default=None,
+    type=click.IntRange(min=60),
+    help="Columns to fit (default: the terminal's, 80 when piped).",
+)
 @click.pass_context
-def calls_cmd(ctx: click.Context, db: str, limit: int, aor: str | None, as_json: bool) -> None:
-    """List recent calls, newest first; `sipwake calls show REF` draws one as a ladder."""
-    import dataclasses
+def calls_cmd(
+    ctx: click.Context, db: str, limit: int, aor: str | None, as_json: bool, width: int | None
+) -> None:
+    """List recent calls, newest first: outcome, ring and talk time, who hung up.
+
+    `sipwake calls show REF` prints one call: times, parties, ladder.
+    """
     import json
-    from datetime import datetime
 
-    from rich import box
-    from rich.table import Table
-
+    from sipwake.calls.view import render_call_list, summary_json
     from sipwake.store.base import StoreError
     from sipwake.store.sqlite import SqliteStore
 
@@ -755,32 +762,22 @@ def calls_cmd(ctx: click.Context, db: str, limit: int, aor: str | None, as_json:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     if as_json:
-        click.echo(json.dumps([dataclasses.asdict(s) for s in summaries], ensure_ascii=False))
+        click.echo(json.dumps([summary_json(s) for s in summaries], ensure_ascii=False))
         return
     if not summaries:
         click.echo(f"no calls recorded in {db}" + (f" for {aor}" if aor else ""))
         return
-    table = Table(title=f"calls in {db}, newest first", box=box.SIMPLE_HEAD)
-    table.add_column("time", no_wrap=True)
-    table.add_column("ref", no_wrap=True)
-    table.add_column("to", overflow="fold", min_width=10)
-    table.add_column("from", overflow="fold", min_width=10)
-    table.add_column("outcome", no_wrap=True)
-    table.add_column("answered by", overflow="fold")
-    table.add_column("ringing", justify="right", no_wrap=True)
-    table.add_column("pushes", justify="right", no_wrap=True)
-    for s in summaries:
-        table.add_row(
-            datetime.fromtimestamp(s.started).strftime("%m-%d %H:%M:%S"),
-            s.ref,
-            s.aor or "-",
-            s.caller or "-",
-            s.outcome,
-            s.answered_by or "-",
-            "-" if s.ringing is None else f"{s.ringing:.1f} s",
-            str(s.pushes),
-        )
-    _print_table(table)
+    for line in render_call_list(summaries, width=width or _columns()):
+        click.echo(line)
+
+
+def _columns() -> int:
+    """The terminal's width (at most 160), or 80 when the output is not a terminal."""
+    import shutil
+
+    if not sys.stdout.isatty():
+        return 80
+    return max(60, min(160, shutil.get_terminal_size((80, 24)).columns))
 
 
 @calls_cmd.command("show")
@@ -793,15 +790,28 @@ def calls_cmd(ctx: click.Context, db: str, limit: int, aor: str | None, as_json:
     help="SQLite file the server writes (default: the one given to `calls`, or sipwake.db).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
-@click.option("--width", default=100, show_default=True, type=click.IntRange(min=40))
+@click.option(
+    "--messages",
+    "-m",
+    "messages",
+    is_flag=True,
+    help="Also print each SIP message: first line and the header fields kept.",
+)
+@click.option(
+    "--width",
+    default=None,
+    type=click.IntRange(min=40),
+    help="Columns to fit (default: the terminal's, 80 when piped).",
+)
 @click.pass_context
-def calls_show_cmd(ctx: click.Context, ref: str, db: str | None, as_json: bool, width: int) -> None:
-    """Show call REF: its summary, timeline and a ladder diagram of messages and pushes."""
-    import dataclasses
+def calls_show_cmd(
+    ctx: click.Context, ref: str, db: str | None, as_json: bool, messages: bool, width: int | None
+) -> None:
+    """Show call REF: times and durations, who answered and who hung up, a legend of
+    the parties, the timeline and a ladder of its messages and pushes."""
     import json
-    from datetime import datetime
 
-    from sipwake.calls.ladder import render_ladder, render_timeline
+    from sipwake.calls.view import call_json, render_call
     from sipwake.store.base import StoreError
     from sipwake.store.sqlite import SqliteStore
 
@@ -815,31 +825,10 @@ def calls_show_cmd(ctx: click.Context, ref: str, db: str | None, as_json: bool, 
     if record is None:
         click.echo(f"error: no call {ref!r} in {db} (sipwake calls lists them)", err=True)
         sys.exit(1)
-    ladder = render_ladder(record, width=width)
     if as_json:
-        data = dataclasses.asdict(record)
-        data["ladder"] = ladder
-        click.echo(json.dumps(data, ensure_ascii=False))
+        click.echo(json.dumps(call_json(record, width=width or 80), ensure_ascii=False))
         return
-    s = record.summary
-    started = datetime.fromtimestamp(s.started).strftime("%Y-%m-%d %H:%M:%S")
-    click.echo(f"call {s.ref} to {s.aor or '?'} from {s.caller or '?'}")
-    click.echo(f"  started   {started}")
-    click.echo(f"  Call-ID   {s.call_id or '-'}")
-    outcome = s.outcome
-    if s.answered_by:
-        outcome += f" by {s.answered_by}"
-    if s.ringing is not None:
-        outcome += f" after {s.ringing:.3f} s"
-    click.echo(f"  outcome   {outcome}")
-    click.echo(f"  pushes    {s.pushes}, messages {s.messages}")
-    click.echo("")
-    click.echo("timeline")
-    for line in render_timeline(record):
-        click.echo(line)
-    click.echo("")
-    click.echo("ladder")
-    for line in ladder:
+    for line in render_call(record, width=width or _columns(), messages=messages):
         click.echo(line)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from sipwake.admin import AdminServer
-from sipwake.calls.recorder import CallRecorder
+from sipwake.calls.recorder import CallRecorder, binding_devices
 from sipwake.config import BUILTIN_VOICEMAIL, Config
 from sipwake.errors import ConfigError
 from sipwake.ids import SystemIds
@@ -297,6 +297,7 @@ class Server:
                 wall_offset=time.time() - loop.time(),
                 schedule=loop.call_later,
                 flush_delay=RECORDS_DELAY,
+                devices=binding_devices(lambda aor: registrar.lookup(aor, loop.time())),
             )
         self.sandbox = SandboxProvider()
         self.pusher = providers_from_config(

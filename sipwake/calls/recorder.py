@@ -25,6 +25,23 @@ inbound INVITE, and join the call when it is bound: the INVITE, a 407 challenge,
 the 100 Trying sent before the engine spoke. Other unbound traffic (REGISTER,
 OPTIONS) is ignored.
 
+What is kept of a message: its first line and its ``KEPT_HEADERS`` fields (at
+most ``MAX_HEADERS``, each cut at ``MAX_HEADER_VALUE`` characters, push tokens
+masked), read only for messages of a followed call, and only where they can say
+something (``_read_headers``): of a 100, 180 or 183, a 2xx to a BYE and the
+responses sipwake forwards only the CSeq is kept, of an ACK and the requests it
+forwards nothing (reading a message's header fields costs about as much as the
+rest of its recording). The recorder derives three
+more facts from them, each written as a step of its own:
+
+* ``branch``: the first INVITE sent to a new peer is looked up with ``devices``
+  (the server asks the registrar which binding of the called AOR has that
+  Request-URI) and the device is written as a ``CallDevice``; the ``answered``
+  step then names that device's AOR and kind rather than its instance URN;
+* ``hangup``: the first BYE received ends the call; it is the caller's when its
+  From tag is the one of the caller's INVITE (RFC 3261 §12.2.1.1: a party's
+  requests in a dialog carry its own tag in From), else the callee's.
+
 Bounds: at most ``max_messages`` messages are kept per call (then one
 "truncated" step says so); at most ``max_live`` calls are followed at once (the
 oldest is forgotten first); a call that reached a terminal step (answered,
@@ -45,29 +62,39 @@ from __future__ import annotations
 
 import heapq
 import logging
+import re
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from sipwake.calls.records import (
+    KEPT_HEADERS,
+    MAX_HEADER_VALUE,
+    MAX_HEADERS,
     TERMINAL_STEPS,
+    CallDevice,
     CallEntry,
     CallMessageRecord,
     CallStepRecord,
     Direction,
 )
+from sipwake.sip.pushtarget import redact
 
 if TYPE_CHECKING:
     from sipwake.proxy.wake import CallEvent, SendPush
     from sipwake.push.base import PushOutcome
+    from sipwake.registrar.bindings import Binding
     from sipwake.store.base import CallLog
 
-__all__ = ["CallRecorder", "sip_head"]
+__all__ = ["CallRecorder", "DeviceLookup", "binding_devices", "kept_headers", "sip_head"]
 
 logger = logging.getLogger("sipwake.calls")
 
 Schedule = Callable[[float, Callable[[], None]], object]
+DeviceLookup = Callable[[str, str, str], CallDevice | None]
+"""``(aor, request_uri, peer)`` → the registered device an INVITE went to, if any."""
+Headers = tuple[tuple[str, str], ...]
 
 
 @dataclass(slots=True)
@@ -79,6 +106,14 @@ class _Live:
     truncated: bool = False
     until: float | None = None
     """Monotonic time at which the call is forgotten (None: still ringing)."""
+    aor: str = ""
+    caller_tag: str | None = None
+    """The From tag of the caller's INVITE (None: not seen yet)."""
+    caller_peer: str = ""
+    branches: set[str] = field(default_factory=set)
+    """Peers an INVITE of this call was sent to (looked up once each)."""
+    devices: list[CallDevice] = field(default_factory=list)
+    hung_up: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +123,7 @@ class _Pending:
     direction: Direction
     peer: str
     first_line: str
+    headers: Headers = ()
 
 
 class CallRecorder:
@@ -106,10 +142,12 @@ class CallRecorder:
         max_pending: int = 256,
         linger_s: float = 32.0,
         answered_linger_s: float = 3600.0,
+        devices: DeviceLookup | None = None,
     ) -> None:
         """``wall_offset`` is wall-clock minus monotonic seconds (``time.time() -
         loop.time()``); ``schedule(delay, callback)`` defers a batch write
-        (``loop.call_later``; None writes every input at once)."""
+        (``loop.call_later``; None writes every input at once); ``devices`` names the
+        device behind a branch (None: branches are known by address only)."""
         for name, value in (
             ("max_batch", max_batch),
             ("max_messages", max_messages),
@@ -128,6 +166,7 @@ class CallRecorder:
         self.max_pending = max_pending
         self.linger_s = linger_s
         self.answered_linger_s = answered_linger_s
+        self._devices = devices
         self._seq = 0
         self._live: OrderedDict[str, _Live] = OrderedDict()
         self._by_call_id: dict[str, str] = {}
@@ -160,6 +199,8 @@ class CallRecorder:
         if last_invite not in self._pending:
             last_invite = None
         live = self._follow(event.call_ref)
+        if event.aor and not live.aor:
+            live.aor = event.aor
         if not live.call_id:
             call_id = getattr(event, "call_id", None)
             if isinstance(call_id, str) and call_id:
@@ -173,7 +214,7 @@ class CallRecorder:
                 wall=event.at + self.wall_offset,
                 aor=event.aor,
                 step=event.step,
-                detail=event.detail,
+                detail=_answerer(live, event.detail) if event.step == "answered" else event.detail,
                 call_id=live.call_id,
             )
         )
@@ -204,11 +245,37 @@ class CallRecorder:
         self._written()
 
     def message(
-        self, direction: Direction, peer: str, first_line: str, call_id: str, at: float
+        self,
+        direction: Direction,
+        peer: str,
+        first_line: str,
+        call_id: str,
+        at: float,
+        headers: Headers = (),
     ) -> None:
-        """A SIP message received (``"in"``) from or sent (``"out"``) to ``peer``."""
+        """A SIP message received (``"in"``) from or sent (``"out"``) to ``peer``, with
+        the header fields to keep (``kept_headers``)."""
         if direction not in ("in", "out"):
             raise ValueError(f"direction must be 'in' or 'out', got {direction!r}")
+        self._message(direction, peer, first_line, call_id, at, headers, None)
+
+    def message_bytes(self, direction: Direction, peer: object, data: bytes, at: float) -> None:
+        """``message`` for raw bytes as the driver has them (keep-alives and non-SIP
+        data are skipped; header fields are read only from a followed call's)."""
+        head = sip_head(data)
+        if head is not None:
+            self._message(direction, str(peer), head[0], head[1], at, (), data)
+
+    def _message(
+        self,
+        direction: Direction,
+        peer: str,
+        first_line: str,
+        call_id: str,
+        at: float,
+        headers: Headers,
+        data: bytes | None,
+    ) -> None:
         self._sweep(at)
         ref = self._by_call_id.get(call_id)
         live = self._live.get(ref) if ref is not None else None
@@ -217,8 +284,15 @@ class CallRecorder:
         if live is None and waiting is None and not invite:
             self._last_invite = None  # not a call's (REGISTER, OPTIONS): the common case
             return
+        if data is not None:
+            headers = _read_headers(data, direction, first_line)
         item = _Pending(
-            seq=self._next_seq(), at=at, direction=direction, peer=peer, first_line=first_line
+            seq=self._next_seq(),
+            at=at,
+            direction=direction,
+            peer=peer,
+            first_line=first_line,
+            headers=headers,
         )
         if live is not None:
             self._last_invite = None
@@ -235,13 +309,6 @@ class CallRecorder:
         while len(self._pending) > self.max_pending:
             self._pending.popitem(last=False)
         self._last_invite = call_id
-
-    def message_bytes(self, direction: Direction, peer: object, data: bytes, at: float) -> None:
-        """``message`` for raw bytes as the driver has them (keep-alives and non-SIP
-        data are skipped)."""
-        head = sip_head(data)
-        if head is not None:
-            self.message(direction, str(peer), head[0], head[1], at)
 
     # -- writing ------------------------------------------------------------------------
     def flush(self) -> None:
@@ -310,19 +377,57 @@ class CallRecorder:
                 )
             return
         live.messages += 1
+        message = CallMessageRecord(
+            ref=live.ref,
+            seq=item.seq,
+            wall=item.at + self.wall_offset,
+            direction=item.direction,
+            peer=item.peer,
+            first_line=redact(first) if "pn-" in (first := item.first_line).lower() else first,
+            call_id=call_id or live.call_id,
+            headers=item.headers,
+        )
+        self._enqueue(message)
+        if message.first_line.startswith("INVITE "):
+            if item.direction == "in" and live.caller_tag is None:
+                live.caller_tag = _tag(message.header("From"))
+                live.caller_peer = item.peer
+            elif item.direction == "out" and item.peer not in live.branches:
+                self._branch(live, message)
+        elif item.direction == "in" and message.first_line.startswith("BYE "):
+            if not live.hung_up:
+                live.hung_up = True
+                self._step(live, message.wall, "hangup", f"by the {_bye_side(live, message)}")
+            if live.until is not None:
+                self._forget_at(live, min(live.until, item.at + self.linger_s))
+
+    def _branch(self, live: _Live, invite: CallMessageRecord) -> None:
+        """An INVITE went to a new peer: note the device there, if it is a binding."""
+        live.branches.add(invite.peer)
+        if self._devices is None or not live.aor:
+            return
+        request_uri = invite.first_line.split(" ")[1] if " " in invite.first_line else ""
+        try:
+            device = self._devices(live.aor, request_uri, invite.peer)
+        except Exception as exc:  # a lookup must not fail the call it describes
+            logger.warning("call records: device lookup failed: %s", exc)
+            return
+        if device is not None:
+            live.devices.append(device)
+            self._step(live, invite.wall, "branch", device.to_detail())
+
+    def _step(self, live: _Live, wall: float, step: str, detail: str) -> None:
         self._enqueue(
-            CallMessageRecord(
+            CallStepRecord(
                 ref=live.ref,
-                seq=item.seq,
-                wall=item.at + self.wall_offset,
-                direction=item.direction,
-                peer=item.peer,
-                first_line=item.first_line,
-                call_id=call_id or live.call_id,
+                seq=self._next_seq(),
+                wall=wall,
+                aor="",
+                step=step,
+                detail=detail,
+                call_id=live.call_id,
             )
         )
-        if live.until is not None and item.first_line.startswith("BYE "):
-            self._forget_at(live, min(live.until, item.at + self.linger_s))
 
     def _forget_at(self, live: _Live, deadline: float) -> None:
         live.until = deadline
@@ -368,6 +473,133 @@ class CallRecorder:
         elif not self._flush_armed:
             self._flush_armed = True
             self._schedule(self.flush_delay, self._deferred_flush)
+
+
+def binding_devices(bindings: Callable[[str], Iterable[Binding]]) -> DeviceLookup:
+    """A ``DeviceLookup`` over ``bindings(aor)`` (the registrar's live bindings): the
+    binding whose forwarding URI is the INVITE's Request-URI, else the one registered
+    from the peer the INVITE went to."""
+
+    def lookup(aor: str, request_uri: str, peer: str) -> CallDevice | None:
+        found = list(bindings(aor))
+        match = next((b for b in found if str(b.forward_uri()) == request_uri), None)
+        if match is None:
+            match = next((b for b in found if str(b.source) == peer), None)
+        if match is None:
+            return None
+        return CallDevice(
+            peer=peer,
+            aor=match.aor,
+            contact=str(match.forward_uri()),
+            instance=match.instance or "",
+            user_agent=match.user_agent or "",
+            push=match.push.base_provider if match.push is not None else "",
+        )
+
+    return lookup
+
+
+def _tag(name_addr: str | None) -> str:
+    """The ``tag`` parameter of a From or To value ("" if none)."""
+    if not name_addr:
+        return ""
+    params = name_addr.rpartition(">")[2] if ">" in name_addr else name_addr
+    for param in params.split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "tag":
+            return value.strip()
+    return ""
+
+
+def _bye_side(live: _Live, bye: CallMessageRecord) -> str:
+    """``caller`` if the BYE carries the caller's From tag (or, without tags, comes from
+    the caller's address), else ``callee``."""
+    tag = _tag(bye.header("From"))
+    if live.caller_tag and tag:
+        return "caller" if tag == live.caller_tag else "callee"
+    return "caller" if bye.peer == live.caller_peer else "callee"
+
+
+def _answerer(live: _Live, label: str) -> str:
+    """The wake engine names the answering branch by its instance or Contact; say
+    which user and device that is (``sip:alice@lab.test (iPhone, apns)``)."""
+    for device in live.devices:
+        if label and label in (device.instance, device.contact):
+            return f"{device.aor} ({device.hint()})"
+    return label
+
+
+def kept_headers(data: bytes) -> Headers:
+    """The ``KEPT_HEADERS`` fields of a SIP message, in order (folded lines joined, at
+    most ``MAX_HEADERS``, values cut at ``MAX_HEADER_VALUE`` characters, push tokens
+    masked)."""
+    end = data.find(b"\r\n\r\n")
+    head = data if end < 0 else data[:end]
+    if _FOLD_RE.search(head) is not None:  # RFC 3261 §7.3.1 folding: one line again
+        head = _FOLD_RE.sub(b" ", head)
+    found = _KEPT_RE.findall(head)[:MAX_HEADERS]  # names in any case (RFC 3261 §7.3.1)
+    secret = b"pn-" in head.lower()  # a push parameter, e.g. in a Contact
+    out = []
+    for name, raw in found:
+        value = raw.strip().decode("utf-8", "replace")
+        if secret:
+            value = redact(value)
+        if len(value) > MAX_HEADER_VALUE:
+            value = value[: MAX_HEADER_VALUE - 1] + "…"
+        out.append((_KEPT_BYTES[name.lower()], value))
+    return tuple(out)
+
+
+def _cseq_only(data: bytes) -> Headers:
+    """The CSeq of a message (a forwarded copy needs no more): found as most peers
+    spell it, else in any case."""
+    start = data.find(b"\r\nCSeq:")
+    if start >= 0:
+        stop = data.find(b"\r\n", start + 7)
+        value = data[start + 7 : stop if stop >= 0 else len(data)].strip()
+    else:
+        match = _CSEQ_RE.search(data)
+        value = match.group(1).strip() if match is not None else b""
+    return (("CSeq", value.decode("utf-8", "replace")),) if value else ()
+
+
+def _read_headers(data: bytes, direction: Direction, first_line: str) -> Headers:
+    """The header fields worth keeping of a call's message: all ``kept_headers`` where
+    they can say something; else a response's CSeq only (its arrow names the method
+    it answers) and nothing of a request (its first line names it). Nothing more is
+    read of an ACK, a 100, a 180 or 183 (a ringing phone's Contact and agent come
+    with its 200 or its registration), a 2xx to anything but an INVITE, nor of what
+    sipwake sends but a diverted INVITE (Diversion, History-Info), a CANCEL (Reason)
+    and its own failures: the rest it forwards as received, and the received copy
+    has them."""
+    if first_line.startswith("SIP/"):
+        status = first_line[8:11]
+        if status in _QUIET_STATUSES or (direction == "out" and status[:1] in ("1", "2")):
+            return _cseq_only(data)
+        if status[:1] == "2":
+            cseq = _cseq_only(data)
+            if cseq and not cseq[0][1].endswith("INVITE"):
+                return cseq
+        return kept_headers(data)
+    method = first_line.partition(" ")[0]
+    if method == "ACK" or (direction == "out" and method not in ("INVITE", "CANCEL")):
+        return ()
+    if direction == "out" and method == "INVITE" and _DIVERTED_RE.search(data) is None:
+        return ()  # the caller's INVITE, forwarded
+    return kept_headers(data)
+
+
+_QUIET_STATUSES = frozenset({"100", "180", "183"})
+_FOLD_RE = re.compile(rb"\r\n[ \t]+")
+_CSEQ_RE = re.compile(rb"\r\ncseq[ \t]*:([^\r\n]*)", re.IGNORECASE)
+_DIVERTED_RE = re.compile(rb"\r\n(?:[Dd]iversion|[Hh]istory-[Ii]nfo)[ \t]*:")
+_KEPT_RE = re.compile(
+    rb"\r\n("
+    + b"|".join(re.escape(n.encode()) for n in sorted(KEPT_HEADERS, key=len, reverse=True))
+    + rb")[ \t]*:([^\r\n]*)",
+    re.IGNORECASE,
+)
+_KEPT_BYTES = {name.encode(): label for name, label in KEPT_HEADERS.items()}
 
 
 def sip_head(data: bytes) -> tuple[str, str] | None:

@@ -34,7 +34,8 @@ are, and the schema version stays 1. The table is bounded to the latest
 
 Call records (``CallLog``) are three more such additions: ``calls`` (one summary row
 per call, updated as its entries arrive), ``call_events`` and ``call_messages`` (one
-row per step and per SIP message, by first line only). The tables keep the latest
+row per step and per SIP message: its first line and the header fields that explain a
+call, see ``sipwake.calls.recorder``). The tables keep the latest
 ``max_calls`` calls: when a new call's row id reaches a multiple of the prune
 interval, calls older than ``max_calls`` are deleted with their entries.
 
@@ -49,6 +50,7 @@ other's transaction rather than for SQLite's busy-retry sleeps.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sqlite3
@@ -174,7 +176,10 @@ CREATE TABLE IF NOT EXISTS calls (
     answered_by TEXT,
     ringing     REAL,
     pushes      INTEGER NOT NULL,
-    messages    INTEGER NOT NULL
+    messages    INTEGER NOT NULL,
+    answered    REAL,
+    ended       REAL,
+    ended_by    TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_aor ON calls (aor, id);
 CREATE TABLE IF NOT EXISTS call_events (
@@ -194,11 +199,22 @@ CREATE TABLE IF NOT EXISTS call_messages (
     direction  TEXT NOT NULL,
     peer       TEXT NOT NULL,
     first_line TEXT NOT NULL,
-    call_id    TEXT NOT NULL
+    call_id    TEXT NOT NULL,
+    headers    TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS call_messages_ref ON call_messages (ref, wall, seq);
 CREATE INDEX IF NOT EXISTS pushes_call_id ON pushes (call_id);
 """
+#: Columns added to the call tables after their first release: (table, column, type).
+#: A file that lacks one gets it at open (``ALTER TABLE … ADD COLUMN``), NULL (or "")
+#: in its older rows: the answer and end times of a call, the header fields kept of a
+#: message (JSON pairs, "" for none). Additions like these keep the schema version.
+_CALLS_ADDED = (
+    ("calls", "answered", "REAL"),
+    ("calls", "ended", "REAL"),
+    ("calls", "ended_by", "TEXT"),
+    ("call_messages", "headers", "TEXT NOT NULL DEFAULT ''"),
+)
 _SUMMARY_COLUMNS = (
     "ref",
     "aor",
@@ -211,9 +227,21 @@ _SUMMARY_COLUMNS = (
     "ringing",
     "pushes",
     "messages",
+    "answered",
+    "ended",
+    "ended_by",
 )
 _EVENT_COLUMNS = ("ref", "seq", "wall", "aor", "step", "detail", "call_id")
-_MESSAGE_COLUMNS = ("ref", "seq", "wall", "direction", "peer", "first_line", "call_id")
+_MESSAGE_COLUMNS = (
+    "ref",
+    "seq",
+    "wall",
+    "direction",
+    "peer",
+    "first_line",
+    "call_id",
+    "headers",
+)
 _SELECT_SUMMARY = f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM calls"
 _INSERT_SUMMARY = (
     f"INSERT INTO calls ({', '.join(_SUMMARY_COLUMNS)}) "
@@ -470,9 +498,7 @@ class SqliteStore:
             events=tuple(
                 CallStepRecord(**dict(zip(_EVENT_COLUMNS, r, strict=True))) for r in events
             ),
-            messages=tuple(
-                CallMessageRecord(**dict(zip(_MESSAGE_COLUMNS, r, strict=True))) for r in messages
-            ),
+            messages=tuple(_message_record(r) for r in messages),
             pushes=tuple(_push_record(r) for r in pushes),
         )
 
@@ -578,6 +604,10 @@ class SqliteStore:
             for statement in (_PUSHES_SCHEMA + _MESSAGES_SCHEMA + _CALLS_SCHEMA).split(";"):
                 if statement.strip():
                     self._db.execute(statement)
+            for table, column, kind in _CALLS_ADDED:
+                have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def _push_record(values: Sequence[object]) -> PushRecord:
@@ -587,7 +617,26 @@ def _push_record(values: Sequence[object]) -> PushRecord:
 
 
 def _row(item: object, columns: tuple[str, ...]) -> tuple[object, ...]:
-    return tuple(getattr(item, name) for name in columns)
+    return tuple(_column(getattr(item, name)) for name in columns)
+
+
+def _column(value: object) -> object:
+    """A field as SQLite keeps it: a message's header fields as JSON ("" for none)."""
+    if isinstance(value, tuple):
+        return json.dumps(value, ensure_ascii=False) if value else ""
+    return value
+
+
+def _message_record(values: Sequence[object]) -> CallMessageRecord:
+    fields = dict(zip(_MESSAGE_COLUMNS, values, strict=True))
+    try:
+        pairs = json.loads(str(fields["headers"])) if fields["headers"] else []
+    except ValueError:
+        pairs = []  # a damaged field loses its headers, not the call
+    fields["headers"] = tuple(
+        (str(p[0]), str(p[1])) for p in pairs if isinstance(p, list) and len(p) == 2
+    )
+    return CallMessageRecord(**fields)  # type: ignore[arg-type]
 
 
 class _Transaction:

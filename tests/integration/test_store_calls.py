@@ -113,7 +113,7 @@ def test_sqlite_store_keeps_call_records_across_reopen(tmp_path: Path) -> None:
         again = store.call("r2")
         assert again == before  # every field survives, floats included
         assert again is not None
-        assert "|- INVITE ----------->|" in render_ladder(again)[3]
+        assert "|- INVITE -------->|" in render_ladder(again)[3]
         record = store.call("r1")
         assert record is not None
         assert record.pushes[0].token == push("cid-1").token  # masked
@@ -145,6 +145,64 @@ def test_sqlite_store_keeps_call_records_across_reopen(tmp_path: Path) -> None:
         assert {"calls", "call_events", "call_messages", "pushes", "bindings"} <= tables
     finally:
         db.close()
+
+
+def test_sqlite_file_from_before_the_new_call_columns_is_upgraded_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    try:  # the call tables as the first release wrote them, with one call in them
+        db.executescript(
+            """
+            DROP TABLE calls; DROP TABLE call_messages;
+            CREATE TABLE calls (id INTEGER PRIMARY KEY AUTOINCREMENT, ref TEXT NOT NULL UNIQUE,
+                aor TEXT NOT NULL, caller TEXT NOT NULL, call_id TEXT NOT NULL,
+                started REAL NOT NULL, updated REAL NOT NULL, outcome TEXT NOT NULL,
+                answered_by TEXT, ringing REAL, pushes INTEGER NOT NULL,
+                messages INTEGER NOT NULL);
+            CREATE TABLE call_messages (ref TEXT NOT NULL, seq INTEGER NOT NULL,
+                wall REAL NOT NULL, direction TEXT NOT NULL, peer TEXT NOT NULL,
+                first_line TEXT NOT NULL, call_id TEXT NOT NULL);
+            INSERT INTO calls (ref, aor, caller, call_id, started, updated, outcome,
+                answered_by, ringing, pushes, messages)
+                VALUES ('old', 'sip:a@lab', 'sip:b@lab', 'c0', 1.0, 2.0, 'answered', 'x',
+                    1.0, 0, 1);
+            INSERT INTO call_messages VALUES ('old', 1, 1.0, 'in', 'udp:10.0.0.9:5060',
+                'INVITE sip:a@lab SIP/2.0', 'c0');
+            """
+        )
+        db.commit()
+    finally:
+        db.close()
+    with SqliteStore(path) as store:
+        old = store.call("old")
+        assert old is not None
+        assert (old.summary.answered, old.summary.ended, old.summary.ended_by) == (None,) * 3
+        assert old.messages[0].headers == ()
+        # New entries keep their header fields and end times in the upgraded tables.
+        bye = CallMessageRecord(
+            ref="old",
+            seq=2,
+            wall=9.0,
+            direction="in",
+            peer=CALLER,
+            first_line="BYE sip:a@10.0.0.5 SIP/2.0",
+            call_id="c0",
+            headers=(("From", "<sip:b@lab>;tag=1"), ("Reason", "Q.850;cause=16")),
+        )
+        store.record_call_entries(
+            [
+                bye,
+                CallStepRecord(
+                    ref="old", seq=3, wall=9.0, aor="", step="hangup", detail="by the caller"
+                ),
+            ]
+        )
+    with SqliteStore(path) as store:
+        again = store.call("old")
+        assert again is not None
+        assert again.messages[-1] == bye
+        assert (again.summary.ended, again.summary.ended_by) == (9.0, "caller")
 
 
 def test_sqlite_store_prunes_the_oldest_calls(tmp_path: Path) -> None:
@@ -192,51 +250,52 @@ def test_calls_lists_recent_calls(lab_db: Path) -> None:
     done = run("calls", "--db", str(lab_db))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines)  # piped: 80 columns
     rows = [line for line in lines if " r1 " in line or " r2 " in line]
     assert len(rows) == 2
-    assert rows[0].split()[2:6] == ["r2", "sip:bob@lab.test", "sip:bob@lab.test", "answered"]
-    assert rows[1].split()[2:] == [
-        "r1",
-        "sip:alice@lab.test",
-        "sip:bob@lab.test",
-        "answered",
-        "iphone",
-        "2.5",
-        "s",
-        "1",
-    ]
+    assert rows[0].split()[2:7] == ["r2", "bob", "→", "bob", "answered"]
+    # Rung 2.5 s, still talking (no BYE recorded): no talk time, nobody hung up.
+    assert rows[1].split()[2:] == ["r1", "bob", "→", "alice", "answered", "2.5s", "-", "-", "1"]
     only = run("calls", "--db", str(lab_db), "--user", "alice@lab.test", "--json")
     assert only.returncode == 0, only.stderr
     data = json.loads(only.stdout)
     assert [c["ref"] for c in data] == ["r1"]
     assert data[0]["call_id"] == "cid-1"
     assert data[0]["started"] == OFFSET
+    assert data[0]["answered"] == OFFSET + 2.5
+    assert (data[0]["ring_s"], data[0]["talk_s"], data[0]["ended_by"]) == (2.5, None, None)
     none = run("calls", "--db", str(lab_db), "--user", "sip:nobody@lab.test")
     assert none.stdout.strip() == f"no calls recorded in {lab_db} for sip:nobody@lab.test"
 
 
-def test_calls_show_prints_timeline_and_ladder(lab_db: Path) -> None:
+def test_calls_show_prints_summary_legend_timeline_and_ladder(lab_db: Path) -> None:
     done = run("calls", "show", "r1", "--db", str(lab_db))
     assert done.returncode == 0, done.stderr
     out = done.stdout.splitlines()
-    assert out[0] == "call r1 to sip:alice@lab.test from sip:bob@lab.test"
-    assert "  outcome   answered by iphone after 2.500 s" in out
+    assert out[0] == "call r1: sip:bob@lab.test → sip:alice@lab.test"
+    assert "  outcome   answered by alice sip:alice@10.0.0.5:5062 (udp)" in out  # no device known
+    assert any(line.startswith("  answered  ") and line.endswith("ring 2.500 s") for line in out)
     timeline = out.index("timeline")
     assert out[timeline + 1] == "  +0.000 s  received    from sip:bob@lab.test"
+    legend = out[out.index("participants") + 1 : timeline]
+    assert legend[0] == "  caller    sip:bob@lab.test (udp)"
+    assert "    via       udp:10.0.0.9:5060" in legend
     ladder = out[out.index("ladder") + 1 :]
-    assert ladder[0].split() == ["caller", "sipwake", "apns", "branch", "1"]
-    assert any("|<- delivered 13 ms --|" in line for line in ladder)  # the push record's
-    assert ladder[-1].split() == ["+2.500", "s", "|<-", "200", "OK", "-----------|", "|", "|"]
-    assert all(len(line) <= 100 for line in out)
+    assert ladder[0].split() == ["caller", "sipwake", "apns", "alice"]
+    assert any("|<- delivered 13 ms" in line for line in ladder)  # the push record's
+    assert ladder[-1].split()[:5] == ["+2.500", "s", "|<-", "200", "OK"]
+    assert all(len(line) <= 80 for line in out)
     # --db before the subcommand works too; --json carries the ladder.
     as_json = run("calls", "--db", str(lab_db), "show", "r1", "--json")
     assert as_json.returncode == 0, as_json.stderr
     data = json.loads(as_json.stdout)
     assert data["summary"]["ref"] == "r1"
+    assert data["summary"]["ring_s"] == 2.5
     assert len(data["events"]) == 6
     assert len(data["messages"]) == 7
     assert data["pushes"][0]["call_id"] == "cid-1"
     assert data["ladder"] == ladder
+    assert [p["label"] for p in data["participants"]] == ["caller", "sipwake", "apns", "alice"]
 
 
 def test_calls_without_a_database_or_call_fail_in_one_line(lab_db: Path, tmp_path: Path) -> None:

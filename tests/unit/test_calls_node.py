@@ -7,6 +7,8 @@ driver's order (received bytes first, then the outputs in order), on hand-moved 
 from __future__ import annotations
 
 from sipwake.calls import CallRecorder, render_ladder
+from sipwake.calls.recorder import binding_devices
+from sipwake.calls.records import CallDevice
 from sipwake.node import CallEvent, Node, NodeOutput, SendBytes
 from sipwake.proxy.routing import LocalAddress
 from sipwake.push.base import PushOutcome
@@ -56,17 +58,23 @@ class RecordingNode:
         return self.node.next_deadline()
 
 
-def recorded_lab(recorder: CallRecorder) -> WakeLab:
-    """A ``WakeLab`` whose node reports to ``recorder`` as the driver would."""
+def recorded_lab(store: MemoryStore) -> tuple[WakeLab, CallRecorder]:
+    """A ``WakeLab`` whose node reports to a recorder as the driver would, the recorder
+    asking the node's registrar for the devices (as the server wires it)."""
     lab = WakeLab()
-    lab.node = RecordingNode(lab.node, recorder, lab)  # type: ignore[assignment]
-    return lab
+    node = lab.node
+    recorder = CallRecorder(
+        store,
+        wall_offset=OFFSET,
+        devices=binding_devices(lambda aor: node.registrar.lookup(aor, lab.now)),
+    )
+    lab.node = RecordingNode(node, recorder, lab)  # type: ignore[assignment]
+    return lab, recorder
 
 
 def test_a_push_wake_call_from_the_node_is_recorded_and_drawn() -> None:
     store = MemoryStore()
-    recorder = CallRecorder(store, wall_offset=OFFSET)
-    lab = recorded_lab(recorder)
+    lab, recorder = recorded_lab(store)
     phone = Phone(user="bob", port=7001, instance="urn:uuid:phone-1", token=TOKEN)
     assert lab.register(phone).status == 200
     lab.suspend(phone)
@@ -91,17 +99,28 @@ def test_a_push_wake_call_from_the_node_is_recorded_and_drawn() -> None:
     assert summary.started == OFFSET + 101.0
     assert (summary.outcome, summary.answered_by, summary.pushes) == (
         "answered",
-        "urn:uuid:phone-1",
+        "sip:bob@lab.test (apns)",  # the device, not its instance URN
         1,
     )
+    assert summary.answered == summary.started + summary.ringing  # 4.02 s after the INVITE
+    assert (summary.ended, summary.ended_by) == (None, None)  # no BYE yet
     record = store.call(summary.ref)
     assert record is not None
     assert not any(m.first_line.startswith("REGISTER") for m in record.messages)
 
     lines = render_ladder(record)
     phone_lane = f"tcp:127.0.0.1:7001#{phone.flow}"
-    assert lines[0].split() == ["caller", "sipwake", "apns", "branch", "1"]
-    assert lines[1].split() == ["udp:127.0.0.1:6000", phone_lane]
+    assert lines[0].split() == ["caller", "sipwake", "apns", "bob#1"]
+    assert lines[1].split() == ["udp", "push", "apns"]
+    (branch,) = [e for e in record.events if e.step == "branch"]
+    assert CallDevice.from_detail(branch.detail) == CallDevice(
+        peer=phone_lane,
+        aor="sip:bob@lab.test",
+        contact="sip:bob@127.0.0.1:7001;transport=tcp",
+        instance="urn:uuid:phone-1",
+        push="apns",
+    )
+    assert all(len(line) <= 80 for line in lines)
     body = [line[11:].strip() for line in lines[3:]]
     assert [line[:10].strip() for line in (lines[3], lines[-1])] == ["+0.000 s", "+4.020 s"]
     # Each line in words: arrows and bars left out, labels and notes kept.
@@ -114,14 +133,14 @@ def test_a_push_wake_call_from_the_node_is_recorded_and_drawn() -> None:
         "180 Ringing",
         "ringback 180 Ringing",
         "delivered 20 ms",
-        "registered urn:uuid:phone-1",
+        "registered bob#1",
         "INVITE",
-        "forked urn:uuid:phone-1",
+        "forked bob#1",
         "180 Ringing",
         "180 Ringing",
         "200 OK",
         "200 OK",
-        "answered urn:uuid:phone-1",
+        "answered by bob#1",
     ]
     arrows = [line.split("|")[1:3] for line in lines[3:]]
     assert arrows[0][0].endswith(">")  # caller to sipwake

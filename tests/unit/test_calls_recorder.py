@@ -10,7 +10,15 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from sipwake.calls import CallRecorder, sip_head
-from sipwake.calls.records import CallEntry, CallMessageRecord, CallStepRecord
+from sipwake.calls.recorder import kept_headers
+from sipwake.calls.records import (
+    MAX_HEADER_VALUE,
+    MAX_HEADERS,
+    CallDevice,
+    CallEntry,
+    CallMessageRecord,
+    CallStepRecord,
+)
 from sipwake.proxy.wake import CallEvent, CallStep, SendPush
 from sipwake.push.base import PushOutcome, PushRequest
 from sipwake.sip.pushtarget import PushTarget
@@ -312,3 +320,191 @@ def test_bad_arguments_are_refused() -> None:
         rec.bind_call_id("r1", "")
     with pytest.raises(ValueError, match="max_messages must be > 0"):
         recorder(MemoryStore(), max_messages=0)
+
+
+# -- header fields, hang-up side, devices ----------------------------------------------------
+def sip(first_line: str, call_id: str, *headers: str, body: bytes = b"") -> bytes:
+    head = "\r\n".join([first_line, f"Call-ID: {call_id}", *headers])
+    return f"{head}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def test_kept_headers_are_the_bounded_set_that_explains_a_call() -> None:
+    data = sip(
+        "SIP/2.0 200 OK",
+        "c1",
+        "Via: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bK1",
+        "f: <sip:bob@lab.test>;tag=c1",  # compact forms (RFC 3261 §7.3.3)
+        "t: <sip:alice@lab.test>;tag=a1",
+        "CSeq: 1 INVITE",
+        f"m: <sip:alice@10.0.0.5:5062;pn-provider=apns;pn-prid={'ab12' * 16}>",
+        'Proxy-Authorization: Digest username="alice", response="secret"',
+        "Reason: Q.850;cause=16;",
+        ' text="Normal call clearing"',  # folded onto two lines (RFC 3261 §7.3.1)
+        "Server: Linphone/5.2",
+        f'Warning: 399 lab.test "{"w" * 300}"',
+        body=b"v=0\r\no=- 1 1 IN IP4 10.0.0.5\r\n",
+    )
+    headers = kept_headers(data)
+    assert [name for name, _ in headers] == [
+        "From", "To", "CSeq", "Contact", "Reason", "Server", "Warning"
+    ]  # fmt: skip
+    values = dict(headers)
+    assert values["Reason"] == 'Q.850;cause=16; text="Normal call clearing"'
+    assert values["Contact"] == "<sip:alice@10.0.0.5:5062;pn-provider=apns;pn-prid=ab12…ab12>"
+    assert len(values["Warning"]) == MAX_HEADER_VALUE
+    assert values["Warning"].endswith("…")
+    assert "secret" not in repr(headers)  # credentials are never kept
+    assert "v=0" not in repr(headers)  # nor the body
+    many = sip(
+        "BYE sip:a SIP/2.0", "c1", *(f"History-Info: <sip:h{i}@lab>;index=1" for i in range(40))
+    )
+    assert len(kept_headers(many)) == MAX_HEADERS
+
+
+def test_headers_are_kept_for_a_calls_messages_only() -> None:
+    store = MemoryStore()
+    rec = recorder(store)
+    invite = sip("INVITE sip:alice@lab.test SIP/2.0", "c1", "From: <sip:bob@lab.test>;tag=b1")
+    rec.message_bytes("in", CALLER, invite, 1.0)
+    rec.call_event(event("r1", 1.0, "received", "from sip:bob@lab.test"))
+    rec.message_bytes("in", PHONE, sip("REGISTER sip:lab.test SIP/2.0", "reg", "To: <sip:x>"), 1.1)
+    ringing = sip("SIP/2.0 486 Busy Here", "c1", "CSeq: 1 INVITE", "Server: Zoiper")
+    rec.message_bytes("in", PHONE, ringing, 1.2)
+    record = store.call("r1")
+    assert record is not None
+    assert [m.headers for m in record.messages] == [
+        (("From", "<sip:bob@lab.test>;tag=b1"),),
+        (("CSeq", "1 INVITE"), ("Server", "Zoiper")),
+    ]
+
+
+def answered_call(store: MemoryStore, **options: object) -> CallRecorder:
+    """Bob (tag b1) calls alice; her phone (tag a1) answers."""
+    rec = recorder(store, **options)
+    rec.message_bytes(
+        "in", CALLER, sip("INVITE sip:alice@lab.test SIP/2.0", "c1", "f: <sip:bob@lab>;tag=b1"), 1
+    )
+    rec.call_event(event("r1", 1.0, "received", "from sip:bob@lab"))
+    rec.message_bytes("out", PHONE, sip("INVITE sip:alice@10.0.0.5:5062 SIP/2.0", "c1"), 1.0)
+    rec.message_bytes("in", PHONE, sip("SIP/2.0 200 OK", "c1", "CSeq: 1 INVITE"), 3.0)
+    rec.call_event(event("r1", 3.0, "answered", "urn:uuid:phone-1"))
+    return rec
+
+
+def steps(store: MemoryStore) -> list[tuple[str, str]]:
+    record = store.call("r1")
+    assert record is not None
+    return [(e.step, e.detail) for e in record.events]
+
+
+@pytest.mark.parametrize(
+    ("side", "peer", "from_"),
+    [
+        ("caller", CALLER, "<sip:bob@lab>;tag=b1"),
+        ("callee", PHONE, "<sip:alice@lab.test>;tag=a1"),
+        # The caller's BYE from another address is still the caller's: tags decide.
+        ("caller", "udp:10.0.0.99:5060", "<sip:bob@lab>;tag=b1"),
+    ],
+)
+def test_the_first_bye_received_says_who_hung_up(side: str, peer: str, from_: str) -> None:
+    store = MemoryStore()
+    rec = answered_call(store)
+    rec.message_bytes("out", PHONE, sip("BYE sip:alice@10.0.0.5 SIP/2.0", "c1"), 9.0)  # ignored
+    rec.message_bytes("in", peer, sip("BYE sip:x SIP/2.0", "c1", f"From: {from_}"), 10.0)
+    other = "<sip:alice@lab.test>;tag=a1" if side == "caller" else "<sip:bob@lab>;tag=b1"
+    rec.message_bytes("in", PHONE, sip("BYE sip:x SIP/2.0", "c1", f"From: {other}"), 10.1)
+    assert [s for s in steps(store) if s[0] == "hangup"] == [("hangup", f"by the {side}")]
+    (summary,) = store.calls()
+    assert (summary.ended, summary.ended_by) == (OFFSET + 10.0, side)
+
+
+def test_a_branch_names_its_device_and_the_answer_names_the_device() -> None:
+    asked: list[tuple[str, str, str]] = []
+
+    def devices(aor: str, request_uri: str, peer: str) -> CallDevice | None:
+        asked.append((aor, request_uri, peer))
+        return CallDevice(
+            peer=peer,
+            aor=aor,
+            contact=request_uri,
+            instance="urn:uuid:phone-1",
+            user_agent="Linphone/5.2 (iPhone; iOS 17.1)",
+            push="apns",
+        )
+
+    store = MemoryStore()
+    rec = answered_call(store, devices=devices)
+    rec.message_bytes("out", PHONE, sip("INVITE sip:alice@10.0.0.5:5062 SIP/2.0", "c1"), 1.5)
+    assert asked == [(ALICE, "sip:alice@10.0.0.5:5062", PHONE)]  # once per peer
+    (branch,) = [detail for step, detail in steps(store) if step == "branch"]
+    device = CallDevice.from_detail(branch)
+    assert device is not None
+    assert (device.peer, device.instance, device.hint()) == (
+        PHONE,
+        "urn:uuid:phone-1",
+        "iPhone, apns",
+    )
+    assert ("answered", "sip:alice@lab.test (iPhone, apns)") in steps(store)
+    (summary,) = store.calls()
+    assert summary.answered_by == "sip:alice@lab.test (iPhone, apns)"
+
+
+def test_a_failing_device_lookup_is_logged_and_the_call_still_recorded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def devices(aor: str, request_uri: str, peer: str) -> CallDevice | None:
+        raise RuntimeError("registrar gone")
+
+    store = MemoryStore()
+    answered_call(store, devices=devices)
+    assert ("answered", "urn:uuid:phone-1") in steps(store)  # the engine's label, as it was
+    assert "device lookup failed: registrar gone" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("direction", "first_line", "extra", "kept"),
+    [
+        # What a peer sends says who it is and why: all of it is read.
+        ("in", "INVITE sip:alice@lab.test SIP/2.0", (), ["From", "CSeq", "Reason"]),
+        ("in", "SIP/2.0 181 Call Is Being Forwarded", (), ["From", "CSeq", "Reason"]),
+        ("in", "BYE sip:alice@10.0.0.5 SIP/2.0", (), ["From", "CSeq", "Reason"]),
+        ("in", "SIP/2.0 486 Busy Here", (), ["From", "CSeq", "Reason"]),
+        # A 100, a 180, a 183 and a 2xx to a BYE say nothing more than their CSeq; an
+        # ACK nothing its first line does not.
+        ("in", "SIP/2.0 100 Trying", (), ["CSeq"]),
+        ("in", "SIP/2.0 180 Ringing", (), ["CSeq"]),
+        ("in", "SIP/2.0 183 Session Progress", (), ["CSeq"]),
+        ("in", "ACK sip:alice@10.0.0.5 SIP/2.0", (), []),
+        ("in", "SIP/2.0 200 OK", ("CSeq: 2 BYE",), ["CSeq"]),
+        # Of what sipwake sends, forwarded copies keep no more than a response's CSeq ...
+        ("out", "SIP/2.0 180 Ringing", (), ["CSeq"]),
+        ("out", "BYE sip:alice@10.0.0.5 SIP/2.0", (), []),
+        ("out", "INVITE sip:alice@10.0.0.5 SIP/2.0", (), []),
+        # ... what it adds or decides is read: a diversion, a CANCEL, its own failure.
+        ("out", "INVITE sip:vm@10.0.0.7 SIP/2.0", ("Diversion: <sip:a@lab>",), None),
+        ("out", "CANCEL sip:alice@10.0.0.5 SIP/2.0", (), ["From", "CSeq", "Reason"]),
+        ("out", "SIP/2.0 480 Temporarily Unavailable", (), ["From", "CSeq", "Reason"]),
+    ],
+)
+def test_header_fields_are_read_where_they_can_say_something(
+    direction: str, first_line: str, extra: tuple[str, ...], kept: list[str] | None
+) -> None:
+    store = MemoryStore()
+    rec = answered_call(store)
+    cseq = extra[0] if extra and extra[0].startswith("CSeq") else "CSeq: 1 INVITE"
+    more = [e for e in extra if not e.startswith("CSeq")]
+    data = sip(first_line, "c1", "From: <sip:x@lab>;tag=9", cseq, *more, "Reason: SIP;cause=1")
+    rec.message_bytes(direction, PHONE, data, 5.0)  # type: ignore[arg-type]
+    record = store.call("r1")
+    assert record is not None
+    names = [name for name, _ in record.messages[-1].headers]
+    assert names == (kept if kept is not None else ["From", "CSeq", "Diversion", "Reason"])
+
+
+def test_cseq_is_found_in_any_case() -> None:
+    store = MemoryStore()
+    rec = answered_call(store)
+    rec.message_bytes("out", CALLER, sip("SIP/2.0 200 OK", "c1", "cseq : 2 BYE"), 5.0)
+    record = store.call("r1")
+    assert record is not None
+    assert record.messages[-1].headers == (("CSeq", "2 BYE"),)

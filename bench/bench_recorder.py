@@ -1,0 +1,85 @@
+"""CPU time the call recorder takes per proxied call, on the message path.
+
+    python bench/bench_recorder.py          # prints microseconds per call and message
+
+One call as sipwake proxies it is fourteen messages (INVITE, 100, INVITE to the
+phone, its 100, 180 both ways, 200 both ways, ACK both ways, BYE both ways and its
+200 both ways), each handed to ``CallRecorder.message_bytes`` as the driver does,
+with the wake engine's "received" and "answered" steps between. The queued entries
+are dropped instead of written (store writes happen off the message path). The
+best of ``--runs`` rounds of ``--calls`` calls is printed: this machine's load
+moves single rounds by half.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from sipwake.calls import CallRecorder
+from sipwake.proxy.wake import CallEvent
+from sipwake.store import MemoryStore
+
+FLOW = (
+    ("in", "INVITE sip:bob@lab.test SIP/2.0", "1 INVITE"),
+    ("out", "SIP/2.0 100 Trying", "1 INVITE"),
+    ("out", "INVITE sip:bob@127.0.0.1:5062 SIP/2.0", "1 INVITE"),
+    ("in", "SIP/2.0 100 Trying", "1 INVITE"),
+    ("in", "SIP/2.0 180 Ringing", "1 INVITE"),
+    ("out", "SIP/2.0 180 Ringing", "1 INVITE"),
+    ("in", "SIP/2.0 200 OK", "1 INVITE"),
+    ("out", "SIP/2.0 200 OK", "1 INVITE"),
+    ("in", "ACK sip:bob@127.0.0.1:5062 SIP/2.0", "1 ACK"),
+    ("out", "ACK sip:bob@127.0.0.1:5062 SIP/2.0", "1 ACK"),
+    ("in", "BYE sip:bob@127.0.0.1:5062 SIP/2.0", "2 BYE"),
+    ("out", "BYE sip:bob@127.0.0.1:5062 SIP/2.0", "2 BYE"),
+    ("in", "SIP/2.0 200 OK", "2 BYE"),
+    ("out", "SIP/2.0 200 OK", "2 BYE"),
+)
+
+
+def message(first_line: str, call_id: str, cseq: str) -> bytes:
+    head = (
+        f"{first_line}\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1044e882b0b5e937;rport\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:33917;branch=z9hG4bKc8af5bd99f267a0e;received=127.0.0.1\r\n"
+        "Max-Forwards: 69\r\nFrom: <sip:alice@lab.test>;tag=ft\r\n"
+        f"To: <sip:bob@lab.test>;tag=bt\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\n"
+        "Contact: <sip:alice@127.0.0.1:33917>\r\nUser-Agent: Zoiper 5\r\n"
+        "Content-Type: application/sdp\r\nContent-Length: 120\r\n\r\n"
+    )
+    return head.encode() + b"v=0\r\n" * 24
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=15)
+    args = parser.parse_args()
+    calls = [
+        [(direction, message(line, f"cid-{i}", cseq)) for direction, line, cseq in FLOW]
+        for i in range(args.calls)
+    ]
+    best = float("inf")
+    for run in range(args.runs):
+        recorder = CallRecorder(
+            MemoryStore(), wall_offset=0.0, schedule=lambda d, cb: None, max_batch=10**9
+        )
+        queue: list[object] = recorder._queue  # type: ignore[assignment]
+        started = time.perf_counter()
+        for i, call in enumerate(calls):
+            ref = f"r{run}-{i}"
+            for j, (direction, data) in enumerate(call):
+                recorder.message_bytes(direction, "udp:127.0.0.1:5062", data, 1.0)  # type: ignore[arg-type]
+                if j in (0, 6):
+                    step = "received" if j == 0 else "answered"
+                    recorder.call_event(
+                        CallEvent(call_ref=ref, aor="sip:bob@lab.test", at=1.0, step=step)
+                    )
+            queue.clear()
+        best = min(best, (time.perf_counter() - started) / args.calls)
+    print(f"{best * 1e6:.0f} us per call, {best * 1e6 / len(FLOW):.1f} us per message")
+
+
+if __name__ == "__main__":
+    main()
