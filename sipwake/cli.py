@@ -181,7 +181,8 @@ def serve_cmd(
     except (ConfigError, OSError) as exc:
         if debug:
             raise
-        click.echo(f"error: {exc}", err=True)
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        click.echo(f"error: {text}", err=True)
         sys.exit(2)
 
 

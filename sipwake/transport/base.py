@@ -106,7 +106,17 @@ class TransportManager:
         """Bind every listener; on a failure, close those already bound and re-raise."""
         try:
             for config in listeners:
-                self._bound.append(await self._listen(config))
+                try:
+                    self._bound.append(await self._listen(config))
+                except OSError as exc:
+                    # Name the listener: "address already in use" alone does not say which.
+                    host = f"[{config.host}]" if ":" in config.host else config.host
+                    raise OSError(
+                        exc.errno,
+                        f"cannot listen on {config.transport}:{host}:{config.port}: "
+                        f"{exc.strerror or exc} (another SIP server there? --listen "
+                        f"{config.transport}:{host}:PORT listens elsewhere)",
+                    ) from exc
                 logger.info("listening on %s", self._bound[-1])
         except BaseException:
             await self.close()

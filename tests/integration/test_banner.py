@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -89,3 +90,24 @@ def test_default_banner_says_pushes_go_to_the_sandbox(tmp_path: Path) -> None:
     assert "voicemail  none" in out
     assert "twinning   none" in out
     assert "admin      off" in out
+
+
+def test_a_taken_port_is_named_in_the_error(tmp_path: Path) -> None:
+    """A newcomer whose 5060 is taken (another SIP server, a softphone) is told which
+    listener failed and how to move it, not only "Address already in use"."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*SIPWAKE, "serve", "--listen", f"udp:127.0.0.1:{port}", "--admin", "off"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: cannot listen on udp:127.0.0.1:{port}: ")
+    assert "--listen udp:127.0.0.1:PORT" in last
+    assert "Errno" not in last
