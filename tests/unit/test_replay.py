@@ -52,6 +52,7 @@ def test_the_library_has_the_scenarios_the_issue_names() -> None:
         "linphone-two-tokens-missed-call-then-call.yaml",
         "linphone-two-tokens-remote-first.yaml",
         "apns-410-older-than-register-keeps-token.yaml",
+        "avaya-newest-ios-in-foreground-rings-alone.yaml",
     ):
         assert required in names
 
