@@ -833,6 +833,37 @@ def calls_show_cmd(
         click.echo(line)
 
 
+# -- sipwake dnd: a user's do-not-disturb while the server runs -------------------------
+@main.command("dnd")
+@click.argument("user")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.option(
+    "--url",
+    default=None,
+    help="The admin endpoint of a running sipwake serve (default: the one of --server's folder).",
+)
+@_SERVER_DIR
+def dnd_cmd(user: str, state: str, url: str | None, server_dir: str) -> None:
+    """Turn USER's do-not-disturb on or off in the running sipwake serve (as the phone's
+    *78 / *79 does): calls then push nobody and go straight to the no-answer target.
+    Kept in memory: a restart returns to users.<name>.dnd."""
+    from urllib.parse import quote
+
+    from sipwake.adminclient import AdminClientError, AdminTarget
+
+    target = _admin_target(url, server_dir)
+    assert isinstance(target, AdminTarget)
+    try:
+        status, data = target.post(f"/dnd/{quote(user, safe='')}/{state}")
+    except AdminClientError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if status != 200:
+        click.echo(f"error: {data.get('error', status)}", err=True)
+        sys.exit(1)
+    click.echo(f"{user}: do not disturb {state}")
+
+
 # -- sipwake mobile: the built-in mobile behind the twin branch -------------------------
 @main.group("mobile")
 def mobile_cmd() -> None:

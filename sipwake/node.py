@@ -36,6 +36,7 @@ from sipwake.overload import LoadMeter
 from sipwake.presence import Presence, PresenceAgent, presence_of
 from sipwake.proxy.authguard import AuthGuard, GuardSettings
 from sipwake.proxy.core import BranchesDone, CallAnswered, Proxy, Target
+from sipwake.proxy.dnd import DndState, feature_code, feature_reply
 from sipwake.proxy.plan import CallPlan
 from sipwake.proxy.policy import (
     NEVER_CHALLENGED,
@@ -345,6 +346,8 @@ class Node:
         """``AuthFailed`` events of the request being handled (``receive`` hands them out)."""
         self._trust: dict[str, bool] = {}
         """Source host → trusted (a cache: parsing an address costs more than a lookup)."""
+        self.dnd = DndState()
+        """DND set while running (feature codes, ``sipwake dnd``): in memory only."""
 
     # -- input ------------------------------------------------------------------
     def receive(
@@ -651,6 +654,10 @@ class Node:
             if challenge is not None:
                 return challenge, []
         policy.consume_credentials(request, self.settings.realm)
+        if method == "INVITE" and destination is Destination.LOCAL and isinstance(uri, SipUri):
+            dnd = feature_code(uri.user)
+            if dnd is not None:
+                return self._feature_code(key, request, dnd, now), []
         if destination is Destination.ELSEWHERE or not isinstance(uri, SipUri):
             next_hop = self._route_peer(request) if request.routes else self._contact_peer(uri)
             return self._forward(key, request, source, listener, next_hop, now), []
@@ -664,7 +671,7 @@ class Node:
         if method == "MESSAGE":
             return self._on_message(key, request, source, listener, aor, user, now)
         if method == "INVITE":
-            plan = self.settings.plan_of(user)
+            plan = self.plan_of(user)
             devices = self._devices(aor, now, plan)
             limited: list[NodeOutput] = []
             may_push = not self.wake.would_push(devices, plan) or self._may_wake(
@@ -676,6 +683,30 @@ class Node:
             return wake, limited
         targets = self._targets(aor, now)
         return self.proxy.fork(key, request, source, listener, targets, now), []
+
+    def _feature_code(
+        self, key: ServerTransactionKey, request: Request, dnd: bool, now: float
+    ) -> Sequence[WakeOutput]:
+        """``*78``/``*79`` (``sipwake.proxy.dnd``): the calling user's own DND, for a local
+        user only (authenticated by now, unless the server runs open)."""
+        from_uri = request.from_.uri
+        user = from_uri.user if isinstance(from_uri, SipUri) else None
+        if user is None or not self._from_local_user(request) or not self.set_dnd(user, dnd):
+            return self._respond(key, request, 403, now, reason="Feature codes are for local users")
+        status, reason, warning = feature_reply(dnd)
+        return self._respond(key, request, status, now, reason=reason, Warning=warning)
+
+    def plan_of(self, user: str) -> CallPlan:
+        """The user's call plan with the DND set while running (``sipwake.proxy.dnd``)."""
+        return self.dnd.apply(user, self.settings.plan_of(user))
+
+    def set_dnd(self, user: str, on: bool) -> bool:
+        """Turn ``user``'s DND on or off (a feature code, ``sipwake dnd``); False for a
+        user the server does not have. Kept in memory: a restart forgets it."""
+        if not self.settings.open and user not in self.settings.users:
+            return False
+        self.dnd.set(user, on)
+        return True
 
     def _in_dialog(
         self,
@@ -1038,7 +1069,7 @@ class Node:
         """RFC 3428 MESSAGE: devices awake get it now; with only suspended devices it is
         kept (202 Accepted), they get an alert push (not VoIP: iOS 13+), and it is
         delivered when one registers again."""
-        plan = self.settings.plan_of(user)
+        plan = self.plan_of(user)
         devices = self._devices(aor, now, plan)
         awake = [d.target for d in devices if d.state != "suspended" and d.target is not None]
         if awake or plan.dnd:
@@ -1150,7 +1181,7 @@ class Node:
 
     def _plan_of_aor(self, aor: str) -> CallPlan:
         """The call plan of the user whose address-of-record is ``aor`` (``sip:user@domain``)."""
-        return self.settings.plan_of(aor.removeprefix("sip:").split("@", 1)[0])
+        return self.plan_of(aor.removeprefix("sip:").split("@", 1)[0])
 
     def presence_of(self, aor: str, now: float) -> Presence:
         """The user's presence from their devices (``available``, ``away``, ``offline``)."""

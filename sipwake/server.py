@@ -405,8 +405,11 @@ class Server:
         return lines
 
     def _admin_action(self, path: str) -> tuple[int, dict[str, object]]:
-        """``POST /mobile/NUMBER/answer`` (or ``reject``, ``hangup``): the built-in mobile."""
+        """``POST /mobile/NUMBER/answer`` (or ``reject``, ``hangup``): the built-in mobile;
+        ``POST /dnd/USER/on`` (or ``off``): the user's do-not-disturb (``sipwake dnd``)."""
         parts = path.strip("/").split("/")
+        if len(parts) == 3 and parts[0] == "dnd":
+            return self._dnd_action(parts[1], parts[2])
         if len(parts) != 3 or parts[0] != "mobile":
             return 404, {"error": f"no such action: {path[:80]}"}
         if self.mobile is None:
@@ -427,6 +430,17 @@ class Server:
         if count == 0:
             return 409, {"error": f"no call to {verb} on {number}", "calls": 0}
         return 200, {"number": number, "action": verb, "calls": count}
+
+    def _dnd_action(self, user: str, state: str) -> tuple[int, dict[str, object]]:
+        """Set ``user``'s DND while the server runs (kept in memory: a restart returns to
+        ``users.<name>.dnd``), as the phone's ``*78``/``*79`` does."""
+        if state not in ("on", "off"):
+            return 404, {"error": f"DND is on or off, not {state[:20]!r}"}
+        node = self.node
+        if node is None or not node.set_dnd(user, state == "on"):
+            return 404, {"error": f"no user {user[:40]!r} on this server"}
+        logger.info("DND %s for %s (admin)", state, user)
+        return 200, {"user": user, "dnd": state == "on"}
 
     def _plan(self, user: str | None) -> CallPlan:
         """The user's call plan, ``builtin`` voicemail replaced by its URI, the twin sent

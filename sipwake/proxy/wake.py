@@ -371,7 +371,7 @@ class WakeEngine:
         ring = [d for d in devices if d.state != "suspended" and d.target is not None]
         wake = [d for d in devices if self._should_push(d, plan)]
         if plan.single_ios_device:
-            wake = _last_ios_device(wake)
+            wake = _last_ios_device(wake, devices, plan)
         if wake and not may_push:
             out.append(self._event(call, now, "push-refused", "rate limit: no push"))
             wake = []
@@ -872,13 +872,23 @@ def _label(binding: Binding) -> str:
     return binding.instance or f"{binding.contact.user or ''}@{binding.source}"
 
 
-def _last_ios_device(devices: list[Device]) -> list[Device]:
-    """Avaya IP Office: of a user's APNs devices, only the last one to register is pushed."""
-    ios = [d for d in devices if d.binding.push and d.binding.push.base_provider == "apns"]
+def _last_ios_device(wake: list[Device], devices: list[Device], plan: CallPlan) -> list[Device]:
+    """Avaya IP Office: a user has one iOS push client, the last of all their APNs devices
+    (over TLS when the plan pushes only TLS clients) to register, foreground or not; only
+    it may be pushed. When it is in the foreground it rings over SIP and no older iOS
+    device in ``wake`` is pushed. Of two registered at the same time, the later binding."""
+    ios = [
+        (d.binding.registered_at, i, d)
+        for i, d in enumerate(devices)
+        if d.binding.push
+        and d.binding.push.base_provider == "apns"
+        and (not plan.push_requires_tls or d.binding.source.transport == "tls")
+    ]
     if len(ios) <= 1:
-        return devices
-    newest = max(ios, key=lambda d: d.binding.registered_at)
-    return [d for d in devices if d not in ios or d is newest]
+        return wake
+    newest = max(ios, key=lambda entry: entry[:2])[2]
+    others = [d for _, _, d in ios if d is not newest]
+    return [d for d in wake if all(d is not o for o in others)]
 
 
 def _uuid_from(digits: str) -> str:

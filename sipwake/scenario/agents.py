@@ -547,6 +547,8 @@ class DeviceAgent(UserAgent):
         self._reg_cseq = 0
         self.registered: int | None = None
         """Status of the last REGISTER answer."""
+        self.feature_answers: list[str] = []
+        """The server's final answers to the feature codes it dialled (``603 DND On``)."""
 
     @property
     def reachable(self) -> bool:
@@ -584,6 +586,20 @@ class DeviceAgent(UserAgent):
         self._reg_call_id = call_id
         self._reg_cseq = 0
 
+    def dial_feature_code(self, code: str, now: float) -> list[Transmit]:
+        """Dial a PBX feature code (``*78``: DND on): an INVITE to ``sip:CODE@domain``
+        the server answers itself; its final answer lands in ``feature_answers``."""
+        aor = f"<sip:{self.user}@{self.domain}>"
+        fields = [
+            ("From", f"{aor};tag={self.ids.tag()}"),
+            ("To", f"<sip:{code}@{self.domain}>"),
+            ("Call-ID", self.ids.call_id()),
+            ("CSeq", "1 INVITE"),
+            ("Contact", self.contact),
+            ("User-Agent", f"sipwake-replay/{self.platform}"),
+        ]
+        return self._send(self._request("INVITE", f"sip:{code}@{self.domain}", fields), now)
+
     def suspend(self) -> None:
         """The app goes to the background: no more messages reach it."""
         self.state = "suspended"
@@ -596,6 +612,8 @@ class DeviceAgent(UserAgent):
     def _on_response(self, response: Response, key: ClientKey | None, now: float) -> list[Transmit]:
         if response.cseq.method == "REGISTER" and response.status >= 200:
             self.registered = response.status
+        elif response.cseq.method == "INVITE" and response.status >= 200:
+            self.feature_answers.append(f"{response.status} {response.reason}")
         return []
 
     def _resent(self, old: Request, new: Request, key: ClientKey) -> None:

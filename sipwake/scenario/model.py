@@ -352,6 +352,9 @@ class PushFault(_Model):
     """End of the failure (default: the end of the scenario)."""
 
 
+_DND_ACTION = r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)? (on|off)$"
+
+
 class Step(_Model):
     """One action of the timeline, at scenario time ``at``."""
 
@@ -372,6 +375,18 @@ class Step(_Model):
     message: MessageAction | None = None
     restart_server: RestartAction | None = None
     network_loss: NetworkLossAction | None = None
+    dnd: str | None = Field(None, pattern=_DND_ACTION)
+    """``USER on`` / ``USER off`` (or ``USER.DEVICE on``): the phone dials the feature
+    code ``*78`` / ``*79`` (an INVITE the server answers 603 ``DND On``/``DND Off``). Sent
+    by the named device, else the user's first device in the foreground, else the user's
+    first device, which comes to the foreground (new connection, REGISTER) to dial it."""
+    logout: str | None = None
+    """A device (``user.device``) logs out: REGISTER with ``Expires: 0`` for its contact,
+    then it is offline (no binding, no push target)."""
+    rotate_token: str | None = None
+    """A device's app gets new push tokens (PushKit/FCM rotated them): it registers again
+    at once, same ``+sip.instance``, with the new ``pn-prid``; the push service knows the
+    new tokens, the old ones reach nobody. A suspended device is suspended again after."""
 
     @property
     def action(self) -> str:
@@ -401,6 +416,9 @@ _ACTIONS = (
     "message",
     "restart_server",
     "network_loss",
+    "dnd",
+    "logout",
+    "rotate_token",
 )
 
 
@@ -688,10 +706,22 @@ def _reference_errors(scenario: Scenario) -> list[tuple[tuple[int | str, ...], s
             call((*loc, "hangup"), step.hangup.call)
         if step.cancel is not None:
             call((*loc, "cancel"), step.cancel.call)
-        for action in ("suspend", "resume"):
+        for action in ("suspend", "resume", "logout", "rotate_token"):
             ref = getattr(step, action)
             if ref is not None:
                 device((*loc, action), ref)
+        if step.rotate_token is not None:
+            found = scenario.device_refs().get(scenario.resolve_device(step.rotate_token) or "")
+            if found is not None and found[1].provider == "none":
+                errors.append(((*loc, "rotate_token"), "the device has no push provider"))
+        if step.dnd is not None:
+            who = step.dnd.split(" ", 1)[0]
+            if "." in who:
+                device((*loc, "dnd"), who)
+            elif who not in scenario.users or not scenario.users[who].devices:
+                errors.append(
+                    ((*loc, "dnd"), f"no user {who!r} with a device to dial the feature code")
+                )
         if step.push_fails is not None and step.push_fails.device is not None:
             device((*loc, "push_fails", "device"), step.push_fails.device)
         if step.network_loss is not None:

@@ -211,6 +211,20 @@ class World:
                 self.callers[action.from_] = caller
                 self.agents.append(caller)
         self._refs = {id(s): ref for ref, s in scenario.calls() + scenario.messages()}
+        self._rotations: dict[int, tuple[str, dict[str, str]]] = {}
+        """``rotate_token`` step → the device's new push parameters and tokens (issued to
+        the push services from the start, as the app's next tokens already exist there)."""
+        rotated: dict[str, int] = {}
+        for step in scenario.timeline:
+            if step.rotate_token is None:
+                continue
+            ref = scenario.resolve_device(step.rotate_token) or step.rotate_token
+            rotated[ref] = rotated.get(ref, 0) + 1
+            spec = scenario.device_refs()[ref][1]
+            params, tokens = push_params(f"{ref}~{rotated[ref]}", spec)
+            self._rotations[id(step)] = (params, tokens)
+            for token, owner in tokens.items():
+                self.issued.append((spec.provider, token, owner))
         self._give_credentials()
 
     @property
@@ -406,6 +420,69 @@ class World:
         elif step.restart_server is not None:
             self.note(SERVER, f"restarts (down for {step.restart_server.down_s:g} s)")
             self.restart_server(step.restart_server.down_s)
+        elif step.dnd is not None:
+            self._dial_dnd(step.dnd)
+        elif step.logout is not None:
+            self._logout(self.device(step.logout))
+        elif step.rotate_token is not None:
+            self._rotate_token(self.device(step.rotate_token), *self._rotations[id(step)])
+
+    # -- runtime DND, logout, new push tokens --------------------------------------------
+    def _dial_dnd(self, action: str) -> None:
+        """``dnd: USER on``: a phone of the user dials ``*78`` (``off``: ``*79``)."""
+        who, state = action.split(" ", 1)
+        if "." in who:
+            device = self.device(who)
+        else:
+            mine = [d for d in self.devices.values() if d.user == who]
+            device = next((d for d in mine if d.reachable), mine[0])
+        code = "*78" if state == "on" else "*79"
+        if not device.reachable:
+            self.note(device.name, f"comes to the foreground to dial {code}")
+            self.resume(device)
+        self.note(device.name, f"dials {code} (do not disturb {state})")
+        self.transmit(device, device.dial_feature_code(code, self.agent_now()))
+
+    def _logout(self, device: DeviceAgent) -> None:
+        """REGISTER ``Expires: 0`` for the device's contact, then offline."""
+        if device.state == "offline":
+            self.note(device.name, "logout: not registered, nothing changes")
+            return
+        self.note(device.name, "logs out: REGISTER Expires: 0")
+        if device.transport != "udp" and (device.flow is None or device.state != "foreground"):
+            self.connect(device)
+        self.transmit(device, device.register(self.agent_now(), expires=0))
+
+        def close() -> None:  # once its 200 is in: the connection closes, the app is off
+            self.disconnect(device)
+            device.go_offline()
+
+        self.later(0.5, close)
+
+    def _rotate_token(self, device: DeviceAgent, params: str, tokens: dict[str, str]) -> None:
+        """The app's push tokens change: the old ones reach nobody any more, and it
+        registers again with the new ``pn-prid`` (same ``+sip.instance``)."""
+        for token in [t for t, d in self.by_token.items() if d is device]:
+            del self.by_token[token]
+        for token in tokens:
+            self.by_token[token] = device
+        device.push_params = params
+        was = device.state
+        self.note(device.name, "new push token: REGISTER with the new pn-prid")
+        if was == "offline":
+            return  # it registers with the new token when it comes online
+        if device.network_down:
+            return
+        if was == "suspended" and device.transport != "udp":
+            self.connect(device)
+        self.transmit(device, device.register(self.agent_now()))
+        if was == "suspended":
+
+            def back_to_sleep() -> None:
+                if device.state == "foreground":
+                    self.suspend(device)
+
+            self.later(0.5, back_to_sleep)
 
     def _new_record(
         self,

@@ -255,3 +255,34 @@ def test_serve_refuses_a_bad_admin_flag() -> None:
     assert result.exit_code == 2
     assert "--admin" in result.output
     assert "expected auto, off or HOST:PORT" in result.output
+
+
+async def test_sipwake_dnd_sets_and_clears_a_users_dnd_through_the_admin_endpoint(
+    tmp_path: Path,
+) -> None:
+    """`sipwake dnd USER on|off` in the server's folder: the status shows (DND), the plan
+    the next call gets has it; an unknown user is an error, and so is a POST without the
+    token (anyone on the machine could read the status, not change it)."""
+    server = Server(_config(tmp_path, "lab.test"))
+    await server.start()
+    try:
+        assert server.admin is not None
+        assert server.node is not None
+        code, out, err = await _cli("dnd", "alice", "on", cwd=tmp_path)
+        assert code == 0, err
+        assert "alice: do not disturb on" in out
+        assert server.node.plan_of("alice").dnd is True
+        code, out, err = await _cli("dnd", "alice", "off", cwd=tmp_path)
+        assert code == 0, err
+        assert server.node.plan_of("alice").dnd is False
+        code, _, err = await _cli("dnd", "nobody", "on", cwd=tmp_path)
+        assert code == 1
+        assert "no user 'nobody'" in err
+        code, _, err = await _cli("dnd", "alice", "maybe", cwd=tmp_path)
+        assert code == 2
+        async with httpx.AsyncClient() as client:
+            denied = await client.post(f"{server.admin.url}/dnd/alice/on")
+        assert denied.status_code == 403
+        assert server.node.plan_of("alice").dnd is False
+    finally:
+        await server.close()

@@ -52,6 +52,10 @@ def test_the_library_has_the_scenarios_the_issue_names() -> None:
         "linphone-two-tokens-missed-call-then-call.yaml",
         "linphone-two-tokens-remote-first.yaml",
         "apns-410-older-than-register-keeps-token.yaml",
+        "avaya-newest-ios-in-foreground-rings-alone.yaml",
+        "dnd-feature-code-then-call.yaml",
+        "logout-removes-push-target.yaml",
+        "rotate-token-pushes-the-new-token.yaml",
     ):
         assert required in names
 

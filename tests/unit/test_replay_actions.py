@@ -261,3 +261,75 @@ def test_the_real_time_horizon_counts_device_cancelled_within() -> None:
     assert horizon(scenario) >= start + within
     longer = parse_scenario(_with(text, (f"within: {within:g}", "within: 25")))
     assert horizon(longer) == start + 25
+
+
+# -- dnd, logout, rotate_token (issue 19 finding 8) -------------------------------------
+DND = SCENARIOS / "dnd-feature-code-then-call.yaml"
+LOGOUT = SCENARIOS / "logout-removes-push-target.yaml"
+ROTATE = SCENARIOS / "rotate-token-pushes-the-new-token.yaml"
+
+
+def test_dnd_is_dialled_as_a_feature_code_and_answered_by_the_server() -> None:
+    passed, replay, verdict = _run(DND.read_text())
+    assert passed, verdict
+    labels = [r.label for r in replay.rows if r.src == "sipwake" and r.dst == "bob.iphone"]
+    assert "603 DND On" in labels
+    assert "603 DND Off" in labels
+
+
+def test_without_the_dnd_step_the_sleeping_phone_is_pushed_and_the_expectation_fails() -> None:
+    text = _with(DND.read_text(), ("  - at: 1\n    dnd: bob on\n", ""))
+    passed, _, verdict = _run(text)
+    assert not passed
+    assert any("no_push" in line for line in _missed(verdict)), verdict
+
+
+def test_without_the_logout_the_iphone_is_pushed_too() -> None:
+    passed, _, verdict = _run(LOGOUT.read_text())
+    assert passed, verdict
+    text = _with(LOGOUT.read_text(), ("  - at: 1\n    logout: bob.iphone\n", ""))
+    passed, replay, _ = _run(text)
+    assert not passed
+    assert "bob.iphone" in {p.device for p in replay.pushes}
+
+
+def test_a_push_to_the_old_token_reaches_nobody() -> None:
+    """The control: the app's token changes but it does not register the new one; the
+    server still pushes the old token, which no device holds any more."""
+    passed, replay, verdict = _run(ROTATE.read_text())
+    assert passed, verdict
+    (push,) = [p for p in replay.pushes if p.kind == "call"]
+    assert push.device == "bob.iphone"
+    from sipwake.scenario.world import World
+
+    def rotate_without_register(self: World, device: object, params: str, tokens: dict) -> None:
+        for token in [t for t, d in self.by_token.items() if d is device]:
+            del self.by_token[token]
+        for token in tokens:
+            self.by_token[token] = device  # type: ignore[assignment]
+
+    original = World._rotate_token
+    try:
+        World._rotate_token = rotate_without_register  # type: ignore[method-assign,assignment]
+        passed, replay, _ = _run(ROTATE.read_text())
+    finally:
+        World._rotate_token = original  # type: ignore[method-assign]
+    assert not passed
+    assert [p.device for p in replay.pushes if p.kind == "call"] == [None]
+
+
+def test_new_actions_name_their_errors_and_are_in_the_schema() -> None:
+    base = LOGOUT.read_text()
+    for edit, where in (
+        (("logout: bob.iphone", "logout: bob.nokia"), "timeline.0.logout"),
+        (("logout: bob.iphone", "dnd: dave on"), "timeline.0.dnd"),
+        (("logout: bob.iphone", "dnd: bob maybe"), "timeline.0.dnd"),
+        (("logout: bob.iphone", "rotate_token: bob.nokia"), "timeline.0.rotate_token"),
+    ):
+        with pytest.raises(ScenarioFileError) as err:
+            parse_scenario(_with(base, edit))
+        assert where in str(err.value)
+    step = scenario_json_schema()["$defs"]["Step"]["properties"]
+    assert "*78" in step["dnd"]["description"]
+    assert "Expires: 0" in step["logout"]["description"]
+    assert "pn-prid" in step["rotate_token"]["description"]

@@ -316,6 +316,32 @@ def test_one_ios_device_per_user_pushes_only_the_last_registered() -> None:
     assert push.request.target.prid == TOKEN2
 
 
+def test_one_ios_device_per_user_newest_in_foreground_rings_and_nobody_is_pushed() -> None:
+    """Avaya IP Office: the one iOS device of a user is the last to register among all of
+    them; when that one is in the foreground it rings, and the older suspended iPhone is
+    not pushed (it is no longer the user's iOS device)."""
+    lab = WakeLab(plan=dataclasses.replace(plan_for("avaya-ip-office"), push_requires_tls=False))
+    old = _iphone(port=7001, token=TOKEN, instance="urn:uuid:old")
+    _suspended(lab, old)
+    lab.advance(5)
+    new = _iphone(port=7004, token=TOKEN2, instance="urn:uuid:new")
+    assert lab.register(new).status == 200  # stays in the foreground
+    lab.call("bob")
+    assert len(lab.invites_to(new.port)) == 1
+    assert lab.pushes() == []
+
+
+def test_one_ios_device_rule_leaves_android_devices_alone() -> None:
+    lab = WakeLab(plan=dataclasses.replace(plan_for("avaya-ip-office"), push_requires_tls=False))
+    android = Phone(user="bob", port=7002, instance="urn:uuid:a", token="fcm-1", provider="fcm")
+    _suspended(lab, android)
+    lab.advance(5)
+    new = _iphone(port=7004, token=TOKEN2, instance="urn:uuid:new")
+    assert lab.register(new).status == 200
+    lab.call("bob")
+    assert [p.request.target.prid for p in lab.pushes("call")] == ["fcm-1"]
+
+
 def test_avaya_pushes_only_tls_clients_and_waits_20s() -> None:
     lab = WakeLab(plan=plan_for("avaya-ip-office"))
     tcp = _iphone(port=7001)
