@@ -423,6 +423,10 @@ class UserAgent:
         response = make_response(request, status, reason, to_tag=tag or self.ids.tag())
         if request.method == "INVITE" and 100 < status < 300:
             response.headers.add("Contact", self.contact)
+            # RFC 3261 §12.1.1: a UAS answering in a dialog copies the Record-Route, so
+            # the caller's in-dialog requests follow the route set the proxy recorded.
+            for value in request.headers.get_all("Record-Route"):
+                response.headers.add("Record-Route", value)
         if request.method == "INVITE" and 200 <= status < 300:
             body = _SDP.format(sess=self.port, port=40000 + self.port % 1000 * 2).encode()
             response.headers.remove("Content-Length")

@@ -333,3 +333,22 @@ def test_new_actions_name_their_errors_and_are_in_the_schema() -> None:
     assert "*78" in step["dnd"]["description"]
     assert "Expires: 0" in step["logout"]["description"]
     assert "pn-prid" in step["rotate_token"]["description"]
+
+
+def test_the_caller_hangs_up_a_call_diverted_to_voicemail_through_the_recorded_route() -> None:
+    """The simulated voicemail (a UAS) copies the Record-Route into its 200 (RFC 3261
+    §12.1.1), so the caller's BYE follows sipwake's route set with its dialog token and
+    reaches the voicemail: before, the BYE went without Route and the edge policy answered
+    404 Not Here (a made-up To-tag to no registered device)."""
+    text = (SCENARIOS / "dnd-feature-code-then-call.yaml").read_text()
+    text = _with(
+        text,
+        (
+            "  - at: 8\n    dnd: bob off",
+            "  - at: 6\n    hangup: during-dnd\n  - at: 8\n    dnd: bob off",
+        ),
+    )
+    passed, replay, verdict = _run(text)
+    assert passed, verdict
+    byes = [(r.at, r.src, r.dst, r.label) for r in replay.rows if "BYE" in r.label]
+    assert [label for *_, label in byes] == ["BYE", "BYE", "200 (BYE)", "200 (BYE)"], byes
