@@ -257,6 +257,9 @@ class CallsConfig(_PlanFields):
     cancel_replay_s: float | None = Field(None, gt=0, le=600)
     """``invite-cancel``: how long the woken device is owed that INVITE + CANCEL."""
     push_attempts: int | None = Field(None, ge=1, le=10)
+    repush_interval_s: float | None = Field(None, ge=0, le=60)
+    """Send the call push again this often to a device that got it but has not
+    registered (0: one push only; unset: the preset's, 10 s for ``sipwake``)."""
     twin_gateway: str | None = None
     """Where twin calls go: a SIP URI with ``{number}`` for the user's mobile number,
     e.g. ``sip:{number}@gw.lab.test:5070``."""

@@ -182,13 +182,20 @@ class _Evaluator:
         )
         mine = [p for p in self.replay.pushes if p.call == call.id]
         match = [p for p in mine if p.kind == spec.kind and p.device == device]
-        if not match:
-            return expected, f"no {spec.kind} push to {device}; {_pushes_text(mine)}", False
-        first = match[0]
+        if spec.nth > 1:
+            expected = expected.replace(f"a {spec.kind} push", f"{spec.kind} push #{spec.nth}")
+        if len(match) < spec.nth:
+            got = f"{len(match)} {spec.kind} push(es) to {device}; {_pushes_text(mine)}"
+            return expected, got, False
+        first = match[spec.nth - 1]
         got = f"sent at {_t(first.at)}, {first.at - call.start:.3f} s after the call"
         if first.outcome is not None and first.outcome.status != "delivered":
             got += f" (answered {first.outcome.status})"
         met = first.at <= deadline + 1e-9
+        if spec.count is not None:
+            expected += f", {spec.count} in all"
+            got += f", {len(match)} in all"
+            met = met and len(match) == spec.count
         if spec.topic is not None:
             expected += f" on topic {spec.topic}"
             got += f", on topic {first.topic or '(none)'}"

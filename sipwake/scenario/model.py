@@ -129,6 +129,8 @@ class Pbx(_Model):
     udp_foreground_s: float | None = Field(None, ge=0)
     push_attempts: int | None = Field(None, ge=1, le=10)
     push_backoff_s: float | None = Field(None, gt=0, le=60)
+    repush_interval_s: float | None = Field(None, ge=0, le=60)
+    """Call push sent again this often to a device still waking (0: never)."""
     voicemail: bool = False
     """Divert to the lab voicemail (a simulated endpoint) on no answer and busy."""
     voicemail_answer_after_s: float = Field(0.0, ge=0, le=60)
@@ -172,6 +174,9 @@ class Device(_Model):
     parameters, connection closed: it needs a push), offline (not registered)."""
     wake_delay_s: float | Literal["never"] = 2.0
     """Seconds from a push reaching the device to its REGISTER over a new connection."""
+    ignores_pushes: int = Field(0, ge=0, le=100)
+    """Call and message pushes the service delivers that do not wake the app (killed by
+    the system, a push iOS holds back): the push after them wakes it."""
     answer_after_s: float | None = None
     """Seconds from ringing to the user's answer (200, or the ``reject`` code); unset:
     it rings until the call ends."""
@@ -426,6 +431,11 @@ class PushExpect(_ExpectBase):
     ``org.lab.phone`` (an alert, to the remote-notification token)."""
     delivered: bool | None = None
     """``true``: the push service took it (not refused: ``DeviceTokenNotForTopic``…)."""
+    nth: int = Field(1, ge=1, le=100)
+    """Which push of that kind to the device for the call the other fields check: 2 is
+    the first re-push (``repush_interval_s``)."""
+    count: int | None = Field(None, ge=1, le=100)
+    """Exactly this many pushes of that kind went to the device for the call."""
 
 
 class NoPushExpect(_ExpectBase):

@@ -142,6 +142,8 @@ class World:
         self.numbers: dict[str, str] = {}
         """Mobile number → ``user.mobile``."""
         self._waking: set[str] = set()
+        self._ignored: dict[str, int] = {}
+        """``user.device`` → pushes it let pass without waking (``ignores_pushes``)."""
         self._call_ids: dict[str, str] = {}
         """The engine's call reference → SIP Call-ID."""
         self.push_keys: dict[str, bytes] = {}
@@ -515,6 +517,11 @@ class World:
         if record is not None and not self._open(record):
             return
         if kind in ("call", "message"):
+            ignored = self._ignored.get(device.name, 0)
+            if ignored < self.spec(device).ignores_pushes and device.state == "suspended":
+                self._ignored[device.name] = ignored + 1
+                self.note(device.name, f"{kind} push delivered, but the app does not wake")
+                return
             self.wake_later(device)
 
     def wake_later(self, device: DeviceAgent) -> None:
