@@ -229,9 +229,22 @@ class UserConfig(_PlanFields):
 class RegistrarConfig(_Section):
     min_expires_s: int = Field(60, ge=1)
     max_expires_s: int = Field(3600, ge=60)
+    push_max_expires_s: int = Field(604800, ge=60)
+    """Longest binding granted to a contact with push parameters (7 days): a suspended
+    app cannot refresh it, so sipwake pushes it to re-register before it expires
+    (README "Calls to phones that sleep"). At least ``max_expires_s``."""
     default_expires_s: int = Field(3600, ge=60)
     max_bindings_per_aor: int = Field(10, ge=1)
     push_providers: list[str] = ["apns", "apns.dev", "fcm", "webpush"]
+
+    @model_validator(mode="after")
+    def _push_max(self) -> RegistrarConfig:
+        if self.push_max_expires_s < self.max_expires_s:
+            raise ValueError(
+                f"push_max_expires_s ({self.push_max_expires_s}) must be at least "
+                f"max_expires_s ({self.max_expires_s})"
+            )
+        return self
 
 
 class CallsConfig(_PlanFields):

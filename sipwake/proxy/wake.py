@@ -564,6 +564,19 @@ class WakeEngine:
         )
         return self._new_push(None, binding.binding_id, push, aor=aor)
 
+    def refresh_push(self, binding: Binding) -> SendPush | None:
+        """A silent push asking ``binding``'s suspended app to re-register before the
+        binding expires (RFC 8599 §5.5; ``sipwake.registrar.refresh`` says when). It
+        goes to the alert channel (the remote token on iOS: a VoIP push that is not a
+        call breaks PushKit's rule), so None for an iOS app that registered only its
+        VoIP token. A refusal as a dead token drops it like any push
+        (``push_completed``)."""
+        target = binding.push.channel("alert") if binding.push is not None else None
+        if target is None:
+            return None
+        push = PushRequest(kind="refresh", target=target, call_id="")
+        return self._new_push(None, binding.binding_id, push, aor=binding.aor)
+
     # -- timers -------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
         timers = self._timers

@@ -184,8 +184,10 @@ class _Evaluator:
         match = [p for p in mine if p.kind == spec.kind and p.device == device]
         if spec.nth > 1:
             expected = expected.replace(f"a {spec.kind} push", f"{spec.kind} push #{spec.nth}")
+        if not match:
+            return expected, f"no {spec.kind} push to {device}; {_pushes_text(mine)}", False
         if len(match) < spec.nth:
-            got = f"{len(match)} {spec.kind} push(es) to {device}; {_pushes_text(mine)}"
+            got = f"only {len(match)} {spec.kind} push(es) to {device}; {_pushes_text(mine)}"
             return expected, got, False
         first = match[spec.nth - 1]
         got = f"sent at {_t(first.at)}, {first.at - call.start:.3f} s after the call"
