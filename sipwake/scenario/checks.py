@@ -23,6 +23,7 @@ from sipwake.scenario.model import (
     MessageDeliveredExpect,
     NoPushExpect,
     PushExpect,
+    RefreshPushesExpect,
     RingingExpect,
     Scenario,
     TimedExpect,
@@ -123,6 +124,9 @@ class _Evaluator:
         spec = item.spec
         if isinstance(spec, MessageDeliveredExpect):
             expected, got, met = self._delivered(spec)
+            return Check(index=index, kind=item.kind, expected=expected, got=got, met=met)
+        if isinstance(spec, RefreshPushesExpect):
+            expected, got, met = self._refreshed(spec)
             return Check(index=index, kind=item.kind, expected=expected, got=got, met=met)
         kind: Literal["call", "message"] = (
             "message"
@@ -287,6 +291,27 @@ class _Evaluator:
         if abs(off) > spec.tolerance + 1e-9:
             return expected, f"{got}, {abs(off):.3f} s {'late' if off > 0 else 'early'}", False
         return expected, got, True
+
+    def _refreshed(self, spec: RefreshPushesExpect) -> tuple[str, str, bool]:
+        device = self._device(spec.to)
+        topic = f" on topic {spec.topic}" if spec.topic else ""
+        expected = (
+            f"at least {spec.at_least} refresh push(es) to {device}{topic}, each delivered "
+            "and followed by its REGISTER"
+        )
+        pushes = [p for p in self.replay.pushes if p.kind == "refresh" and p.device == device]
+        taken = [p for p in pushes if p.outcome is not None and p.outcome.status == "delivered"]
+        on_topic = [p for p in taken if spec.topic is None or p.topic == spec.topic]
+        refreshed = [at for at, who in self.replay.refreshes if who == device]
+        answered = [p for p in on_topic if any(at >= p.at for at in refreshed)]
+        got = (
+            f"{len(pushes)} sent, {len(taken)} delivered, {len(on_topic)}{topic or ''}, "
+            f"{len(refreshed)} REGISTER(s) after one"
+        )
+        if pushes:
+            got += " (at " + ", ".join(_t(p.at) for p in pushes[:6]) + ")"
+        met = len(answered) >= spec.at_least and len(refreshed) >= spec.at_least
+        return expected, got, met
 
     def _delivered(self, spec: MessageDeliveredExpect) -> tuple[str, str, bool]:
         message = self.replay.call(spec.message, "message")

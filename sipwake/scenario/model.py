@@ -67,7 +67,7 @@ Platform = Literal["ios", "android", "web", "desk"]
 Transport = Literal["udp", "tcp", "tls"]
 Provider = Literal["apns", "fcm", "webpush", "none"]
 DeviceState = Literal["foreground", "suspended", "offline"]
-PushKindName = Literal["call", "cancel", "message"]
+PushKindName = Literal["call", "cancel", "message", "refresh"]
 
 #: The push provider a platform's app uses when the scenario does not say.
 PLATFORM_PUSH: dict[str, str] = {"ios": "apns", "android": "fcm", "web": "webpush", "desk": "none"}
@@ -174,6 +174,9 @@ class Device(_Model):
     parameters, connection closed: it needs a push), offline (not registered)."""
     wake_delay_s: float | Literal["never"] = 2.0
     """Seconds from a push reaching the device to its REGISTER over a new connection."""
+    expires_s: int = Field(3600, ge=1, le=31536000)
+    """The Expires its REGISTERs ask for (Linphone asks 7 days with push parameters); the
+    server may grant less (``registrar.push_max_expires_s``)."""
     ignores_pushes: int = Field(0, ge=0, le=100)
     """Call and message pushes the service delivers that do not wake the app (killed by
     the system, a push iOS holds back): the push after them wakes it."""
@@ -438,6 +441,18 @@ class PushExpect(_ExpectBase):
     """Exactly this many pushes of that kind went to the device for the call."""
 
 
+class RefreshPushesExpect(_Model):
+    """Device ``to`` got at least ``at_least`` refresh pushes (RFC 8599 §5.5: a silent
+    push asking it to re-register before its binding expires), each delivered, and
+    registered again after each one."""
+
+    to: str
+    at_least: int = Field(1, ge=1, le=1000)
+    topic: str | None = None
+    """The APNs topic they went on (``org.lab.phone``: background pushes to the
+    remote-notification token, never the VoIP one)."""
+
+
 class NoPushExpect(_ExpectBase):
     """No push (of ``kind``, or of any kind) is sent to device ``to`` for the call."""
 
@@ -536,6 +551,7 @@ class Expect(_Model):
     message_delivered: MessageDeliveredExpect | None = None
     device_cancelled: DeviceCancelledExpect | None = None
     forwarded: ForwardedExpect | None = None
+    refresh_pushes: RefreshPushesExpect | None = None
 
     @property
     def kind(self) -> str:
@@ -545,9 +561,9 @@ class Expect(_Model):
         raise AssertionError("a validated expectation has a kind")
 
     @property
-    def spec(self) -> _ExpectBase | MessageDeliveredExpect:
+    def spec(self) -> _ExpectBase | MessageDeliveredExpect | RefreshPushesExpect:
         value = getattr(self, self.kind)
-        assert isinstance(value, _ExpectBase | MessageDeliveredExpect)
+        assert isinstance(value, _ExpectBase | MessageDeliveredExpect | RefreshPushesExpect)
         return value
 
     @model_validator(mode="after")
@@ -572,6 +588,7 @@ _EXPECTS = (
     "message_delivered",
     "device_cancelled",
     "forwarded",
+    "refresh_pushes",
 )
 
 
@@ -583,8 +600,9 @@ class Scenario(_Model):
     users: dict[str, User]
     timeline: list[Step]
     expect: list[Expect] = Field(min_length=1)
-    duration_s: float = Field(60.0, gt=0, le=3600)
-    """How long the replay runs (scenario time)."""
+    duration_s: float = Field(60.0, gt=0, le=8 * 86400)
+    """How long the replay runs (scenario time; up to 8 days, so a phone can sleep
+    through several binding refreshes: ``sipwake replay --live`` takes it in real time)."""
     seed: int = 0
     """Seed of every identifier (tags, branches, Call-IDs): same seed, same bytes."""
     network_delay_s: float = Field(0.002, ge=0, le=5)
@@ -711,6 +729,9 @@ def _reference_errors(scenario: Scenario) -> list[tuple[tuple[int | str, ...], s
         spec = item.spec
         if isinstance(spec, MessageDeliveredExpect):
             call((*loc, "message"), spec.message, message=True)
+            device((*loc, "to"), spec.to)
+            continue
+        if isinstance(spec, RefreshPushesExpect):
             device((*loc, "to"), spec.to)
             continue
         about_message = isinstance(spec, PushExpect | NoPushExpect) and spec.kind == "message"

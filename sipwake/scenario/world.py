@@ -328,7 +328,9 @@ class World:
     def register(self, device: DeviceAgent) -> None:
         if device.transport != "udp":
             self.connect(device)
-        self.transmit(device, device.register(self.agent_now()))
+        self.transmit(
+            device, device.register(self.agent_now(), expires=self.spec(device).expires_s)
+        )
 
     def suspend(self, device: DeviceAgent) -> None:
         self.disconnect(device)
@@ -516,6 +518,9 @@ class World:
         self.row(PUSH, device.name, f"{kind} push")
         if record is not None and not self._open(record):
             return
+        if kind == "refresh":
+            self.refresh_later(device)
+            return
         if kind in ("call", "message"):
             ignored = self._ignored.get(device.name, 0)
             if ignored < self.spec(device).ignores_pushes and device.state == "suspended":
@@ -533,6 +538,31 @@ class World:
             return
         self._waking.add(device.name)
         self.later(float(delay), lambda: self._wake(device))
+
+    def refresh_later(self, device: DeviceAgent) -> None:
+        """A refresh push: a suspended app runs in the background for a moment,
+        re-registers and is suspended again (an awake one refreshes by itself)."""
+        if device.state != "suspended" or device.name in self._waking:
+            return
+        delay = self.spec(device).wake_delay_s
+        if delay == "never":
+            self.note(device.name, "refresh push arrives but the app never wakes")
+            return
+        self._waking.add(device.name)
+        self.later(float(delay), lambda: self._refresh(device))
+
+    def _refresh(self, device: DeviceAgent) -> None:
+        self._waking.discard(device.name)
+        if device.state != "suspended" or device.network_down:
+            return
+        self.note(device.name, "woken in the background by the refresh push: REGISTER")
+        self.record.refreshes.append((self.now, device.name))
+        self.register(device)
+        self.later(1.0, lambda: self._back_to_sleep(device))
+
+    def _back_to_sleep(self, device: DeviceAgent) -> None:
+        if device.state == "foreground" and not device.network_down:
+            self.suspend(device)
 
     def _wake(self, device: DeviceAgent) -> None:
         self._waking.discard(device.name)
