@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from sipwake.push.apns_rules import TokenBook, check_apns_request
 from sipwake.push.base import PushRequest
 from sipwake.push.fcm_payload import FcmSettings, build_fcm_request
 from sipwake.push.payload import ApnsSettings, build_apns_request
@@ -188,3 +189,21 @@ def test_fcm_and_webpush_refresh_pushes_are_low_priority_data() -> None:
         PushRequest(kind="refresh", target=web, call_id=""), authorization="vapid t=x, k=y"
     )
     assert built_web.headers["urgency"] == "low"
+
+
+def test_the_strict_apns_rules_take_the_refresh_push_only_on_the_remote_token() -> None:
+    book = TokenBook()
+    book.issue(REMOTE, "org.lab.phone")
+    book.issue(TOKEN, "org.lab.phone.voip")
+    target = PushTarget(
+        provider="apns",
+        prid=f"{TOKEN}:voip&{REMOTE}:remote",
+        param="TEAM123456.org.lab.phone.voip&remote",
+    )
+    request = PushRequest(kind="refresh", target=target, call_id="")
+    built = build_apns_request(request, ApnsSettings(bundle_id="org.lab.phone"), wall_now=0)
+    token = built.path.rsplit("/", 1)[-1]
+    assert token == REMOTE
+    assert check_apns_request(token, built.headers, built.body, book=book) is None
+    at_ten = {**built.headers, "apns-priority": "10"}  # what Apple refuses
+    assert check_apns_request(token, at_ten, built.body, book=book) == (400, "BadPriority")
