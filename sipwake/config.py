@@ -229,9 +229,22 @@ class UserConfig(_PlanFields):
 class RegistrarConfig(_Section):
     min_expires_s: int = Field(60, ge=1)
     max_expires_s: int = Field(3600, ge=60)
+    push_max_expires_s: int = Field(604800, ge=60)
+    """Longest binding granted to a contact with push parameters (7 days): a suspended
+    app cannot refresh it, so sipwake pushes it to re-register before it expires
+    (README "Calls to phones that sleep"). At least ``max_expires_s``."""
     default_expires_s: int = Field(3600, ge=60)
     max_bindings_per_aor: int = Field(10, ge=1)
     push_providers: list[str] = ["apns", "apns.dev", "fcm", "webpush"]
+
+    @model_validator(mode="after")
+    def _push_max(self) -> RegistrarConfig:
+        if self.push_max_expires_s < self.max_expires_s:
+            raise ValueError(
+                f"push_max_expires_s ({self.push_max_expires_s}) must be at least "
+                f"max_expires_s ({self.max_expires_s})"
+            )
+        return self
 
 
 class CallsConfig(_PlanFields):
@@ -257,6 +270,9 @@ class CallsConfig(_PlanFields):
     cancel_replay_s: float | None = Field(None, gt=0, le=600)
     """``invite-cancel``: how long the woken device is owed that INVITE + CANCEL."""
     push_attempts: int | None = Field(None, ge=1, le=10)
+    repush_interval_s: float | None = Field(None, ge=0, le=60)
+    """Send the call push again this often to a device that got it but has not
+    registered (0: one push only; unset: the preset's, 10 s for ``sipwake``)."""
     twin_gateway: str | None = None
     """Where twin calls go: a SIP URI with ``{number}`` for the user's mobile number,
     e.g. ``sip:{number}@gw.lab.test:5070``."""

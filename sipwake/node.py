@@ -61,6 +61,7 @@ from sipwake.registrar.events import (
     PushTargetRemoved,
     RegistrarEvent,
 )
+from sipwake.registrar.refresh import RefreshSchedule
 from sipwake.registrar.registrar import Registrar
 from sipwake.registrar.state import client_state, foreground_ends_at
 from sipwake.sip.auth import AuthResult, DigestServer, parse_credentials
@@ -322,6 +323,8 @@ class Node:
         self.qualifier = Qualifier(
             layer=layer, ids=ids, locality=locality, settings=settings.qualify
         )
+        self.refresh = RefreshSchedule()
+        """Refresh pushes before push bindings expire (``sipwake.registrar.refresh``)."""
         self._contact_flows: dict[tuple[str | None, str, int | None], Peer] = {}
         self._closed_flows: dict[int, None] = {}
         self._persist_seq = 0
@@ -417,6 +420,7 @@ class Node:
             self.wake.next_deadline(),
             self.presence.next_deadline(),
             self.qualifier.next_deadline(),
+            self.refresh.next_deadline(),
             self._held_answers[0][0] if self._held_answers else None,
         ):
             if deadline is not None and (earliest is None or deadline < earliest):
@@ -437,6 +441,8 @@ class Node:
         out += self._run(self.wake.handle_timeout(now), now, listener)
         out += self._run(self.presence.handle_timeout(now), now, listener)
         out += self._run(self.qualifier.handle_timeout(now), now, listener)
+        for binding_id in self.refresh.due(now):
+            out += self._run(self._refresh_push(binding_id, now), now, listener)
         held = self._held_answers
         while held and held[0][0] <= now:
             _, _, key, response = heapq.heappop(held)
@@ -1290,13 +1296,35 @@ class Node:
                     if peer is not None:
                         self._contact_flows[_contact_key(b.contact)] = peer
                     self._qualify(b)
+                    self.refresh.track(b)
                 case BindingRemoved(binding=b) | BindingExpired(binding=b):
                     self._contact_flows.pop(_contact_key(b.contact), None)
                     self.qualifier.forget(b.binding_id)
+                    self.refresh.forget(b.binding_id)
                 case PushTargetRemoved(binding=b):
                     self._qualify(b)  # no push now: a UDP one is pinged instead
+                    self.refresh.track(b)
                 case _:
                     pass
+
+    def _refresh_push(self, binding_id: str, now: float) -> list[SendPush]:
+        """A binding's refresh time came: push it if it is suspended (a foreground app
+        refreshes by itself; a UDP one counted foreground by its last REGISTER is looked
+        at again when that window ends)."""
+        binding = self.registrar.get(binding_id)
+        if binding is None or binding.expired(now) or binding.push is None:
+            return []
+        window = self._plan_of_aor(binding.aor).udp_foreground_s
+        state = client_state(
+            binding, flow_open=self._flow_open(binding), now=now, udp_foreground_s=window
+        )
+        if state != "suspended":
+            ends = foreground_ends_at(binding, now=now, udp_foreground_s=window)
+            if ends is not None and ends < binding.expires_at:
+                self.refresh.later(binding_id, ends)
+            return []
+        push = self.wake.refresh_push(binding)
+        return [] if push is None else [push]
 
     def _qualify(self, binding: Binding) -> None:
         if self.qualifier.settings.enabled:

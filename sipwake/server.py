@@ -212,6 +212,7 @@ class Server:
                 default_expires=config.registrar.default_expires_s,
                 min_expires=config.registrar.min_expires_s,
                 max_expires=config.registrar.max_expires_s,
+                max_push_expires=config.registrar.push_max_expires_s,
                 max_bindings_per_aor=config.registrar.max_bindings_per_aor,
             ),
         )

@@ -10,16 +10,21 @@ Presets (see README "Presets" for the sources of each value):
 ``sipwake``
     The default: ring foreground devices at once, push suspended ones with
     180 Ringing to the caller, 30 s no-answer time, 10 s mobile dial delay,
-    "call cancelled" alert push when the caller gives up during the wake.
+    "call cancelled" alert push when the caller gives up during the wake,
+    the call push sent again every 10 s to a device that got it but has not
+    registered (``repush_interval_s``).
 ``rfc8599``
     Only what RFC 8599 says: push, hold the transaction (100 Trying only),
-    fork on re-registration; 480 when the bucket time runs out.
+    fork on re-registration; 480 when the bucket time runs out; one push per
+    device (no re-push: the RFC has none).
 ``flexisip``
     Flexisip 2.x Router/PushNotification defaults: 110 Push sent,
     ``call-fork-timeout`` 90 s then 408; a device pushed for a call that ended
     before it registered gets that INVITE then at once a CANCEL when it does
     (``Reason: SIP;cause=200`` when another device answered), so an iOS app
-    can report the call to CallKit and see it end.
+    can report the call to CallKit and see it end; the call push repeated every
+    5 s to a device still waking (``call-remote-push-interval``, which Flexisip
+    ships at 0 and allows up to 30 s: this preset is Flexisip with it on).
 ``avaya-ip-office``
     IP Office R11.1+: one iOS device per user (the last to register is the
     only one pushed), push only for clients registered over TLS, No Answer
@@ -85,6 +90,12 @@ class CallPlan:
     """Tries per device for a push that failed transiently (within the no-answer time)."""
     push_backoff_s: float = 1.0
     """First retry delay; doubled on each retry unless the provider said Retry-After."""
+    repush_interval_s: float | None = 10.0
+    """Re-push: a device whose call push the service accepted but that has not
+    registered gets the call push again every this many seconds, until it registers or
+    the call ends (Flexisip ``call-remote-push-interval``); None or 0: one push only.
+    Each re-push carries the call's same UUID, so an app already showing the call sees
+    the same CallKit call."""
     dnd: bool = False
     """Do not disturb: no push, no ringing; straight to the no-answer target."""
     voicemail: str | None = None
@@ -95,6 +106,11 @@ class CallPlan:
     """Divert-on-busy target; ``voicemail`` when unset."""
     twin: str | None = None
     """The twin branch's URI (the user's mobile number through the gateway)."""
+
+    @property
+    def repush_after(self) -> float | None:
+        """The re-push interval, None when re-push is off."""
+        return self.repush_interval_s or None
 
     def no_answer_after(self, pushed: bool) -> float:
         if pushed:
@@ -132,12 +148,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "no_answer_s": 30.0,
         "mobile_dial_delay_s": 10.0,
         "cancel_notice": "none",
+        "repush_interval_s": None,
     },
     "flexisip": {
         "ringback": "110",
         "no_answer_s": 90.0,
         "no_answer_status": 408,
         "cancel_notice": "invite-cancel",
+        "repush_interval_s": 5.0,
     },
     "avaya-ip-office": {
         "no_answer_s": 15.0,

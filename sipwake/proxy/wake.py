@@ -29,7 +29,13 @@ engine then, for one call:
    within ``cancel_replay_s`` — with ``Reason: SIP;cause=200;text="Call
    completed elsewhere"`` (RFC 3326) when another device answered, 603 when
    one declined, the caller's own Reason (or none) when the caller gave up;
-6. retries a push that failed transiently (backoff, or the provider's
+6. re-pushes (``repush_interval_s``): a device whose call push the service
+   accepted but that has not registered ``repush_interval_s`` after it was
+   sent gets the call push again, with the same call UUID, until it registers
+   or the call ends (an accepted push may still be lost: an app the system
+   killed, a push the service held back); each re-push is one more
+   ``push-sent`` step (``try N``);
+7. retries a push that failed transiently (backoff, or the provider's
    Retry-After) inside the no-answer window; a push refused for good drops
    that token from the binding (``DropPushTarget``: the other token of an iOS
    device stays; an APNs 410 older than the binding's last REGISTER drops
@@ -192,6 +198,9 @@ class _Wake:
     """The alert channel: where its cancel notice goes (None: no remote token)."""
     state: _WakeState = "pushing"
     attempts: int = 0
+    """Sends of the current push (the first, then its transient retries)."""
+    tries: int = 0
+    """Call pushes sent to the device for this call, re-pushes included."""
     seal_key: bytes | None = field(default=None, repr=False)
     """The device's push key (``calls.encrypt_push`` seals call details with it)."""
 
@@ -296,7 +305,8 @@ class _PushJob:
 
 
 _Timer = tuple[float, int, str, str]
-"""(deadline, order, call ref, what: ``no-answer``, ``twin`` or ``retry:<binding id>``)."""
+"""(deadline, order, call ref, what: ``no-answer``, ``twin``, ``retry:<binding id>`` or
+``repush:<binding id>``)."""
 
 
 class WakeEngine:
@@ -400,6 +410,8 @@ class WakeEngine:
         pushed = bool(wake)
         call.no_answer_at = now + plan.no_answer_after(pushed)
         self._arm(call, call.no_answer_at, "no-answer")
+        for wake_entry in call.wakes.values():
+            self._arm_repush(call, wake_entry, now)
         if plan.twin and plan.mobile_dial_delay_s < plan.no_answer_after(pushed):
             call.twin_at = now + plan.mobile_dial_delay_s
             self._arm(call, call.twin_at, "twin")
@@ -552,6 +564,19 @@ class WakeEngine:
         )
         return self._new_push(None, binding.binding_id, push, aor=aor)
 
+    def refresh_push(self, binding: Binding) -> SendPush | None:
+        """A silent push asking ``binding``'s suspended app to re-register before the
+        binding expires (RFC 8599 §5.5; ``sipwake.registrar.refresh`` says when). It
+        goes to the alert channel (the remote token on iOS: a VoIP push that is not a
+        call breaks PushKit's rule), so None for an iOS app that registered only its
+        VoIP token. A refusal as a dead token drops it like any push
+        (``push_completed``)."""
+        target = binding.push.channel("alert") if binding.push is not None else None
+        if target is None:
+            return None
+        push = PushRequest(kind="refresh", target=target, call_id="")
+        return self._new_push(None, binding.binding_id, push, aor=binding.aor)
+
     # -- timers -------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
         timers = self._timers
@@ -581,11 +606,32 @@ class WakeEngine:
             elif what == "twin":
                 call.twin_at = None
                 out += self._add_twin(call, now)
+            elif what.startswith("repush:"):
+                out += self._repush(call, what.removeprefix("repush:"), now)
             else:
                 wake = call.wakes.get(what.removeprefix("retry:"))
                 if wake is not None and wake.state == "pushing":
                     out += self._send_call_push(call, wake, now)
         return out
+
+    def _arm_repush(self, call: _Call, wake: _Wake, now: float) -> None:
+        """Re-push ``wake`` after the plan's interval, if that is inside the call's time."""
+        interval = call.plan.repush_after
+        if interval is not None and now + interval < call.no_answer_at:
+            self._arm(call, now + interval, f"repush:{wake.binding_id}")
+
+    def _repush(self, call: _Call, binding_id: str, now: float) -> list[WakeOutput]:
+        """The re-push interval ran out: a device the service took the push for that has
+        not registered gets it again; one whose push is still out (no answer yet, or a
+        transient retry pending) is looked at again one interval later."""
+        wake = call.wakes.get(binding_id)
+        if wake is None or wake.state in ("registered", "failed"):
+            return []
+        self._arm_repush(call, wake, now)
+        if wake.state == "pushing":
+            return []
+        wake.attempts = 0  # a fresh push: its own transient retries
+        return self._send_call_push(call, wake, now)
 
     def _timer_live(self, ref: str, what: str) -> bool:
         call = self._calls.get(ref)
@@ -627,9 +673,10 @@ class WakeEngine:
 
     def _send_call_push(self, call: _Call, wake: _Wake, now: float) -> list[WakeOutput]:
         wake.attempts += 1
+        wake.tries += 1
         wake.state = "pushing"
         request = self._push_request(call, wake, "call")
-        detail = f"call to {wake.push.base_provider} (try {wake.attempts})"
+        detail = f"call to {wake.push.base_provider} (try {wake.tries})"
         return [
             self._event(call, now, "push-sent", detail),
             self._new_push(call, wake.binding_id, request),

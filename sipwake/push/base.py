@@ -16,6 +16,7 @@ from sipwake.sip.pushtarget import PushTarget, mask_token
 
 __all__ = [
     "CONFIGURATION_REASONS",
+    "REFRESH_COLLAPSE_ID",
     "PushKind",
     "PushOutcome",
     "PushProvider",
@@ -25,7 +26,14 @@ __all__ = [
     "configuration_error",
 ]
 
-PushKind = Literal["call", "cancel", "message"]
+PushKind = Literal["call", "cancel", "message", "refresh"]
+"""Why a push goes out: a ``call``; a ``cancel`` (missed call) or ``message`` alert; a
+``refresh``: a silent push asking a suspended app to re-register before its binding
+expires (RFC 8599 §5.5): APNs ``background`` at priority 5, FCM normal priority, Web
+Push ``Urgency: low``; it carries no call (``call_id`` empty)."""
+
+#: Collapse key of refresh pushes: a newer one replaces one the service still holds.
+REFRESH_COLLAPSE_ID = "sipwake-refresh"
 PushStatus = Literal["delivered", "retry", "invalid_target", "error"]
 
 

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sipwake.errors import ConfigError, PushError
-from sipwake.push.base import PushOutcome, PushRequest, PushStatus
+from sipwake.push.base import REFRESH_COLLAPSE_ID, PushOutcome, PushRequest, PushStatus
 from sipwake.push.payload import parse_retry_after
 from sipwake.push.seal import private_fields
 from sipwake.sip.pushtarget import mask_token
@@ -326,6 +326,8 @@ def data_size(data: Mapping[str, Any]) -> int:
 
 
 def _data(request: PushRequest) -> dict[str, str]:
+    if request.kind == "refresh":  # re-register (RFC 8599 §5.5): no call, nothing to seal
+        return {"type": "refresh"}
     if request.private:
         # Only the kind in clear; the details sealed for the device (sipwake.push.seal).
         return {"type": request.kind, **private_fields(request)}
@@ -391,10 +393,14 @@ def build_fcm_request(
     if not _PROJECT_RE.fullmatch(project):
         raise PushError(_PROVIDER, f"BadProject: {project[:40]!r}", retryable=False)
     data = _fit(_data(request))
-    priority: FcmPriority = "NORMAL" if request.kind == "message" else "HIGH"
+    # A refresh is a normal-priority data message: Android may defer it in Doze, and
+    # the binding's remaining lifetime leaves room for that.
+    priority: FcmPriority = "NORMAL" if request.kind in ("message", "refresh") else "HIGH"
     ttl_s = settings.call_ttl_s if request.kind == "call" else settings.alert_ttl_s
     android = {"priority": priority, "ttl": f"{ttl_s}s"}
-    if not request.private:
+    if request.kind == "refresh":
+        android["collapse_key"] = REFRESH_COLLAPSE_ID
+    elif not request.private:
         android["collapse_key"] = request.call_id.encode()[:_COLLAPSE_LIMIT].decode(errors="ignore")
     body = _encode({"message": {"token": token, "data": data, "android": android}})
     return FcmHttpRequest(

@@ -15,6 +15,10 @@ with no remote token gets no alert (``NoAlertToken``); one with no VoIP token ge
 calls as alerts.
 A private push (``PushRequest.private``, ``calls.encrypt_push``) carries its ``type`` and
 the sealed details (``enc``) only, and no ``apns-collapse-id``.
+A ``refresh`` push (RFC 8599 §5.5: re-register before the binding expires) is a
+``background`` push to the remote token on the plain bundle topic, at priority 5 (Apple
+refuses a background push at 10), ``{"aps": {"content-available": 1}}`` and nothing
+else: no alert, no sound, no call details; never a VoIP push (it is not a call).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 from sipwake.errors import PushError
-from sipwake.push.base import PushOutcome, PushRequest, PushStatus
+from sipwake.push.base import REFRESH_COLLAPSE_ID, PushOutcome, PushRequest, PushStatus
 from sipwake.push.seal import private_fields
 from sipwake.sip.pushtarget import mask_token
 
@@ -111,6 +115,8 @@ def _private_payload(request: PushRequest) -> dict[str, Any]:
 
 
 def _payload(request: PushRequest) -> dict[str, Any]:
+    if request.kind == "refresh":  # silent: nothing to show, nothing to seal
+        return {"type": "refresh", "aps": {"content-available": 1}}
     if request.private:
         return _private_payload(request)
     caller = (request.caller or "")[:_CALLER_LIMIT] or None
@@ -184,10 +190,11 @@ def build_apns_request(
     voip = target.service == "voip"
     topic = target.apns_topic or (f"{settings.bundle_id}.voip" if voip else settings.bundle_id)
     stored = not voip and request.kind != "call"
+    background = request.kind == "refresh"
     headers: dict[str, str] = {
-        "apns-push-type": "voip" if voip else "alert",
+        "apns-push-type": "voip" if voip else "background" if background else "alert",
         "apns-topic": topic,
-        "apns-priority": "10",
+        "apns-priority": "5" if background else "10",
         "apns-expiration": str(int(wall_now) + settings.alert_ttl_s) if stored else "0",
         "content-type": "application/json",
     }
@@ -195,7 +202,9 @@ def build_apns_request(
         if not _UUID_RE.fullmatch(request.apns_id):
             raise PushError(_PROVIDER, f"BadMessageId: {request.apns_id[:40]!r}", retryable=False)
         headers["apns-id"] = request.apns_id
-    if not voip and not request.private:
+    if background:
+        headers["apns-collapse-id"] = REFRESH_COLLAPSE_ID
+    elif not voip and not request.private:
         headers["apns-collapse-id"] = request.call_id.encode()[:64].decode(errors="ignore")
     data = _payload(request)
     if request.kind == "call" and not voip:

@@ -62,7 +62,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from sipwake.errors import PushError
-from sipwake.push.base import PushOutcome, PushRequest, PushStatus
+from sipwake.push.base import REFRESH_COLLAPSE_ID, PushOutcome, PushRequest, PushStatus
 from sipwake.push.logmask import guard_library_loggers, mask_jwts
 from sipwake.push.payload import parse_retry_after
 from sipwake.push.seal import private_fields
@@ -319,6 +319,11 @@ class VapidTokens:
 # -- RFC 8030 request and answer -------------------------------------------------------
 
 
+#: RFC 8030 §5.3 Urgency by push kind: a call must wake the device now; a refresh may
+#: wait for the device's next wake (``low``: a battery-saving browser may hold it).
+_URGENCY = {"call": "high", "refresh": "low"}
+
+
 def topic_for(call_id: str) -> str:
     """The RFC 8030 §5.4 ``Topic`` of a call's pushes: 32 base64url characters.
 
@@ -329,6 +334,8 @@ def topic_for(call_id: str) -> str:
 
 
 def _payload(request: PushRequest) -> dict[str, Any]:
+    if request.kind == "refresh":  # re-register (RFC 8599 §5.5): no call, nothing to seal
+        return {"type": "refresh"}
     if request.private:
         # Only the kind; the details sealed for the device itself (sipwake.push.seal),
         # inside the RFC 8291 encryption to the browser.
@@ -420,11 +427,13 @@ def build_webpush_request(
     ttl = call_ttl_s if request.kind == "call" else message_ttl_s
     headers: dict[str, str] = {
         "ttl": str(max(0, int(ttl))),
-        "urgency": "high" if request.kind == "call" else "normal",
+        "urgency": _URGENCY.get(request.kind, "normal"),
         "authorization": authorization,
     }
     if request.kind in ("call", "cancel"):
         headers["topic"] = topic_for(request.call_id)
+    elif request.kind == "refresh":
+        headers["topic"] = REFRESH_COLLAPSE_ID
     body = b""
     target = request.target
     if target.p256dh is not None and target.auth is not None:

@@ -38,9 +38,11 @@ class RegistrarConfig:
     """Minimum for a contact with push parameters: the binding must outlive the
     push-for-refresh lead time (RFC 8599 §5.5 recommends 120 s) plus a margin;
     shorter gets 423 (RFC 8599 §5.6.1.1 step 3)."""
-    max_push_expires: int | None = None
-    """Maximum for a contact with push parameters (a suspended app cannot refresh
-    on its own; Linphone asks for 7 days). None: ``max_expires``."""
+    max_push_expires: int | None = 604800
+    """Maximum for a contact with push parameters: 7 days, as Linphone asks and Flexisip's
+    wiki advises (a suspended app cannot refresh on its own; the node pushes it to
+    re-register before expiry, ``sipwake.registrar.refresh``). None: ``max_expires``.
+    At least ``max_expires``."""
     max_bindings_per_aor: int = 10
     """Beyond this, the least recently registered bindings are dropped."""
     flow_timer: int | None = 120
@@ -69,6 +71,11 @@ class RegistrarConfig:
             )
         if self.default_expires <= 0:
             raise ValueError(f"default_expires must be positive, got {self.default_expires}")
+        if self.max_push_expires is not None and self.max_push_expires < self.max_expires:
+            raise ValueError(
+                f"need max_push_expires ({self.max_push_expires}) >= "
+                f"max_expires ({self.max_expires})"
+            )
         if self.max_bindings_per_aor < 1:
             raise ValueError("max_bindings_per_aor must be at least 1")
 

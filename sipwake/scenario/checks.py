@@ -23,6 +23,7 @@ from sipwake.scenario.model import (
     MessageDeliveredExpect,
     NoPushExpect,
     PushExpect,
+    RefreshPushesExpect,
     RingingExpect,
     Scenario,
     TimedExpect,
@@ -124,6 +125,9 @@ class _Evaluator:
         if isinstance(spec, MessageDeliveredExpect):
             expected, got, met = self._delivered(spec)
             return Check(index=index, kind=item.kind, expected=expected, got=got, met=met)
+        if isinstance(spec, RefreshPushesExpect):
+            expected, got, met = self._refreshed(spec)
+            return Check(index=index, kind=item.kind, expected=expected, got=got, met=met)
         kind: Literal["call", "message"] = (
             "message"
             if isinstance(spec, PushExpect | NoPushExpect) and spec.kind == "message"
@@ -182,13 +186,22 @@ class _Evaluator:
         )
         mine = [p for p in self.replay.pushes if p.call == call.id]
         match = [p for p in mine if p.kind == spec.kind and p.device == device]
+        if spec.nth > 1:
+            expected = expected.replace(f"a {spec.kind} push", f"{spec.kind} push #{spec.nth}")
         if not match:
             return expected, f"no {spec.kind} push to {device}; {_pushes_text(mine)}", False
-        first = match[0]
+        if len(match) < spec.nth:
+            got = f"only {len(match)} {spec.kind} push(es) to {device}; {_pushes_text(mine)}"
+            return expected, got, False
+        first = match[spec.nth - 1]
         got = f"sent at {_t(first.at)}, {first.at - call.start:.3f} s after the call"
         if first.outcome is not None and first.outcome.status != "delivered":
             got += f" (answered {first.outcome.status})"
         met = first.at <= deadline + 1e-9
+        if spec.count is not None:
+            expected += f", {spec.count} in all"
+            got += f", {len(match)} in all"
+            met = met and len(match) == spec.count
         if spec.topic is not None:
             expected += f" on topic {spec.topic}"
             got += f", on topic {first.topic or '(none)'}"
@@ -278,6 +291,27 @@ class _Evaluator:
         if abs(off) > spec.tolerance + 1e-9:
             return expected, f"{got}, {abs(off):.3f} s {'late' if off > 0 else 'early'}", False
         return expected, got, True
+
+    def _refreshed(self, spec: RefreshPushesExpect) -> tuple[str, str, bool]:
+        device = self._device(spec.to)
+        topic = f" on topic {spec.topic}" if spec.topic else ""
+        expected = (
+            f"at least {spec.at_least} refresh push(es) to {device}{topic}, each delivered "
+            "and followed by its REGISTER"
+        )
+        pushes = [p for p in self.replay.pushes if p.kind == "refresh" and p.device == device]
+        taken = [p for p in pushes if p.outcome is not None and p.outcome.status == "delivered"]
+        on_topic = [p for p in taken if spec.topic is None or p.topic == spec.topic]
+        refreshed = [at for at, who in self.replay.refreshes if who == device]
+        answered = [p for p in on_topic if any(at >= p.at for at in refreshed)]
+        got = (
+            f"{len(pushes)} sent, {len(taken)} delivered, {len(on_topic)}{topic or ''}, "
+            f"{len(refreshed)} REGISTER(s) after one"
+        )
+        if pushes:
+            got += " (at " + ", ".join(_t(p.at) for p in pushes[:6]) + ")"
+        met = len(answered) >= spec.at_least and len(refreshed) >= spec.at_least
+        return expected, got, met
 
     def _delivered(self, spec: MessageDeliveredExpect) -> tuple[str, str, bool]:
         message = self.replay.call(spec.message, "message")

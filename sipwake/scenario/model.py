@@ -67,7 +67,7 @@ Platform = Literal["ios", "android", "web", "desk"]
 Transport = Literal["udp", "tcp", "tls"]
 Provider = Literal["apns", "fcm", "webpush", "none"]
 DeviceState = Literal["foreground", "suspended", "offline"]
-PushKindName = Literal["call", "cancel", "message"]
+PushKindName = Literal["call", "cancel", "message", "refresh"]
 
 #: The push provider a platform's app uses when the scenario does not say.
 PLATFORM_PUSH: dict[str, str] = {"ios": "apns", "android": "fcm", "web": "webpush", "desk": "none"}
@@ -129,6 +129,8 @@ class Pbx(_Model):
     udp_foreground_s: float | None = Field(None, ge=0)
     push_attempts: int | None = Field(None, ge=1, le=10)
     push_backoff_s: float | None = Field(None, gt=0, le=60)
+    repush_interval_s: float | None = Field(None, ge=0, le=60)
+    """Call push sent again this often to a device still waking (0: never)."""
     voicemail: bool = False
     """Divert to the lab voicemail (a simulated endpoint) on no answer and busy."""
     voicemail_answer_after_s: float = Field(0.0, ge=0, le=60)
@@ -172,6 +174,12 @@ class Device(_Model):
     parameters, connection closed: it needs a push), offline (not registered)."""
     wake_delay_s: float | Literal["never"] = 2.0
     """Seconds from a push reaching the device to its REGISTER over a new connection."""
+    expires_s: int = Field(3600, ge=1, le=31536000)
+    """The Expires its REGISTERs ask for (Linphone asks 7 days with push parameters); the
+    server may grant less (``registrar.push_max_expires_s``)."""
+    ignores_pushes: int = Field(0, ge=0, le=100)
+    """Call and message pushes the service delivers that do not wake the app (killed by
+    the system, a push iOS holds back): the push after them wakes it."""
     answer_after_s: float | None = None
     """Seconds from ringing to the user's answer (200, or the ``reject`` code); unset:
     it rings until the call ends."""
@@ -444,6 +452,23 @@ class PushExpect(_ExpectBase):
     ``org.lab.phone`` (an alert, to the remote-notification token)."""
     delivered: bool | None = None
     """``true``: the push service took it (not refused: ``DeviceTokenNotForTopic``…)."""
+    nth: int = Field(1, ge=1, le=100)
+    """Which push of that kind to the device for the call the other fields check: 2 is
+    the first re-push (``repush_interval_s``)."""
+    count: int | None = Field(None, ge=1, le=100)
+    """Exactly this many pushes of that kind went to the device for the call."""
+
+
+class RefreshPushesExpect(_Model):
+    """Device ``to`` got at least ``at_least`` refresh pushes (RFC 8599 §5.5: a silent
+    push asking it to re-register before its binding expires), each delivered, and
+    registered again after each one."""
+
+    to: str
+    at_least: int = Field(1, ge=1, le=1000)
+    topic: str | None = None
+    """The APNs topic they went on (``org.lab.phone``: background pushes to the
+    remote-notification token, never the VoIP one)."""
 
 
 class NoPushExpect(_ExpectBase):
@@ -544,6 +569,7 @@ class Expect(_Model):
     message_delivered: MessageDeliveredExpect | None = None
     device_cancelled: DeviceCancelledExpect | None = None
     forwarded: ForwardedExpect | None = None
+    refresh_pushes: RefreshPushesExpect | None = None
 
     @property
     def kind(self) -> str:
@@ -553,9 +579,9 @@ class Expect(_Model):
         raise AssertionError("a validated expectation has a kind")
 
     @property
-    def spec(self) -> _ExpectBase | MessageDeliveredExpect:
+    def spec(self) -> _ExpectBase | MessageDeliveredExpect | RefreshPushesExpect:
         value = getattr(self, self.kind)
-        assert isinstance(value, _ExpectBase | MessageDeliveredExpect)
+        assert isinstance(value, _ExpectBase | MessageDeliveredExpect | RefreshPushesExpect)
         return value
 
     @model_validator(mode="after")
@@ -580,6 +606,7 @@ _EXPECTS = (
     "message_delivered",
     "device_cancelled",
     "forwarded",
+    "refresh_pushes",
 )
 
 
@@ -591,8 +618,9 @@ class Scenario(_Model):
     users: dict[str, User]
     timeline: list[Step]
     expect: list[Expect] = Field(min_length=1)
-    duration_s: float = Field(60.0, gt=0, le=3600)
-    """How long the replay runs (scenario time)."""
+    duration_s: float = Field(60.0, gt=0, le=8 * 86400)
+    """How long the replay runs (scenario time; up to 8 days, so a phone can sleep
+    through several binding refreshes: ``sipwake replay --live`` takes it in real time)."""
     seed: int = 0
     """Seed of every identifier (tags, branches, Call-IDs): same seed, same bytes."""
     network_delay_s: float = Field(0.002, ge=0, le=5)
@@ -731,6 +759,9 @@ def _reference_errors(scenario: Scenario) -> list[tuple[tuple[int | str, ...], s
         spec = item.spec
         if isinstance(spec, MessageDeliveredExpect):
             call((*loc, "message"), spec.message, message=True)
+            device((*loc, "to"), spec.to)
+            continue
+        if isinstance(spec, RefreshPushesExpect):
             device((*loc, "to"), spec.to)
             continue
         about_message = isinstance(spec, PushExpect | NoPushExpect) and spec.kind == "message"

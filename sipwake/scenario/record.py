@@ -94,6 +94,8 @@ class Replay:
     pushes: list[PushRecordSeen] = field(default_factory=list)
     wakes: list[tuple[float, str]] = field(default_factory=list)
     """Devices woken by a push: (time of their REGISTER, ``user.device``)."""
+    refreshes: list[tuple[float, str]] = field(default_factory=list)
+    """Devices that re-registered in the background after a refresh push."""
     columns: list[str] = field(default_factory=list)
     messages: int = 0
     end: float = 0.0

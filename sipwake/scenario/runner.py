@@ -298,10 +298,15 @@ class _Runner(World):
             if at > end:
                 break
             self.clock.advance(at)
-            if kind == 0 and node is not None:
-                self._perform(node.handle_timeout(self._node_now()))
+            # ``at`` is rounded: never hand a core a time just short of the deadline it
+            # asked for (it would fire nothing and ask again, for ever: a deadline far
+            # from _EPOCH, days into a scenario, loses the last bits of its fraction).
+            if kind == 0 and node is not None and node_deadline is not None:
+                self._perform(node.handle_timeout(max(self._node_now(), node_deadline)))
             elif kind == 1 and due is not None:
-                self.transmit(due, due.handle_timeout(self._node_now()))
+                deadline = due.next_deadline()
+                now = self._node_now()
+                self.transmit(due, due.handle_timeout(max(now, deadline or now)))
             else:
                 self._handle(self.clock.pop())
 

@@ -50,6 +50,11 @@ def _replay_real(
         return asyncio.run(replay_live(scenario, Path(tmp), target=target, mocks=mocks, full=full))
 
 
+#: The longest real-time replay run (``--clock real``, ``--target``): a scenario whose
+#: expectations reach further (a phone asleep for days) is refused, not run for days.
+MAX_REAL_S = 900.0
+
+
 def run_scenario(
     scenario: Scenario,
     path: str = "<scenario>",
@@ -63,6 +68,19 @@ def run_scenario(
     mock push services of a ``target`` replay listen)."""
     started = time.perf_counter()
     if clock == "real" or target is not None:
+        from sipwake.scenario.live import horizon
+
+        needs = scenario.duration_s if full else horizon(scenario)
+        if needs > MAX_REAL_S:  # a scenario of days: only the virtual clock has the time
+            return ScenarioResult(
+                path=path,
+                error=ScenarioFileError(
+                    f"needs {needs:,.0f} s of real time (over {MAX_REAL_S:,.0f} s): replay "
+                    "it on the virtual clock (without --clock real or --target)",
+                    path=path,
+                    key="duration_s",
+                ),
+            )
         record = _replay_real(scenario, target, mocks, full)
     else:
         record = replay(scenario)

@@ -142,6 +142,8 @@ class World:
         self.numbers: dict[str, str] = {}
         """Mobile number → ``user.mobile``."""
         self._waking: set[str] = set()
+        self._ignored: dict[str, int] = {}
+        """``user.device`` → pushes it let pass without waking (``ignores_pushes``)."""
         self._call_ids: dict[str, str] = {}
         """The engine's call reference → SIP Call-ID."""
         self.push_keys: dict[str, bytes] = {}
@@ -340,7 +342,9 @@ class World:
     def register(self, device: DeviceAgent) -> None:
         if device.transport != "udp":
             self.connect(device)
-        self.transmit(device, device.register(self.agent_now()))
+        self.transmit(
+            device, device.register(self.agent_now(), expires=self.spec(device).expires_s)
+        )
 
     def suspend(self, device: DeviceAgent) -> None:
         self.disconnect(device)
@@ -591,7 +595,15 @@ class World:
         self.row(PUSH, device.name, f"{kind} push")
         if record is not None and not self._open(record):
             return
+        if kind == "refresh":
+            self.refresh_later(device)
+            return
         if kind in ("call", "message"):
+            ignored = self._ignored.get(device.name, 0)
+            if ignored < self.spec(device).ignores_pushes and device.state == "suspended":
+                self._ignored[device.name] = ignored + 1
+                self.note(device.name, f"{kind} push delivered, but the app does not wake")
+                return
             self.wake_later(device)
 
     def wake_later(self, device: DeviceAgent) -> None:
@@ -603,6 +615,31 @@ class World:
             return
         self._waking.add(device.name)
         self.later(float(delay), lambda: self._wake(device))
+
+    def refresh_later(self, device: DeviceAgent) -> None:
+        """A refresh push: a suspended app runs in the background for a moment,
+        re-registers and is suspended again (an awake one refreshes by itself)."""
+        if device.state != "suspended" or device.name in self._waking:
+            return
+        delay = self.spec(device).wake_delay_s
+        if delay == "never":
+            self.note(device.name, "refresh push arrives but the app never wakes")
+            return
+        self._waking.add(device.name)
+        self.later(float(delay), lambda: self._refresh(device))
+
+    def _refresh(self, device: DeviceAgent) -> None:
+        self._waking.discard(device.name)
+        if device.state != "suspended" or device.network_down:
+            return
+        self.note(device.name, "woken in the background by the refresh push: REGISTER")
+        self.record.refreshes.append((self.now, device.name))
+        self.register(device)
+        self.later(1.0, lambda: self._back_to_sleep(device))
+
+    def _back_to_sleep(self, device: DeviceAgent) -> None:
+        if device.state == "foreground" and not device.network_down:
+            self.suspend(device)
 
     def _wake(self, device: DeviceAgent) -> None:
         self._waking.discard(device.name)

@@ -908,3 +908,32 @@ def test_without_an_instance_the_two_contacts_stay_two_bindings() -> None:
              ((5070, VOIP_TOKEN, "voip"), (5071, REMOTE_TOKEN, "remote"))]  # fmt: skip
     reg.handle_register(register(*plain), TCP, 100.0)
     assert len(reg.lookup(AOR, 100.0)) == 2
+
+
+def test_push_contacts_live_up_to_7_days_by_default_and_are_capped_there() -> None:
+    # Issue 19 finding 4: a push binding must outlive a phone asleep for days.
+    reg = make_registrar()
+    result = reg.handle_register(
+        register(f"<sip:alice@10.0.0.1;{APNS}>", "<sip:alice@10.0.0.2>", expires=10**7), UDP, 0.0
+    )
+    assert sorted(b.expires_at for b in result.bindings) == [3600.0, 604800.0]
+
+
+def test_push_maximum_below_the_plain_maximum_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_push_expires"):
+        RegistrarConfig(domains={"example.com"}, max_expires=7200, max_push_expires=3600)
+
+
+def test_feature_caps_promise_the_push_and_pnsreg_only_to_who_asked() -> None:
+    # RFC 8599 §5.6.1.1 step 5 / §4.1.3: +sip.pns (the network pushes, refresh pushes
+    # included); +sip.pnsreg="N" (N > 120) only when the Contact carried the +sip.pnsreg
+    # media feature tag, in the same Feature-Caps field as +sip.pns (§5.4).
+    reg = make_registrar()
+    plain = reg.handle_register(register(f"<sip:alice@10.0.0.1;{APNS}>"), UDP, 0.0)
+    assert plain.response.headers.get_all("Feature-Caps") == ['*;+sip.pns="apns"']
+    asked = reg.handle_register(
+        register(f"<sip:alice@10.0.0.1;{APNS}>;+sip.pnsreg", cseq=2), UDP, 1.0
+    )
+    (caps,) = asked.response.headers.get_all("Feature-Caps")
+    assert caps.startswith('*;+sip.pns="apns";+sip.pnsreg="')
+    assert int(caps.rsplit('"', 2)[1]) > 120

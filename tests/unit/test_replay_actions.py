@@ -315,7 +315,9 @@ def test_a_push_to_the_old_token_reaches_nobody() -> None:
     finally:
         World._rotate_token = original  # type: ignore[method-assign]
     assert not passed
-    assert [p.device for p in replay.pushes if p.kind == "call"] == [None]
+    devices = [p.device for p in replay.pushes if p.kind == "call"]
+    assert devices  # pushed (and re-pushed: calls.repush_interval_s), always the old token
+    assert set(devices) == {None}
 
 
 def test_new_actions_name_their_errors_and_are_in_the_schema() -> None:
@@ -352,3 +354,14 @@ def test_the_caller_hangs_up_a_call_diverted_to_voicemail_through_the_recorded_r
     assert passed, verdict
     byes = [(r.at, r.src, r.dst, r.label) for r in replay.rows if "BYE" in r.label]
     assert [label for *_, label in byes] == ["BYE", "BYE", "200 (BYE)", "200 (BYE)"], byes
+
+
+def test_a_scenario_of_days_is_refused_in_real_time_not_run_for_days() -> None:
+    from sipwake.scenario.suite import MAX_REAL_S, run_file
+
+    path = SCENARIOS / "asleep-three-days-still-reachable.yaml"
+    result = run_file(path, clock="real")
+    assert result.error is not None
+    assert "of real time" in str(result.error)
+    assert str(int(MAX_REAL_S)) in str(result.error).replace(",", "")
+    assert not result.passed

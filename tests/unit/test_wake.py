@@ -680,3 +680,80 @@ def test_apns_410_newer_than_the_last_register_drops_the_token() -> None:
     assert binding.push is not None
     assert binding.push.channel("call") is not None
     assert binding.push.prid == REMOTE  # the VoIP token went; the remote one stays
+
+
+def test_repush_sends_the_call_push_again_until_the_device_registers() -> None:
+    # Flexisip call-remote-push-interval: a push the service took may still be lost (an
+    # app the system killed); the device gets it again, same call UUID, until it registers.
+    lab = WakeLab(plan=CallPlan(no_answer_s=30, repush_interval_s=10))
+    phone = _iphone()
+    _suspended(lab, phone)
+    lab.call("bob")
+    (first,) = lab.pushes("call")
+    lab.advance(0.05)
+    lab.push_result(first, "delivered")
+    lab.advance(9.9)
+    assert len(lab.pushes("call")) == 1
+    lab.advance(0.1)
+    second = lab.pushes("call")[1]
+    assert second.request.target.prid == TOKEN
+    assert second.request.call_uuid == first.request.call_uuid
+    assert second.request.call_id == first.request.call_id
+    sent = [e.detail for e in lab.events() if e.step == "push-sent"]
+    assert sent == ["call to apns (try 1)", "call to apns (try 2)"]
+    lab.push_result(second, "delivered")
+    lab.advance(2)
+    assert lab.register(phone).status == 200  # woken by the second push
+    (invite,) = lab.invites_to(phone.port)
+    lab.advance(15)
+    assert len(lab.pushes("call")) == 2  # registered: no more re-pushes
+    lab.answer(invite, 200)
+    assert lab.to_caller()[-1] == 200
+
+
+def test_repush_stops_at_the_no_answer_time() -> None:
+    lab = WakeLab(plan=CallPlan(no_answer_s=30, repush_interval_s=10))
+    _suspended(lab, _iphone())
+    lab.call("bob")
+    for _ in range(5):
+        lab.advance(0.05)
+        pending = lab.pushes("call")[-1]
+        lab.push_result(pending, "delivered")
+        lab.advance(9.95)
+    # pushes at 0, 10, 20; the one due at 30 would come with the no-answer time
+    assert len(lab.pushes("call")) == 3
+    assert lab.to_caller()[-1] == 480
+
+
+def test_repush_waits_while_the_push_is_still_out() -> None:
+    lab = WakeLab(plan=CallPlan(no_answer_s=30, repush_interval_s=5))
+    _suspended(lab, _iphone())
+    lab.call("bob")
+    (first,) = lab.pushes("call")
+    lab.advance(6)  # no answer from the push service yet: nothing to repeat
+    assert len(lab.pushes("call")) == 1
+    lab.push_result(first, "delivered")
+    lab.advance(4.1)  # looked at again 5 s after the first look: now it is re-pushed
+    assert len(lab.pushes("call")) == 2
+
+
+def test_repush_off_in_rfc8599_on_in_flexisip() -> None:
+    assert plan_for("rfc8599").repush_after is None
+    assert plan_for("flexisip").repush_after == 5.0
+    assert plan_for("sipwake").repush_after == 10.0
+    assert plan_for("sipwake", repush_interval_s=0).repush_after is None
+    lab = WakeLab(plan=plan_for("rfc8599"))
+    _suspended(lab, _iphone())
+    lab.call("bob")
+    lab.advance(0.05)
+    lab.push_result(lab.pushes("call")[0], "delivered")
+    lab.advance(40)
+    assert len(lab.pushes("call")) == 1
+    lab = WakeLab(plan=plan_for("flexisip"))
+    _suspended(lab, _iphone())
+    lab.call("bob")
+    for _ in range(3):
+        lab.advance(0.05)
+        lab.push_result(lab.pushes("call")[-1], "delivered")
+        lab.advance(4.95)
+    assert len(lab.pushes("call")) == 4  # at 0, 5, 10, 15
