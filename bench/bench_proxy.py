@@ -446,6 +446,16 @@ def main() -> None:
         help="start the REGISTER ladder at this rate (a shorter ladder while developing)",
     )
     ap.add_argument(
+        "--register-rates",
+        metavar="R1,R2,...",
+        help="the REGISTER ladder instead of the built-in one (finer steps to compare two rows)",
+    )
+    ap.add_argument(
+        "--call-rates",
+        metavar="R1,R2,...",
+        help="the call ladder instead of the built-in one",
+    )
+    ap.add_argument(
         "--calls-from",
         type=int,
         default=0,
@@ -453,6 +463,10 @@ def main() -> None:
         help="start the call ladder at this rate",
     )
     args = ap.parse_args()
+    if args.register_rates:
+        REGISTER_RATES[:] = _rates(ap, args.register_rates)
+    if args.call_rates:
+        CALL_RATES[:] = _rates(ap, args.call_rates)
     if shutil.which("sipp") is None:
         sys.exit("sipp is not installed (apt-get install sip-tester)")
     servers = list(LABELS) if args.only is None else [s for s in LABELS if s in args.only]
@@ -492,6 +506,16 @@ def main() -> None:
             if name in results:
                 print(_ratio_line(f"{label} / kamailio", results[name], results["kamailio"], 0.50))
     print(f"machine: {os.cpu_count()} cores; SIPp and the server share them")
+
+
+def _rates(ap: argparse.ArgumentParser, text: str) -> list[int]:
+    try:
+        rates = sorted({int(r) for r in text.split(",") if r.strip()})
+    except ValueError:
+        ap.error(f"rates are whole numbers separated by commas, got {text!r}")
+    if not rates or rates[0] <= 0:
+        ap.error(f"rates must be > 0, got {text!r}")
+    return rates
 
 
 def _ratio_line(label: str, mine: tuple[int, int], other: tuple[int, int], target: float) -> str:

@@ -834,9 +834,12 @@ class Node:
         )
         return [], [PersistChanges(events=events, token=token)]
 
-    def changes_stored(self, token: int, ok: bool, now: float) -> list[NodeOutput]:
+    def changes_stored(
+        self, token: int, ok: bool, now: float, *, busy: bool = False
+    ) -> list[NodeOutput]:
         """The store has written (``ok``) or failed to write the changes of ``PersistChanges``
-        ``token``: send the REGISTER's response, or undo the changes and answer 500."""
+        ``token``: send the REGISTER's response, or undo the changes and answer 500 (503
+        when ``busy``: the store is behind and refused to queue more, RFC 3261 §21.5.4)."""
         entry = self._unconfirmed.pop(token, None)
         if entry is None:
             return []
@@ -861,8 +864,13 @@ class Node:
                             self._deliver_held(binding.aor, target, now), now, entry.listener
                         )
             return out
+        self.registrar.revert(entry.events)
+        if busy:
+            response = make_response(
+                entry.request, 503, "Binding store busy", to_tag=self.ids.tag()
+            )
+            response.headers.add("Retry-After", str(self.settings.retry_after_s))
         else:
-            self.registrar.revert(entry.events)
             response = make_response(
                 entry.request, 500, "Binding store unavailable", to_tag=self.ids.tag()
             )

@@ -37,13 +37,14 @@ from sipwake.push.configure import providers_from_config
 from sipwake.push.registry import PushProviders
 from sipwake.push.sandbox import SandboxProvider
 from sipwake.registrar.config import RegistrarConfig
-from sipwake.registrar.events import BindingAdded, RegistrarEvent
+from sipwake.registrar.events import BindingAdded
 from sipwake.registrar.registrar import Registrar
 from sipwake.sip.auth import DigestServer
 from sipwake.sip.peer import Peer
 from sipwake.store.background import LogWriter
 from sipwake.store.base import BindingStore
 from sipwake.store.sqlite import SqliteStore
+from sipwake.store.writer import BindingWriter
 from sipwake.transaction.layer import TransactionLayer
 from sipwake.transport.base import (
     ListenerConfig,
@@ -109,18 +110,6 @@ def _provider_label(provider: object, config: Config, route: str = "") -> str:
     return str(name)
 
 
-class _StoreSink:
-    """Writes binding changes through to the store before the responses are sent (the
-    driver hands it those of one loop iteration at once: one transaction)."""
-
-    def __init__(self, store: BindingStore) -> None:
-        self.store = store
-
-    def apply(self, events: tuple[RegistrarEvent, ...], now: float) -> None:
-        """Raises ``StoreError`` having stored none of them (the node then answers 500)."""
-        self.store.apply(events, now, time.time())
-
-
 @dataclass(slots=True)
 class Server:
     config: Config
@@ -139,6 +128,7 @@ class Server:
     sandbox: SandboxProvider | None = None
     _store: BindingStore | None = None
     _log: LogWriter | None = None
+    _bindings: BindingWriter | None = None
     _stop: asyncio.Event | None = None
 
     async def start(self) -> None:
@@ -218,15 +208,17 @@ class Server:
         )
         # The registrar holds the bindings; a store is where they outlive the process.
         # With the memory backend there is nothing to outlive it for: no store at all.
-        # Call records and the push log go through a writer thread of their own (nobody
-        # waits for them); the loop's connection writes bindings and held messages.
+        # Binding changes are committed by a writer thread (the loop goes on meanwhile; the
+        # 200s wait for the commit), call records and the push log by another (nobody
+        # waits for them); the loop's connection loads and keeps held messages.
         lock = threading.Lock()
         self._store = (
             SqliteStore(config.store.path, lock=lock) if config.store.backend == "sqlite" else None
         )
+        loop = asyncio.get_running_loop()
         if self._store is not None:
             self._log = LogWriter(config.store.path, lock=lock, reader=self._store)
-        loop = asyncio.get_running_loop()
+            self._bindings = BindingWriter(config.store.path, loop=loop, lock=lock)
         restored = self._store.load(loop.time(), time.time()) if self._store is not None else []
         registrar.restore(restored)
         # Few of sipwake's objects form cycles: collect rarely, and never walk what start-up
@@ -306,7 +298,7 @@ class Server:
         )
         driver = Driver(
             self.node,
-            sink=_StoreSink(self._store) if self._store is not None else None,
+            sink=self._bindings,
             trace=self.trace,
             shed_load=config.limits.shed_load,
             pusher=self.pusher,
@@ -490,6 +482,9 @@ class Server:
             await self.admin.close()
             self.admin = None
         if self._driver is not None:
+            # The REGISTERs whose changes are gathering or committing get their answers.
+            if not await self._driver.drain():
+                logger.warning("binding changes still committing at the stop: not answered")
             self._driver.close()
         if self.pusher is not None:
             await self.pusher.close()
@@ -509,6 +504,9 @@ class Server:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._bindings is not None:
+            self._bindings.close()
+            self._bindings = None
         if self._store is not None:
             self._store.close()
             self._store = None

@@ -1,10 +1,14 @@
 """Bindings in a SQLite file: survives a restart and a ``kill -9``.
 
 Durability (the choice and why): the database runs in WAL mode and every
-``apply`` is one ``BEGIN IMMEDIATE … COMMIT`` transaction that returns only
-after SQLite committed it; the node sends the 200 OK after that. The server's
-driver hands ``apply`` the changes of every REGISTER read in one turn of the
-event loop at once (group commit): one transaction, one fsync, then their 200s.
+``apply`` (``write_rows``) is one ``BEGIN IMMEDIATE … COMMIT`` transaction that
+returns only after SQLite committed it; the node sends the 200 OK after that.
+The server's driver hands the changes of every REGISTER read in one turn of the
+event loop (or of the turns that ended while the previous batch committed) to
+``sipwake.store.writer.BindingWriter`` at once (group commit): one transaction,
+one fsync, in the writer's thread, then their 200s. Rows are written a few
+dozen per statement (``_ROWS_PER_STATEMENT``), the bindings' JSON columns
+formatted without ``json.dumps`` (``codec.encode_values``).
 In WAL mode a committed transaction sits in the ``-wal`` file:
 
 * ``synchronous=FULL`` (the default here) fsyncs the WAL at every commit: a
@@ -50,6 +54,7 @@ other's transaction rather than for SQLite's busy-retry sleeps.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -72,9 +77,9 @@ from sipwake.registrar.bindings import Binding
 from sipwake.registrar.events import RegistrarEvent
 from sipwake.sip.pushtarget import mask_token
 from sipwake.store.base import StoreError, net_writes
-from sipwake.store.codec import COLUMNS, BindingRow, decode, encode
+from sipwake.store.codec import COLUMNS, BindingRow, decode, encode_values
 
-__all__ = ["SCHEMA_VERSION", "SqliteStore"]
+__all__ = ["SCHEMA_VERSION", "BindingRows", "SqliteStore", "binding_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +269,32 @@ _UPSERT = (
     f"VALUES ({', '.join('?' for _ in COLUMNS)})"
 )
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM bindings ORDER BY aor, registered_wall"
+#: Rows one statement writes at most (x 16 columns: far below SQLite's 32,766 variables).
+_ROWS_PER_STATEMENT = 64
+_ROW_MARKS = f"({', '.join('?' for _ in COLUMNS)})"
+
+#: What a batch of binding changes writes: the rows to upsert (``COLUMNS`` values) and
+#: the binding ids to delete.
+BindingRows = tuple[list[tuple[object, ...]], list[str]]
+
+
+def binding_rows(changes: Iterable[RegistrarEvent], now: float, wall: float) -> BindingRows:
+    """The rows ``changes`` leave to write (later changes of one binding win)."""
+    writes = net_writes(changes)
+    upserts = [encode_values(b, now, wall) for b in writes.values() if b is not None]
+    deletes = [i for i, b in writes.items() if b is None]
+    return upserts, deletes
+
+
+@functools.cache
+def _upsert_sql(rows: int) -> str:
+    marks = ", ".join([_ROW_MARKS] * rows)
+    return f"INSERT OR REPLACE INTO bindings ({', '.join(COLUMNS)}) VALUES {marks}"
+
+
+@functools.cache
+def _delete_sql(rows: int) -> str:
+    return f"DELETE FROM bindings WHERE binding_id IN ({', '.join('?' * rows)})"
 
 
 class SqliteStore:
@@ -328,20 +359,27 @@ class SqliteStore:
         return out
 
     def apply(self, changes: Iterable[RegistrarEvent], now: float, wall: float) -> None:
-        writes = net_writes(changes)
-        if not writes:
+        self.write_rows(binding_rows(changes, now, wall))
+
+    def write_rows(self, rows: BindingRows) -> None:
+        """Write rows ``binding_rows`` made, in one transaction (all, or none and
+        ``StoreError``). A few statements of up to ``_ROWS_PER_STATEMENT`` rows each
+        rather than one per row: each statement is one step of SQLite, which Python's
+        lock leaves once (this runs in ``BindingWriter``'s thread beside the loop)."""
+        upserts, deletes = rows
+        if not upserts and not deletes:
             return
-        upserts = [encode(b, now, wall).values() for b in writes.values() if b is not None]
-        deletes = [(i,) for i, b in writes.items() if b is None]
         with self._transaction():
-            if deletes:
-                self._db.executemany("DELETE FROM bindings WHERE binding_id = ?", deletes)
-            if upserts:
-                self._db.executemany(_UPSERT, upserts)
+            for start in range(0, len(deletes), _ROWS_PER_STATEMENT):
+                ids = deletes[start : start + _ROWS_PER_STATEMENT]
+                self._db.execute(_delete_sql(len(ids)), ids)
+            for start in range(0, len(upserts), _ROWS_PER_STATEMENT):
+                chunk = upserts[start : start + _ROWS_PER_STATEMENT]
+                self._db.execute(_upsert_sql(len(chunk)), [v for row in chunk for v in row])
 
     def upsert(self, binding: Binding, now: float, wall: float) -> None:
         with self._transaction():
-            self._db.execute(_UPSERT, encode(binding, now, wall).values())
+            self._db.execute(_UPSERT, encode_values(binding, now, wall))
 
     def delete(self, binding_id: str) -> None:
         with self._transaction():

@@ -7,11 +7,29 @@ else in sipwake touches the loop's clock.
 Group commit: binding changes (``PersistChanges``) are not written one by one.
 Those of every message handled in one turn of the event loop (a UDP batch, and
 what the other transports read in that turn) gather, and right after that turn
-go to the sink in one ``apply``: one transaction, one fsync. Only then does the
-node hear ``changes_stored`` for each, in order, and send the 200s (RFC 3261
-§10.3: a 200 lists bindings that are stored). If that ``apply`` fails, every
-REGISTER of the batch gets its 500 and its changes undone, newest first, so
-that a REGISTER that built on an earlier one of the batch is undone before it.
+go to the sink as one batch: one transaction, one fsync. Only once it is
+committed does the node hear ``changes_stored`` for each, in order, and send the
+200s (RFC 3261 §10.3: a 200 lists bindings that are stored).
+
+Pipelined: a sink with ``submit`` (``sipwake.store.writer.BindingWriter``)
+commits in a thread while the loop goes on reading and handling messages. At
+most one batch is in it; the changes of the turns that end meanwhile gather into
+the next batch, handed over as soon as the one in flight is committed (before
+its 200s are sent). Batches thus commit in order. If one fails, its REGISTERs
+and those gathered behind it (which may have built on it: the registrar already
+holds their changes) get 500 and are undone newest first: the gathered ones from
+the last back, then the failed batch's. A sink with only ``apply`` stores the
+batch at the end of the turn, on the loop.
+
+The backlog is bounded: while ``max_backlog`` changes already wait for the
+next batch, a new REGISTER is undone at once and answered 503 with Retry-After
+(the disk is behind; its retry finds room). Expiries and other changes with no
+REGISTER waiting are never refused.
+
+While its batch commits, a new binding is in the registrar: a call in that
+window is routed to it before its 200 is sent. That is as it should be for the
+running process (the registrar is the authority); a crash then loses the call
+with the process anyway, and the device, answered no 200, registers again.
 """
 
 from __future__ import annotations
@@ -20,7 +38,8 @@ import asyncio
 import json
 import logging
 import time
-from typing import Literal, Protocol
+from collections.abc import Callable
+from typing import Literal, Protocol, cast
 
 from sipwake.node import (
     AuthFailed,
@@ -50,7 +69,7 @@ from sipwake.sip.peer import Peer
 from sipwake.sip.pushtarget import mask_token, redact
 from sipwake.transport.common import LocalAddr
 
-__all__ = ["CallSink", "ChangeSink", "Driver", "Pusher"]
+__all__ = ["CallSink", "ChangeSink", "Driver", "PipelinedSink", "Pusher"]
 
 logger = logging.getLogger("sipwake.driver")
 trace_logger = logging.getLogger("sipwake.trace")
@@ -61,6 +80,16 @@ class ChangeSink(Protocol):
     them durably, or none and an exception."""
 
     def apply(self, events: tuple[RegistrarEvent, ...], now: float) -> None: ...
+
+
+class PipelinedSink(Protocol):
+    """A ``ChangeSink`` that commits off the loop: ``done(ok)`` is called on the loop's
+    thread once the batch is durable (or failed), never from inside ``submit``; one
+    batch at a time."""
+
+    def submit(
+        self, events: tuple[RegistrarEvent, ...], now: float, done: Callable[[bool], None]
+    ) -> None: ...
 
 
 class Pusher(Protocol):
@@ -105,6 +134,10 @@ class Sender(Protocol):
 SAMPLE_INTERVAL = 0.25
 #: Samples without an early ending before the driver says the endings stopped (10 s).
 QUIET_SAMPLES = 40
+#: Binding changes that may wait for the next commit before new REGISTERs get 503.
+MAX_BACKLOG = 4096
+#: Seconds ``drain`` waits for the batches still gathering or in flight.
+DRAIN_TIMEOUT = 5.0
 
 
 class Driver:
@@ -114,15 +147,21 @@ class Driver:
         self,
         node: Node,
         *,
-        sink: ChangeSink | None = None,
+        sink: ChangeSink | PipelinedSink | None = None,
         trace: bool = False,
         shed_load: bool = True,
         pusher: Pusher | None = None,
         calls: CallSink | None = None,
         messages: MessageSink | None = None,
+        max_backlog: int = MAX_BACKLOG,
     ) -> None:
         self.node = node
         self.sink = sink
+        #: The sink commits off the loop (``PipelinedSink``), else on it (``apply``).
+        self.pipelined = sink is not None and hasattr(sink, "submit")
+        self._writer: PipelinedSink | None = cast(PipelinedSink, sink) if self.pipelined else None
+        self._applier: ChangeSink | None = None if self.pipelined else cast(ChangeSink, sink)
+        self.max_backlog = max_backlog
         self.pusher = pusher
         self.calls = calls
         self.messages = messages
@@ -137,8 +176,13 @@ class Driver:
         self._changes: list[RegistrarEvent] = []
         self._tokens: list[int] = []
         self._commit_soon: asyncio.Handle | None = None
+        #: The batch the sink is committing: its changes, its tokens, its number.
+        self._inflight: tuple[tuple[RegistrarEvent, ...], list[int]] | None = None
+        self._inflight_seq = 0
         #: Transactions the sink was asked for (one per batch).
         self.commits = 0
+        #: REGISTERs answered 503 because ``max_backlog`` changes waited.
+        self.refused = 0
         self.dropped = 0
         self._listeners: dict[LocalAddr, LocalAddress] = {}
         self._last_listener: tuple[LocalAddr, LocalAddress] | None = None
@@ -301,6 +345,9 @@ class Driver:
                         self._perform(self.node.send_failed(data, self.now(), output.message))
                 case PersistChanges(events=events, token=token):
                     if self.sink is not None:  # stored with the others of this turn
+                        if token is not None and len(self._changes) >= self.max_backlog:
+                            self._refuse(token)
+                            continue
                         self._changes.extend(events)
                         if token is not None:
                             self._tokens.append(token)
@@ -352,39 +399,117 @@ class Driver:
                     if self.calls is not None:
                         self.calls.call_event(output)
 
-    def _commit(self) -> None:
-        """Store the binding changes gathered in this loop iteration in one transaction,
-        then let the node answer the REGISTERs that waited for them."""
-        self._commit_soon = None
-        self._step(self._store_changes())
-        self._rearm()
+    def _refuse(self, token: int) -> None:
+        """The backlog is full: undo this REGISTER (the newest change) and answer 503."""
+        self.refused += 1
+        if self.refused == 1 or self.refused % 1000 == 0:
+            logger.warning(
+                "binding store behind (%d changes wait): REGISTERs answered 503 (%d so far)",
+                len(self._changes),
+                self.refused,
+            )
+        try:
+            self._perform(self.node.changes_stored(token, False, self.now(), busy=True))
+        except Exception:
+            logger.exception("internal error refusing a REGISTER")
 
-    def _store_changes(self) -> list[NodeOutput]:
+    def _commit(self) -> None:
+        """The end of a loop turn that gathered binding changes: hand them to the sink,
+        unless a batch is in flight (they then ride the next one)."""
+        self._commit_soon = None
+        if self._inflight is None:
+            self._submit()
+
+    def _submit(self) -> None:
+        """Hand what gathered to the sink as one batch."""
         changes, tokens = self._changes, self._tokens
         if not changes and not tokens:
-            return []
+            return
         self._changes, self._tokens = [], []
-        assert self.sink is not None  # changes gather only when there is one
         self.commits += 1
+        self._inflight_seq += 1
+        seq = self._inflight_seq
+        batch = tuple(changes)
+        self._inflight = (batch, tokens)
         now = self.now()
-        ok = True
+        writer = self._writer
+        if writer is None:
+            assert self._applier is not None  # changes gather only when there is a sink
+            ok = True
+            try:
+                self._applier.apply(batch, now)
+            except Exception:
+                logger.exception(
+                    "binding store failed: %d REGISTERs of this batch get 500", len(tokens)
+                )
+                ok = False
+            self._stored(seq, ok)
+            return
         try:
-            self.sink.apply(tuple(changes), now)
+            writer.submit(batch, now, lambda ok: self._stored(seq, ok))
         except Exception:
-            logger.exception(
-                "binding store failed: %d REGISTERs of this batch get 500", len(tokens)
-            )
-            ok = False
-        if ok:
-            self._pin_flows(tuple(changes))
+            logger.exception("binding store refused a batch of %d REGISTERs", len(tokens))
+            self._stored(seq, False)
+
+    def _stored(self, seq: int, ok: bool) -> None:
+        """The sink committed (``ok``) or failed batch ``seq``: the next batch goes to the
+        sink, then the REGISTERs of this one are answered (in order), or this one's and
+        those gathered behind it get 500, undone newest first."""
+        inflight = self._inflight
+        if inflight is None or seq != self._inflight_seq:
+            return  # answered already (``close``)
+        self._inflight = None
+        changes, tokens = inflight
+        if not ok:
+            behind = self._tokens
+            if behind:
+                logger.warning(
+                    "binding store failed: %d REGISTERs gathered behind the batch get 500 too",
+                    len(behind),
+                )
+            # The gathered changes are dropped: they may build on the failed ones.
+            self._changes, self._tokens = [], []
+            undo = behind[::-1] + tokens[::-1]
+            self._step(self._answer(undo, False))
+            self._rearm()
+            return
+        if self.pipelined:
+            self._submit()  # committed while this batch's 200s go out
+        self._pin_flows(changes)
+        self._step(self._answer(tokens, True))
+        self._rearm()
+
+    def _answer(self, tokens: list[int], ok: bool) -> list[NodeOutput]:
         outputs: list[NodeOutput] = []
-        # Undone newest first: a later REGISTER may have built on an earlier one.
-        for token in tokens if ok else tokens[::-1]:
+        now = self.now()
+        for token in tokens:
             try:
                 outputs += self.node.changes_stored(token, ok, now)
             except Exception:  # a bug must not leave the rest of the batch unanswered
                 logger.exception("internal error answering a stored REGISTER")
         return outputs
+
+    @property
+    def backlog(self) -> int:
+        """Binding changes not yet committed: gathering, and in flight."""
+        inflight = self._inflight
+        return len(self._changes) + (len(inflight[0]) if inflight is not None else 0)
+
+    async def drain(self) -> bool:
+        """Wait until every binding change gathered or in flight is committed and
+        answered (before a stop); False if that took longer than ``DRAIN_TIMEOUT``."""
+        deadline = self.now() + DRAIN_TIMEOUT
+        while self._inflight is not None or self._changes or self._tokens:
+            if self._inflight is None:
+                if self._commit_soon is not None:
+                    self._commit_soon.cancel()
+                    self._commit_soon = None
+                self._submit()
+                continue
+            if self.now() >= deadline:
+                return False
+            await asyncio.sleep(0.001)
+        return True
 
     def _pin_flows(self, events: tuple[RegistrarEvent, ...]) -> None:
         """A connection a binding was registered over stays open as long as a binding
@@ -495,10 +620,15 @@ class Driver:
         self._rearm()
 
     def close(self) -> None:
-        """Stop; binding changes still gathering are stored and answered first."""
+        """Stop; binding changes still gathering are stored and answered first (with a
+        pipelined sink, only those that ``drain`` saw committed)."""
         if self._commit_soon is not None:
             self._commit_soon.cancel()
-            self._commit()
+            self._commit_soon = None
+        if not self.pipelined and self._inflight is None:
+            self._submit()
+        # A batch still in a pipelined sink is committed by its close; nobody is answered.
+        self._inflight = None
         for task in list(self._pushes):
             task.cancel()
         if self._timer is not None:

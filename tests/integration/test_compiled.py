@@ -35,6 +35,7 @@ SUITES = (
     "tests/interop/test_sipp.py",
     "tests/integration/test_cli.py",
     "tests/integration/test_server.py",
+    "tests/integration/test_group_commit.py",
     "tests/integration/test_transport.py",
     "tests/integration/test_flows.py",
     "tests/integration/test_linger_serve.py",

@@ -4,6 +4,8 @@ order in which it performs the node's outputs."""
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -60,8 +62,10 @@ class StandIn:
         self.listeners.append(listener)
         return self.answers.pop(0) if self.answers else []
 
-    def changes_stored(self, token: int, ok: bool, now: float) -> list[NodeOutput]:
-        self.log.append(f"stored {token} {ok}")
+    def changes_stored(
+        self, token: int, ok: bool, now: float, *, busy: bool = False
+    ) -> list[NodeOutput]:
+        self.log.append(f"stored {token} {ok}" + (" busy" if busy else ""))
         return self.stored.pop(token, [])
 
     deadlines: list[float] = field(default_factory=list)  # pending, earliest first
@@ -295,3 +299,179 @@ async def test_the_timer_is_set_once_after_the_messages_of_a_loop_iteration() ->
     assert timer.when() == start + 0.05
     driver.close()
     assert timer.cancelled()
+
+
+@dataclass
+class HeldSink:
+    """A pipelined sink whose commits finish when the test says: each batch waits in a
+    thread on its own ``threading.Event``, then ``done`` is called on the loop's thread."""
+
+    log: list[str]
+    loop: asyncio.AbstractEventLoop
+    fail: set[int] = field(default_factory=set)  # batch numbers (from 1) that fail
+    batches: list[tuple[RegistrarEvent, ...]] = field(default_factory=list)
+    releases: list[threading.Event] = field(default_factory=list)
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    def submit(
+        self, events: tuple[RegistrarEvent, ...], now: float, done: Callable[[bool], None]
+    ) -> None:
+        self.batches.append(events)
+        number = len(self.batches)
+        self.log.append(f"submit {number}: {len(events)}")
+        release = threading.Event()
+        self.releases.append(release)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+
+        def commit() -> None:
+            release.wait(5)
+            self.loop.call_soon_threadsafe(self._finish, number, done)
+
+        threading.Thread(target=commit, daemon=True).start()
+
+    def _finish(self, number: int, done: Callable[[bool], None]) -> None:
+        self.in_flight -= 1
+        ok = number not in self.fail
+        self.log.append(f"committed {number} {ok}")
+        done(ok)
+
+    async def release(self, number: int) -> None:
+        """Let batch ``number`` finish, and wait until the loop heard of it."""
+        self.releases[number - 1].set()
+        for _ in range(500):
+            if any(line.startswith(f"committed {number} ") for line in self.log):
+                return
+            await asyncio.sleep(0.002)
+        raise AssertionError(f"batch {number} did not finish")
+
+
+def register_turn(driver: Driver, node: StandIn, tokens: range) -> None:
+    """REGISTERs read in one loop turn, each answered ``200 for N`` once stored."""
+    for token in tokens:
+        node.answers.append([PersistChanges(events=registered(f"u{token}"), token=token)])
+        node.stored[token] = [SendBytes(data=f"200 for {token}".encode(), peer=PHONE)]
+        driver.on_bytes(b"REGISTER", PHONE, UDP)
+
+
+def lines(log: list[str], *prefixes: str) -> list[str]:
+    return [line for line in log if line.startswith(prefixes)]
+
+
+async def test_a_pipelined_commit_holds_the_200s_and_later_turns_ride_the_next_batch() -> None:
+    """RFC 3261 §10.3: no 200 before its batch is durable. While one batch commits the
+    loop goes on: the REGISTERs of the next turns gather into one next batch, handed over
+    when the first is committed; batches commit in order, one at a time."""
+    loop = asyncio.get_running_loop()
+    node = StandIn()
+    sink = HeldSink(node.log, loop)
+    driver = Driver(node, sink=sink, shed_load=False)  # type: ignore[arg-type]
+    driver.sender = Recorder(node.log)
+    assert driver.pipelined
+    register_turn(driver, node, range(1, 4))
+    await asyncio.sleep(0)
+    assert lines(node.log, "submit") == ["submit 1: 3"]
+    for first in (4, 6):  # two more turns while batch 1 commits
+        register_turn(driver, node, range(first, first + 2))
+        await asyncio.sleep(0.01)
+    assert lines(node.log, "submit", "stored", "send") == ["submit 1: 3"]
+    assert driver.backlog == 3 + 4
+    await sink.release(1)
+    # Batch 2 (the two turns) went to the sink before batch 1's 200s went out.
+    assert lines(node.log, "submit", "committed", "stored", "send") == [
+        "submit 1: 3",
+        "committed 1 True",
+        "submit 2: 4",
+        *[f"stored {t} True" for t in (1, 2, 3)],
+        *[f"send 200 for {t}" for t in (1, 2, 3)],
+    ]
+    assert [e.binding.aor for e in sink.batches[1]] == [f"u{t}" for t in range(4, 8)]
+    await sink.release(2)
+    assert lines(node.log, "stored") == [f"stored {t} True" for t in range(1, 8)]
+    assert lines(node.log, "send") == [f"send 200 for {t}" for t in range(1, 8)]
+    assert sink.most_in_flight == 1
+    assert driver.commits == 2
+    assert driver.backlog == 0
+    driver.close()
+
+
+async def test_a_failed_pipelined_batch_fails_those_gathered_behind_it_newest_first() -> None:
+    """The registrar already holds the changes of the REGISTERs gathered behind a batch
+    (they may have built on it): when it fails, they are undone too, from the last one
+    back, and then the failed batch's (RFC 3261 §10.3 step 7: all or nothing)."""
+    loop = asyncio.get_running_loop()
+    node = StandIn()
+    sink = HeldSink(node.log, loop, fail={1})
+    driver = Driver(node, sink=sink, shed_load=False)  # type: ignore[arg-type]
+    register_turn(driver, node, range(1, 3))
+    await asyncio.sleep(0)
+    register_turn(driver, node, range(3, 5))
+    await asyncio.sleep(0)
+    await sink.release(1)
+    assert lines(node.log, "submit", "committed", "stored") == [
+        "submit 1: 2",
+        "committed 1 False",
+        "stored 4 False",
+        "stored 3 False",
+        "stored 2 False",
+        "stored 1 False",
+    ]
+    assert driver.backlog == 0
+    # The next REGISTER gets a batch of its own, and its 200.
+    register_turn(driver, node, range(5, 6))
+    await asyncio.sleep(0)
+    await sink.release(2)
+    assert lines(node.log, "submit", "stored")[-2:] == ["submit 2: 1", "stored 5 True"]
+    driver.close()
+
+
+async def test_a_full_backlog_answers_new_registers_503_and_keeps_expiries() -> None:
+    """Memory stays bounded when the disk falls behind: with ``max_backlog`` changes
+    waiting, a new REGISTER is undone and answered 503 at once; a change nobody waits
+    for (an expiry) still gathers; once the commit is done, REGISTERs are taken again."""
+    loop = asyncio.get_running_loop()
+    node = StandIn()
+    sink = HeldSink(node.log, loop)
+    driver = Driver(node, sink=sink, shed_load=False, max_backlog=2)  # type: ignore[arg-type]
+    register_turn(driver, node, range(1, 2))
+    await asyncio.sleep(0)  # batch 1 in flight
+    register_turn(driver, node, range(2, 5))
+    node.answers.append([PersistChanges(events=registered("expiring"), token=None)])
+    driver.on_bytes(b"timer", PHONE, UDP)
+    await asyncio.sleep(0)
+    assert lines(node.log, "stored") == ["stored 4 False busy"]
+    assert driver.refused == 1
+    assert driver.backlog == 1 + 3
+    await sink.release(1)
+    assert [len(b) for b in sink.batches] == [1, 3]
+    register_turn(driver, node, range(5, 6))  # room again
+    await sink.release(2)
+    await asyncio.sleep(0)
+    await sink.release(3)
+    assert lines(node.log, "stored") == [
+        "stored 4 False busy",
+        "stored 1 True",
+        "stored 2 True",
+        "stored 3 True",
+        "stored 5 True",
+    ]
+    driver.close()
+
+
+async def test_drain_answers_what_gathers_and_what_is_in_flight() -> None:
+    loop = asyncio.get_running_loop()
+    node = StandIn()
+    sink = HeldSink(node.log, loop)
+    driver = Driver(node, sink=sink, shed_load=False)  # type: ignore[arg-type]
+    register_turn(driver, node, range(1, 2))
+    await asyncio.sleep(0)
+    register_turn(driver, node, range(2, 3))
+    drained = asyncio.ensure_future(driver.drain())
+    await asyncio.sleep(0.02)
+    assert not drained.done()
+    await sink.release(1)
+    await sink.release(2)
+    assert await drained
+    assert lines(node.log, "stored") == ["stored 1 True", "stored 2 True"]
+    driver.close()

@@ -10,6 +10,7 @@ anyone: they are written in the background, and all of them by a graceful stop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -17,8 +18,9 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,7 @@ from sipua import udp_address
 
 from sipwake.config import AuthConfig, Config, ListenerSpec, StoreConfig, TlsConfig
 from sipwake.store import SqliteStore
+from sipwake.store.sqlite import BindingRows
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -117,20 +120,17 @@ async def test_registers_read_together_share_one_commit(
     users = [f"u{i}" for i in range(40)]
     port = phone.getsockname()[1]
     async with running(lab_config(tmp_path)) as server:
-        commits: list[str] = []
-        store = server._store
-        assert isinstance(store, SqliteStore)
-        store._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
-        driver = server._driver
+        driver, writer = server._driver, server._bindings
         assert driver is not None
-        before = driver.commits
+        assert writer is not None  # bindings are committed by the writer thread
+        before, committed = driver.commits, writer.commits
         # Sent in one go, before the server's loop runs again: one UDP batch.
         for user in users:
             phone.sendto(register(user, port), udp_address(server))
         got = await responses(phone, len(users))
         assert got == {f"reg-{user}-1": 200 for user in users}
         assert driver.commits - before == 1
-        assert commits == ["COMMIT"]
+        assert writer.commits - committed == 1
         # The 200s went out after that commit: every binding is in the file for any
         # other reader, as after a restart.
         assert stored_aors(tmp_path / "sipwake.db") == {f"sip:{u}@lab.test" for u in users}
@@ -196,6 +196,112 @@ async def test_call_records_land_and_are_all_there_after_a_graceful_stop(
         assert record is not None
         assert record.events
         assert [m.first_line.split()[0] for m in record.messages][:1] == ["INVITE"]
+
+
+def options(port: int, n: int) -> bytes:
+    return (
+        "OPTIONS sip:lab.test SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-opt-{n};rport\r\n"
+        f"From: <sip:probe@lab.test>;tag=o{n}\r\nTo: <sip:lab.test>\r\n"
+        f"Call-ID: options-{n}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Binding commits of the writer thread wait until the test sets this (a slow disk)."""
+    opened = threading.Event()
+    write_rows = SqliteStore.write_rows
+
+    def held(self: SqliteStore, rows: BindingRows) -> None:
+        if threading.current_thread().name == "sipwake-binding-writer":
+            assert opened.wait(20), "the test never opened the gate"
+        write_rows(self, rows)
+
+    monkeypatch.setattr(SqliteStore, "write_rows", held)
+    return opened
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"never: {what}")
+
+
+async def test_no_200_before_its_batch_is_committed_and_the_loop_serves_meanwhile(
+    tmp_path: Path, phone: socket.socket, gate: threading.Event
+) -> None:
+    """RFC 3261 §10.3: the 200 lists stored bindings. While the commit waits for the
+    disk, no 200 goes out and nothing is in the file; the loop still answers others."""
+    users = [f"held{i}" for i in range(20)]
+    port = phone.getsockname()[1]
+    db = tmp_path / "sipwake.db"
+    async with running(lab_config(tmp_path)) as server:
+        writer = server._bindings
+        assert writer is not None
+        for user in users:
+            phone.sendto(register(user, port), udp_address(server))
+        await until(lambda: writer.busy, "the batch reached the writer")
+        phone.sendto(options(port, 1), udp_address(server))  # the loop is not blocked
+        assert await responses(phone, 1, wait=2.0) == {"options-1": 200}
+        await asyncio.sleep(0.3)
+        assert await responses(phone, 1, wait=0.05) == {}  # no 200 for any REGISTER
+        assert stored_aors(db) == set()
+        gate.set()
+        got = await responses(phone, len(users))
+        assert got == {f"reg-{user}-1": 200 for user in users}
+        assert stored_aors(db) == {f"sip:{u}@lab.test" for u in users}
+
+
+async def test_a_failed_batch_takes_the_registers_gathered_behind_it(
+    tmp_path: Path, phone: socket.socket, gate: threading.Event
+) -> None:
+    """REGISTERs read while a batch commits may build on it (the registrar holds their
+    changes already): when that batch fails, they get 500 with it and none is kept."""
+    db = tmp_path / "sipwake.db"
+    poison(db)
+    port = phone.getsockname()[1]
+    async with running(lab_config(tmp_path)) as server:
+        assert server.node is not None
+        writer = server._bindings
+        assert writer is not None
+        for user in ("b1", "poison"):
+            phone.sendto(register(user, port), udp_address(server))
+        await until(lambda: writer.busy, "the first batch reached the writer")
+        for user in ("b2", "b3", "b1"):  # b1 again: a refresh of the held binding
+            phone.sendto(register(user, port, 2), udp_address(server))
+        await asyncio.sleep(0.1)  # read and handled: gathered for the next batch
+        gate.set()
+        got = await responses(phone, 5)
+        assert got == {
+            "reg-b1-1": 500,
+            "reg-poison-1": 500,
+            "reg-b2-2": 500,
+            "reg-b3-2": 500,
+            "reg-b1-2": 500,
+        }
+        registrar = server.node.registrar
+        for user in ("b1", "b2", "b3", "poison"):
+            assert registrar.lookup(f"sip:{user}@lab.test", 0.0) == []
+        assert stored_aors(db) == set()
+        phone.sendto(register("b2", port, 3), udp_address(server))
+        assert await responses(phone, 1) == {"reg-b2-3": 200}
+    assert stored_aors(db) == {"sip:b2@lab.test"}
+
+
+def poison(db: Path) -> None:
+    """A store in which the row of ``poison`` cannot be written."""
+    SqliteStore(db).close()
+    raw = sqlite3.connect(db)
+    raw.execute(
+        "CREATE TRIGGER poison BEFORE INSERT ON bindings WHEN NEW.aor = 'sip:poison@lab.test' "
+        "BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
+    )
+    raw.commit()
+    raw.close()
 
 
 def _serve(db: Path, tmp_path: Path) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
@@ -264,5 +370,50 @@ async def test_kill_9_after_a_burst_loses_no_binding_answered_200(
     answered = {cid.removeprefix("reg-").removesuffix("-1") for cid, s in got.items() if s == 200}
     assert len(answered) >= len(users) // 2
     with SqliteStore(db) as store:  # what a restart loads
+        restored = {b.aor for b in store.load(0.0, time.time())}
+    assert {f"sip:{u}@lab.test" for u in answered} <= restored
+
+
+async def test_kill_9_during_a_flood_loses_no_binding_answered_200(
+    tmp_path: Path, phone: socket.socket
+) -> None:
+    """REGISTERs keep coming (bursts of 50 every 10 ms, 3000 users) while batches commit
+    in the writer thread; SIGKILL once 500 are answered, the flood still going: every
+    REGISTER answered 200 is in the file the next start loads."""
+    db = tmp_path / "sipwake.db"
+    proc, server = _serve(db, tmp_path)
+    port = phone.getsockname()[1]
+    users = [f"flood{i}" for i in range(3000)]
+    loop = asyncio.get_running_loop()
+
+    async def flood() -> None:
+        for start in range(0, len(users), 50):
+            for user in users[start : start + 50]:
+                with contextlib.suppress(BlockingIOError):
+                    phone.sendto(register(user, port), server)
+            await asyncio.sleep(0.01)
+
+    sending = loop.create_task(flood())
+    got: dict[str, int] = {}
+    try:
+        while sum(1 for s in got.values() if s == 200) < 500:
+            more = await responses(phone, 1, wait=10.0)
+            assert more, "the server stopped answering"
+            got.update(more)
+        assert not sending.done()  # killed during the flood, not after it
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        sending.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    got.update(await responses(phone, len(users), wait=0.5))
+    answered = {cid.removeprefix("reg-").removesuffix("-1") for cid, s in got.items() if s == 200}
+    assert len(answered) >= 500
+    with SqliteStore(db) as store:
         restored = {b.aor for b in store.load(0.0, time.time())}
     assert {f"sip:{u}@lab.test" for u in answered} <= restored

@@ -159,6 +159,50 @@ def test_apply_is_all_or_nothing(tmp_path: pathlib.Path) -> None:
         assert [b.binding_id for b in store.load(0.0, WALL)] == ["a"]
 
 
+def test_batches_larger_than_one_statement_are_written_whole(tmp_path: pathlib.Path) -> None:
+    """A batch of 150 additions (several multi-row statements), then one removing 70 of
+    them and refreshing 10 others: every row as the changes leave it."""
+    with SqliteStore(tmp_path / "big.db") as store:
+        bindings = [make_binding(f"b{i:03}") for i in range(150)]
+        store.apply([BindingAdded(binding=b) for b in bindings], 0.0, WALL)
+        assert store.count() == 150
+        refreshed = [dataclasses.replace(b, cseq=2, expires_at=7200.0) for b in bindings[70:80]]
+        changes: list[RegistrarEvent] = [
+            *(BindingRemoved(binding=b, reason="unregistered") for b in bindings[:70]),
+            *(BindingAdded(binding=b) for b in refreshed),
+        ]
+        store.apply(changes, 0.0, WALL)
+        loaded = {b.binding_id: b for b in store.load(0.0, WALL)}
+    assert sorted(loaded) == [f"b{i:03}" for i in range(70, 150)]
+    assert all(
+        (loaded[b.binding_id].cseq, loaded[b.binding_id].expires_at) == (2, 7200.0)
+        for b in refreshed
+    )
+    assert (loaded["b100"].cseq, loaded["b100"].contact) == (1, bindings[100].contact)
+
+
+def test_a_poisoned_row_in_a_later_statement_undoes_the_whole_batch(
+    tmp_path: pathlib.Path,
+) -> None:
+    db = tmp_path / "e.db"
+    SqliteStore(db).close()
+    raw = sqlite3.connect(db)
+    raw.execute(
+        "CREATE TRIGGER poison BEFORE INSERT ON bindings WHEN NEW.binding_id = 'poison' "
+        "BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
+    )
+    raw.commit()
+    raw.close()
+    with SqliteStore(db) as store:
+        changes: list[RegistrarEvent] = [
+            BindingAdded(binding=make_binding(f"b{i:03}")) for i in range(100)
+        ]
+        changes.append(BindingAdded(binding=make_binding("poison")))
+        with pytest.raises(StoreError, match="poisoned"):
+            store.apply(changes, 0.0, WALL)
+        assert store.count() == 0
+
+
 def test_schema_version_and_pragmas(tmp_path: pathlib.Path) -> None:
     db = tmp_path / "e.db"
     with SqliteStore(db) as store:

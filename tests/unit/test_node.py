@@ -66,6 +66,19 @@ def test_store_failure_reverts_and_answers_500(node: Node) -> None:
     assert not any(isinstance(o, PersistChanges) for o in again)
 
 
+def test_a_store_too_far_behind_reverts_and_answers_503_with_retry_after(node: Node) -> None:
+    """RFC 3261 §21.5.4: 503 is the temporary overload answer; Retry-After says when to
+    come back. The binding is not kept: no 200 lists it."""
+    (persist,) = node.receive(REGISTER, PHONE, LISTENER, 1.0)
+    assert isinstance(persist, PersistChanges)
+    assert persist.token is not None
+    sent = node.changes_stored(persist.token, False, 1.01, busy=True)
+    (busy,) = _responses(sent)
+    assert busy.status == 503
+    assert busy.headers.get("Retry-After") == str(node.settings.retry_after_s)
+    assert node.registrar.lookup("sip:alice@lab.test", 1.02) == []
+
+
 def test_unknown_token_is_ignored(node: Node) -> None:
     assert node.changes_stored(12345, True, 1.0) == []
 
