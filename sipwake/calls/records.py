@@ -6,11 +6,13 @@ sequence number (``seq``) that orders entries sharing one instant:
 
 * ``CallStepRecord``: one ``CallEvent`` of the wake engine (received, push-sent,
   push-result, registered, forked, ringback, twin, answered, …);
-* ``CallMessageRecord``: one SIP message sent or received for the call: its first
-  line and the few header fields that explain a call (``KEPT_HEADERS``: From, To,
-  CSeq, Contact, Reason, Diversion, History-Info, Warning, Retry-After,
-  User-Agent, Server), each cut at ``MAX_HEADER_VALUE`` characters, push tokens
-  masked; never a body, never credentials.
+* ``CallMessageRecord``: one SIP message sent or received for the call. The
+  recorder keeps its head raw (``head``: first line and header fields, at most
+  2 KB, credentials and push tokens hidden; never a body); reading the call parses
+  it into its first line and the few header fields that explain a call
+  (``KEPT_HEADERS``: From, To, CSeq, Contact, Reason, Diversion, History-Info,
+  Warning, Retry-After, User-Agent, Server), each cut at ``MAX_HEADER_VALUE``
+  characters, push tokens masked (``sipwake.calls.heads.readable``).
 
 The recorder adds steps of its own beside the wake engine's: ``branch`` (which
 device a branch reached: a ``CallDevice`` as JSON, written once per branch),
@@ -128,6 +130,10 @@ class CallMessageRecord:
     call_id: str
     headers: tuple[tuple[str, str], ...] = ()
     """The ``KEPT_HEADERS`` fields of the message, (name, value) in message order."""
+    head: bytes = b""
+    """The message head as recorded (``sipwake.calls.heads``: first line and header
+    fields, at most 2 KB, secrets hidden), parsed into ``first_line`` (when that is
+    "") and ``headers`` when the call is read; b"" once read."""
 
     def header(self, name: str) -> str | None:
         """The first kept value of header ``name`` (as in ``KEPT_HEADERS``), if any."""

@@ -59,6 +59,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Literal
 
+from sipwake.calls.heads import readable, scrub
 from sipwake.calls.records import (
     CallEntry,
     CallMessageRecord,
@@ -200,7 +201,8 @@ CREATE TABLE IF NOT EXISTS call_messages (
     peer       TEXT NOT NULL,
     first_line TEXT NOT NULL,
     call_id    TEXT NOT NULL,
-    headers    TEXT NOT NULL DEFAULT ''
+    headers    TEXT NOT NULL DEFAULT '',
+    head       BLOB NOT NULL DEFAULT x''
 );
 CREATE INDEX IF NOT EXISTS call_messages_ref ON call_messages (ref, wall, seq);
 CREATE INDEX IF NOT EXISTS pushes_call_id ON pushes (call_id);
@@ -208,12 +210,14 @@ CREATE INDEX IF NOT EXISTS pushes_call_id ON pushes (call_id);
 #: Columns added to the call tables after their first release: (table, column, type).
 #: A file that lacks one gets it at open (``ALTER TABLE … ADD COLUMN``), NULL (or "")
 #: in its older rows: the answer and end times of a call, the header fields kept of a
-#: message (JSON pairs, "" for none). Additions like these keep the schema version.
+#: message (JSON pairs, "" for none), its raw head (``sipwake.calls.heads``, parsed
+#: when read; x'' for none). Additions like these keep the schema version.
 _CALLS_ADDED = (
     ("calls", "answered", "REAL"),
     ("calls", "ended", "REAL"),
     ("calls", "ended_by", "TEXT"),
     ("call_messages", "headers", "TEXT NOT NULL DEFAULT ''"),
+    ("call_messages", "head", "BLOB NOT NULL DEFAULT x''"),
 )
 _SUMMARY_COLUMNS = (
     "ref",
@@ -241,6 +245,7 @@ _MESSAGE_COLUMNS = (
     "first_line",
     "call_id",
     "headers",
+    "head",
 )
 _SELECT_SUMMARY = f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM calls"
 _INSERT_SUMMARY = (
@@ -636,7 +641,9 @@ def _message_record(values: Sequence[object]) -> CallMessageRecord:
     fields["headers"] = tuple(
         (str(p[0]), str(p[1])) for p in pairs if isinstance(p, list) and len(p) == 2
     )
-    return CallMessageRecord(**fields)  # type: ignore[arg-type]
+    head = fields["head"]
+    fields["head"] = scrub(head) if isinstance(head, bytes) else b""  # never trust the file
+    return readable(CallMessageRecord(**fields))  # type: ignore[arg-type]
 
 
 class _Transaction:

@@ -312,3 +312,53 @@ def test_calls_without_a_database_or_call_fail_in_one_line(lab_db: Path, tmp_pat
     assert unknown.stderr.splitlines() == [
         f"error: no call 'zz' in {lab_db} (sipwake calls lists them)"
     ]
+
+
+def test_sqlite_keeps_raw_heads_without_secrets_and_reads_them_back(tmp_path: Path) -> None:
+    """The file holds each message's head as recorded (cut, credentials and push tokens
+    hidden), and ``call`` parses it into the first line and the fields shown."""
+    response = "6629fae49393a05397450978507c4ef1"
+
+    def sip(first_line: str, *headers: str) -> bytes:
+        lines = [first_line, "Call-ID: c9", *headers, "Content-Length: 4"]
+        return ("\r\n".join(lines) + "\r\n\r\nv=0\n").encode()
+
+    path = tmp_path / "lab.db"
+    with SqliteStore(path) as store:
+        rec = CallRecorder(store, wall_offset=OFFSET)
+        rec.message_bytes(
+            "in",
+            CALLER,
+            sip(
+                "INVITE sip:alice@lab.test SIP/2.0",
+                "From: <sip:bob@lab.test>;tag=b1",
+                "CSeq: 2 INVITE",
+                f'Proxy-Authorization: Digest username="bob", response="{response}"',
+            ),
+            1.0,
+        )
+        rec.call_event(CallEvent(call_ref="r9", aor="sip:alice@lab.test", at=1.0, step="received"))
+        contact = f"Contact: <sip:alice@10.0.0.5:5062;pn-provider=apns;pn-prid={TOKEN}>"
+        rec.message_bytes("in", PHONE, sip("SIP/2.0 486 Busy Here", "CSeq: 2 INVITE", contact), 2)
+        rec.close()
+        record = store.call("r9")
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT first_line, headers, head FROM call_messages").fetchall()
+    finally:
+        db.close()
+    assert len(rows) == 2
+    for first_line, headers, head in rows:
+        assert (first_line, headers) == ("", "")  # parsed when read, not when recorded
+        assert head.startswith((b"INVITE ", b"SIP/2.0 486"))
+        assert b"v=0" not in head
+        assert response.encode() not in head
+        assert TOKEN.encode() not in head
+    assert record is not None
+    invite, busy = record.messages
+    assert invite.first_line == "INVITE sip:alice@lab.test SIP/2.0"
+    assert invite.headers == (("From", "<sip:bob@lab.test>;tag=b1"), ("CSeq", "2 INVITE"))
+    assert busy.headers == (
+        ("CSeq", "2 INVITE"),
+        ("Contact", "<sip:alice@10.0.0.5:5062;pn-provider=apns;pn-prid=c0ff…ee00>"),
+    )
