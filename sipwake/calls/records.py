@@ -54,6 +54,7 @@ __all__ = [
     "CallStepRecord",
     "CallSummary",
     "advance",
+    "advance_messages",
     "device_kind",
 ]
 
@@ -317,4 +318,32 @@ def advance(summary: CallSummary | None, entry: CallEntry) -> CallSummary:
         answered=answered,
         ended=ended,
         ended_by=ended_by,
+    )
+
+
+def advance_messages(
+    summary: CallSummary | None, ref: str, count: int, first: float, last: float, call_id: str
+) -> CallSummary:
+    """The summary of call ``ref`` after ``count`` of its messages whose wall times run from
+    ``first`` to ``last``, the first of them with ``call_id``: what ``advance`` gives
+    for them one by one (a message moves only the times, the Call-ID and the count)."""
+    if summary is None:
+        return CallSummary(
+            ref=ref, aor="", caller="", call_id=call_id, started=first, updated=last, messages=count
+        )
+    return CallSummary(
+        ref=summary.ref,
+        aor=summary.aor,
+        caller=summary.caller,
+        call_id=summary.call_id or call_id,
+        started=min(summary.started, first),
+        updated=max(summary.updated, last),
+        outcome=summary.outcome,
+        answered_by=summary.answered_by,
+        ringing=summary.ringing,
+        pushes=summary.pushes,
+        messages=summary.messages + count,
+        answered=summary.answered,
+        ended=summary.ended,
+        ended_by=summary.ended_by,
     )

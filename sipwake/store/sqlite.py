@@ -57,7 +57,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 from sipwake.calls.heads import readable, scrub
 from sipwake.calls.records import (
@@ -67,6 +67,7 @@ from sipwake.calls.records import (
     CallStepRecord,
     CallSummary,
     advance,
+    advance_messages,
 )
 from sipwake.push.base import PushRecord
 from sipwake.registrar.bindings import Binding
@@ -412,30 +413,66 @@ class SqliteStore:
         (``_summaries``, at most ``_SUMMARIES_KEPT``), so that a batch reads only the calls
         it is the first to mention; a failed or pruning batch forgets them all."""
         known = self._summaries
-        summaries: dict[str, CallSummary] = {}
-        self._batch_summaries = summaries
+        found: dict[str, CallSummary | None] = {}
         fresh: set[str] = set()
         events: list[tuple[object, ...]] = []
         messages: list[tuple[object, ...]] = []
+        # A run of messages moves a summary's times and count only: it is applied in one
+        # step (``advance_messages``) before the call's next step, or at the end.
+        runs: dict[str, list[Any]] = {}
         for entry in entries:
             ref = entry.ref
-            summary = summaries.get(ref)
-            if summary is None:
+            if ref not in found:
                 summary = known.pop(ref, None)
                 if summary is None:
                     summary = self._summary(ref)
                     if summary is None:
                         fresh.add(ref)
-            summaries[ref] = advance(summary, entry)
-            if isinstance(entry, CallStepRecord):
-                events.append(_row(entry, _EVENT_COLUMNS))
+                found[ref] = summary
+            wall = entry.wall
+            if isinstance(entry, CallMessageRecord):
+                messages.append(
+                    (
+                        ref,
+                        entry.seq,
+                        wall,
+                        entry.direction,
+                        entry.peer,
+                        entry.first_line,
+                        entry.call_id,
+                        json.dumps(entry.headers, ensure_ascii=False) if entry.headers else "",
+                        entry.head,
+                    )
+                )
+                run = runs.get(ref)
+                if run is None:
+                    runs[ref] = [1, wall, wall, entry.call_id]
+                else:
+                    run[0] += 1
+                    if wall < run[1]:
+                        run[1] = wall
+                    elif wall > run[2]:
+                        run[2] = wall
+                    if not run[3]:
+                        run[3] = entry.call_id
             else:
-                messages.append(_row(entry, _MESSAGE_COLUMNS))
+                events.append(
+                    (ref, entry.seq, wall, entry.aor, entry.step, entry.detail, entry.call_id)
+                )
+                summary = found[ref]
+                run = runs.pop(ref, None)
+                if run is not None:
+                    summary = advance_messages(summary, ref, *run)
+                found[ref] = advance(summary, entry)
+        for ref, run in runs.items():
+            found[ref] = advance_messages(found[ref], ref, *run)
+        summaries = {ref: s for ref, s in found.items() if s is not None}
+        self._batch_summaries = summaries
         if events:
             self._db.executemany(_INSERT_EVENT, events)
         if messages:
             self._db.executemany(_INSERT_MESSAGE, messages)
-        rows = [_row(summary, _SUMMARY_COLUMNS) for summary in summaries.values()]
+        rows = [_summary_row(summary) for summary in summaries.values()]
         updates = [(*values[1:], values[0]) for values in rows if values[0] not in fresh]
         if updates:
             self._db.executemany(_UPDATE_SUMMARY, updates)
@@ -619,6 +656,26 @@ def _push_record(values: Sequence[object]) -> PushRecord:
     fields = dict(zip(_PUSH_COLUMNS, values, strict=True))
     fields["token"] = mask_token(str(fields["token"]))  # never trust the file
     return PushRecord(**fields)  # type: ignore[arg-type]
+
+
+def _summary_row(s: CallSummary) -> tuple[object, ...]:
+    """``_row(s, _SUMMARY_COLUMNS)``, written out (one per call and batch)."""
+    return (
+        s.ref,
+        s.aor,
+        s.caller,
+        s.call_id,
+        s.started,
+        s.updated,
+        s.outcome,
+        s.answered_by,
+        s.ringing,
+        s.pushes,
+        s.messages,
+        s.answered,
+        s.ended,
+        s.ended_by,
+    )
 
 
 def _row(item: object, columns: tuple[str, ...]) -> tuple[object, ...]:
