@@ -256,14 +256,15 @@ class CallRecorder:
         """``message`` for raw bytes as the driver has them (keep-alives and non-SIP
         data are skipped). Only the Call-ID is read of a message of no call; a call's
         message is kept raw (``heads.clip_head``) and parsed when the call is read."""
-        end = data.find(b"\r\n\r\n")
-        limit = end if end >= 0 else len(data)
-        # As sipwake and most peers spell it: found without splitting the head.
-        start = data.find(b"\r\nCall-ID:", 0, limit)
-        if start > 0:
-            stop = data.find(b"\r\n", start + 10, limit)
+        # As sipwake and most peers spell it: found without splitting the head (and
+        # no further than the Call-ID, for the messages of no call).
+        start = data.find(b"\r\nCall-ID:")
+        if start > 0 and data.find(b"\r\n\r\n", 0, start + 2) < 0:
+            stop = data.find(b"\r\n", start + 10)
             call_id = (
-                data[start + 10 : stop if stop >= 0 else limit].strip().decode("utf-8", "replace")
+                data[start + 10 : stop if stop >= 0 else len(data)]
+                .strip()
+                .decode("utf-8", "replace")
             )
             if not call_id or data.startswith(b"\r\n"):
                 return
@@ -272,7 +273,8 @@ class CallRecorder:
             if found is None:
                 return
             call_id = found[1]
-        self._sweep(at)
+        if self._pending or (self._expiry and self._expiry[0][0] <= at):
+            self._sweep(at)
         ref = self._by_call_id.get(call_id)
         live = self._live.get(ref) if ref is not None else None
         if live is None:
@@ -280,14 +282,15 @@ class CallRecorder:
             if waiting is None and (direction != "in" or not data.startswith(b"INVITE ")):
                 self._last_invite = None  # not a call's (REGISTER, OPTIONS): the common case
                 return
-        head = clip_head(data, end)
-        item = (self._next_seq(), at, direction, str(peer), "", (), head)
+        head = clip_head(data, data.find(b"\r\n\r\n"))
+        self._seq = seq = self._seq + 1
         if live is not None:
             self._last_invite = None
-            self._add_message(live, item)
-            self._written()
+            self._add_message(live, seq, at, direction, str(peer), "", (), head)
+            if not self._flush_armed or len(self._queue) >= self.max_batch:
+                self._written()
         else:
-            self._wait(call_id, item)
+            self._wait(call_id, (seq, at, direction, str(peer), "", (), head))
 
     def _message(
         self,
@@ -311,7 +314,7 @@ class CallRecorder:
         item = (self._next_seq(), at, direction, peer, first_line, headers, b"")
         if live is not None:
             self._last_invite = None
-            self._add_message(live, item)
+            self._add_message(live, *item)
             self._written()
         else:
             self._wait(call_id, item)
@@ -376,12 +379,22 @@ class CallRecorder:
         if not live.call_id:
             live.call_id = call_id
         for item in self._pending.pop(call_id, []):
-            self._add_message(live, item, call_id)
+            self._add_message(live, *item, call_id=call_id)
         if self._last_invite == call_id:
             self._last_invite = None
 
-    def _add_message(self, live: _Live, item: _Item, call_id: str | None = None) -> None:
-        seq, at, direction, peer, first_line, headers, head = item
+    def _add_message(
+        self,
+        live: _Live,
+        seq: int,
+        at: float,
+        direction: Direction,
+        peer: str,
+        first_line: str,
+        headers: Headers,
+        head: bytes,
+        call_id: str | None = None,
+    ) -> None:
         if live.messages >= self.max_messages:
             if not live.truncated:
                 live.truncated = True

@@ -41,6 +41,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
+from sipwake.frozen import interpreted_init
 from sipwake.push.base import PushRecord
 
 __all__ = [
@@ -102,7 +103,7 @@ MAX_HEADERS = 16
 Direction = Literal["in", "out"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class CallStepRecord:
     """One step of a call (a ``CallEvent`` with wall-clock time)."""
 
@@ -115,8 +116,30 @@ class CallStepRecord:
     call_id: str = ""
     """The call's SIP Call-ID when known at write time ("" if not yet)."""
 
+    def __init__(
+        self,
+        *,
+        ref: str,
+        seq: int,
+        wall: float,
+        aor: str,
+        step: str,
+        detail: str = "",
+        call_id: str = "",
+    ) -> None:
+        self.ref = ref  # type: ignore[misc]
+        self.seq = seq  # type: ignore[misc]
+        self.wall = wall  # type: ignore[misc]
+        self.aor = aor  # type: ignore[misc]
+        self.step = step  # type: ignore[misc]
+        self.detail = detail  # type: ignore[misc]
+        self.call_id = call_id  # type: ignore[misc]
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+interpreted_init(CallStepRecord)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class CallMessageRecord:
     """One SIP message of a call: who, which way, and its first line."""
 
@@ -136,6 +159,29 @@ class CallMessageRecord:
     fields, at most 2 KB, secrets hidden), parsed into ``first_line`` (when that is
     "") and ``headers`` when the call is read; b"" once read."""
 
+    def __init__(
+        self,
+        *,
+        ref: str,
+        seq: int,
+        wall: float,
+        direction: Direction,
+        peer: str,
+        first_line: str,
+        call_id: str,
+        headers: tuple[tuple[str, str], ...] = (),
+        head: bytes = b"",
+    ) -> None:
+        self.ref = ref  # type: ignore[misc]
+        self.seq = seq  # type: ignore[misc]
+        self.wall = wall  # type: ignore[misc]
+        self.direction = direction  # type: ignore[misc]
+        self.peer = peer  # type: ignore[misc]
+        self.first_line = first_line  # type: ignore[misc]
+        self.call_id = call_id  # type: ignore[misc]
+        self.headers = headers  # type: ignore[misc]
+        self.head = head  # type: ignore[misc]
+
     def header(self, name: str) -> str | None:
         """The first kept value of header ``name`` (as in ``KEPT_HEADERS``), if any."""
         for key, value in self.headers:
@@ -148,6 +194,9 @@ class CallMessageRecord:
         """The CSeq method (``INVITE``, ``BYE``), or "" if not kept."""
         cseq = self.header("CSeq") or ""
         return cseq.split()[-1] if cseq.split() else ""
+
+
+interpreted_init(CallMessageRecord)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,7 +243,7 @@ class CallDevice:
 CallEntry = CallStepRecord | CallMessageRecord
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class CallSummary:
     """One line of ``sipwake calls``."""
 
@@ -220,6 +269,42 @@ class CallSummary:
     unanswered call (None: still going, or its BYE was not seen)."""
     ended_by: str | None = None
     """``caller``, ``callee`` or ``sipwake`` (see the module text)."""
+
+    def __init__(
+        self,
+        *,
+        ref: str,
+        aor: str,
+        caller: str,
+        call_id: str,
+        started: float,
+        updated: float,
+        outcome: str = "ringing",
+        answered_by: str | None = None,
+        ringing: float | None = None,
+        pushes: int = 0,
+        messages: int = 0,
+        answered: float | None = None,
+        ended: float | None = None,
+        ended_by: str | None = None,
+    ) -> None:
+        self.ref = ref  # type: ignore[misc]
+        self.aor = aor  # type: ignore[misc]
+        self.caller = caller  # type: ignore[misc]
+        self.call_id = call_id  # type: ignore[misc]
+        self.started = started  # type: ignore[misc]
+        self.updated = updated  # type: ignore[misc]
+        self.outcome = outcome  # type: ignore[misc]
+        self.answered_by = answered_by  # type: ignore[misc]
+        self.ringing = ringing  # type: ignore[misc]
+        self.pushes = pushes  # type: ignore[misc]
+        self.messages = messages  # type: ignore[misc]
+        self.answered = answered  # type: ignore[misc]
+        self.ended = ended  # type: ignore[misc]
+        self.ended_by = ended_by  # type: ignore[misc]
+
+
+interpreted_init(CallSummary)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
