@@ -25,14 +25,15 @@ inbound INVITE, and join the call when it is bound: the INVITE, a 407 challenge,
 the 100 Trying sent before the engine spoke. Other unbound traffic (REGISTER,
 OPTIONS) is ignored.
 
-What is kept of a message: its first line and its ``KEPT_HEADERS`` fields (at
-most ``MAX_HEADERS``, each cut at ``MAX_HEADER_VALUE`` characters, push tokens
-masked), read only for messages of a followed call, and only where they can say
-something (``_read_headers``): of a 100, 180 or 183, a 2xx to a BYE and the
-responses sipwake forwards only the CSeq is kept, of an ACK and the requests it
-forwards nothing (reading a message's header fields costs about as much as the
-rest of its recording). The recorder derives three
-more facts from them, each written as a step of its own:
+What is kept of a message: nothing but its Call-ID is read of a message of no
+call (REGISTER, OPTIONS, the common case). A call's message is kept raw, as its
+head (``sipwake.calls.heads.clip_head``: first line and header fields, at most
+2 KB, never the body; credentials and push tokens hidden at the byte level) with
+the call it belongs to, its direction, peer and time; ``sipwake calls show``
+parses heads into first lines and header fields when it reads the call, in its
+own process (``heads.readable``). On the event loop, only INVITEs and BYEs
+are read further, for the facts the recorder derives, each written as a step of
+their own:
 
 * ``branch``: the first INVITE sent to a new peer is looked up with ``devices``
   (the server asks the registrar which binding of the called AOR has that
@@ -338,7 +339,7 @@ class CallRecorder:
         """Write every queued entry to the store now (one batch)."""
         if not self._queue:
             return
-        batch = [self._with_call_id(e) for e in self._queue]
+        batch = [e if e.call_id else self._with_call_id(e) for e in self._queue]
         self._queue = []
         try:
             self._log.record_call_entries(batch)
