@@ -19,6 +19,7 @@ in the reader's process) parses a kept head into the message's first line and it
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from sipwake.calls.records import (
@@ -50,29 +51,56 @@ def clip_head(data: bytes, end: int) -> bytes:
     """The head of message ``data`` as a call record keeps it: up to ``end`` (where its
     blank line is, -1 if none), at most ``MAX_HEAD`` bytes, secrets hidden."""
     head = data[: end if 0 <= end < MAX_HEAD else MAX_HEAD]
-    low = head.lower()
-    if b"pn-" in low or b"authorization" in low or b"push-key" in low:
-        return scrub(head)
-    return head
+    return _scrub(head, head.lower())
 
 
 def scrub(head: bytes) -> bytes:
     """``head`` with credentials and push keys hidden and push tokens masked."""
-    head = _SECRET_LINE_RE.sub(rb"\1 ***", head)
-    return _SECRET_PARAM_RE.sub(_mask_param, head)
+    return _scrub(head, head.lower())
 
 
-def _mask_param(match: re.Match[bytes]) -> bytes:
-    token = match.group(2).decode("utf-8", "replace")
-    return match.group(1) + b"=" + mask_token(token).encode()
+def _scrub(head: bytes, low: bytes) -> bytes:
+    # Names are found in the lower-cased copy (``bytes.lower`` keeps every offset), which
+    # spares the patterns IGNORECASE (half their time); values are taken from ``head``.
+    if b"authorization" in low or b"push-key" in low:
+        head = _splice(head, _SECRET_LINE_RE.finditer(low), _hide_line)
+        low = head.lower()
+    if b"pn-" in low:
+        head = _splice(head, _SECRET_PARAM_RE.finditer(low), _mask_param)
+    return head
 
 
+def _splice(
+    head: bytes, matches: Iterator[re.Match[bytes]], hide: Callable[[bytes, re.Match[bytes]], bytes]
+) -> bytes:
+    parts = []
+    pos = 0
+    for match in matches:
+        parts.append(head[pos : match.start()])
+        parts.append(hide(head, match))
+        pos = match.end()
+    if not parts:
+        return head
+    parts.append(head[pos:])
+    return b"".join(parts)
+
+
+def _hide_line(head: bytes, match: re.Match[bytes]) -> bytes:
+    return head[match.start() : match.end(1)] + b" ***"
+
+
+def _mask_param(head: bytes, match: re.Match[bytes]) -> bytes:
+    token = head[match.start(2) : match.end(2)].decode("utf-8", "replace")
+    return head[match.start(1) : match.end(1)] + b"=" + mask_token(token).encode()
+
+
+#: Both match the lower-cased head: a header line (folded lines too) and a parameter.
 _SECRET_LINE_RE = re.compile(
-    rb"(?im)^((?:proxy-)?authorization[ \t]*:|sipwake-push-key[ \t]*:)[^\r\n]*"
+    rb"\n((?:proxy-)?authorization[ \t]*:|sipwake-push-key[ \t]*:)[^\r\n]*"
     rb"(?:\r?\n[ \t][^\r\n]*)*"
 )
 _SECRET_PARAM_RE = re.compile(
-    rb"(?i)(pn-prid|pn-tok|pn-purr|pn-p256dh|pn-auth)="
+    rb"(pn-prid|pn-tok|pn-purr|pn-p256dh|pn-auth)="
     rb"([^;>,\s?&]+(?:&[^;>,\s?&=]+(?=[;>,\s?&]|$))*)"
 )
 
