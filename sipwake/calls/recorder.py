@@ -25,14 +25,15 @@ inbound INVITE, and join the call when it is bound: the INVITE, a 407 challenge,
 the 100 Trying sent before the engine spoke. Other unbound traffic (REGISTER,
 OPTIONS) is ignored.
 
-What is kept of a message: its first line and its ``KEPT_HEADERS`` fields (at
-most ``MAX_HEADERS``, each cut at ``MAX_HEADER_VALUE`` characters, push tokens
-masked), read only for messages of a followed call, and only where they can say
-something (``_read_headers``): of a 100, 180 or 183, a 2xx to a BYE and the
-responses sipwake forwards only the CSeq is kept, of an ACK and the requests it
-forwards nothing (reading a message's header fields costs about as much as the
-rest of its recording). The recorder derives three
-more facts from them, each written as a step of its own:
+What is kept of a message: nothing but its Call-ID is read of a message of no
+call (REGISTER, OPTIONS, the common case). A call's message is kept raw, as its
+head (``sipwake.calls.heads.clip_head``: first line and header fields, at most
+2 KB, never the body; credentials and push tokens hidden at the byte level) with
+the call it belongs to, its direction, peer and time; ``sipwake calls show``
+parses heads into first lines and header fields when it reads the call, in its
+own process (``heads.readable``). On the event loop, only INVITEs and BYEs
+are read further, for the facts the recorder derives, each written as a step of
+their own:
 
 * ``branch``: the first INVITE sent to a new peer is looked up with ``devices``
   (the server asks the registrar which binding of the called AOR has that
@@ -62,16 +63,13 @@ from __future__ import annotations
 
 import heapq
 import logging
-import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from sipwake.calls.heads import clip_head, from_tag, kept_headers
 from sipwake.calls.records import (
-    KEPT_HEADERS,
-    MAX_HEADER_VALUE,
-    MAX_HEADERS,
     TERMINAL_STEPS,
     CallDevice,
     CallEntry,
@@ -116,14 +114,10 @@ class _Live:
     hung_up: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    seq: int
-    at: float
-    direction: Direction
-    peer: str
-    first_line: str
-    headers: Headers = ()
+_Item = tuple[int, float, Direction, str, str, Headers, bytes]
+"""A message waiting to be filed: seq, monotonic time, direction, peer, first line,
+header fields and head (a raw message has "" and () for the two it keeps in
+``head``)."""
 
 
 class CallRecorder:
@@ -170,7 +164,7 @@ class CallRecorder:
         self._seq = 0
         self._live: OrderedDict[str, _Live] = OrderedDict()
         self._by_call_id: dict[str, str] = {}
-        self._pending: OrderedDict[str, list[_Pending]] = OrderedDict()
+        self._pending: OrderedDict[str, list[_Item]] = OrderedDict()
         self._last_invite: str | None = None
         """Call-ID of the latest input if it was an unbound inbound INVITE."""
         self._expiry: list[tuple[float, str]] = []
@@ -261,10 +255,43 @@ class CallRecorder:
 
     def message_bytes(self, direction: Direction, peer: object, data: bytes, at: float) -> None:
         """``message`` for raw bytes as the driver has them (keep-alives and non-SIP
-        data are skipped; header fields are read only from a followed call's)."""
-        head = sip_head(data)
-        if head is not None:
-            self._message(direction, str(peer), head[0], head[1], at, (), data)
+        data are skipped). Only the Call-ID is read of a message of no call; a call's
+        message is kept raw (``heads.clip_head``) and parsed when the call is read."""
+        # As sipwake and most peers spell it: found without splitting the head (and
+        # no further than the Call-ID, for the messages of no call).
+        start = data.find(b"\r\nCall-ID:")
+        if start > 0 and data.find(b"\r\n\r\n", 0, start + 2) < 0:
+            stop = data.find(b"\r\n", start + 10)
+            call_id = (
+                data[start + 10 : stop if stop >= 0 else len(data)]
+                .strip()
+                .decode("utf-8", "replace")
+            )
+            if not call_id or data.startswith(b"\r\n"):
+                return
+        else:
+            found = sip_head(data)
+            if found is None:
+                return
+            call_id = found[1]
+        if self._pending or (self._expiry and self._expiry[0][0] <= at):
+            self._sweep(at)
+        ref = self._by_call_id.get(call_id)
+        live = self._live.get(ref) if ref is not None else None
+        if live is None:
+            waiting = self._pending.get(call_id)
+            if waiting is None and (direction != "in" or not data.startswith(b"INVITE ")):
+                self._last_invite = None  # not a call's (REGISTER, OPTIONS): the common case
+                return
+        head = clip_head(data, data.find(b"\r\n\r\n"))
+        self._seq = seq = self._seq + 1
+        if live is not None:
+            self._last_invite = None
+            self._add_message(live, seq, at, direction, str(peer), "", (), head)
+            if not self._flush_armed or len(self._queue) >= self.max_batch:
+                self._written()
+        else:
+            self._wait(call_id, (seq, at, direction, str(peer), "", (), head))
 
     def _message(
         self,
@@ -279,26 +306,23 @@ class CallRecorder:
         self._sweep(at)
         ref = self._by_call_id.get(call_id)
         live = self._live.get(ref) if ref is not None else None
-        waiting = self._pending.get(call_id) if live is None else None
         invite = direction == "in" and first_line.startswith("INVITE ")
-        if live is None and waiting is None and not invite:
-            self._last_invite = None  # not a call's (REGISTER, OPTIONS): the common case
+        if live is None and call_id not in self._pending and not invite:
+            self._last_invite = None
             return
-        if data is not None:
-            headers = _read_headers(data, direction, first_line)
-        item = _Pending(
-            seq=self._next_seq(),
-            at=at,
-            direction=direction,
-            peer=peer,
-            first_line=first_line,
-            headers=headers,
-        )
+        if "pn-" in first_line.lower():
+            first_line = redact(first_line)
+        item = (self._next_seq(), at, direction, peer, first_line, headers, b"")
         if live is not None:
             self._last_invite = None
-            self._add_message(live, item)
+            self._add_message(live, *item)
             self._written()
-            return
+        else:
+            self._wait(call_id, item)
+
+    def _wait(self, call_id: str, item: _Item) -> None:
+        """A message of a Call-ID not bound yet: its INVITE opens a wait."""
+        waiting = self._pending.get(call_id)
         if waiting is not None:
             if len(waiting) < self.max_messages:
                 waiting.append(item)
@@ -315,7 +339,7 @@ class CallRecorder:
         """Write every queued entry to the store now (one batch)."""
         if not self._queue:
             return
-        batch = [self._with_call_id(e) for e in self._queue]
+        batch = [e if e.call_id else self._with_call_id(e) for e in self._queue]
         self._queue = []
         try:
             self._log.record_call_entries(batch)
@@ -356,19 +380,30 @@ class CallRecorder:
         if not live.call_id:
             live.call_id = call_id
         for item in self._pending.pop(call_id, []):
-            self._add_message(live, item, call_id)
+            self._add_message(live, *item, call_id=call_id)
         if self._last_invite == call_id:
             self._last_invite = None
 
-    def _add_message(self, live: _Live, item: _Pending, call_id: str | None = None) -> None:
+    def _add_message(
+        self,
+        live: _Live,
+        seq: int,
+        at: float,
+        direction: Direction,
+        peer: str,
+        first_line: str,
+        headers: Headers,
+        head: bytes,
+        call_id: str | None = None,
+    ) -> None:
         if live.messages >= self.max_messages:
             if not live.truncated:
                 live.truncated = True
                 self._enqueue(
                     CallStepRecord(
                         ref=live.ref,
-                        seq=item.seq,
-                        wall=item.at + self.wall_offset,
+                        seq=seq,
+                        wall=at + self.wall_offset,
                         aor="",
                         step="truncated",
                         detail=f"more than {self.max_messages} messages: later ones not kept",
@@ -377,44 +412,54 @@ class CallRecorder:
                 )
             return
         live.messages += 1
-        message = CallMessageRecord(
-            ref=live.ref,
-            seq=item.seq,
-            wall=item.at + self.wall_offset,
-            direction=item.direction,
-            peer=item.peer,
-            first_line=redact(first) if "pn-" in (first := item.first_line).lower() else first,
-            call_id=call_id or live.call_id,
-            headers=item.headers,
+        wall = at + self.wall_offset
+        self._queue.append(
+            CallMessageRecord(
+                ref=live.ref,
+                seq=seq,
+                wall=wall,
+                direction=direction,
+                peer=peer,
+                first_line=first_line,
+                call_id=call_id or live.call_id,
+                headers=headers,
+                head=head,
+            )
         )
-        self._enqueue(message)
-        if message.first_line.startswith("INVITE "):
-            if item.direction == "in" and live.caller_tag is None:
-                live.caller_tag = _tag(message.header("From"))
-                live.caller_peer = item.peer
-            elif item.direction == "out" and item.peer not in live.branches:
-                self._branch(live, message)
-        elif item.direction == "in" and message.first_line.startswith("BYE "):
+        # What the recorder itself derives: read from the head only here.
+        if head:
+            invite = head.startswith(b"INVITE ")
+            bye = not invite and direction == "in" and head.startswith(b"BYE ")
+        else:
+            invite = first_line.startswith("INVITE ")
+            bye = not invite and direction == "in" and first_line.startswith("BYE ")
+        if invite:
+            if direction == "in" and live.caller_tag is None:
+                live.caller_tag = from_tag(head) if head else _tag(_header(headers, "From"))
+                live.caller_peer = peer
+            elif direction == "out" and peer not in live.branches:
+                self._branch(live, peer, wall, _request_uri(head, first_line))
+        elif bye:
             if not live.hung_up:
                 live.hung_up = True
-                self._step(live, message.wall, "hangup", f"by the {_bye_side(live, message)}")
+                tag = from_tag(head) if head else _tag(_header(headers, "From"))
+                self._step(live, wall, "hangup", f"by the {_bye_side(live, tag, peer)}")
             if live.until is not None:
-                self._forget_at(live, min(live.until, item.at + self.linger_s))
+                self._forget_at(live, min(live.until, at + self.linger_s))
 
-    def _branch(self, live: _Live, invite: CallMessageRecord) -> None:
+    def _branch(self, live: _Live, peer: str, wall: float, request_uri: str) -> None:
         """An INVITE went to a new peer: note the device there, if it is a binding."""
-        live.branches.add(invite.peer)
+        live.branches.add(peer)
         if self._devices is None or not live.aor:
             return
-        request_uri = invite.first_line.split(" ")[1] if " " in invite.first_line else ""
         try:
-            device = self._devices(live.aor, request_uri, invite.peer)
+            device = self._devices(live.aor, request_uri, peer)
         except Exception as exc:  # a lookup must not fail the call it describes
             logger.warning("call records: device lookup failed: %s", exc)
             return
         if device is not None:
             live.devices.append(device)
-            self._step(live, invite.wall, "branch", device.to_detail())
+            self._step(live, wall, "branch", device.to_detail())
 
     def _step(self, live: _Live, wall: float, step: str, detail: str) -> None:
         self._enqueue(
@@ -443,7 +488,7 @@ class CallRecorder:
                 self._unmap(live)
         while self._pending:
             call_id, items = next(iter(self._pending.items()))
-            if items[0].at + self.linger_s > now:
+            if items[0][1] + self.linger_s > now:
                 break
             del self._pending[call_id]
             if self._last_invite == call_id:
@@ -511,13 +556,25 @@ def _tag(name_addr: str | None) -> str:
     return ""
 
 
-def _bye_side(live: _Live, bye: CallMessageRecord) -> str:
+def _bye_side(live: _Live, tag: str, peer: str) -> str:
     """``caller`` if the BYE carries the caller's From tag (or, without tags, comes from
     the caller's address), else ``callee``."""
-    tag = _tag(bye.header("From"))
     if live.caller_tag and tag:
         return "caller" if tag == live.caller_tag else "callee"
-    return "caller" if bye.peer == live.caller_peer else "callee"
+    return "caller" if peer == live.caller_peer else "callee"
+
+
+def _header(headers: Headers, name: str) -> str | None:
+    return next((value for key, value in headers if key == name), None)
+
+
+def _request_uri(head: bytes, first_line: str) -> str:
+    """The Request-URI of an INVITE's first line."""
+    if head:
+        stop = head.find(b"\r\n")
+        first_line = (head if stop < 0 else head[:stop]).decode("utf-8", "replace")
+    parts = first_line.split(" ")
+    return parts[1] if len(parts) > 1 else ""
 
 
 def _answerer(live: _Live, label: str) -> str:
@@ -527,79 +584,6 @@ def _answerer(live: _Live, label: str) -> str:
         if label and label in (device.instance, device.contact):
             return f"{device.aor} ({device.hint()})"
     return label
-
-
-def kept_headers(data: bytes) -> Headers:
-    """The ``KEPT_HEADERS`` fields of a SIP message, in order (folded lines joined, at
-    most ``MAX_HEADERS``, values cut at ``MAX_HEADER_VALUE`` characters, push tokens
-    masked)."""
-    end = data.find(b"\r\n\r\n")
-    head = data if end < 0 else data[:end]
-    if _FOLD_RE.search(head) is not None:  # RFC 3261 §7.3.1 folding: one line again
-        head = _FOLD_RE.sub(b" ", head)
-    found = _KEPT_RE.findall(head)[:MAX_HEADERS]  # names in any case (RFC 3261 §7.3.1)
-    secret = b"pn-" in head.lower()  # a push parameter, e.g. in a Contact
-    out = []
-    for name, raw in found:
-        value = raw.strip().decode("utf-8", "replace")
-        if secret:
-            value = redact(value)
-        if len(value) > MAX_HEADER_VALUE:
-            value = value[: MAX_HEADER_VALUE - 1] + "…"
-        out.append((_KEPT_BYTES[name.lower()], value))
-    return tuple(out)
-
-
-def _cseq_only(data: bytes) -> Headers:
-    """The CSeq of a message (a forwarded copy needs no more): found as most peers
-    spell it, else in any case."""
-    start = data.find(b"\r\nCSeq:")
-    if start >= 0:
-        stop = data.find(b"\r\n", start + 7)
-        value = data[start + 7 : stop if stop >= 0 else len(data)].strip()
-    else:
-        match = _CSEQ_RE.search(data)
-        value = match.group(1).strip() if match is not None else b""
-    return (("CSeq", value.decode("utf-8", "replace")),) if value else ()
-
-
-def _read_headers(data: bytes, direction: Direction, first_line: str) -> Headers:
-    """The header fields worth keeping of a call's message: all ``kept_headers`` where
-    they can say something; else a response's CSeq only (its arrow names the method
-    it answers) and nothing of a request (its first line names it). Nothing more is
-    read of an ACK, a 100, a 180 or 183 (a ringing phone's Contact and agent come
-    with its 200 or its registration), a 2xx to anything but an INVITE, nor of what
-    sipwake sends but a diverted INVITE (Diversion, History-Info), a CANCEL (Reason)
-    and its own failures: the rest it forwards as received, and the received copy
-    has them."""
-    if first_line.startswith("SIP/"):
-        status = first_line[8:11]
-        if status in _QUIET_STATUSES or (direction == "out" and status[:1] in ("1", "2")):
-            return _cseq_only(data)
-        if status[:1] == "2":
-            cseq = _cseq_only(data)
-            if cseq and not cseq[0][1].endswith("INVITE"):
-                return cseq
-        return kept_headers(data)
-    method = first_line.partition(" ")[0]
-    if method == "ACK" or (direction == "out" and method not in ("INVITE", "CANCEL")):
-        return ()
-    if direction == "out" and method == "INVITE" and _DIVERTED_RE.search(data) is None:
-        return ()  # the caller's INVITE, forwarded
-    return kept_headers(data)
-
-
-_QUIET_STATUSES = frozenset({"100", "180", "183"})
-_FOLD_RE = re.compile(rb"\r\n[ \t]+")
-_CSEQ_RE = re.compile(rb"\r\ncseq[ \t]*:([^\r\n]*)", re.IGNORECASE)
-_DIVERTED_RE = re.compile(rb"\r\n(?:[Dd]iversion|[Hh]istory-[Ii]nfo)[ \t]*:")
-_KEPT_RE = re.compile(
-    rb"\r\n("
-    + b"|".join(re.escape(n.encode()) for n in sorted(KEPT_HEADERS, key=len, reverse=True))
-    + rb")[ \t]*:([^\r\n]*)",
-    re.IGNORECASE,
-)
-_KEPT_BYTES = {name.encode(): label for name, label in KEPT_HEADERS.items()}
 
 
 def sip_head(data: bytes) -> tuple[str, str] | None:

@@ -6,11 +6,13 @@ sequence number (``seq``) that orders entries sharing one instant:
 
 * ``CallStepRecord``: one ``CallEvent`` of the wake engine (received, push-sent,
   push-result, registered, forked, ringback, twin, answered, …);
-* ``CallMessageRecord``: one SIP message sent or received for the call: its first
-  line and the few header fields that explain a call (``KEPT_HEADERS``: From, To,
-  CSeq, Contact, Reason, Diversion, History-Info, Warning, Retry-After,
-  User-Agent, Server), each cut at ``MAX_HEADER_VALUE`` characters, push tokens
-  masked; never a body, never credentials.
+* ``CallMessageRecord``: one SIP message sent or received for the call. The
+  recorder keeps its head raw (``head``: first line and header fields, at most
+  2 KB, credentials and push tokens hidden; never a body); reading the call parses
+  it into its first line and the few header fields that explain a call
+  (``KEPT_HEADERS``: From, To, CSeq, Contact, Reason, Diversion, History-Info,
+  Warning, Retry-After, User-Agent, Server), each cut at ``MAX_HEADER_VALUE``
+  characters, push tokens masked (``sipwake.calls.heads.readable``).
 
 The recorder adds steps of its own beside the wake engine's: ``branch`` (which
 device a branch reached: a ``CallDevice`` as JSON, written once per branch),
@@ -39,6 +41,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
+from sipwake.frozen import interpreted_init
 from sipwake.push.base import PushRecord
 
 __all__ = [
@@ -52,6 +55,7 @@ __all__ = [
     "CallStepRecord",
     "CallSummary",
     "advance",
+    "advance_messages",
     "device_kind",
 ]
 
@@ -99,7 +103,7 @@ MAX_HEADERS = 16
 Direction = Literal["in", "out"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class CallStepRecord:
     """One step of a call (a ``CallEvent`` with wall-clock time)."""
 
@@ -112,8 +116,30 @@ class CallStepRecord:
     call_id: str = ""
     """The call's SIP Call-ID when known at write time ("" if not yet)."""
 
+    def __init__(
+        self,
+        *,
+        ref: str,
+        seq: int,
+        wall: float,
+        aor: str,
+        step: str,
+        detail: str = "",
+        call_id: str = "",
+    ) -> None:
+        self.ref = ref  # type: ignore[misc]
+        self.seq = seq  # type: ignore[misc]
+        self.wall = wall  # type: ignore[misc]
+        self.aor = aor  # type: ignore[misc]
+        self.step = step  # type: ignore[misc]
+        self.detail = detail  # type: ignore[misc]
+        self.call_id = call_id  # type: ignore[misc]
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+interpreted_init(CallStepRecord)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class CallMessageRecord:
     """One SIP message of a call: who, which way, and its first line."""
 
@@ -128,6 +154,33 @@ class CallMessageRecord:
     call_id: str
     headers: tuple[tuple[str, str], ...] = ()
     """The ``KEPT_HEADERS`` fields of the message, (name, value) in message order."""
+    head: bytes = b""
+    """The message head as recorded (``sipwake.calls.heads``: first line and header
+    fields, at most 2 KB, secrets hidden), parsed into ``first_line`` (when that is
+    "") and ``headers`` when the call is read; b"" once read."""
+
+    def __init__(
+        self,
+        *,
+        ref: str,
+        seq: int,
+        wall: float,
+        direction: Direction,
+        peer: str,
+        first_line: str,
+        call_id: str,
+        headers: tuple[tuple[str, str], ...] = (),
+        head: bytes = b"",
+    ) -> None:
+        self.ref = ref  # type: ignore[misc]
+        self.seq = seq  # type: ignore[misc]
+        self.wall = wall  # type: ignore[misc]
+        self.direction = direction  # type: ignore[misc]
+        self.peer = peer  # type: ignore[misc]
+        self.first_line = first_line  # type: ignore[misc]
+        self.call_id = call_id  # type: ignore[misc]
+        self.headers = headers  # type: ignore[misc]
+        self.head = head  # type: ignore[misc]
 
     def header(self, name: str) -> str | None:
         """The first kept value of header ``name`` (as in ``KEPT_HEADERS``), if any."""
@@ -141,6 +194,9 @@ class CallMessageRecord:
         """The CSeq method (``INVITE``, ``BYE``), or "" if not kept."""
         cseq = self.header("CSeq") or ""
         return cseq.split()[-1] if cseq.split() else ""
+
+
+interpreted_init(CallMessageRecord)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,7 +243,7 @@ class CallDevice:
 CallEntry = CallStepRecord | CallMessageRecord
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class CallSummary:
     """One line of ``sipwake calls``."""
 
@@ -213,6 +269,42 @@ class CallSummary:
     unanswered call (None: still going, or its BYE was not seen)."""
     ended_by: str | None = None
     """``caller``, ``callee`` or ``sipwake`` (see the module text)."""
+
+    def __init__(
+        self,
+        *,
+        ref: str,
+        aor: str,
+        caller: str,
+        call_id: str,
+        started: float,
+        updated: float,
+        outcome: str = "ringing",
+        answered_by: str | None = None,
+        ringing: float | None = None,
+        pushes: int = 0,
+        messages: int = 0,
+        answered: float | None = None,
+        ended: float | None = None,
+        ended_by: str | None = None,
+    ) -> None:
+        self.ref = ref  # type: ignore[misc]
+        self.aor = aor  # type: ignore[misc]
+        self.caller = caller  # type: ignore[misc]
+        self.call_id = call_id  # type: ignore[misc]
+        self.started = started  # type: ignore[misc]
+        self.updated = updated  # type: ignore[misc]
+        self.outcome = outcome  # type: ignore[misc]
+        self.answered_by = answered_by  # type: ignore[misc]
+        self.ringing = ringing  # type: ignore[misc]
+        self.pushes = pushes  # type: ignore[misc]
+        self.messages = messages  # type: ignore[misc]
+        self.answered = answered  # type: ignore[misc]
+        self.ended = ended  # type: ignore[misc]
+        self.ended_by = ended_by  # type: ignore[misc]
+
+
+interpreted_init(CallSummary)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -311,4 +403,32 @@ def advance(summary: CallSummary | None, entry: CallEntry) -> CallSummary:
         answered=answered,
         ended=ended,
         ended_by=ended_by,
+    )
+
+
+def advance_messages(
+    summary: CallSummary | None, ref: str, count: int, first: float, last: float, call_id: str
+) -> CallSummary:
+    """The summary of call ``ref`` after ``count`` of its messages whose wall times run from
+    ``first`` to ``last``, the first of them with ``call_id``: what ``advance`` gives
+    for them one by one (a message moves only the times, the Call-ID and the count)."""
+    if summary is None:
+        return CallSummary(
+            ref=ref, aor="", caller="", call_id=call_id, started=first, updated=last, messages=count
+        )
+    return CallSummary(
+        ref=summary.ref,
+        aor=summary.aor,
+        caller=summary.caller,
+        call_id=summary.call_id or call_id,
+        started=min(summary.started, first),
+        updated=max(summary.updated, last),
+        outcome=summary.outcome,
+        answered_by=summary.answered_by,
+        ringing=summary.ringing,
+        pushes=summary.pushes,
+        messages=summary.messages + count,
+        answered=summary.answered,
+        ended=summary.ended,
+        ended_by=summary.ended_by,
     )

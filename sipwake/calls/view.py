@@ -238,6 +238,7 @@ def call_json(record: CallRecord, *, width: int = DEFAULT_WIDTH) -> dict[str, An
 
 def _message_json(m: CallMessageRecord, ladder: Ladder) -> dict[str, Any]:
     data = dataclasses.asdict(m)
+    del data["head"]  # parsed into first_line and headers when read
     data["party"] = ladder.label(m.peer)
     data["headers"] = [[name, value] for name, value in m.headers]
     return data

@@ -12,6 +12,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from sipwake.calls.heads import readable
 from sipwake.calls.records import (
     CallEntry,
     CallMessageRecord,
@@ -147,7 +148,9 @@ class MemoryStore:
         return CallRecord(
             summary=call.summary,
             events=tuple(sorted(call.events, key=lambda e: (e.wall, e.seq))),
-            messages=tuple(sorted(call.messages, key=lambda m: (m.wall, m.seq))),
+            messages=tuple(
+                readable(m) for m in sorted(call.messages, key=lambda m: (m.wall, m.seq))
+            ),
             pushes=tuple(sorted(pushes, key=lambda p: p.wall)),
         )
 

@@ -62,8 +62,9 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
+from sipwake.calls.heads import readable, scrub
 from sipwake.calls.records import (
     CallEntry,
     CallMessageRecord,
@@ -71,6 +72,7 @@ from sipwake.calls.records import (
     CallStepRecord,
     CallSummary,
     advance,
+    advance_messages,
 )
 from sipwake.push.base import PushRecord
 from sipwake.registrar.bindings import Binding
@@ -205,7 +207,8 @@ CREATE TABLE IF NOT EXISTS call_messages (
     peer       TEXT NOT NULL,
     first_line TEXT NOT NULL,
     call_id    TEXT NOT NULL,
-    headers    TEXT NOT NULL DEFAULT ''
+    headers    TEXT NOT NULL DEFAULT '',
+    head       BLOB NOT NULL DEFAULT x''
 );
 CREATE INDEX IF NOT EXISTS call_messages_ref ON call_messages (ref, wall, seq);
 CREATE INDEX IF NOT EXISTS pushes_call_id ON pushes (call_id);
@@ -213,12 +216,14 @@ CREATE INDEX IF NOT EXISTS pushes_call_id ON pushes (call_id);
 #: Columns added to the call tables after their first release: (table, column, type).
 #: A file that lacks one gets it at open (``ALTER TABLE … ADD COLUMN``), NULL (or "")
 #: in its older rows: the answer and end times of a call, the header fields kept of a
-#: message (JSON pairs, "" for none). Additions like these keep the schema version.
+#: message (JSON pairs, "" for none), its raw head (``sipwake.calls.heads``, parsed
+#: when read; x'' for none). Additions like these keep the schema version.
 _CALLS_ADDED = (
     ("calls", "answered", "REAL"),
     ("calls", "ended", "REAL"),
     ("calls", "ended_by", "TEXT"),
     ("call_messages", "headers", "TEXT NOT NULL DEFAULT ''"),
+    ("call_messages", "head", "BLOB NOT NULL DEFAULT x''"),
 )
 _SUMMARY_COLUMNS = (
     "ref",
@@ -246,6 +251,7 @@ _MESSAGE_COLUMNS = (
     "first_line",
     "call_id",
     "headers",
+    "head",
 )
 _SELECT_SUMMARY = f"SELECT {', '.join(_SUMMARY_COLUMNS)} FROM calls"
 _INSERT_SUMMARY = (
@@ -445,30 +451,66 @@ class SqliteStore:
         (``_summaries``, at most ``_SUMMARIES_KEPT``), so that a batch reads only the calls
         it is the first to mention; a failed or pruning batch forgets them all."""
         known = self._summaries
-        summaries: dict[str, CallSummary] = {}
-        self._batch_summaries = summaries
+        found: dict[str, CallSummary | None] = {}
         fresh: set[str] = set()
         events: list[tuple[object, ...]] = []
         messages: list[tuple[object, ...]] = []
+        # A run of messages moves a summary's times and count only: it is applied in one
+        # step (``advance_messages``) before the call's next step, or at the end.
+        runs: dict[str, list[Any]] = {}
         for entry in entries:
             ref = entry.ref
-            summary = summaries.get(ref)
-            if summary is None:
+            if ref not in found:
                 summary = known.pop(ref, None)
                 if summary is None:
                     summary = self._summary(ref)
                     if summary is None:
                         fresh.add(ref)
-            summaries[ref] = advance(summary, entry)
-            if isinstance(entry, CallStepRecord):
-                events.append(_row(entry, _EVENT_COLUMNS))
+                found[ref] = summary
+            wall = entry.wall
+            if isinstance(entry, CallMessageRecord):
+                messages.append(
+                    (
+                        ref,
+                        entry.seq,
+                        wall,
+                        entry.direction,
+                        entry.peer,
+                        entry.first_line,
+                        entry.call_id,
+                        json.dumps(entry.headers, ensure_ascii=False) if entry.headers else "",
+                        entry.head,
+                    )
+                )
+                run = runs.get(ref)
+                if run is None:
+                    runs[ref] = [1, wall, wall, entry.call_id]
+                else:
+                    run[0] += 1
+                    if wall < run[1]:
+                        run[1] = wall
+                    elif wall > run[2]:
+                        run[2] = wall
+                    if not run[3]:
+                        run[3] = entry.call_id
             else:
-                messages.append(_row(entry, _MESSAGE_COLUMNS))
+                events.append(
+                    (ref, entry.seq, wall, entry.aor, entry.step, entry.detail, entry.call_id)
+                )
+                summary = found[ref]
+                run = runs.pop(ref, None)
+                if run is not None:
+                    summary = advance_messages(summary, ref, *run)
+                found[ref] = advance(summary, entry)
+        for ref, run in runs.items():
+            found[ref] = advance_messages(found[ref], ref, *run)
+        summaries = {ref: s for ref, s in found.items() if s is not None}
+        self._batch_summaries = summaries
         if events:
             self._db.executemany(_INSERT_EVENT, events)
         if messages:
             self._db.executemany(_INSERT_MESSAGE, messages)
-        rows = [_row(summary, _SUMMARY_COLUMNS) for summary in summaries.values()]
+        rows = [_summary_row(summary) for summary in summaries.values()]
         updates = [(*values[1:], values[0]) for values in rows if values[0] not in fresh]
         if updates:
             self._db.executemany(_UPDATE_SUMMARY, updates)
@@ -654,6 +696,26 @@ def _push_record(values: Sequence[object]) -> PushRecord:
     return PushRecord(**fields)  # type: ignore[arg-type]
 
 
+def _summary_row(s: CallSummary) -> tuple[object, ...]:
+    """``_row(s, _SUMMARY_COLUMNS)``, written out (one per call and batch)."""
+    return (
+        s.ref,
+        s.aor,
+        s.caller,
+        s.call_id,
+        s.started,
+        s.updated,
+        s.outcome,
+        s.answered_by,
+        s.ringing,
+        s.pushes,
+        s.messages,
+        s.answered,
+        s.ended,
+        s.ended_by,
+    )
+
+
 def _row(item: object, columns: tuple[str, ...]) -> tuple[object, ...]:
     return tuple(_column(getattr(item, name)) for name in columns)
 
@@ -674,7 +736,9 @@ def _message_record(values: Sequence[object]) -> CallMessageRecord:
     fields["headers"] = tuple(
         (str(p[0]), str(p[1])) for p in pairs if isinstance(p, list) and len(p) == 2
     )
-    return CallMessageRecord(**fields)  # type: ignore[arg-type]
+    head = fields["head"]
+    fields["head"] = scrub(head) if isinstance(head, bytes) else b""  # never trust the file
+    return readable(CallMessageRecord(**fields))  # type: ignore[arg-type]
 
 
 class _Transaction:

@@ -312,3 +312,104 @@ def test_calls_without_a_database_or_call_fail_in_one_line(lab_db: Path, tmp_pat
     assert unknown.stderr.splitlines() == [
         f"error: no call 'zz' in {lab_db} (sipwake calls lists them)"
     ]
+
+
+def test_sqlite_keeps_raw_heads_without_secrets_and_reads_them_back(tmp_path: Path) -> None:
+    """The file holds each message's head as recorded (cut, credentials and push tokens
+    hidden), and ``call`` parses it into the first line and the fields shown."""
+    response = "6629fae49393a05397450978507c4ef1"
+
+    def sip(first_line: str, *headers: str) -> bytes:
+        lines = [first_line, "Call-ID: c9", *headers, "Content-Length: 4"]
+        return ("\r\n".join(lines) + "\r\n\r\nv=0\n").encode()
+
+    path = tmp_path / "lab.db"
+    with SqliteStore(path) as store:
+        rec = CallRecorder(store, wall_offset=OFFSET)
+        rec.message_bytes(
+            "in",
+            CALLER,
+            sip(
+                "INVITE sip:alice@lab.test SIP/2.0",
+                "From: <sip:bob@lab.test>;tag=b1",
+                "CSeq: 2 INVITE",
+                f'Proxy-Authorization: Digest username="bob", response="{response}"',
+            ),
+            1.0,
+        )
+        rec.call_event(CallEvent(call_ref="r9", aor="sip:alice@lab.test", at=1.0, step="received"))
+        contact = f"Contact: <sip:alice@10.0.0.5:5062;pn-provider=apns;pn-prid={TOKEN}>"
+        rec.message_bytes("in", PHONE, sip("SIP/2.0 486 Busy Here", "CSeq: 2 INVITE", contact), 2)
+        rec.close()
+        record = store.call("r9")
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT first_line, headers, head FROM call_messages").fetchall()
+    finally:
+        db.close()
+    assert len(rows) == 2
+    for first_line, headers, head in rows:
+        assert (first_line, headers) == ("", "")  # parsed when read, not when recorded
+        assert head.startswith((b"INVITE ", b"SIP/2.0 486"))
+        assert b"v=0" not in head
+        assert response.encode() not in head
+        assert TOKEN.encode() not in head
+    assert record is not None
+    invite, busy = record.messages
+    assert invite.first_line == "INVITE sip:alice@lab.test SIP/2.0"
+    assert invite.headers == (("From", "<sip:bob@lab.test>;tag=b1"), ("CSeq", "2 INVITE"))
+    assert busy.headers == (
+        ("CSeq", "2 INVITE"),
+        ("Contact", "<sip:alice@10.0.0.5:5062;pn-provider=apns;pn-prid=c0ff…ee00>"),
+    )
+
+
+@pytest.mark.parametrize("batch", [1, 3, 100])
+def test_sqlite_summaries_are_those_of_advance_entry_by_entry(tmp_path: Path, batch: int) -> None:
+    """SQLite applies a run of messages to a summary at once: the summaries must be the
+    ones ``advance`` gives one entry at a time (the memory store), whatever the batches,
+    with messages before a call's first step, between steps and out of time order."""
+
+    def msg(ref: str, seq: int, wall: float, call_id: str = "") -> CallMessageRecord:
+        return CallMessageRecord(
+            ref=ref,
+            seq=seq,
+            wall=wall,
+            direction="in",
+            peer=CALLER,
+            first_line="SIP/2.0 180 Ringing",
+            call_id=call_id,
+        )
+
+    def step(ref: str, seq: int, wall: float, name: str, detail: str = "") -> CallStepRecord:
+        return CallStepRecord(
+            ref=ref, seq=seq, wall=wall, aor="sip:alice@lab.test", step=name, detail=detail
+        )
+
+    entries = [
+        msg("r1", 1, 5.0),
+        msg("r1", 2, 4.0, "c1"),  # earlier than the first: the call starts here
+        msg("r2", 3, 4.5, "c2"),
+        step("r1", 4, 5.0, "received", "from sip:bob@lab.test"),
+        msg("r1", 5, 6.0, "c1-other"),
+        step("r2", 6, 4.6, "received", "from sip:carol@lab.test"),
+        msg("r1", 7, 7.5),
+        step("r1", 8, 7.0, "answered", "urn:uuid:phone"),
+        msg("r2", 9, 9.0),
+        step("r2", 10, 9.0, "cancelled"),
+        msg("r1", 11, 12.0),
+        msg("r1", 12, 11.0),
+        step("r1", 13, 12.0, "hangup", "by the caller"),
+        msg("r1", 14, 12.5),
+    ]
+    memory = MemoryStore()
+    memory.record_call_entries(entries)
+    with SqliteStore(tmp_path / "lab.db") as store:
+        for i in range(0, len(entries), batch):
+            store.record_call_entries(entries[i : i + batch])
+        assert store.calls() == memory.calls()
+    with SqliteStore(tmp_path / "lab.db") as store:  # and as read back from the file
+        assert store.calls() == memory.calls()
+    _, r1 = memory.calls()
+    assert (r1.started, r1.updated, r1.messages, r1.call_id) == (4.0, 12.5, 7, "c1")
+    assert r1.ringing == 3.0  # from the earliest message to the answer
