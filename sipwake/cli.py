@@ -833,61 +833,6 @@ def calls_show_cmd(
         click.echo(line)
 
 
-# -- sipwake dnd: a user's do-not-disturb while the server runs -------------------------
-@main.command("dnd")
-@click.argument("user")
-@click.argument("state", type=click.Choice(["on", "off"]))
-@click.option(
-    "--url",
-    default=None,
-    help="The admin endpoint of a running sipwake serve (default: the one of --server's folder).",
-)
-@_SERVER_DIR
-def dnd_cmd(user: str, state: str, url: str | None, server_dir: str) -> None:
-    """Turn USER's do-not-disturb on or off in the running sipwake serve (as the phone's
-    *78 / *79 does): calls then push nobody and go straight to the no-answer target.
-    Kept in memory: a restart returns to users.<name>.dnd."""
-    from urllib.parse import quote
-
-    from sipwake.adminclient import AdminClientError, AdminTarget
-
-    target = _admin_target(url, server_dir)
-    assert isinstance(target, AdminTarget)
-    try:
-        status, data = target.post(f"/dnd/{quote(user, safe='')}/{state}")
-    except AdminClientError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    if status != 200:
-        click.echo(f"error: {data.get('error', status)}", err=True)
-        sys.exit(1)
-    click.echo(f"{user}: do not disturb {state}")
-
-
-# -- sipwake mobile: the built-in mobile behind the twin branch -------------------------
-@main.group("mobile")
-def mobile_cmd() -> None:
-    """Drive the built-in mobile (the twin branch's far end when no gateway is set)."""
-
-
-def _mobile_action(verb: str, number: str, url: str | None, server_dir: str) -> None:
-    from urllib.parse import quote
-
-    from sipwake.adminclient import AdminClientError, AdminTarget
-
-    target = _admin_target(url, server_dir)
-    assert isinstance(target, AdminTarget)
-    try:
-        status, data = target.post(f"/mobile/{quote(number, safe='')}/{verb}")
-    except AdminClientError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    if status != 200:
-        click.echo(f"error: {data.get('error', status)}", err=True)
-        sys.exit(1)
-    click.echo(f"{number}: {verb} ({data.get('calls', 0)} call(s))")
-
-
 def _admin_url(command: _F) -> _F:
     """``--url`` and ``--server`` of the commands that drive a running server."""
     with_url = click.option(
@@ -897,6 +842,52 @@ def _admin_url(command: _F) -> _F:
         "--server's folder).",
     )
     return with_url(_SERVER_DIR(command))
+
+
+# -- sipwake dnd: a user's do-not-disturb while the server runs -------------------------
+@main.command("dnd")
+@click.argument("user")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@_admin_url
+def dnd_cmd(user: str, state: str, url: str | None, server_dir: str) -> None:
+    """Turn USER's do-not-disturb on or off in the running sipwake serve (as the phone's
+    *78 / *79 does): calls then push nobody and go straight to the no-answer target.
+    Kept in memory: a restart returns to users.<name>.dnd."""
+    _admin_post(url, server_dir, "dnd", user, state)
+    click.echo(f"{user}: do not disturb {state}")
+
+
+# -- sipwake mobile: the built-in mobile behind the twin branch -------------------------
+@main.group("mobile")
+def mobile_cmd() -> None:
+    """Drive the built-in mobile (the twin branch's far end when no gateway is set)."""
+
+
+def _admin_post(
+    url: str | None, server_dir: str, what: str, name: str, verb: str
+) -> dict[str, Any]:
+    """``POST /WHAT/NAME/VERB`` to the running server's admin endpoint; its answer, or
+    one line and exit 2 (no such server) or 1 (the action was refused)."""
+    from urllib.parse import quote
+
+    from sipwake.adminclient import AdminClientError, AdminTarget
+
+    target = _admin_target(url, server_dir)
+    assert isinstance(target, AdminTarget)
+    try:
+        status, data = target.post(f"/{what}/{quote(name, safe='')}/{verb}")
+    except AdminClientError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if status != 200:
+        click.echo(f"error: {data.get('error', status)}", err=True)
+        sys.exit(1)
+    return data
+
+
+def _mobile_action(verb: str, number: str, url: str | None, server_dir: str) -> None:
+    data = _admin_post(url, server_dir, "mobile", number, verb)
+    click.echo(f"{number}: {verb} ({data.get('calls', 0)} call(s))")
 
 
 @mobile_cmd.command("answer")
